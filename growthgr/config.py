@@ -1,0 +1,182 @@
+"""Typed configuration: one `Settings` object, three profiles, YAML and env overrides.
+
+Resolution order (later wins):
+  1. the profile's defaults (`tiny`, `demo`, `large`);
+  2. a YAML file (`growthgr --config FILE`), nested like `Settings`;
+  3. environment variables: `GROWTHGR_PROFILE`, `GROWTHGR_LAKE_ROOT`,
+     `GROWTHGR_RELEASES_ROOT`, `GROWTHGR_S3_ENDPOINT_URL`, and any nested key as
+     `GROWTHGR_<SECTION>__<KEY>` (e.g. `GROWTHGR_SIMULATOR__N_USERS=500`);
+  4. explicit overrides passed by code (tests, CLI flags).
+
+Unknown keys and wrong types raise `ConfigError` naming the dotted key path.
+Each subsystem owns its section class (in its own module) and registers its
+per-profile overrides in `PROFILE_OVERRIDES` below.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import Field, ValidationError
+
+from growthgr.strict import StrictModel
+from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES, SimulatorConfig
+from models.multigr.config import PROFILES as MULTIGR_PROFILES, MultiGRConfig
+from models.tokenizer.config import PROFILES as TOKENIZER_PROFILES, TokenizerConfig
+
+Profile = Literal["tiny", "demo", "large"]
+PROFILES: tuple[str, ...] = ("tiny", "demo", "large")
+ENV_PREFIX = "GROWTHGR_"
+
+
+class SparkConfig(StrictModel):
+    """How Spark runs: `local[*]` by default, any master URL for a cluster."""
+
+    master: str = "local[*]"
+    app_name: str = "growthgr"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "4g"
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class StorageConfig(StrictModel):
+    """S3 connection settings, used when a root is an `s3://bucket/prefix` URI."""
+
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+
+class Settings(StrictModel):
+    """The effective configuration of one GrowthGR process."""
+
+    profile: Profile = "demo"
+    seed: int = 7
+    lake_root: str = "lake"
+    releases_root: str = "releases"
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    multigr: MultiGRConfig = Field(default_factory=MultiGRConfig)
+
+    def digest(self) -> str:
+        """A short stable hash of the effective config (goes into release manifests)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_SPARK_PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {"shuffle_partitions": 2, "driver_memory": "2g"},
+    "demo": {},
+    "large": {"shuffle_partitions": 16, "driver_memory": "8g"},
+}
+
+# Per-profile overrides of the section defaults, as nested dicts. Each
+# subsystem keeps its own `PROFILES` next to its section class.
+_SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "spark": _SPARK_PROFILES,
+    "simulator": SIMULATOR_PROFILES,
+    "tokenizer": TOKENIZER_PROFILES,
+    "multigr": MULTIGR_PROFILES,
+}
+PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
+    name: {section: profiles.get(name, {}) for section, profiles in _SECTION_PROFILES.items()}
+    for name in PROFILES
+}
+
+_TOP_LEVEL_ENV = {
+    "LAKE_ROOT": ("lake_root",),
+    "RELEASES_ROOT": ("releases_root",),
+    "S3_ENDPOINT_URL": ("storage", "s3_endpoint_url"),
+    "SEED": ("seed",),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or invalid; the message names the key."""
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge `update` into a copy of `base` (dicts merge, the rest replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Nested overrides from `GROWTHGR_*` variables (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name in (ENV_PREFIX + "PROFILE", ENV_PREFIX + "CONFIG"):
+            continue
+        key = name[len(ENV_PREFIX):]
+        path = _TOP_LEVEL_ENV.get(key) or tuple(part.lower() for part in key.split("__"))
+        value = raw if path[-1].endswith(("root", "url")) else yaml.safe_load(raw)
+        _set_path(out, path, value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; its top level must be a mapping."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{key}'")
+        else:
+            lines.append(f"config key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
+
+
+def load_settings(
+    profile: str | None = None,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective `Settings` (see the module docstring for the order)."""
+    env = os.environ if env is None else env
+    file_data = read_yaml(config_file) if config_file else {}
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file and not file_data:
+        file_data = read_yaml(config_file)
+    chosen = (
+        profile
+        or (overrides or {}).get("profile")
+        or env.get(ENV_PREFIX + "PROFILE")
+        or file_data.get("profile")
+        or "demo"
+    )
+    if chosen not in PROFILES:
+        raise ConfigError(f"config key 'profile': unknown profile {chosen!r}, expected one of {PROFILES}")
+    merged = deep_merge(PROFILE_OVERRIDES.get(chosen, {}), file_data)
+    merged = deep_merge(merged, env_overrides(env))
+    merged = deep_merge(merged, overrides or {})
+    merged["profile"] = chosen
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
