@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,8 +16,8 @@ app.add_typer(config_app, name="config")
 
 
 class State:
-    config_file: Optional[Path] = None
-    profile: Optional[str] = None
+    config_file: Path | None = None
+    profile: str | None = None
 
 
 def settings(**overrides) -> Settings:
@@ -32,8 +31,8 @@ def settings(**overrides) -> Settings:
 
 @app.callback()
 def main_callback(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="YAML config file."),
-    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="tiny | demo | large (default: env or demo)."),
+    config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="YAML config file."),
+    profile: str | None = typer.Option(None, "--profile", "-p", help="tiny | demo | large (default: env or demo)."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
 ) -> None:
     logs.setup_logging(log_level.upper())

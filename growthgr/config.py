@@ -19,16 +19,20 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
 
+from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES
+from growthgr.simulator.config import SimulatorConfig
 from growthgr.strict import StrictModel
-from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES, SimulatorConfig
-from models.multigr.config import PROFILES as MULTIGR_PROFILES, MultiGRConfig
-from models.tokenizer.config import PROFILES as TOKENIZER_PROFILES, TokenizerConfig
+from models.multigr.config import PROFILES as MULTIGR_PROFILES
+from models.multigr.config import MultiGRConfig
+from models.tokenizer.config import PROFILES as TOKENIZER_PROFILES
+from models.tokenizer.config import TokenizerConfig
 
 Profile = Literal["tiny", "demo", "large"]
 PROFILES: tuple[str, ...] = ("tiny", "demo", "large")

@@ -1,0 +1,36 @@
+"""Fixtures shared by every test: telemetry off, a real S3 API server on loopback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from growthgr.logs import disable_telemetry
+
+disable_telemetry()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 API server bound to 127.0.0.1 on a free port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the moto server; yields (endpoint_url, 's3://bucket')."""
+    import boto3
+
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:50]
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return s3_server, f"s3://{name}"
