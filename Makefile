@@ -1,0 +1,50 @@
+# GrowthGR: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= demo
+export GX_ANALYTICS_ENABLED = False
+export DBT_SEND_ANONYMOUS_USAGE_STATS = false
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY = False
+export HF_HUB_OFFLINE = 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast bench lint lock clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# exactly the locked versions, no resolver: torch is the 2.13.0 CPU wheel, never a CUDA build
+	$(BIN)/pip install -q --no-deps -r requirements.lock apache-airflow==3.3.2
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check || true
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv from requirements.lock (no-op when up to date)
+
+demo: setup ## Run the main job end to end on the embedded default (PROFILE=demo)
+	$(BIN)/python -m growthgr.demo --profile $(PROFILE)
+
+test: setup ## Run the whole test suite
+	$(BIN)/pytest -q --durations=15
+
+test-fast: setup ## Run the tests not marked slow
+	$(BIN)/pytest -q -m "not slow"
+
+bench: setup ## Run the benchmarks in benchmarks/ and print their figures
+	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+lint: setup ## Lint with ruff
+	$(BIN)/ruff check .
+
+lock: ## Re-create requirements.lock from the current .venv (after a verified change)
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean: ## Remove generated data (lake, releases) but keep .venv
+	rm -rf lake releases artifacts lightning_logs
