@@ -29,7 +29,9 @@ from pydantic import Field, ValidationError
 from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES
 from growthgr.simulator.config import SimulatorConfig
 from growthgr.strict import StrictModel
+from models.itemltv.config import PROFILES as ITEMLTV_PROFILES, ItemLTVConfig
 from models.multigr.config import PROFILES as MULTIGR_PROFILES
+from models.itemltv.config import PROFILES as ITEMLTV_PROFILES, ItemLTVConfig
 from models.multigr.config import MultiGRConfig
 from models.tokenizer.config import PROFILES as TOKENIZER_PROFILES
 from models.tokenizer.config import TokenizerConfig
@@ -67,6 +69,7 @@ class Settings(StrictModel):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    itemltv: ItemLTVConfig = Field(default_factory=ItemLTVConfig)
     multigr: MultiGRConfig = Field(default_factory=MultiGRConfig)
 
     def digest(self) -> str:
@@ -87,6 +90,7 @@ _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "spark": _SPARK_PROFILES,
     "simulator": SIMULATOR_PROFILES,
     "tokenizer": TOKENIZER_PROFILES,
+    "itemltv": ITEMLTV_PROFILES,
     "multigr": MULTIGR_PROFILES,
 }
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
