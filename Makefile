@@ -1,5 +1,6 @@
 # GrowthGR: `make help` lists the targets.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,9 +20,9 @@ help: ## List the targets
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	# exactly the locked versions, no resolver: torch is the 2.13.0 CPU wheel, never a CUDA build
-	$(BIN)/pip install -q --no-deps -r requirements.lock apache-airflow==3.3.2
+	$(BIN)/pip install -q --no-deps -r requirements.lock apache-airflow==3.3.2 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check || true
 	touch $(STAMP)

@@ -23,7 +23,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -128,7 +128,7 @@ class Lake:
 
     def _commit(self, zone: str, table: str, ds: str | date, write_id: str, files: list[str], rows: int) -> Commit:
         part = self.partition_key(zone, table, ds)
-        commit = Commit(write_id, [f[len(part) + 1:] for f in files], rows, datetime.now(timezone.utc).isoformat())
+        commit = Commit(write_id, [f[len(part) + 1:] for f in files], rows, datetime.now(UTC).isoformat())
         self.store.put_bytes(f"{part}/{MARKER}", json.dumps(commit.__dict__).encode())
         for key in self.store.list(part + "/"):
             if not key.endswith(MARKER) and not key.startswith(f"{part}/_w{write_id}/"):
