@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	# exactly the locked versions, no resolver: torch is the 2.13.0 CPU wheel, never a CUDA build
 	$(BIN)/pip install -q --no-deps -r requirements.lock apache-airflow==3.3.2 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(BIN)/pip install -q --no-deps -e .
-	$(BIN)/pip check || true
+	$(BIN)/pip check | { grep -v 'is ignored: it is neither' || true; }
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv from requirements.lock (no-op when up to date)
@@ -45,7 +45,7 @@ lint: setup ## Lint with ruff
 	$(BIN)/ruff check .
 
 lock: ## Re-create requirements.lock from the current .venv (after a verified change)
-	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	$(BIN)/pip freeze --all --exclude-editable | grep -vE '^(-e|pip==)' > requirements.lock
 
 clean: ## Remove generated data (lake, releases) but keep .venv
 	rm -rf lake releases artifacts lightning_logs
