@@ -1,0 +1,175 @@
+"""The gate runner: validate one dataset for one `ds`, summarise failures, store results and Data Docs.
+
+    result = validate(settings, "raw", "2026-01-05")     # every raw table
+    result = validate(settings, "clicks", "2026-01-05")  # one table
+    if not result.passed: print(result.summary())
+
+Datasets: `raw` (all raw tables), `labels` (itemltv_labels + itemltv_samples), `features` (the
+three feature tables), `pool`, `sids`, or any single table name. Results go to the lake as
+`validation/gate_results/ds=<ds>/<dataset>.json`, Data Docs (GX HTML) to
+`validation/data_docs/<dataset>/ds=<ds>/index.html`.
+
+GX runs in an ephemeral context per call (suites are rebuilt from code with `add_or_update`, so
+re-runs are idempotent and concurrent gates never share a context file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from expectations import suites
+from expectations.config import GatesConfig, gates_config
+from growthgr.lake import Lake, to_ds
+from growthgr.schemas import RAW_TABLES
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[Lake, str, GatesConfig, object], suites.TableCheck]
+
+
+def _codebook_size(settings, cfg: GatesConfig) -> int:
+    return int(getattr(getattr(settings, "tokenizer", None), "codebook_size", cfg.sid_codebook_size))
+
+
+TABLE_BUILDERS: dict[str, Builder] = {
+    **{t: (lambda lake, ds, cfg, s, t=t: suites.raw_check(lake, t, ds, cfg)) for t in RAW_TABLES},
+    "itemltv_labels": lambda lake, ds, cfg, s: suites.labels_check(lake, ds, cfg),
+    "itemltv_samples": lambda lake, ds, cfg, s: suites.samples_check(lake, ds, cfg),
+    **{t: (lambda lake, ds, cfg, s, t=t: suites.feature_check(lake, t, ds, cfg)) for t in suites.FEATURE_KEYS},
+    "new_item_pool": lambda lake, ds, cfg, s: suites.pool_check(lake, ds, cfg),
+    "item_sids": lambda lake, ds, cfg, s: suites.sids_check(lake, ds, cfg, _codebook_size(s, cfg)),
+}
+DATASETS: dict[str, tuple[str, ...]] = {
+    "raw": RAW_TABLES,
+    "labels": ("itemltv_labels", "itemltv_samples"),
+    "features": tuple(suites.FEATURE_KEYS),
+    "pool": ("new_item_pool",),
+    "sids": ("item_sids",),
+    **{t: (t,) for t in TABLE_BUILDERS},
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed rule: which table, partition, column, rule, and what was observed."""
+
+    table: str
+    partition: str
+    column: str
+    rule: str
+    details: str
+
+    def line(self) -> str:
+        return f"FAIL {self.table} [{self.partition}] column={self.column} rule={self.rule}: {self.details}"
+
+
+@dataclass
+class GateResult:
+    dataset: str
+    ds: str
+    passed: bool
+    failures: list[Failure] = field(default_factory=list)
+    suites: list[str] = field(default_factory=list)
+    n_expectations: int = 0
+    results_uri: str = ""
+    data_docs_uri: str = ""
+
+    def summary(self) -> str:
+        head = (f"gate {self.dataset} ds={self.ds}: {'PASSED' if self.passed else 'FAILED'} "
+                f"({len(self.suites)} suites, {self.n_expectations} expectations, {len(self.failures)} failed)")
+        return "\n".join([head, *(f.line() for f in self.failures)])
+
+
+def validate(settings, dataset: str, ds: str, *, build_docs: bool | None = None) -> GateResult:
+    """Run the suites of `dataset` on partition `ds`; store results and (optionally) Data Docs."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    ds = to_ds(ds)
+    cfg = gates_config(settings)
+    lake = Lake.from_settings(settings)
+    checks = [TABLE_BUILDERS[t](lake, ds, cfg, settings) for t in DATASETS[dataset]]
+    failures, n_exp, docs_dir = _run_gx(checks, build_docs=cfg.build_data_docs if build_docs is None else build_docs)
+    result = GateResult(dataset, ds, not failures, failures, [c.suite_name for c in checks], n_exp)
+    result.results_uri = _store_results(lake, result)
+    if docs_dir is not None:
+        result.data_docs_uri = _upload_docs(lake, docs_dir, dataset, ds)
+    log.info("gate %s ds=%s: %s, %d failures", dataset, ds, "passed" if result.passed else "FAILED", len(failures))
+    return result
+
+
+def _run_gx(checks: list[suites.TableCheck], build_docs: bool) -> tuple[list[Failure], int, Path | None]:
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_or_update_pandas("lake")
+    failures: list[Failure] = []
+    n_exp = 0
+    for check in checks:
+        if check.frame is None:
+            failures.append(Failure(check.suite_name, f"ds={check.ds}", "*", "partition_exists",
+                                    "no committed partition"))
+            continue
+        asset = source.add_dataframe_asset(check.suite_name)
+        batch = asset.add_batch_definition_whole_dataframe(f"ds={check.ds}")
+        suite = context.suites.add_or_update(gx.ExpectationSuite(name=check.suite_name, expectations=check.expectations))
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=f"{check.suite_name}:ds={check.ds}", data=batch, suite=suite))
+        outcome = definition.run(batch_parameters={"dataframe": check.frame})
+        n_exp += len(outcome.results)
+        failures += [_failure(check, r) for r in outcome.results if not r.success]
+    return failures, n_exp, _build_docs(context) if build_docs else None
+
+
+def _failure(check: suites.TableCheck, r) -> Failure:
+    meta = r.expectation_config.meta or {}
+    return Failure(check.suite_name, f"ds={check.ds}", meta.get("column", "*"),
+                   meta.get("rule", r.expectation_config.type), _details(r))
+
+
+def _details(r) -> str:
+    """A short human-readable account of what GX observed."""
+    if r.exception_info and r.exception_info.get("raised_exception"):
+        return "error: " + str(r.exception_info.get("exception_message", ""))[:160]
+    res = r.result or {}
+    if "unexpected_count" in res:
+        sample = [str(v) for v in (res.get("partial_unexpected_list") or [])[:3]]
+        return (f"{res['unexpected_count']} of {res.get('element_count', '?')} rows unexpected "
+                f"({res.get('unexpected_percent', 0):.2f}%), e.g. {sample}")
+    if "details" in res and isinstance(res["details"], dict) and "mismatched" in res["details"]:
+        return f"columns mismatched: {res['details']['mismatched']}"
+    kwargs = {k: v for k, v in r.expectation_config.kwargs.items() if k not in ("batch_id", "column")}
+    return f"observed {res.get('observed_value')!r}, expected {kwargs}"[:300]
+
+
+def _build_docs(context) -> Path:
+    """Render GX Data Docs of this context's suites and validation results into a temp folder."""
+    out = Path(tempfile.mkdtemp(prefix="gx_docs_"))
+    context.add_data_docs_site(site_name="lake", site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    context.build_data_docs(site_names=["lake"])
+    return out
+
+
+def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: str) -> str:
+    prefix = f"validation/data_docs/{dataset}/ds={ds}"
+    for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
+        lake.store.put_bytes(f"{prefix}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
+    return lake.store.url(f"{prefix}/index.html")
+
+
+def _store_results(lake: Lake, result: GateResult) -> str:
+    key = f"validation/gate_results/ds={result.ds}/{result.dataset}.json"
+    payload = {**asdict(result), "validated_at": datetime.now(UTC).isoformat()}
+    payload.pop("results_uri"), payload.pop("data_docs_uri")
+    lake.store.put_bytes(key, json.dumps(payload, indent=1, default=str).encode())
+    return lake.store.url(key)

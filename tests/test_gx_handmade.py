@@ -1,0 +1,87 @@
+"""GX gates on small hand-made raw data (per `growthgr/schemas.py`), with hand-injected defects.
+
+Independent of the simulator: each defect is built here exactly, so a failure of these tests
+points at the suites, not at the data generator.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from expectations.gate import validate
+from growthgr.config import load_settings
+from growthgr.lake import Lake
+from growthgr.schemas import RAW_SCHEMAS
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+
+
+def make_raw_day(ds: str, day_index: int, n_requests: int = 300, seed: int = 0) -> dict[str, pa.Table]:
+    """One consistent day of every raw table: requests -> candidates -> exposures -> clicks -> purchases."""
+    rng = np.random.default_rng(seed + day_index)
+    start = datetime.fromisoformat(ds).replace(tzinfo=UTC)
+    n_items, n_users = 60, 40
+    item_ids = np.arange(day_index * 1000, day_index * 1000 + n_items)
+    rid = np.arange(n_requests) + day_index * 100_000
+    users = rng.integers(0, n_users, n_requests)
+    ts = [start + timedelta(seconds=int(s)) for s in rng.integers(0, 86_000, n_requests)]
+    cand = [(r, int(i), k) for j, r in enumerate(rid) for k, i in enumerate(rng.choice(n_items, 6, replace=False))]
+    expo = [(r, i, k) for r, i, k in cand if k < 4]
+    clicks = [e for e in expo if (e[0] + e[1]) % 3 == 0]
+    buys = [c for c in clicks if (c[0] + c[1]) % 2 == 0]
+    req_user = dict(zip(rid, users, strict=True))
+    req_ts = dict(zip(rid, ts, strict=True))
+    price = 10.0 + np.arange(len(buys))
+    tables = {
+        "items": {"item_id": item_ids, "listing_date": [date.fromisoformat(ds)] * n_items,
+                  "listed_at": [start] * n_items, "title": [f"item {i}" for i in item_ids],
+                  "category_id": item_ids % 16, "category": [f"cat{i % 16}" for i in item_ids],
+                  "brand": ["b"] * n_items, "attributes": ["red,big"] * n_items, "price": 5.0 + item_ids % 7},
+        "users": {"user_id": np.arange(n_users) + day_index * 1000, "signup_date": [date.fromisoformat(ds)] * n_users,
+                  "segment": ["niche", "mass"] * (n_users // 2), "home_category_id": np.arange(n_users) % 16,
+                  "activity": np.full(n_users, 2.0), "price_sensitivity": np.full(n_users, 0.5)},
+        "search_requests": {"request_id": rid, "user_id": users, "ts": ts, "query_text": ["red shoe"] * n_requests,
+                            "intent_category_id": rid % 16},
+        "rank_candidates": {"request_id": [c[0] for c in cand], "item_id": [item_ids[c[1]] for c in cand],
+                            "rank": [c[2] for c in cand], "score": [1.0 / (1 + c[2]) for c in cand],
+                            "channel": ["main"] * len(cand)},
+    }
+    for name, rows in (("exposures", expo), ("clicks", clicks)):
+        tables[name] = {"request_id": [r[0] for r in rows], "user_id": [req_user[r[0]] for r in rows],
+                        "item_id": [item_ids[r[1]] for r in rows], "position": [r[2] for r in rows],
+                        "ts": [req_ts[r[0]] for r in rows]}
+    tables["purchases"] = {
+        "order_id": np.arange(len(buys)) + day_index * 100_000, "request_id": [b[0] for b in buys],
+        "user_id": [req_user[b[0]] for b in buys], "item_id": [item_ids[b[1]] for b in buys],
+        "ts": [req_ts[b[0]] for b in buys], "price": price, "quantity": np.ones(len(buys)), "gmv": price}
+    tables["site_orders"] = {
+        "order_id": np.arange(50) + day_index * 100_000 + 50_000, "user_id": users[:50],
+        "item_id": item_ids[np.arange(50) % n_items], "ts": ts[:50], "price": np.full(50, 3.0),
+        "quantity": np.full(50, 2), "gmv": np.full(50, 6.0),
+        "linked_request_id": [int(r) if k % 2 else None for k, r in enumerate(rid[:50])],
+        "link_score": [0.5 if k % 2 else None for k in range(50)]}
+    return {t: pa.table(cols).cast(RAW_SCHEMAS[t]) for t, cols in tables.items()}
+
+
+@pytest.fixture(scope="module")
+def clean_lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gx_lake")
+    lake = Lake.open(str(root))
+    for i, ds in enumerate(DAYS):
+        lake.write_many("raw", ds, make_raw_day(ds, i))
+    return root
+
+
+def settings_for(root):
+    return load_settings("tiny", overrides={"lake_root": str(root)})
+
+
+def test_clean_day_passes(clean_lake):
+    result = validate(settings_for(clean_lake), "raw", DAYS[1], build_docs=False)
+    print(result.summary())
+    assert result.passed, result.summary()
+    assert len(result.suites) == 8 and result.n_expectations > 100
