@@ -58,7 +58,6 @@ def _register() -> None:
     from growthgr.releases_cli import app as releases_app
 
     app.add_typer(releases_app, name="releases")
-    __import__("spark_jobs.cli", fromlist=["register"]).register(app)  # spark, dbt, sql
     __import__("expectations.cli", fromlist=["register"]).register(app)  # validate, features
 
 
