@@ -1,0 +1,224 @@
+"""RQ-VAE (Lightning): an MLP auto-encoder whose latent is quantised by L residual codebooks.
+
+As in TIGER (Rajput et al., 2023): encoder MLP -> latent z (D); level l picks
+the nearest code of codebook l to the residual r_l (r_1 = z,
+r_{l+1} = r_l - e_l); the decoder reconstructs x from sum_l e_l (straight-
+through gradient). Loss = MSE(x, x_hat) + sum_l ||sg[r_l] - e_l||^2
++ beta ||r_l - sg[e_l]||^2.
+
+Departures from the paper:
+- inputs are standardised per dimension (mean/std frozen with the model),
+  so the reconstruction error reads as a fraction of variance;
+- k-means initialisation runs on the residuals of the whole training set
+  (the paper uses the first batch), with a seeded k-means++;
+- dead codes (unused for `dead_code_steps` training steps) are re-seeded with
+  random residuals of the current batch, so level usage stays high;
+- the codes of the final model are taken in eval mode on the full set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.tokenizer.config import TokenizerConfig
+
+log = logging.getLogger(__name__)
+
+
+def mlp(dims: list[int], dropout: float) -> nn.Sequential:
+    """Linear layers with SiLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers += [nn.SiLU(), nn.Dropout(dropout)] if dropout else [nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.Tensor:
+    """Seeded k-means++ then Lloyd: (N, D) -> (k, D) centroids.
+
+    With fewer distinct points than k, the extra centroids are points plus small noise.
+    """
+    n = x.shape[0]
+    first = torch.randint(n, (1,), generator=gen)
+    centers = [x[first]]
+    d2 = torch.cdist(x, centers[0]).squeeze(1) ** 2                      # (N,)
+    for _ in range(1, min(k, n)):
+        if float(d2.sum()) <= 0:
+            break
+        idx = torch.multinomial(d2 / d2.sum(), 1, generator=gen)
+        centers.append(x[idx])
+        d2 = torch.minimum(d2, torch.cdist(x, x[idx]).squeeze(1) ** 2)
+    c = torch.cat(centers)                                                # (k', D)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(1)                             # (N,)
+        sums = torch.zeros_like(c).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=len(c)).unsqueeze(1)
+        c = torch.where(counts > 0, sums / counts.clamp(min=1), c)
+    if len(c) < k:
+        extra = x[torch.randint(n, (k - len(c),), generator=gen)]
+        c = torch.cat([c, extra + 1e-3 * torch.randn(extra.shape, generator=gen)])
+    return c
+
+
+class ResidualQuantizer(nn.Module):
+    """L codebooks of K codes in D dims, applied to successive residuals."""
+
+    def __init__(self, levels: int, k: int, dim: int):
+        super().__init__()
+        self.codebooks = nn.Parameter(torch.randn(levels, k, dim) * 0.1)  # (L, K, D)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """z (B, D) -> (codes (B, L), z_q (B, D) straight-through, quantisation loss terms, residuals)."""
+        residual, zq, codes, residuals = z, torch.zeros_like(z), [], []
+        codebook_loss = z.new_zeros(())
+        commit_loss = z.new_zeros(())
+        for book in self.codebooks:                                      # (K, D)
+            residuals.append(residual)
+            idx = torch.cdist(residual, book).argmin(1)                  # (B,)
+            e = book[idx]                                                # (B, D)
+            codebook_loss = codebook_loss + ((residual.detach() - e) ** 2).sum(1).mean()
+            commit_loss = commit_loss + ((residual - e.detach()) ** 2).sum(1).mean()
+            zq = zq + e
+            residual = residual - e.detach()
+            codes.append(idx)
+        zq_st = z + (zq - z).detach()
+        return torch.stack(codes, 1), zq_st, torch.stack([codebook_loss, commit_loss]), residuals
+
+
+class RQVAE(nn.Module):
+    """The auto-encoder with its input standardisation buffers."""
+
+    def __init__(self, input_dim: int, cfg: TokenizerConfig):
+        super().__init__()
+        dims = [input_dim, *cfg.hidden_dims, cfg.latent_dim]
+        self.encoder = mlp(dims, cfg.dropout)
+        self.decoder = mlp(dims[::-1], cfg.dropout)
+        self.quantizer = ResidualQuantizer(cfg.levels, cfg.codebook_size, cfg.latent_dim)
+        self.register_buffer("x_mean", torch.zeros(input_dim))
+        self.register_buffer("x_std", torch.ones(input_dim))
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_std
+
+    def forward(self, x: torch.Tensor):
+        """x (B, In) raw -> (x_std (B, In), x_hat (B, In), codes (B, L), quantisation losses (2,), residuals)."""
+        xs = self.standardise(x)
+        codes, zq, qloss, residuals = self.quantizer(self.encoder(xs))
+        return xs, self.decoder(zq), codes, qloss, residuals
+
+    @torch.no_grad()
+    def encode_codes(self, x: torch.Tensor, batch_size: int = 4096) -> tuple[np.ndarray, float]:
+        """(N, In) -> (codes (N, L) int64, reconstruction MSE on standardised inputs)."""
+        self.eval()
+        codes, se = [], 0.0
+        for xb in torch.split(x, batch_size):
+            xs, x_hat, c, _, _ = self(xb)
+            codes.append(c)
+            se += float(((xs - x_hat) ** 2).sum())
+        n = max(x.shape[0] * x.shape[1], 1)
+        return torch.cat(codes).numpy().astype(np.int64), se / n
+
+
+class RQVAEModule(L.LightningModule):
+    """Training loop: reconstruction + codebook + commitment, with dead-code re-seeding."""
+
+    def __init__(self, model: RQVAE, cfg: TokenizerConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.register_buffer("last_used", torch.zeros(cfg.levels, cfg.codebook_size, dtype=torch.long))
+        self.n_reseeded = 0
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        xs, x_hat, codes, qloss, residuals = self.model(x)
+        recon = ((xs - x_hat) ** 2).mean()
+        loss = recon + qloss[0] + self.cfg.commitment_beta * qloss[1]
+        self._track_and_reseed(codes, residuals)
+        self.log_dict({"recon": recon, "loss": loss}, prog_bar=False, on_epoch=True, on_step=False)
+        return loss
+
+    @torch.no_grad()
+    def _track_and_reseed(self, codes: torch.Tensor, residuals: list[torch.Tensor]) -> None:
+        step = self.global_step + 1
+        for lvl in range(self.cfg.levels):
+            self.last_used[lvl, codes[:, lvl].unique()] = step
+            dead = torch.nonzero(step - self.last_used[lvl] >= self.cfg.dead_code_steps).squeeze(1)
+            if len(dead):
+                r = residuals[lvl].detach()
+                pick = torch.randint(len(r), (len(dead),), generator=self.gen)
+                self.model.quantizer.codebooks.data[lvl, dead] = r[pick]
+                self.last_used[lvl, dead] = step
+                self.n_reseeded += len(dead)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+
+@torch.no_grad()
+def kmeans_init(model: RQVAE, x: torch.Tensor, cfg: TokenizerConfig) -> None:
+    """Initialise every level's codebook with k-means on that level's residuals of the whole set."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    residual = model.encoder(model.standardise(x))                       # (N, D)
+    for lvl in range(cfg.levels):
+        book = kmeans(residual, cfg.codebook_size, cfg.kmeans_iters, gen)  # (K, D)
+        model.quantizer.codebooks.data[lvl] = book
+        residual = residual - book[torch.cdist(residual, book).argmin(1)]
+
+
+@dataclass
+class FitStats:
+    epochs: int
+    steps: int
+    final_recon: float
+    codes_reseeded: int
+
+
+def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> tuple[RQVAE, FitStats]:
+    """Fit an RQ-VAE on (N, In) inputs on CPU; deterministic for a fixed `cfg.seed`."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    model = RQVAE(xt.shape[1], cfg)
+    model.x_mean.copy_(xt.mean(0))
+    model.x_std.copy_(xt.std(0).clamp(min=1e-6) if len(xt) > 1 else torch.ones(xt.shape[1]))
+    kmeans_init(model, xt, cfg)
+    module = RQVAEModule(model, cfg)
+    loader = DataLoader(TensorDataset(xt), batch_size=min(cfg.batch_size, len(xt)), shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=False)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+    )
+    trainer.fit(module, loader)
+    recon = float(trainer.callback_metrics.get("recon", torch.tensor(float("nan"))))
+    model.eval()
+    return model, FitStats(cfg.epochs, trainer.global_step, recon, module.n_reseeded)
+
+
+def model_to_bytes(model: RQVAE, meta: dict) -> bytes:
+    """safetensors bytes of the state dict, with `meta` (JSON) in the header."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return st_save(state, metadata={"meta": json.dumps(meta)})
+
+
+def model_from_bytes(data: bytes) -> tuple[RQVAE, dict]:
+    """Inverse of `model_to_bytes`; meta must hold `input_dim` and the `tokenizer` config."""
+    header_len = struct.unpack("<Q", data[:8])[0]
+    meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["meta"])
+    model = RQVAE(meta["input_dim"], TokenizerConfig(**meta["tokenizer"]))
+    model.load_state_dict(st_load(data))
+    model.eval()
+    return model, meta

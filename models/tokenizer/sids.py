@@ -1,0 +1,196 @@
+"""SID table: `fit` (new codebook, new SID version) and daily `assign` (frozen model, new items only).
+
+Table `curated/item_sids`, one partition per day, each a full snapshot of the
+SIDs valid that day (every item embedded up to that day, exactly one row
+each): item_id int64, sid_version string, c1, c2, c3 int32, c4 int32 (the
+disambiguation token; null when `collision_mode == "shared"`).
+
+The model of a SID version lives at `models/tokenizer/<sid_version>/model.safetensors`
+in the lake's object store (its header holds the config, input dim and
+feature statistics).
+
+Disambiguation (mode a): items sharing (c1, c2, c3) get c4 = 0, 1, 2, ... in
+the order they were assigned (by item_id within one run); a new item takes
+the next free c4 of its group, so existing SIDs never change. When a group
+outgrows the codebook size, c4 wraps over K (a GX bound on collisions flags it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from growthgr.lake import Lake, PartitionNotFound, to_ds
+from models.tokenizer import embed
+from models.tokenizer.config import TokenizerConfig
+from models.tokenizer.metrics import sid_report
+from models.tokenizer.rqvae import RQVAE, model_from_bytes, model_to_bytes, train_rqvae
+from models.tokenizer.trie import SidTrie
+
+log = logging.getLogger(__name__)
+
+ZONE, TABLE = "curated", "item_sids"
+CODE_COLUMNS = ("c1", "c2", "c3")
+SIDS_SCHEMA = pa.schema([
+    ("item_id", pa.int64()),
+    ("sid_version", pa.string()),
+    ("c1", pa.int32()),
+    ("c2", pa.int32()),
+    ("c3", pa.int32()),
+    ("c4", pa.int32()),
+])
+
+
+@dataclass
+class Tokenized:
+    """A fitted tokenizer applied to an item set."""
+
+    model: RQVAE
+    meta: dict
+    item_ids: np.ndarray     # (N,) int64
+    codes: np.ndarray        # (N, L) int64, before disambiguation
+    recon_mse: float
+    inputs: np.ndarray       # (N, In) float32, the RQ-VAE inputs
+
+
+def model_key(sid_version: str) -> str:
+    return f"models/tokenizer/{sid_version}/model.safetensors"
+
+
+def build_inputs(emb: pd.DataFrame, cfg: TokenizerConfig, price_stats: tuple[float, float]) -> np.ndarray:
+    """Embedding rows -> (N, In) RQ-VAE inputs: the text vector, plus side features when enabled."""
+    x = embed.embedding_matrix(emb)
+    if cfg.feature_weight <= 0 or not len(emb):
+        return x
+    feats = embed.side_features(emb["category"], emb["price"], cfg, price_stats)
+    return np.concatenate([x, feats], axis=1).astype(np.float32)
+
+
+def fit_codes(emb: pd.DataFrame, cfg: TokenizerConfig, sid_version: str, progress: bool = False) -> Tokenized:
+    """Train an RQ-VAE on the embedding rows and give every row its codes."""
+    if cfg.levels != len(CODE_COLUMNS):
+        log.warning("levels=%d: the SID table holds 3 code columns", cfg.levels)
+    pstats = embed.price_stats(emb["price"]) if "price" in emb else (0.0, 1.0)
+    x = build_inputs(emb, cfg, pstats)
+    model, stats = train_rqvae(x, cfg, progress=progress)
+    codes, recon = model.encode_codes(torch.as_tensor(x))
+    meta = {
+        "sid_version": sid_version, "input_dim": int(x.shape[1]), "tokenizer": cfg.model_dump(mode="json"),
+        "price_stats": list(pstats), "encoder": embed.ENCODER_NAME, "encoder_version": embed.encoder_version(),
+        "train_items": int(len(x)), "steps": stats.steps, "codes_reseeded": stats.codes_reseeded,
+    }
+    log.info("fitted SID version %s on %d items: recon %.4f, %d codes re-seeded",
+             sid_version, len(x), recon, stats.codes_reseeded)
+    return Tokenized(model, meta, emb["item_id"].to_numpy(np.int64), codes, recon, x)
+
+
+def apply_codes(model: RQVAE, meta: dict, emb: pd.DataFrame) -> np.ndarray:
+    """Codes (N, L) of embedding rows under a frozen model."""
+    cfg = TokenizerConfig(**meta["tokenizer"])
+    x = build_inputs(emb, cfg, tuple(meta["price_stats"]))
+    return model.encode_codes(torch.as_tensor(x))[0] if len(x) else np.zeros((0, cfg.levels), np.int64)
+
+
+def disambiguate(codes: np.ndarray, existing: pd.DataFrame | None = None, k: int = 256) -> np.ndarray:
+    """c4 for new rows with `codes` (N, 3), in row order, after the groups' used c4 in `existing`."""
+    next_free: dict[tuple, int] = {}
+    if existing is not None and len(existing):
+        grp = existing.groupby(list(CODE_COLUMNS))["c4"].max()
+        next_free = {tuple(int(v) for v in key): int(c) + 1 for key, c in grp.items()}
+    out = np.empty(len(codes), np.int64)
+    for i, row in enumerate(map(tuple, codes.tolist())):
+        c = next_free.get(row, 0)
+        out[i] = c % k
+        next_free[row] = c + 1
+    return out
+
+
+def sid_frame(item_ids: np.ndarray, codes: np.ndarray, sid_version: str, c4: np.ndarray | None) -> pd.DataFrame:
+    """Rows of the SID table (contract above)."""
+    df = pd.DataFrame({"item_id": item_ids.astype(np.int64), "sid_version": sid_version})
+    for j, col in enumerate(CODE_COLUMNS):
+        df[col] = codes[:, j].astype(np.int32)
+    df["c4"] = pd.array(c4, dtype="Int32") if c4 is not None else pd.array([None] * len(df), dtype="Int32")
+    return df
+
+
+def to_arrow(df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(df, schema=SIDS_SCHEMA, preserve_index=False)
+
+
+def default_version(ds: str) -> str:
+    return "sid-" + to_ds(ds).replace("-", "")
+
+
+def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = None) -> dict:
+    """Train a codebook on every item embedded up to `ds`, save it as a new SID version,
+    and write the SID snapshot for `ds`. Returns the report of the new assignment."""
+    ds = to_ds(ds)
+    sid_version = sid_version or default_version(ds)
+    emb = embed.read_embeddings(lake, ds)
+    tok = fit_codes(emb, cfg, sid_version, progress=len(emb) > 10_000)
+    lake.store.put_bytes(model_key(sid_version), model_to_bytes(tok.model, tok.meta))
+    c4 = disambiguate(tok.codes, None, cfg.codebook_size) if cfg.collision_mode == "disambiguation_token" else None
+    lake.write_partition(ZONE, TABLE, ds, to_arrow(sid_frame(tok.item_ids, tok.codes, sid_version, c4)))
+    report = sid_report(tok.codes, tok.recon_mse, categories=emb["category"].to_numpy(),
+                        codebook_size=cfg.codebook_size)
+    report.update(sid_version=sid_version, ds=ds)
+    lake.store.put_bytes(f"models/tokenizer/{sid_version}/report.json", json.dumps(report, indent=2).encode())
+    return report
+
+
+def load_version(lake: Lake, sid_version: str) -> tuple[RQVAE, dict]:
+    """The frozen model of a SID version."""
+    try:
+        return model_from_bytes(lake.store.get_bytes(model_key(sid_version)))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no tokenizer model for SID version {sid_version!r} in the lake") from None
+
+
+def latest_snapshot(lake: Lake, ds: str) -> tuple[str, pd.DataFrame]:
+    """(ds, rows) of the newest `item_sids` partition at or before `ds`."""
+    parts = lake.list_partitions(ZONE, TABLE, end=ds)
+    if not parts:
+        raise PartitionNotFound(f"no {ZONE}/{TABLE} at or before {ds}: run `growthgr tokenizer fit` first")
+    return parts[-1], lake.read_partition(ZONE, TABLE, parts[-1]).to_pandas()
+
+
+def assign(lake: Lake, ds: str, cfg: TokenizerConfig | None = None) -> dict:
+    """SIDs for the items embedded up to `ds` that the latest snapshot lacks, with its frozen model;
+    writes the snapshot for `ds` (old rows unchanged + new rows). Returns counts."""
+    ds = to_ds(ds)
+    base_ds, base = latest_snapshot(lake, ds)
+    versions = base["sid_version"].unique().tolist()
+    if len(versions) != 1:
+        raise ValueError(f"snapshot {base_ds} mixes SID versions {versions}")
+    model, meta = load_version(lake, versions[0])
+    emb = embed.read_embeddings(lake, ds)
+    new = emb[~emb["item_id"].isin(base["item_id"])].reset_index(drop=True)
+    codes = apply_codes(model, meta, new)
+    mode = TokenizerConfig(**meta["tokenizer"]).collision_mode
+    c4 = disambiguate(codes, base, meta["tokenizer"]["codebook_size"]) if mode == "disambiguation_token" else None
+    rows = sid_frame(new["item_id"].to_numpy(np.int64), codes, versions[0], c4)
+    snapshot = pd.concat([base.astype(rows.dtypes.to_dict()), rows], ignore_index=True).sort_values("item_id")
+    lake.write_partition(ZONE, TABLE, ds, to_arrow(snapshot))
+    log.info("assigned %d new items with SID version %s (base %s)", len(rows), versions[0], base_ds)
+    return {"ds": ds, "sid_version": versions[0], "base_ds": base_ds, "new_items": int(len(rows)),
+            "total_items": int(len(snapshot))}
+
+
+def sid_matrix(df: pd.DataFrame) -> np.ndarray:
+    """SID rows -> (N, 3) or (N, 4) codes (the 4th column when the disambiguation token is present)."""
+    cols = list(CODE_COLUMNS) + (["c4"] if df["c4"].notna().all() and len(df) else [])
+    return df[cols].to_numpy(np.int64)
+
+
+def build_trie(df: pd.DataFrame, codebook_size: int, item_ids: np.ndarray | None = None) -> SidTrie:
+    """Trie of the SIDs of `item_ids` (all rows when None), e.g. the daily new-item pool."""
+    if item_ids is not None:
+        df = df[df["item_id"].isin(item_ids)]
+    return SidTrie.from_sids(sid_matrix(df), codebook_size)
