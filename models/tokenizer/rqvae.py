@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import warnings
 from dataclasses import dataclass
 
 import lightning as L
@@ -190,6 +191,8 @@ class FitStats:
 def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> tuple[RQVAE, FitStats]:
     """Fit an RQ-VAE on (N, In) inputs on CPU; deterministic for a fixed `cfg.seed`."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     xt = torch.as_tensor(x, dtype=torch.float32)
     model = RQVAE(xt.shape[1], cfg)
     model.x_mean.copy_(xt.mean(0))
@@ -202,7 +205,10 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> 
         max_epochs=cfg.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
     )
-    trainer.fit(module, loader)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, loader)
     recon = float(trainer.callback_metrics.get("recon", torch.tensor(float("nan"))))
     model.eval()
     return model, FitStats(cfg.epochs, trainer.global_step, recon, module.n_reseeded)
