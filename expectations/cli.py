@@ -6,8 +6,11 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add `validate` to the main CLI (called from `growthgr.cli._register`)."""
+    """Add `validate` and `features` to the main CLI (called from `growthgr.cli._register`)."""
+    from growthgr.features import app as features_app
+
     app.command("validate")(validate_cmd)
+    app.add_typer(features_app, name="features")
 
 
 def validate_cmd(

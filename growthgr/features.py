@@ -1,0 +1,230 @@
+"""The Feast feature store of GrowthGR: apply (once per change), point-in-time training sets,
+daily materialisation, online reads. Definitions live in `feature_repo/definitions.py`.
+
+    store = open_store(settings)                       # applies definitions if their hash changed
+    df = training_set(settings, "itemltv_v1", ds)      # -> lake samples/training_itemltv_v1/ds=...
+    materialize(settings, ds)                          # the data interval [ds, ds+1) -> online store
+    online_features(settings, "itemltv_v1", user_id=1, item_id=2, query_id=3)
+
+Environments (`FeatureStoreConfig.environment`): `local` = `feature_repo/feature_store.yaml`
+(DuckDB over the lake Parquet, SQLite online store, registry file under `<lake>/feast/`), `cluster`
+= `feature_store.cluster.yaml` (Spark offline store, Redis online store). `online_store: redis`
+swaps only the online store (the Redis test uses it). Every Feast writer (apply, materialize) holds
+`<lake>/feast/.writer.lock`: the file registry and the SQLite store are single-writer.
+Timestamps handed to Feast are microsecond UTC (nanosecond ones break DuckDB 2.x materialise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import typer
+import yaml
+from filelock import FileLock
+
+from growthgr.lake import Lake, to_ds
+from growthgr.strict import StrictModel
+
+log = logging.getLogger(__name__)
+REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
+YAML_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
+
+
+class FeatureStoreConfig(StrictModel):
+    """Which Feast environment to use. Not yet a `Settings` section (see `feast_config`)."""
+
+    environment: Literal["local", "cluster"] = "local"
+    online_store: Literal["default", "sqlite", "redis"] = "default"
+    redis_connection: str = "127.0.0.1:6379"
+
+
+def feast_config(settings) -> FeatureStoreConfig:
+    section = getattr(settings, "feast", None)
+    return section if isinstance(section, FeatureStoreConfig) else FeatureStoreConfig()
+
+
+# -- configuration -----------------------------------------------------------------------------------
+def feast_dir(settings) -> Path:
+    """`<lake>/feast`: registry, SQLite online store, apply hash and writer lock (local lakes only)."""
+    if "://" in settings.lake_root:
+        raise ValueError("the local Feast environment needs a local lake root; use environment=cluster")
+    path = Path(settings.lake_root).resolve() / "feast"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def repo_config_dict(settings, cfg: FeatureStoreConfig | None = None) -> dict[str, Any]:
+    """The environment's feature_store.yaml with `${...}` filled in from settings."""
+    cfg = cfg or feast_config(settings)
+    text = (REPO_DIR / YAML_FILES[cfg.environment]).read_text()
+    values = {"LAKE_ROOT": str(feast_dir(settings).parent), "REDIS_CONNECTION": cfg.redis_connection,
+              "SPARK_MASTER": settings.spark.master}
+    for key, value in values.items():
+        text = text.replace("${" + key + "}", value)
+    data = yaml.safe_load(text)
+    if cfg.online_store == "redis":
+        data["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection}
+    elif cfg.online_store == "sqlite":
+        data["online_store"] = {"type": "sqlite", "path": str(feast_dir(settings) / "online.db")}
+    return data
+
+
+def load_definitions(settings, offline: str) -> list:
+    """Build the objects of `feature_repo/definitions.py` for this lake root."""
+    spec = importlib.util.spec_from_file_location("growthgr_feature_repo", REPO_DIR / "definitions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build(str(feast_dir(settings).parent), offline)
+
+
+def definitions_hash(config: dict[str, Any]) -> str:
+    """Hash of the definitions file and the effective config: apply again only when it changes."""
+    blob = (REPO_DIR / "definitions.py").read_bytes() + yaml.safe_dump(config, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@contextmanager
+def writer_lock(settings, timeout: float = 600):
+    """Serialise Feast writers of one lake (registry file and SQLite are single-writer)."""
+    with FileLock(str(feast_dir(settings) / ".writer.lock"), timeout=timeout):
+        yield
+
+
+def open_store(settings, cfg: FeatureStoreConfig | None = None):
+    """A FeatureStore for `settings`, applying the definitions first if they changed since last apply."""
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    data = repo_config_dict(settings, cfg)
+    store = FeatureStore(config=RepoConfig(repo_path=REPO_DIR, **data))
+    stamp = feast_dir(settings) / f"applied-{data['online_store']['type']}.sha256"
+    digest = definitions_hash(data)
+    if not stamp.exists() or stamp.read_text() != digest:
+        with writer_lock(settings):
+            objects = load_definitions(settings, data["offline_store"]["type"])
+            store.apply(objects)
+            stamp.write_text(digest)
+            log.info("feast apply: %d objects (definitions hash %s)", len(objects), digest[:12])
+    return store
+
+
+# -- training sets -----------------------------------------------------------------------------------
+def utc_us(values: pd.Series) -> pd.Series:
+    """Timestamps as microsecond UTC (naive ones are taken as UTC)."""
+    ts = pd.to_datetime(values)
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    return ts.astype("datetime64[us, UTC]")
+
+
+def entity_frame(lake: Lake, service: str, ds: str) -> pd.DataFrame:
+    """The rows a training set is built for, with `event_timestamp` = the event's own time.
+
+    itemltv_v1: one row per ItemLTV sample (an exposure of a cohort item, label and treatment kept);
+    multigr_v1: one row per search request; dr_v1: one row per exposed (request, item) pair.
+    """
+    if service == "itemltv_v1":
+        df = lake.read_partition("samples", "itemltv_samples", ds).to_pandas()
+    else:
+        cols = ["request_id", "user_id", "query_id", "ts"] + (["exposure_ids"] if service == "dr_v1" else [])
+        df = lake.read_partition("samples", "gr_samples", ds, columns=cols).to_pandas()
+        if service == "dr_v1":
+            df = df.explode("exposure_ids").dropna(subset=["exposure_ids"]).rename(columns={"exposure_ids": "item_id"})
+            df["item_id"] = df["item_id"].astype("int64")
+    df = df.rename(columns={"ts": "event_timestamp"})
+    df["event_timestamp"] = utc_us(df["event_timestamp"])
+    return df.reset_index(drop=True)
+
+
+def historical_features(store, entity_df: pd.DataFrame, features: str | list[str]) -> pd.DataFrame:
+    """Point-in-time join: each row gets the latest feature values at or before its own
+    `event_timestamp` and not older than the view's TTL (missing otherwise). `features` is a
+    feature service name or a list of `view:feature` references. Columns are named
+    `<view>__<feature>` (user, item and query views share feature names such as `ctr_30d`)."""
+    refs = store.get_feature_service(features) if isinstance(features, str) else features
+    entity_df = entity_df.assign(event_timestamp=utc_us(entity_df["event_timestamp"]))
+    return store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True).to_df()
+
+
+def training_set(settings, service: str, ds: str) -> pd.DataFrame:
+    """Build and write `samples/training_<service>/ds=<ds>` (entity rows + their PIT features)."""
+    ds = to_ds(ds)
+    lake = Lake.from_settings(settings)
+    store = open_store(settings)
+    out = historical_features(store, entity_frame(lake, service, ds), service)
+    out = out.sort_values(["event_timestamp", *[c for c in ("request_id", "item_id") if c in out]]).reset_index(drop=True)
+    lake.write_partition("samples", f"training_{service}", ds, out)
+    log.info("training set %s ds=%s: %d rows, %d columns", service, ds, len(out), out.shape[1])
+    return out
+
+
+# -- online ------------------------------------------------------------------------------------------
+def materialize(settings, ds: str, cfg: FeatureStoreConfig | None = None) -> None:
+    """Load the feature rows of the data interval [ds 00:00, ds+1 00:00) UTC into the online store."""
+    start = datetime.fromisoformat(to_ds(ds)).replace(tzinfo=UTC)
+    store = open_store(settings, cfg)
+    with writer_lock(settings):
+        store.materialize(start_date=start, end_date=start + timedelta(days=1))
+
+
+def online_features(settings, service: str, cfg: FeatureStoreConfig | None = None, **entities: int) -> dict:
+    """Online feature values of one entity row (`user_id`, `item_id`, `query_id` as the service
+    needs), keyed `<view>__<feature>` like the training sets."""
+    store = open_store(settings, cfg)
+    features = store.get_feature_service(service)
+    needed = {key for p in features.feature_view_projections
+              for key in store.get_feature_view(p.name).join_keys}
+    row = {k: int(v) for k, v in entities.items() if k in needed and v is not None}
+    return {k: v[0] for k, v in store.get_online_features(features=features, entity_rows=[row],
+                                                                  full_feature_names=True).to_dict().items()}
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
+
+
+@app.command("apply")
+def apply_cmd() -> None:
+    """Register the definitions (no-op when unchanged since the last apply)."""
+    from growthgr.cli import settings
+
+    open_store(settings())
+    typer.echo("feature store up to date")
+
+
+@app.command("training-set")
+def training_set_cmd(service: str = typer.Option("itemltv_v1", "--service"),
+                     ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
+    """Point-in-time training set of a feature service for the samples of `ds`, written to the lake."""
+    from growthgr.cli import settings
+
+    out = training_set(settings(), service, ds)
+    typer.echo(f"samples/training_{service}/ds={to_ds(ds)}: {len(out)} rows, {out.shape[1]} columns")
+
+
+@app.command("materialize")
+def materialize_cmd(ds: str = typer.Option(..., "--ds", help="Data interval [ds, ds+1) UTC.")) -> None:
+    """Materialise one day of feature rows into the online store."""
+    from growthgr.cli import settings
+
+    materialize(settings(), ds)
+    typer.echo(f"materialised {to_ds(ds)}")
+
+
+@app.command("online")
+def online_cmd(user: int | None = typer.Option(None, "--user"), item: int | None = typer.Option(None, "--item"),
+               query: int | None = typer.Option(None, "--query"),
+               service: str = typer.Option("itemltv_v1", "--service")) -> None:
+    """Print the online features of one user / item / query."""
+    from growthgr.cli import settings
+
+    values = online_features(settings(), service, user_id=user, item_id=item, query_id=query)
+    for key, value in values.items():
+        typer.echo(f"{key}: {value}")
+

@@ -1,0 +1,154 @@
+"""Feast on hand-built feature tables: point-in-time joins, TTL, online == latest offline, Redis."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from growthgr.config import load_settings
+from growthgr.features import (
+    FeatureStoreConfig,
+    historical_features,
+    load_definitions,
+    materialize,
+    online_features,
+    open_store,
+)
+from growthgr.lake import Lake
+
+DAYS = ["2026-01-01", "2026-01-02"]
+N = 5  # entities per table
+
+
+def end_of(ds: str) -> datetime:
+    return datetime.fromisoformat(ds).replace(hour=23, minute=59, second=59, microsecond=999_999, tzinfo=UTC)
+
+
+def snapshot(view, key: str, ds: str, day_index: int) -> pd.DataFrame:
+    """One daily snapshot of a feature view: every feature = f(entity, day), so a value names its day."""
+    ids = np.arange(N, dtype="int64")
+    data: dict = {key: ids, "event_timestamp": [end_of(ds)] * N}
+    for f in view.features:
+        kind = str(f.dtype)
+        if "Array" in kind:
+            data[f.name] = [[float(i + day_index)] * 3 if "Float" in kind else [int(i), day_index] for i in ids]
+        elif "String" in kind:
+            data[f.name] = [f"s{i}-{day_index}" for i in ids]
+        elif "Bool" in kind:
+            data[f.name] = day_index == 0
+        elif "Float" in kind:
+            data[f.name] = ids * 10.0 + day_index + 0.5
+        else:
+            data[f.name] = ids * 10 + day_index
+    return pd.DataFrame(data)
+
+
+@pytest.fixture(scope="module")
+def feast_settings(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feast_lake")
+    settings = load_settings("tiny", overrides={"lake_root": str(root)})
+    views = {o.name: o for o in load_definitions(settings, "duckdb") if hasattr(o, "ttl")}
+    lake = Lake.open(str(root))
+    for i, ds in enumerate(DAYS):
+        for table, key in (("user_features", "user_id"), ("item_features", "item_id"), ("query_features", "query_id")):
+            lake.write_partition("features", table, ds, snapshot(views[table], key, ds, i))
+    return settings
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def test_point_in_time_join_sees_only_past_values_and_respects_ttl(feast_settings):
+    store = open_store(feast_settings)
+    entity_df = pd.DataFrame({
+        "user_id": [1, 1, 1, 1, 1],
+        "event_timestamp": [ts("2026-01-01 12:00"),                # before any snapshot -> missing
+                            ts("2026-01-02 10:00"),                # sees day 0 (01-01 23:59:59.999999)
+                            ts("2026-01-02 23:59:59.999998"),      # 1 us before the day-1 snapshot: day 0
+                            ts("2026-01-03 10:00"),                # sees day 1
+                            ts("2026-01-05 10:00")],               # day 1 snapshot is > 2 days (TTL) old -> missing
+        "row": [0, 1, 2, 3, 4],
+    })
+    out = historical_features(store, entity_df, ["user_features:activity", "user_features:requests_7d"])
+    out = out.sort_values("row").reset_index(drop=True)
+    assert out["user_features__activity"].isna().tolist() == [True, False, False, False, True]
+    assert out["user_features__activity"].tolist()[1:4] == [10.5, 10.5, 11.5]
+    assert out["user_features__requests_7d"].tolist()[1:4] == [10, 10, 11]
+
+
+def test_feature_service_training_rows_keep_their_own_time(feast_settings):
+    store = open_store(feast_settings)
+    entity_df = pd.DataFrame({"user_id": [2, 2], "item_id": [3, 3], "query_id": [4, 4],
+                              "event_timestamp": [ts("2026-01-02 08:00"), ts("2026-01-03 08:00")]})
+    out = historical_features(store, entity_df, "itemltv_v1").sort_values("event_timestamp")
+    assert out["item_features__price"].tolist() == [30.5, 31.5]           # item 3, day 0 then day 1
+    assert out["query_features__ctr_30d"].tolist() == [40.5, 41.5]       # query 4
+    assert out["item_features__ctr_30d"].tolist() == [30.5, 31.5]
+    assert out["user_features__price_sensitivity"].tolist() == [20.5, 21.5]
+
+
+def _latest_offline(store, key: str, refs: list[str]) -> pd.DataFrame:
+    entity_df = pd.DataFrame({key: np.arange(N), "event_timestamp": [end_of(DAYS[-1])] * N})
+    return historical_features(store, entity_df, refs).sort_values(key).reset_index(drop=True)
+
+
+def _check_online_equals_offline(settings, cfg):
+    store = open_store(settings, cfg)
+    for ds in DAYS:
+        materialize(settings, ds, cfg)
+    offline = _latest_offline(store, "item_id", ["item_features:price", "item_features:clicks_7d"])
+    for item in range(N):
+        online = online_features(settings, "dr_v1", cfg, user_id=1, item_id=item, query_id=2)
+        assert online["item_features__price"] == offline.loc[item, "item_features__price"] == item * 10 + 1.5
+    online = online_features(settings, "itemltv_v1", cfg, user_id=3, item_id=4, query_id=0)
+    assert online["user_features__recent_item_ids"] == [3, 1]
+    assert online["user_features__category_affinity"] == [4.0] * 3
+    assert online["item_features__clicks_7d"] == offline.loc[4, "item_features__clicks_7d"] == 41
+
+
+def test_online_equals_latest_offline_after_materialize_sqlite(feast_settings):
+    _check_online_equals_offline(feast_settings, FeatureStoreConfig(online_store="sqlite"))
+
+
+@pytest.fixture
+def redis_server():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not installed (apt-get install -y redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_online_equals_latest_offline_after_materialize_redis(feast_settings, redis_server):
+    _check_online_equals_offline(feast_settings, FeatureStoreConfig(online_store="redis", redis_connection=redis_server))
+
+
+def test_apply_runs_once_per_definitions_change(feast_settings):
+    from growthgr.features import feast_dir
+
+    stamp = next(feast_dir(feast_settings).glob("applied-sqlite.sha256"))
+    before = stamp.stat().st_mtime_ns
+    open_store(feast_settings, FeatureStoreConfig(online_store="sqlite"))
+    assert stamp.stat().st_mtime_ns == before
