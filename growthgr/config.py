@@ -29,9 +29,9 @@ from pydantic import Field, ValidationError
 from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES
 from growthgr.simulator.config import SimulatorConfig
 from growthgr.strict import StrictModel
-from models.itemltv.config import PROFILES as ITEMLTV_PROFILES, ItemLTVConfig
+from models.itemltv.config import PROFILES as ITEMLTV_PROFILES
+from models.itemltv.config import ItemLTVConfig
 from models.multigr.config import PROFILES as MULTIGR_PROFILES
-from models.itemltv.config import PROFILES as ITEMLTV_PROFILES, ItemLTVConfig
 from models.multigr.config import MultiGRConfig
 from models.tokenizer.config import PROFILES as TOKENIZER_PROFILES
 from models.tokenizer.config import TokenizerConfig
@@ -42,12 +42,24 @@ ENV_PREFIX = "GROWTHGR_"
 
 
 class SparkConfig(StrictModel):
-    """How Spark runs: `local[*]` by default, any master URL for a cluster."""
+    """How Spark runs (`growthgr.spark.get_spark`): `local[*]` by default, any master URL
+    (`spark://host:7077`, `yarn`, `k8s://...`) for a cluster, with no code change.
+
+    S3: when the lake root is `s3://...`, Spark reads it as `s3a://...`; the
+    `s3a_*` keys (plus `storage.s3_endpoint_url`) configure Hadoop's S3A connector,
+    whose jars (`hadoop-aws`) must be on the classpath (`jars_packages` or the
+    cluster image).
+    """
 
     master: str = "local[*]"
     app_name: str = "growthgr"
     shuffle_partitions: int = Field(4, ge=1)
     driver_memory: str = "4g"
+    log_level: str = "WARN"
+    driver_host: str | None = None          # e.g. 127.0.0.1 when a cluster must call back
+    jars_packages: list[str] = Field(default_factory=list)  # e.g. org.apache.hadoop:hadoop-aws:3.4.2
+    s3a_credentials_provider: str | None = None  # None: Hadoop's default chain (env, profile, IAM role)
+    s3a_path_style_access: bool = True
     extra_conf: dict[str, str] = Field(default_factory=dict)
 
 
@@ -56,6 +68,13 @@ class StorageConfig(StrictModel):
 
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+
+
+class OrchestrationConfig(StrictModel):
+    """Airflow task defaults of the daily DAG (production: retries >= 1)."""
+
+    retries: int = Field(2, ge=0)
+    retry_delay_minutes: float = Field(5.0, ge=0)
 
 
 class Settings(StrictModel):
@@ -67,6 +86,7 @@ class Settings(StrictModel):
     releases_root: str = "releases"
     storage: StorageConfig = Field(default_factory=StorageConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     itemltv: ItemLTVConfig = Field(default_factory=ItemLTVConfig)
@@ -88,6 +108,7 @@ _SPARK_PROFILES: dict[str, dict[str, Any]] = {
 # subsystem keeps its own `PROFILES` next to its section class.
 _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "spark": _SPARK_PROFILES,
+    "orchestration": {"tiny": {"retries": 0, "retry_delay_minutes": 0.0}},
     "simulator": SIMULATOR_PROFILES,
     "tokenizer": TOKENIZER_PROFILES,
     "itemltv": ITEMLTV_PROFILES,

@@ -1,0 +1,126 @@
+"""GrowthGR daily pipeline (thin: every task calls one function of `growthgr.pipeline`).
+
+Partitions are keyed on `data_interval_start` of a daily
+`CronDataIntervalTimetable` (the run for interval [D, D+1) builds `ds=D`).
+Single-writer stores are serialised with one-slot pools: `duckdb` (dbt's
+DuckDB file) and `feast_registry` (Feast's file registry and SQLite online
+store). A failing gate fails its task; everything downstream is skipped as
+`upstream_failed`, so nothing is published and the previous release stays
+current. Configuration comes from the usual GrowthGR environment
+(`GROWTHGR_PROFILE`, `GROWTHGR_LAKE_ROOT`, ...).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from growthgr.config import load_settings
+
+RAW_LOGS = Asset("growthgr://lake/raw")
+RELEASE = Asset("growthgr://releases/current")
+
+
+def _ds(data_interval_start) -> str:
+    return data_interval_start.date().isoformat()
+
+
+def _run(step_name: str, data_interval_start) -> dict:
+    """Run `growthgr.pipeline.<step_name>` for the run's ds with the environment's settings."""
+    from growthgr import pipeline
+    from growthgr.logs import setup_logging
+
+    setup_logging()
+    return pipeline.timed(getattr(pipeline, step_name), load_settings(), _ds(data_interval_start))
+
+
+def _gate(dataset: str, data_interval_start) -> dict:
+    from growthgr import pipeline
+
+    return pipeline.gate(load_settings(), dataset, _ds(data_interval_start))
+
+
+_ORCH = load_settings().orchestration
+
+
+@dag(
+    dag_id="growthgr_daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["growthgr", "daily", "itemltv", "multigr"],
+    default_args={
+        "retries": _ORCH.retries,
+        "retry_delay": timedelta(minutes=_ORCH.retry_delay_minutes),
+        "owner": "growthgr",
+    },
+    doc_md=__doc__,
+)
+def growthgr_daily():
+    @task(inlets=[RAW_LOGS])
+    def gate_raw(data_interval_start=None):
+        return _gate("raw", data_interval_start)
+
+    @task
+    def spark_jobs(data_interval_start=None):
+        return _run("spark", data_interval_start)
+
+    @task(pool="duckdb")
+    def dbt_build(data_interval_start=None):
+        return _run("dbt", data_interval_start)
+
+    @task
+    def gate_features(data_interval_start=None):
+        return _gate("features", data_interval_start)
+
+    @task
+    def gate_labels(data_interval_start=None):
+        return _run("gate_labels", data_interval_start)
+
+    @task(pool="feast_registry")
+    def feast_materialize(data_interval_start=None):
+        return _run("materialize", data_interval_start)
+
+    @task
+    def tokenize(data_interval_start=None):
+        return _run("tokenize", data_interval_start)
+
+    @task
+    def gate_sids(data_interval_start=None):
+        return _gate("sids", data_interval_start)
+
+    @task(pool="feast_registry")
+    def itemltv(data_interval_start=None):
+        return _run("itemltv", data_interval_start)
+
+    @task
+    def pool(data_interval_start=None):
+        return _run("pool", data_interval_start)
+
+    @task
+    def gate_pool(data_interval_start=None):
+        return _gate("pool", data_interval_start)
+
+    @task(outlets=[RELEASE])
+    def publish(data_interval_start=None):
+        return _run("publish", data_interval_start)
+
+    raw = gate_raw()
+    jobs = spark_jobs()
+    raw >> jobs
+    feats, labels = gate_features(), gate_labels()
+    jobs >> [dbt_build(), feats, labels]
+    mat = feast_materialize()
+    feats >> mat
+    sid_gate = gate_sids()
+    raw >> tokenize() >> sid_gate
+    model = itemltv()
+    [mat, labels, sid_gate] >> model
+    model >> pool() >> gate_pool() >> publish()
+
+
+growthgr_daily()

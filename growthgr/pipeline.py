@@ -1,0 +1,89 @@
+"""The steps of one daily run, as plain functions `(settings, ds) -> summary dict`.
+
+The Airflow DAG (`dags/growthgr_daily.py`), the CLI (`growthgr pipeline ...`)
+and the tests call exactly these functions; the DAG only wires them. Each
+step is idempotent for its `ds` (it overwrites its own partitions), raises on
+failure, and never publishes anything itself except `publish`, which checks
+the stored gate results of the day first.
+
+Order of one day (DESIGN.md section 2):
+  gate raw -> spark jobs -> dbt build -> gate labels/features -> feast materialise
+  -> embeddings + SID assignment -> gate sids -> ItemLTV train/evaluate -> pool
+  -> gate pool -> publish
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import pandas as pd
+
+from growthgr.config import Settings
+from growthgr.lake import Lake, to_ds
+
+log = logging.getLogger(__name__)
+
+# The gates whose stored results must have passed for `publish` to release `ds`.
+PUBLISH_GATES = ("raw", "features", "sids", "pool")
+
+
+class GateFailed(RuntimeError):
+    """A GX gate failed; the message is the gate's readable summary."""
+
+
+def gate(settings: Settings, dataset: str, ds: str) -> dict:
+    """Run the GX suites of `dataset` on `ds`; raise `GateFailed` with the summary on failure."""
+    from expectations.gate import validate
+
+    result = validate(settings, dataset, to_ds(ds))
+    if not result.passed:
+        raise GateFailed(result.summary())
+    return {"gate": dataset, "expectations": result.n_expectations, "docs": result.data_docs_uri}
+
+
+def spark(settings: Settings, ds: str) -> dict:
+    """Every Spark job for `ds` (labels only once a cohort can close)."""
+    from spark_jobs.jobs import run_all
+
+    return run_all(settings, to_ds(ds))
+
+
+def dbt(settings: Settings, ds: str) -> dict:
+    """Build (run + test) the dbt project over the lake."""
+    from growthgr.dbt_runner import build
+
+    return {"dbt": build(settings)}
+
+
+def tokenize(settings: Settings, ds: str) -> dict:
+    """Embed the day's new items; give them SIDs with the frozen codebook (fit one if none exists)."""
+    from models.tokenizer import embed, sids
+
+    lake = Lake.from_settings(settings)
+    new = embed.embed_new_items(lake, to_ds(ds), settings.tokenizer)
+    if lake.list_partitions(sids.ZONE, sids.TABLE, end=to_ds(ds)):
+        return {"embedded": new, **sids.assign(lake, to_ds(ds), settings.tokenizer)}
+    return {"embedded": new, **sids.fit(lake, to_ds(ds), settings.tokenizer)}
+
+
+def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
+    """Pass/fail of the day's stored gate results (a missing result counts as failed)."""
+    out = {}
+    for name in names:
+        key = f"validation/gate_results/ds={to_ds(ds)}/{name}.json"
+        out[name] = lake.store.exists(key) and bool(json.loads(lake.store.get_bytes(key))["passed"])
+    return out
+
+
+def timed(step: Callable[[Settings, str], dict], settings: Settings, ds: str) -> dict:
+    started = time.perf_counter()
+    out = step(settings, ds)
+    log.info("%s ds=%s done in %.1fs: %s", step.__name__, to_ds(ds), time.perf_counter() - started, out)
+    return out
+
+
+def pool_frame(lake: Lake, ds: str) -> pd.DataFrame:
+    return lake.read_partition("curated", "new_item_pool", to_ds(ds)).to_pandas()
