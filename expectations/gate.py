@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -99,6 +100,7 @@ def validate(settings, dataset: str, ds: str, *, build_docs: bool | None = None)
     result.results_uri = _store_results(lake, result)
     if docs_dir is not None:
         result.data_docs_uri = _upload_docs(lake, docs_dir, dataset, ds)
+        shutil.rmtree(docs_dir, ignore_errors=True)
     log.info("gate %s ds=%s: %s, %d failures", dataset, ds, "passed" if result.passed else "FAILED", len(failures))
     return result
 
