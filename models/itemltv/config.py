@@ -1,14 +1,59 @@
 """Config section of the ItemLTV uplift model and new-item pool (models.itemltv)."""
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from growthgr.strict import StrictModel
 
 
 class ItemLTVConfig(StrictModel):
-    """Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides."""
+    """Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides.
+
+    `objective` picks how the label is fitted (see `models.itemltv.model`):
+    `exposure` is the paper's per-exposure MSE of base + T * uplift against the
+    item's label; `item` sums the clicked exposures' uplifts per item first.
+    """
 
     seed: int = 0
+    # -- data ----------------------------------------------------------------
+    train_cohorts: int = Field(60, ge=1)     # listing-day cohorts used for training
+    val_cohorts: int = Field(5, ge=1)        # the next ones, for model selection
+    test_cohorts: int = Field(5, ge=1)       # the newest ones, held out for the report
+    history_len: int = Field(20, ge=1)       # clicked items per user history
+    title_tokens: int = Field(16, ge=1)      # hashed title words per item
+    hash_buckets: int = Field(4096, ge=16)   # vocabulary of the hashed title words
+    # -- model ---------------------------------------------------------------
+    objective: Literal["exposure", "item"] = "item"
+    use_uplift: bool = True                  # False trains the "base only" model
+    emb_dim: int = Field(32, ge=4)
+    hidden_dim: int = Field(64, ge=4)
+    attn_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # -- training ------------------------------------------------------------
+    max_epochs: int = Field(20, ge=1)
+    items_per_batch: int = Field(64, ge=1)   # a batch holds every exposure of these items
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    patience: int = Field(4, ge=1)           # early stopping on validation loss
+    accelerator: str = "cpu"                 # "gpu" / "auto" to scale out
+    devices: int | str = 1
+    strategy: str = "auto"                   # "ddp" on several GPUs
+    precision: str = "32-true"               # "bf16-mixed" on GPUs
+    num_workers: int = Field(0, ge=0)
+    # -- evaluation ----------------------------------------------------------
+    gbm_max_iter: int = Field(200, ge=1)     # meta-learner baselines
+    # -- pool ----------------------------------------------------------------
+    pool_size: int = Field(500, ge=1)
+    new_item_days: int = Field(30, ge=1)     # ages 0..new_item_days-1 are "new"
 
 
-PROFILES: dict[str, dict[str, Any]] = {"tiny": {}, "demo": {}, "large": {}}
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "train_cohorts": 60, "val_cohorts": 2, "test_cohorts": 2, "history_len": 8, "hash_buckets": 1024,
+        "emb_dim": 16, "hidden_dim": 32, "max_epochs": 8, "items_per_batch": 32, "gbm_max_iter": 50,
+        "pool_size": 20, "patience": 3,
+    },
+    "demo": {},
+    "large": {"emb_dim": 64, "hidden_dim": 256, "history_len": 50, "hash_buckets": 65536, "pool_size": 5000},
+}

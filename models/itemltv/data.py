@@ -1,0 +1,272 @@
+"""ItemLTV inputs: read the lake tables, join features point in time, encode to arrays.
+
+Tables read (contract of `spark_jobs` and the simulator):
+  samples/itemltv_samples   one row per exposure of a cohort item in its days 0..29:
+                            user_id, item_id, event time (`ts` or `event_timestamp`),
+                            treatment (`treatment` or `clicked`), optional request_id /
+                            query_text / listing_date; partition ds = listing + 36
+  samples/itemltv_labels    item_id, y = log1p(mean daily orders over days 30..36)
+  raw/items, raw/users      item content (title, category, price, listing date), user attributes
+  raw/clicks                the users' behaviour history (clicked items before the exposure)
+  features/{user,item,query}_features   optional numeric features with `event_timestamp`
+
+Departure: the Feast training set (`itemltv_v1`) was not available when this was
+written, so feature tables are joined here point in time with `pandas.merge_asof`
+(latest feature row strictly before the exposure), which is the same join Feast
+performs. Items are represented by their content (hashed title words + category),
+never by an id embedding, so brand-new items and history items share one encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from growthgr.lake import Lake, PartitionNotFound, to_ds
+from models.itemltv.config import ItemLTVConfig
+
+log = logging.getLogger(__name__)
+
+KEYS = {"user_id", "item_id", "request_id", "query_text", "query_id", "ds", "listing_date", "event_timestamp",
+        "ts", "created_timestamp", "treatment", "clicked", "y", "label", "age_days", "category_id"}
+FEATURE_TABLES = ("user_features", "item_features", "query_features")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class Inputs:
+    """Lake tables as pandas frames, before encoding."""
+
+    samples: pd.DataFrame            # user_id, item_id, ts, treatment, listing_date, y [, request_id, query_text]
+    items: pd.DataFrame              # item_id, title, category_id, price, listing_date
+    users: pd.DataFrame              # user_id, activity, price_sensitivity, segment
+    clicks: pd.DataFrame             # user_id, item_id, ts
+    features: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> keys + event_timestamp + numerics
+
+
+@dataclass
+class Preprocess:
+    """What encoding needs to be repeatable at scoring time (saved with the checkpoint)."""
+
+    title_tokens: int
+    hash_buckets: int
+    history_len: int
+    columns: dict[str, list[str]]    # group (item / user / ctx) -> numeric column names
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+
+    def dims(self) -> dict[str, int]:
+        return {g: len(c) for g, c in self.columns.items()}
+
+
+@dataclass
+class Encoded:
+    """One row per exposure; item content lives in a table indexed by `*_row` (row 0 = padding)."""
+
+    tokens: np.ndarray               # [M+1, W] hashed title words of every known item
+    category: np.ndarray             # [M+1]
+    item_row: np.ndarray             # [N] row of the exposed item
+    hist_rows: np.ndarray            # [N, L] rows of the user's last clicked items (0 = none)
+    x: dict[str, np.ndarray]         # group -> [N, F_group] standardised numerics
+    treatment: np.ndarray            # [N] 0/1
+    y: np.ndarray                    # [N] label of the exposed item
+    group: np.ndarray                # [N] item group id (0..G-1, exposures of one item)
+    meta: pd.DataFrame               # [N] user_id, item_id, ts, listing_date, age_days [, request_id]
+
+    def subset(self, mask: np.ndarray) -> Encoded:
+        """Rows where `mask`; group ids renumbered densely."""
+        _, group = np.unique(self.group[mask], return_inverse=True)
+        return Encoded(self.tokens, self.category, self.item_row[mask], self.hist_rows[mask],
+                       {g: v[mask] for g, v in self.x.items()}, self.treatment[mask], self.y[mask],
+                       group.astype(np.int64), self.meta[mask].reset_index(drop=True))
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group.max()) + 1 if len(self.group) else 0
+
+
+# -- reading -----------------------------------------------------------------
+def _read(lake: Lake, zone: str, table: str, start: str, end: str) -> pd.DataFrame | None:
+    try:
+        return lake.read_range(zone, table, start, end).to_pandas()
+    except PartitionNotFound:
+        return None
+
+
+def _utc(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
+
+
+def normalise_samples(df: pd.DataFrame) -> pd.DataFrame:
+    """Accept the column spellings of the samples contract; add `ts`, `treatment`."""
+    df = df.rename(columns={"event_timestamp": "ts"} if "ts" not in df else {})
+    if "treatment" not in df:
+        df = df.assign(treatment=df["clicked"])
+    df = df.assign(ts=_utc(df["ts"]), treatment=df["treatment"].astype(np.float32))
+    return df.drop(columns=[c for c in ("ds", "clicked") if c in df])
+
+
+def sample_partitions(lake: Lake, end_ds: str, n: int) -> list[str]:
+    """The last `n` committed samples partitions with ds <= end_ds (one per cohort)."""
+    return lake.list_partitions("samples", "itemltv_samples", end=end_ds)[-n:]
+
+
+def load_inputs(lake: Lake, end_ds: str, n_cohorts: int, history_days: int = 60) -> Inputs:
+    """Read the cohorts whose label window ended by `end_ds`, with what encoding them needs."""
+    parts = sample_partitions(lake, to_ds(end_ds), n_cohorts)
+    if not parts:
+        raise PartitionNotFound(f"no samples/itemltv_samples partitions up to {end_ds}")
+    first, last = parts[0], parts[-1]
+    samples = normalise_samples(lake.read_range("samples", "itemltv_samples", first, last).to_pandas())
+    labels = lake.read_range("samples", "itemltv_labels", first, last).to_pandas()[["item_id", "y"]]
+    samples = samples.merge(labels.drop_duplicates("item_id"), on="item_id", how="inner")
+    hist_start = (date.fromisoformat(first) - timedelta(days=36 + history_days)).isoformat()
+    return Inputs(samples=samples, **_context_tables(lake, hist_start, last))
+
+
+def _context_tables(lake: Lake, start: str, end: str) -> dict:
+    items = lake.read_range("raw", "items", "0001-01-01", end).to_pandas().drop_duplicates("item_id", keep="last")
+    users = lake.read_range("raw", "users", "0001-01-01", end).to_pandas().drop_duplicates("user_id", keep="last")
+    clicks = _read(lake, "raw", "clicks", start, end)
+    clicks = pd.DataFrame(columns=["user_id", "item_id", "ts"]) if clicks is None else clicks
+    features = {name: f for name in FEATURE_TABLES if (f := _read(lake, "features", name, start, end)) is not None}
+    return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]], "features": features}
+
+
+# -- encoding ----------------------------------------------------------------
+def hash_title(title: str, width: int, buckets: int) -> list[int]:
+    """Hashed word ids in 1..buckets-1 (0 pads), first `width` words (stable across processes)."""
+    ids = [zlib.crc32(w.encode()) % (buckets - 1) + 1 for w in _WORD.findall(str(title).lower())][:width]
+    return ids + [0] * (width - len(ids))
+
+
+def item_table(items: pd.DataFrame, width: int, buckets: int) -> tuple[dict[int, int], np.ndarray, np.ndarray]:
+    """item_id -> row (from 1), tokens [M+1, W], category [M+1] (row 0 is padding)."""
+    text = items["title"].fillna("") + " " + items.get("brand", pd.Series("", index=items.index)).fillna("")
+    tokens = np.zeros((len(items) + 1, width), np.int64)
+    tokens[1:] = np.array([hash_title(t, width, buckets) for t in text], np.int64).reshape(-1, width)
+    category = np.concatenate([[0], items["category_id"].to_numpy(np.int64) + 1])
+    return dict(zip(items["item_id"].to_numpy(), range(1, len(items) + 1), strict=True)), tokens, category
+
+
+def history_rows(samples: pd.DataFrame, clicks: pd.DataFrame, row_of: dict[int, int], length: int) -> np.ndarray:
+    """[N, L] rows of each sample user's last `length` clicked items strictly before the sample time."""
+    users = pd.Index(pd.unique(pd.concat([samples["user_id"], clicks["user_id"]])))
+    times = np.unique(np.concatenate([_utc(samples["ts"]).to_numpy(np.int64), _utc(clicks["ts"]).to_numpy(np.int64)]))
+    span = len(times) + 1
+
+    def key(df: pd.DataFrame) -> np.ndarray:
+        return users.get_indexer(df["user_id"]) * span + np.searchsorted(times, _utc(df["ts"]).to_numpy(np.int64))
+
+    ckey = key(clicks)
+    order = np.argsort(ckey, kind="stable")
+    ckey, citems = ckey[order], clicks["item_id"].to_numpy()[order]
+    crow = np.array([row_of.get(i, 0) for i in citems], np.int64)
+    skey = key(samples)
+    end = np.searchsorted(ckey, skey, "left")                       # [N] clicks strictly before
+    start = np.searchsorted(ckey, (skey // span) * span, "left")    # [N] the user's first click
+    idx = end[:, None] - np.arange(length, 0, -1)[None, :]          # [N, L] oldest .. newest
+    valid = idx >= start[:, None]
+    return np.where(valid, crow[np.clip(idx, 0, max(len(crow) - 1, 0))] if len(crow) else 0, 0)
+
+
+def pit_join(samples: pd.DataFrame, feats: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Attach the latest feature row strictly before each sample's `ts` (numeric columns, prefixed)."""
+    keys = [k for k in ("user_id", "item_id", "query_text", "query_id") if k in feats and k in samples]
+    numeric = [c for c in feats.columns if c not in KEYS and pd.api.types.is_numeric_dtype(feats[c])]
+    if not keys or not numeric:
+        return samples
+    right = feats[keys + ["event_timestamp"] + numeric].rename(columns={c: f"{prefix}{c}" for c in numeric})
+    right = right.assign(event_timestamp=_utc(right["event_timestamp"])).sort_values("event_timestamp")
+    left = samples.assign(_pos=np.arange(len(samples))).sort_values("ts")
+    out = pd.merge_asof(left, right, left_on="ts", right_on="event_timestamp", by=keys,
+                        direction="backward", allow_exact_matches=False)
+    return out.sort_values("_pos").drop(columns=["_pos", "event_timestamp"]).reset_index(drop=True)
+
+
+def numeric_frame(inputs: Inputs) -> pd.DataFrame:
+    """Samples with item/user/context numeric columns (`item__`, `user__`, `ctx__` prefixes)."""
+    items = inputs.items[["item_id", "price", "listing_date"]].rename(columns={"listing_date": "item_listing_date"})
+    s = inputs.samples.merge(items, on="item_id", how="left")
+    listing = pd.to_datetime(s["listing_date"] if "listing_date" in s else s["item_listing_date"], utc=True)
+    s = s.assign(listing_date=listing.dt.date, age_days=(s["ts"] - listing).dt.days.clip(lower=0),
+                 item__log_price=np.log1p(s["price"].astype(float)))
+    s = s.assign(ctx__age=s["age_days"] / 30.0)
+    u = inputs.users
+    user_cols = {"user__activity": u["activity"], "user__price_sensitivity": u["price_sensitivity"],
+                 "user__is_niche": (u["segment"] == "niche").astype(float)}
+    s = s.merge(pd.DataFrame({"user_id": u["user_id"], **user_cols}), on="user_id", how="left")
+    for name, prefix in (("user_features", "user__f_"), ("item_features", "item__f_"), ("query_features", "ctx__f_")):
+        if name in inputs.features:
+            s = pit_join(s, inputs.features[name], prefix)
+    return s
+
+
+def fit_preprocess(frame: pd.DataFrame, cfg: ItemLTVConfig) -> Preprocess:
+    """Feature columns per group and their standardisation (fit on training rows only)."""
+    columns = {g: sorted(c for c in frame.columns if c.startswith(f"{g}__")) for g in ("item", "user", "ctx")}
+    mean = {g: [float(frame[c].astype(float).mean()) if frame[c].notna().any() else 0.0 for c in cols]
+            for g, cols in columns.items()}
+    std = {g: [float(frame[c].astype(float).std()) if frame[c].notna().sum() > 1 else 1.0 for c in cols]
+           for g, cols in columns.items()}
+    std = {g: [s if np.isfinite(s) and s > 1e-8 else 1.0 for s in v] for g, v in std.items()}
+    return Preprocess(cfg.title_tokens, cfg.hash_buckets, cfg.history_len, columns, mean, std)
+
+
+def standardise(frame: pd.DataFrame, pre: Preprocess) -> dict[str, np.ndarray]:
+    """group -> [N, F] float32, missing columns / values as the training mean (0 after scaling)."""
+    out = {}
+    for g, cols in pre.columns.items():
+        raw = np.stack([frame[c].astype(float).to_numpy() if c in frame else np.full(len(frame), np.nan)
+                        for c in cols], 1) if cols else np.zeros((len(frame), 0))
+        z = (raw - np.array(pre.mean[g])) / np.array(pre.std[g])
+        out[g] = np.nan_to_num(z, nan=0.0).astype(np.float32)
+    return out
+
+
+def encode(inputs: Inputs, pre: Preprocess, frame: pd.DataFrame | None = None) -> Encoded:
+    """Encode every sample of `inputs` (or of its already built numeric `frame`)."""
+    frame = numeric_frame(inputs) if frame is None else frame
+    row_of, tokens, category = item_table(inputs.items, pre.title_tokens, pre.hash_buckets)
+    item_row = np.array([row_of.get(i, 0) for i in frame["item_id"]], np.int64)
+    hist = history_rows(frame, inputs.clicks, row_of, pre.history_len)
+    _, group = np.unique(frame["item_id"].to_numpy(), return_inverse=True)
+    meta_cols = [c for c in ("request_id", "user_id", "item_id", "ts", "listing_date", "age_days") if c in frame]
+    y = frame["y"].to_numpy(np.float32) if "y" in frame else np.zeros(len(frame), np.float32)
+    return Encoded(tokens, category, item_row, hist, standardise(frame, pre), frame["treatment"].to_numpy(np.float32),
+                   y, group.astype(np.int64), frame[meta_cols].reset_index(drop=True))
+
+
+@dataclass
+class Splits:
+    train: Encoded
+    val: Encoded
+    test: Encoded
+    cohorts: dict[str, list[str]]    # split -> listing dates
+
+
+def cohort_split(listing_dates: pd.Series, cfg: ItemLTVConfig) -> dict[str, list[str]]:
+    """Chronological split by listing-day cohort: newest `test`, the ones before `val`, then `train`."""
+    cohorts = sorted(listing_dates.astype(str).unique())
+    n_hold = cfg.val_cohorts + cfg.test_cohorts
+    if len(cohorts) < n_hold + 1:
+        raise ValueError(f"need at least {n_hold + 1} cohorts, found {len(cohorts)}")
+    return {"train": cohorts[:-n_hold][-cfg.train_cohorts:], "val": cohorts[-n_hold:-cfg.test_cohorts],
+            "test": cohorts[-cfg.test_cohorts:]}
+
+
+def prepare(inputs: Inputs, cfg: ItemLTVConfig, pre: Preprocess | None = None) -> tuple[Splits, Preprocess]:
+    """Split by cohort, fit the preprocessing on the training cohorts (unless given), encode all splits."""
+    frame = numeric_frame(inputs)
+    named = cohort_split(frame["listing_date"], cfg)
+    listing = frame["listing_date"].astype(str).to_numpy()
+    pre = pre or fit_preprocess(frame[np.isin(listing, named["train"])], cfg)
+    enc = encode(inputs, pre, frame)
+    parts = {k: enc.subset(np.isin(listing, v)) for k, v in named.items()}
+    return Splits(parts["train"], parts["val"], parts["test"], named), pre

@@ -1,0 +1,156 @@
+"""A small synthetic platform with a known click uplift, written to the lake in the
+same column contract as the simulator + Spark jobs (for tests and benchmarks only).
+
+Mechanism: items belong to a niche (category x sub-niche, named in the title);
+users have a home niche. An exposure's true uplift is
+    tau = strength * (0.2 + closeness(user, item)) * exp(-age / 12)
+(closeness 1 same niche, 0.3 same category, 0 otherwise), and
+    E[y] = y0(quality) + sum over the item's clicked exposures of tau,
+with y = log1p(mean of 7 daily Poisson orders). Clicks are likelier for close
+users and good items, so clicked items have a higher label: the confounding the
+uplift model must see through.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from growthgr.lake import Lake
+
+CATS = ["shoes", "phone", "lamp", "shirt", "mug", "watch", "bag", "chair"]
+QUALITY_WORDS = np.array(["basic", "standard", "premium"])
+
+
+def _day_ts(day0: date, day: np.ndarray, rng: np.random.Generator) -> pd.Series:
+    base = pd.Timestamp(datetime(day0.year, day0.month, day0.day, tzinfo=UTC))
+    secs = rng.integers(0, 86_400, len(day))
+    return pd.Series(base + pd.to_timedelta(day, "D") + pd.to_timedelta(secs, "s")).astype("datetime64[us, UTC]")
+
+
+def make_items(rng: np.random.Generator, days: int, per_day: int, niches: int, day0: date) -> pd.DataFrame:
+    n = days * per_day
+    cat = rng.integers(0, len(CATS), n)
+    sub = rng.integers(0, niches, n)
+    quality = rng.normal(0, 1, n)
+    qword = QUALITY_WORDS[np.digitize(quality, [-0.5, 0.5])]
+    brand = np.array([f"brand{b}" for b in rng.integers(0, 20, n)])
+    listing = np.repeat(np.arange(days), per_day)
+    title = [f"{CATS[c]} style{c}x{s} {qw} {b}" for c, s, qw, b in zip(cat, sub, qword, brand, strict=True)]
+    return pd.DataFrame({
+        "item_id": np.arange(1, n + 1, dtype=np.int64), "listing_day": listing,
+        "listing_date": [day0 + timedelta(days=int(d)) for d in listing], "title": title,
+        "category_id": cat.astype(np.int32), "category": [CATS[c] for c in cat], "brand": brand,
+        "attributes": qword, "price": np.exp(3 + 0.3 * quality + rng.normal(0, 0.2, n)),
+        "niche": cat * niches + sub, "quality": quality,
+    })
+
+
+def make_users(rng: np.random.Generator, n: int, n_niches: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "user_id": np.arange(1, n + 1, dtype=np.int64), "home_niche": rng.integers(0, n_niches, n),
+        "segment": np.where(rng.random(n) < 0.5, "niche", "mass"), "activity": rng.gamma(2.0, 1.0, n),
+        "price_sensitivity": rng.random(n),
+    })
+
+
+def n_niches_total(users: pd.DataFrame, items: pd.DataFrame) -> int:
+    return int(max(users["home_niche"].max(), items["niche"].max())) + 1
+
+
+def make_exposures(rng, items, users, days: int, rate: float, niches: int) -> pd.DataFrame:
+    """Every exposure of every live item (ages 0..days), with click and true uplift."""
+    age = np.arange(days)[:, None] - items["listing_day"].to_numpy()[None, :]   # [D, I]
+    lam = np.where(age < 0, 0.0, np.where(age < 30, rate, rate / 3))
+    counts = rng.poisson(lam)
+    day, idx = np.nonzero(counts)
+    reps = counts[day, idx]
+    day, idx = np.repeat(day, reps), np.repeat(idx, reps)
+    it = items.iloc[idx].reset_index(drop=True)
+    order = np.argsort(users["home_niche"].to_numpy(), kind="stable")                 # users sorted by niche
+    bounds = np.searchsorted(users["home_niche"].to_numpy()[order], np.arange(n_niches_total(users, it) + 1))
+    lo, hi = bounds[it["niche"].to_numpy()], bounds[it["niche"].to_numpy() + 1]
+    matched = (rng.random(len(idx)) < 0.5) & (hi > lo)
+    in_niche = order[np.minimum(lo + (rng.random(len(idx)) * (hi - lo)).astype(np.int64), len(order) - 1)]
+    pick = np.where(matched, in_niche, rng.integers(0, len(users), len(idx)))
+    u = users.iloc[pick].reset_index(drop=True)
+    same_niche = (u["home_niche"].to_numpy() == it["niche"].to_numpy())
+    same_cat = (u["home_niche"].to_numpy() // niches == it["niche"].to_numpy() // niches)
+    close = np.where(same_niche, 1.0, np.where(same_cat, 0.3, 0.0))
+    p_click = 1 / (1 + np.exp(-(-1.5 + 2.0 * close + 0.5 * it["quality"].to_numpy())))
+    age_e = day - it["listing_day"].to_numpy()
+    return pd.DataFrame({
+        "request_id": np.arange(1, len(idx) + 1, dtype=np.int64), "user_id": u["user_id"].to_numpy(),
+        "item_id": it["item_id"].to_numpy(), "day": day, "age": age_e, "clicked": rng.random(len(idx)) < p_click,
+        "true_uplift": 0.08 * (0.2 + close) * np.exp(-age_e / 12.0),
+        "query_text": [f"{CATS[n // niches]} style{n // niches}x{n % niches}" for n in it["niche"]],
+        "position": rng.integers(0, 10, len(idx)).astype(np.int32),
+    })
+
+
+def outcomes(rng, items: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
+    new = exp[exp["age"] < 30]
+    gain = new[new["clicked"]].groupby("item_id")["true_uplift"].sum()
+    y0 = np.clip(0.4 + 0.3 * items["quality"].to_numpy(), 0.05, None)
+    ey = y0 + gain.reindex(items["item_id"]).fillna(0.0).to_numpy()
+    label = rng.poisson(np.repeat(np.expm1(ey)[:, None], 7, 1)).mean(1)
+    return pd.DataFrame({"item_id": items["item_id"], "y0": y0, "label": label, "y": np.log1p(label)})
+
+
+def write_synthetic_lake(lake: Lake, *, days: int = 45, items_per_day: int = 30, n_users: int = 300,
+                         niches: int = 4, rate: float = 2.0, seed: int = 0, start: str = "2026-01-01") -> None:
+    """Write raw/items|users|clicks, samples/itemltv_samples|labels, features/item_features,
+    truth/click_effects|item_outcomes for `days` simulated days starting at `start`."""
+    rng = np.random.default_rng(seed)
+    day0 = date.fromisoformat(start)
+    items = make_items(rng, days, items_per_day, niches, day0)
+    users = make_users(rng, n_users, len(CATS) * niches)
+    exp = make_exposures(rng, items, users, days, rate, niches)
+    exp["ts"] = _day_ts(day0, exp["day"].to_numpy(), rng)
+    out = outcomes(rng, items, exp)
+    _write_raw(lake, day0, items, users, exp)
+    _write_truth_and_samples(lake, day0, days, items, exp, out)
+    _write_item_features(lake, day0, days, exp)
+
+
+def _ds(day0: date, d: int) -> str:
+    return (day0 + timedelta(days=int(d))).isoformat()
+
+
+def _write_raw(lake: Lake, day0: date, items, users, exp) -> None:
+    raw_items = items.assign(listed_at=pd.to_datetime(items["listing_date"]).dt.tz_localize("UTC"))
+    for d, g in raw_items.groupby("listing_day"):
+        lake.write_partition("raw", "items", _ds(day0, d), g.drop(columns=["listing_day", "niche", "quality"]))
+    lake.write_partition("raw", "users", _ds(day0, 0), users.drop(columns=["home_niche"]).assign(
+        signup_date=day0, home_category_id=(users["home_niche"] // 4).astype(np.int32)))
+    for d, g in exp[exp["clicked"]].groupby("day"):
+        lake.write_partition("raw", "clicks", _ds(day0, d), g[["request_id", "user_id", "item_id", "position", "ts"]])
+
+
+def _write_truth_and_samples(lake: Lake, day0: date, days: int, items, exp, out) -> None:
+    new = exp[exp["age"] < 30]
+    for d, g in new.groupby("day"):
+        lake.write_partition("truth", "click_effects", _ds(day0, d), g.assign(item_age_days=g["age"].astype(np.int32))[
+            ["request_id", "user_id", "item_id", "ts", "item_age_days", "clicked", "true_uplift"]])
+    meta = items[["item_id", "listing_day", "listing_date"]].merge(out, on="item_id")
+    for d, g in meta.groupby("listing_day"):
+        lake.write_partition("truth", "item_outcomes", _ds(day0, d), g[["item_id", "listing_date", "y0"]])
+        if d + 36 >= days:
+            continue
+        s = new[new["item_id"].isin(g["item_id"])].merge(g[["item_id", "listing_date"]], on="item_id")
+        lake.write_partition("samples", "itemltv_samples", _ds(day0, d + 36), s.assign(treatment=s["clicked"].astype(
+            np.int8))[["request_id", "user_id", "query_text", "item_id", "listing_date", "ts", "treatment"]])
+        lake.write_partition("samples", "itemltv_labels", _ds(day0, d + 36), g[["item_id", "listing_date", "label", "y"]])
+
+
+def _write_item_features(lake: Lake, day0: date, days: int, exp) -> None:
+    """Cumulative exposures and clicks per item at the end of each day."""
+    daily = exp.groupby(["item_id", "day"]).agg(exposures=("clicked", "size"), clicks=("clicked", "sum")).reset_index()
+    daily = daily.sort_values(["item_id", "day"])
+    daily[["exposures_cum", "clicks_cum"]] = daily.groupby("item_id")[["exposures", "clicks"]].cumsum()
+    for d, g in daily.groupby("day"):
+        ts = pd.Timestamp(datetime.combine(day0 + timedelta(days=int(d) + 1), datetime.min.time(), UTC))
+        lake.write_partition("features", "item_features", _ds(day0, d), g[["item_id", "exposures_cum", "clicks_cum"]]
+                             .assign(event_timestamp=ts - pd.Timedelta(microseconds=1)))

@@ -1,0 +1,124 @@
+"""Fit ItemLTV with Lightning, keep the best epoch on validation, save safetensors checkpoints.
+
+Checkpoints live in the lake's `models` zone as one self-describing file,
+`models/<name>/ds=<ds>/model.safetensors` (weights + the model spec and the
+preprocessing as safetensors metadata); `name` is `itemltv` (base + uplift)
+or `itemltv_base` (the "base only" ablation).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from growthgr.lake import Lake, to_ds
+from models.itemltv.config import ItemLTVConfig
+from models.itemltv.data import Preprocess, Splits
+from models.itemltv.lit import ItemLTVData, LitItemLTV
+from models.itemltv.model import ItemLTV
+
+log = logging.getLogger(__name__)
+FULL, BASE = "itemltv", "itemltv_base"
+
+
+@dataclass
+class Trained:
+    model: ItemLTV
+    pre: Preprocess
+    spec: dict                       # model kwargs + objective
+    train_loss: list[float] = field(default_factory=list)   # per epoch
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+class _Tracker(Callback):
+    """Epoch losses and the best validation state (kept in memory, no pickle files)."""
+
+    def __init__(self):
+        self.train, self.val, self.best, self.best_epoch, self.state = [], [], float("inf"), 0, None
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.train.append(float(trainer.callback_metrics["train_loss"]))
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        v = float(trainer.callback_metrics["val_loss"])
+        self.val.append(v)
+        if v < self.best:
+            self.best, self.best_epoch = v, trainer.current_epoch
+            self.state = copy.deepcopy(module.model.state_dict())
+
+
+def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
+    return {"buckets": pre.hash_buckets, "n_categories": 64, "dims": pre.dims(), "emb_dim": cfg.emb_dim,
+            "hidden_dim": cfg.hidden_dim, "heads": cfg.attn_heads, "dropout": cfg.dropout,
+            "use_uplift": use_uplift, "objective": cfg.objective}
+
+
+def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, use_uplift: bool) -> Trained:
+    """Train one variant; returns the weights of the best validation epoch."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    spec = model_spec(cfg, pre, use_uplift)
+    kwargs = {k: v for k, v in spec.items() if k != "objective"}
+    lit = LitItemLTV(kwargs, cfg.objective, cfg.lr, cfg.weight_decay)
+    tracker = _Tracker()
+    trainer = L.Trainer(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=cfg.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[tracker, EarlyStopping("val_loss", patience=cfg.patience)],
+    )
+    trainer.fit(lit, datamodule=ItemLTVData(splits, cfg))
+    lit.model.load_state_dict(tracker.state or lit.model.state_dict())
+    log.info("itemltv %s: best epoch %d val_loss %.4f", "full" if use_uplift else "base",
+             tracker.best_epoch, tracker.best)
+    return Trained(lit.model.cpu().eval(), pre, spec, tracker.train, tracker.val, tracker.best_epoch)
+
+
+# -- checkpoints -------------------------------------------------------------
+def checkpoint_key(name: str, ds: str) -> str:
+    return f"models/{name}/ds={to_ds(ds)}/model.safetensors"
+
+
+def save_checkpoint(lake: Lake, name: str, ds: str, trained: Trained) -> str:
+    """Write weights + spec + preprocessing as one safetensors object; returns its key."""
+    state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
+    meta = {"spec": json.dumps(trained.spec), "preprocess": json.dumps(asdict(trained.pre)), "ds": to_ds(ds)}
+    key = checkpoint_key(name, ds)
+    lake.store.put_bytes(key, st_save(state, metadata=meta))
+    return key
+
+
+def latest_checkpoint_ds(lake: Lake, name: str, ds: str) -> str:
+    """The newest checkpoint date <= ds."""
+    found = sorted(m.group(1) for k in lake.store.list(f"models/{name}/")
+                   if (m := re.search(r"ds=(\d{4}-\d{2}-\d{2})/model\.safetensors$", k)) and m.group(1) <= to_ds(ds))
+    if not found:
+        raise FileNotFoundError(f"no {name} checkpoint at or before {ds} in {lake.store.uri}")
+    return found[-1]
+
+
+def safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (header = u64 length + JSON)."""
+    size = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8:8 + size])["__metadata__"]
+
+
+def load_checkpoint(lake: Lake, name: str, ds: str) -> Trained:
+    """Load the newest checkpoint at or before `ds`."""
+    blob = lake.store.get_bytes(checkpoint_key(name, latest_checkpoint_ds(lake, name, ds)))
+    meta = safetensors_metadata(blob)
+    spec, pre = json.loads(meta["spec"]), Preprocess(**json.loads(meta["preprocess"]))
+    model = ItemLTV(**{k: v for k, v in spec.items() if k != "objective"})
+    model.load_state_dict(st_load(blob))
+    return Trained(model.eval(), pre, spec)
+
