@@ -1,14 +1,85 @@
-"""Config section of the simulated platform (growthgr.simulator)."""
+"""Config section of the simulated platform (growthgr.simulator).
+
+Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides.
+The structural parameters (weights of the ranker, click and conversion models,
+the growth mechanism) are documented where they are used, in
+`growthgr.simulator.engine`.
+"""
 
 from typing import Any
+
+from pydantic import Field
 
 from growthgr.strict import StrictModel
 
 
 class SimulatorConfig(StrictModel):
-    """Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides."""
+    """The world's size and its structural parameters."""
 
     seed: int = 0
+    start_date: str = "2026-01-01"               # first simulated day when the lake holds no state
+    days: int = Field(60, ge=1)                  # default length of a `growthgr simulate` run
+    # -- population
+    n_users: int = Field(20_000, ge=10)          # initial users
+    new_users_per_day: int = Field(20, ge=0)
+    n_items: int = Field(40_000, ge=16)          # initial catalog (all older than the new-item period)
+    new_items_per_day: int = Field(400, ge=1)
+    taste_dim: int = Field(8, ge=2)              # dimension of tastes and niche positions
+    niches_per_category: int = Field(8, ge=1)
+    brands_per_category: int = Field(24, ge=1)
+    niche_user_share: float = Field(0.3, ge=0.0, le=1.0)
+    niche_item_share: float = Field(0.5, ge=0.0, le=1.0)
+    mean_activity: float = Field(0.4, gt=0.0)    # searches per user per day (mean of a lognormal)
+    # -- search engine
+    n_candidates: int = Field(24, ge=2)          # rank candidates per request (organic)
+    n_exposed: int = Field(10, ge=1)             # slots on the result page
+    scroll_continue: float = Field(0.85, gt=0.0, lt=1.0)  # P(user looks at the next slot)
+    position_decay: float = Field(0.7, ge=0.0)   # examination of a seen slot ~ (1 + position)^-decay
+    pop_weight: float = Field(1.0, ge=0.0)       # ranker's popularity prior weight on log(1 + pop)
+    pop_retrieval_weight: float = Field(0.5, ge=0.0)
+    pop_memory: float = Field(0.9, ge=0.0, lt=1.0)  # pop <- memory * pop + (1 - memory) * orders today
+    ranker_noise: float = Field(0.3, ge=0.0)     # scale of the Gumbel noise of the ranker
+    lookalike_weight: float = Field(0.5, ge=0.0)  # ranker weight of the growth state after day 29
+    # -- users' responses
+    base_ctr_logit: float = Field(-1.2)
+    relevance_click_weight: float = Field(0.6, ge=0.0)
+    base_cvr_logit: float = Field(-1.6)
+    social_proof: float = Field(0.35, ge=0.0)    # conversion weight on log(1 + cumulative orders)
+    price_sensitivity_mean: float = Field(0.8, ge=0.0)
+    # -- demand after the new-item period and site-wide orders
+    demand_intercept: float = Field(-2.2)        # log base demand (orders/day) of an average item
+    new_item_site_share: float = Field(0.3, ge=0.0)  # site orders/day of a new item = share * base demand
+    # -- the causal growth mechanism (see engine.growth_increment)
+    growth_kappa: float = Field(0.3, ge=0.0)     # increment of a click at age 0 by a perfectly affine user
+    growth_floor: float = Field(0.2, ge=0.0, le=1.0)  # share of the increment that needs no affinity
+    growth_age_tau: float = Field(10.0, gt=0.0)  # increments decay as exp(-age / tau)
+    affinity_scale: float = Field(1.2, gt=0.0)   # affinity = exp(-|taste - niche|^2 / (2 scale^2))
+    # -- baseline retrieval channel (fresh new items in a fixed slot)
+    fresh_channel_share: float = Field(0.3, ge=0.0, le=1.0)  # share of requests it serves
+    fresh_channel_slot: int = Field(3, ge=0)
+    # -- faults and state
+    fault_fraction: float = Field(0.05, gt=0.0, le=1.0)  # share of rows a fault touches (>= 1 row)
+    state_keep_days: int = Field(7, ge=1)        # end-of-day states kept in the lake
 
 
-PROFILES: dict[str, dict[str, Any]] = {"tiny": {}, "demo": {}, "large": {}}
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "days": 45,
+        "n_users": 300,
+        "new_users_per_day": 1,
+        "n_items": 400,
+        "new_items_per_day": 12,
+        "niches_per_category": 3,
+        "brands_per_category": 6,
+        "mean_activity": 1.0,
+        "n_candidates": 16,
+        "n_exposed": 8,
+    },
+    "demo": {},
+    "large": {
+        "n_users": 200_000,
+        "new_users_per_day": 200,
+        "n_items": 400_000,
+        "new_items_per_day": 4_000,
+    },
+}

@@ -1,0 +1,559 @@
+"""One simulated day of the search platform: structural equations, vectorised with numpy.
+
+Per day `t` (all draws from `day_rng(seed, t)`, so a day depends only on the
+state at the end of day t-1 and the seed):
+
+1. Arrivals: new users; new items (Poisson(new_items_per_day), age 0).
+2. Requests: each user searches Poisson(activity) times; the intent is the
+   home category (85% for niche enthusiasts, 60% for mass consumers) or a
+   category drawn by popularity; the query position is the user's taste
+   (inside the home category; 0 = mass taste elsewhere) plus noise, the query
+   text its noun, niche attribute words and sometimes a brand.
+3. Retrieval ("main" channel): per intent category, the top `n_candidates`
+   items by  relevance + pop_retrieval_weight * log(1 + pop), where
+   relevance = -|query - item position|^2 / 2. Plug-in channels
+   (`channels.ChannelSlot`) may add one item in a fixed slot.
+4. Ranking (the production ranker): relevance + pop_weight * log(1 + pop)
+   + lookalike_weight * G [only after day 29] + Gumbel noise. `pop` is an
+   exponential moving average of the item's daily orders: the popularity
+   prior that makes the rich richer.
+5. Exposure with position bias: the user looks at slots 0..depth-1 with
+   depth ~ Geometric(1 - scroll_continue) capped at n_exposed.
+6. Clicks: P = (1 + position)^-position_decay * sigmoid(base_ctr
+   + relevance_click_weight * relevance + 0.5 * quality).
+7. Orders.
+   * Items in their new-item period (age 0..29): a click converts with
+     P = sigmoid(base_cvr + 0.5 * quality - price_sensitivity(user) *
+     log(price / category reference price) + social_proof * log(1 + cumulative
+     orders)); plus site-wide orders ~ Poisson(new_item_site_share * B).
+   * Items aged 30 or more: orders are demand-driven. The number of orders
+     of item i on the day is N_i = F^-1_Poisson(U_i; lambda_i) with
+         lambda_i = (1 + B_i) * exp(G_i) - 1,
+     B_i the item's base demand (quality, price, category, brand) and G_i its
+     growth state, frozen at the end of day 29. N_i is attributed first to
+     that day's clicks on the item (random order; one order per click) as
+     search purchases, the rest are site-wide orders.
+   Site-wide orders have a buyer from the item's category and are linked to
+   the buyer's most relevant query of the last 7 days (before the day).
+8. The growth mechanism. A click at age a in 0..29 by user u adds
+       delta(u, i, a) = growth_kappa * (growth_floor + (1 - growth_floor) * aff(u, i)) * exp(-a / growth_age_tau)
+   to G_i, where aff(u, i) = exp(-|taste_u - position_i|^2 / (2 affinity_scale^2))
+   is 1 when the user sits on the item's niche (taste is 0, the mass taste,
+   outside the user's home category). G_i does not enter anything before day
+   30 (so a click's growth effect cannot feed back into the new-item period).
+
+Ground truth (exact, closed form). For an item with base demand B and growth
+state G after day 29, the expected mean daily orders over days 30..36 is
+lambda = (1 + B) e^G - 1, so log(1 + lambda) = log(1 + B) + G. Hence
+  * `item_outcomes.y0` = log(1 + B): the expected-rate outcome with no growth
+    from clicks (G = 0);
+  * `click_effects.true_uplift` = delta(u, i, a): the change in
+    log(1 + expected mean daily orders, days 30..36) when this exposure is
+    clicked rather than not, all other clicks held fixed. It is exact for the
+    growth channel and needs no future information, so it is written on the
+    exposure's day. Included: the growth mechanism (lookalike expansion and
+    word of mouth after the new-item period). Excluded (and documented as
+    such, not modelled as part of the truth): the click's short-term funnel
+    path within days 0..29 (a purchase it may cause raises popularity and
+    social proof, which can bring later clicks), and effects on other items
+    (interference through the ranker's competition). The "expected-rate
+    scale" means log(1 + E[mean orders]), not E[log(1 + mean orders)].
+Re-simulation with common random numbers (the per-item uniforms U_i) agrees
+with this; see `label_window_orders` and tests/test_sim_truth.py.
+
+Where this departs from a real platform: demand after day 29 is generated per
+item and then attributed to clicks (the funnel still holds: every purchase has
+a click); the platform never sees B, G or the latent quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from growthgr.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from growthgr.simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
+from growthgr.simulator.text import (
+    ATTRIBUTES,
+    CATEGORIES,
+    N_CATEGORIES,
+    NOUNS,
+    attribute_strings,
+    queries,
+    titles,
+)
+from growthgr.simulator.world import (
+    NEW_ITEM_DAYS,
+    RECENT_QUERIES,
+    World,
+    append,
+    day_rng,
+    new_items,
+    new_users,
+)
+
+US_PER_DAY = 86_400_000_000
+US = 1_000_000
+LINK_LOOKBACK_DAYS = 7
+MAIN = "main"
+
+
+@dataclass(frozen=True)
+class DayOutput:
+    raw: dict[str, pa.Table]
+    truth: dict[str, pa.Table]
+
+
+@dataclass(frozen=True)
+class Slate:
+    """Ranked candidates of the day's requests: W columns per request, -1 padded at the end."""
+
+    item: np.ndarray       # int64 (R, W) catalog row
+    score: np.ndarray      # float64 (R, W)
+    channel: np.ndarray    # int16 (R, W) 0 = main, k = channels[k - 1]
+    relevance: np.ndarray  # float64 (R, W)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def poisson_icdf(u: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Inverse CDF of Poisson(lam) at u: one uniform per draw, so common random numbers couple draws."""
+    lam = np.minimum(lam, 500.0)
+    k = np.zeros(len(u), dtype=np.int64)
+    p = np.exp(-lam)
+    cdf = p.copy()
+    active = np.flatnonzero(u > cdf)
+    limit = lam + 12.0 * np.sqrt(lam) + 30.0
+    i = 0
+    while len(active):
+        i += 1
+        p[active] *= lam[active] / i
+        cdf[active] += p[active]
+        k[active] += 1
+        active = active[(u[active] > cdf[active]) & (i < limit[active])]
+    return k
+
+
+def label_rate(base_demand: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """Expected orders/day after the new-item period: (1 + B) e^G - 1."""
+    return (1.0 + base_demand) * np.exp(growth) - 1.0
+
+
+def label_window_orders(base_demand: np.ndarray, growth: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Orders per item and day of the label window given the per-day uniforms U (n, days): int64 (n, days)."""
+    lam = np.repeat(label_rate(base_demand, growth)[:, None], uniforms.shape[1], axis=1)
+    return poisson_icdf(uniforms.ravel(), lam.ravel()).reshape(uniforms.shape)
+
+
+def affinity(user_offset: np.ndarray, item_offset: np.ndarray, scale: float) -> np.ndarray:
+    return np.exp(-((user_offset - item_offset) ** 2).sum(-1) / (2.0 * scale**2))
+
+
+def growth_increment(aff: np.ndarray, age: np.ndarray, kappa: float, floor: float, tau: float) -> np.ndarray:
+    """delta(u, i, a): the growth-state increment of one click (see the module docstring)."""
+    return kappa * (floor + (1.0 - floor) * aff) * np.exp(-age / tau) * (age < NEW_ITEM_DAYS)
+
+
+# -- 1. arrivals ----------------------------------------------------------------------------------
+
+def arrivals(w: World, day: int, rng: np.random.Generator) -> None:
+    cfg, s = w.config, w.structure
+    n_users = int(rng.poisson(cfg.new_users_per_day))
+    users = new_users(rng, cfg, s, w.n_users + 1, n_users, np.full(n_users, day))
+    users["announce_day"] = np.full(n_users, day, dtype=np.int32)
+    n_items = max(1, int(rng.poisson(cfg.new_items_per_day)))
+    items = new_items(rng, cfg, s, w.n_items + 1, n_items, np.full(n_items, day))
+    items["announce_day"] = np.full(n_items, day, dtype=np.int32)
+    w.users, w.items = append(w.users, users), append(w.items, items)
+
+
+# -- 2. requests ----------------------------------------------------------------------------------
+
+def make_requests(w: World, day: int, rng: np.random.Generator) -> tuple[RequestBatch, np.ndarray, np.ndarray]:
+    """The day's requests (in time order), their user rows (R,) and timestamps in us (R,)."""
+    cfg, s, users = w.config, w.structure, w.users
+    n_req = rng.poisson(users["activity"])
+    user_row = rng.permutation(np.repeat(np.arange(w.n_users), n_req))
+    r = len(user_row)
+    ts = day * US_PER_DAY + np.sort(rng.integers(0, 23 * 3600 * US, r))
+    home, niche = users["home_cat"][user_row], users["niche"][user_row]
+    p_home = np.where(niche >= 0, 0.85, 0.6)
+    other = rng.choice(N_CATEGORIES, size=r, p=s.cat_weight)
+    cat = np.where(rng.random(r) < p_home, home, other).astype(np.int32)
+    at_home = cat == home
+    q_off = (users["offset"][user_row] * at_home[:, None] + 0.3 * rng.normal(size=(r, cfg.taste_dim))).astype(np.float32)
+    text = query_texts(w, rng, cat, np.where(at_home, niche, -1))
+    batch = RequestBatch(
+        request_id=np.arange(w.next_request_id, w.next_request_id + r, dtype=np.int64),
+        user_id=users["user_id"][user_row], category=cat, query_offset=q_off, query_text=text,
+    )
+    return batch, user_row, ts
+
+
+def query_texts(w: World, rng: np.random.Generator, cat: np.ndarray, niche: np.ndarray) -> list[str]:
+    """Noun of the intent category; niche attribute words for enthusiasts at home; sometimes a brand."""
+    s, r = w.structure, len(cat)
+    noun = rng.integers(0, len(NOUNS[0]), r)
+    own = s.niche_attrs[cat, np.maximum(niche, 0), rng.integers(0, 3, r)]
+    attr = np.where((niche >= 0) & (rng.random(r) < 0.7), own,
+                    np.where(rng.random(r) < 0.3, rng.integers(0, len(ATTRIBUTES), r), -1))
+    brand_row = cat * s.brands_per_category + rng.integers(0, s.brands_per_category, r)
+    use_brand = rng.random(r) < 0.1
+    brands = [str(s.brand_names[b]) if u else None for b, u in zip(brand_row.tolist(), use_brand.tolist(), strict=True)]
+    return queries([NOUNS[c][n] for c, n in zip(cat.tolist(), noun.tolist(), strict=True)], attr, brands)
+
+
+# -- 3-4. retrieval and ranking -------------------------------------------------------------------
+
+def catalog_view(w: World, day: int) -> CatalogView:
+    it = w.items
+    return CatalogView(item_id=it["item_id"], category=it["category"], age_days=(day - it["listing_day"]).astype(np.int32),
+                       pop=it["pop"], offset=it["offset"])
+
+
+def retrieve(w: World, req: RequestBatch, block: int = 2048) -> np.ndarray:
+    """Organic candidates per request: int64 (R, n_candidates), -1 where the category has fewer items."""
+    cfg, it = w.config, w.items
+    out = np.full((len(req.request_id), cfg.n_candidates), -1, dtype=np.int64)
+    prior = cfg.pop_retrieval_weight * np.log1p(it["pop"])
+    by_cat = np.argsort(it["category"], kind="stable")
+    bounds = np.searchsorted(it["category"][by_cat], np.arange(N_CATEGORIES + 1))
+    for c in range(N_CATEGORIES):
+        pool = by_cat[bounds[c]:bounds[c + 1]]
+        rows = np.flatnonzero(req.category == c)
+        if len(pool) == 0 or len(rows) == 0:
+            continue
+        pos = it["offset"][pool].astype(np.float64)                       # (P, D)
+        bias = prior[pool] - 0.5 * (pos**2).sum(1)                        # (P,)
+        k = min(cfg.n_candidates, len(pool))
+        for start in range(0, len(rows), block):
+            sel = rows[start:start + block]
+            score = req.query_offset[sel].astype(np.float64) @ pos.T + bias  # (b, P)
+            top = np.argpartition(-score, k - 1, axis=1)[:, :k] if k < len(pool) else np.tile(np.arange(k), (len(sel), 1))
+            out[sel, :k] = pool[top]
+    return out
+
+
+def relevance(req: RequestBatch, offset: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """-|query - item|^2 / 2 per (request, candidate); -inf where item is -1. float64 (R, W)."""
+    diff = req.query_offset[:, None, :].astype(np.float64) - offset[np.maximum(item, 0)]
+    rel = -0.5 * (diff**2).sum(-1)
+    return np.where(item >= 0, rel, -np.inf)
+
+
+def rank(w: World, day: int, req: RequestBatch, cand: np.ndarray, rng: np.random.Generator) -> Slate:
+    """The production ranker (popularity prior, lookalike expansion after day 29), sorted best first."""
+    rel = relevance(req, w.items["offset"], cand)
+    score = ranker_score(w, day, cand, rel) + w.config.ranker_noise * rng.gumbel(size=cand.shape)
+    order = np.argsort(-score, axis=1, kind="stable")
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return Slate(take(cand), take(score), np.zeros(cand.shape, dtype=np.int16), take(rel))
+
+
+def ranker_score(w: World, day: int, item: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    cfg, it = w.config, w.items
+    row = np.maximum(item, 0)
+    mature = (day - it["listing_day"][row]) >= NEW_ITEM_DAYS
+    return rel + cfg.pop_weight * np.log1p(it["pop"][row]) + cfg.lookalike_weight * it["growth"][row] * mature
+
+
+def insert(slate: Slate, proposed: np.ndarray, score: np.ndarray, rel: np.ndarray, slot: int, channel: int) -> Slate:
+    """Place each request's proposed item (or nothing, -1) at `slot`; duplicates of candidates are dropped."""
+    proposed = np.where((slate.item == proposed[:, None]).any(1), -1, proposed)
+    has = proposed >= 0
+    slot = min(slot, slate.item.shape[1])
+
+    def put(a: np.ndarray, v: np.ndarray, pad) -> np.ndarray:
+        shifted = np.concatenate([a[:, :slot], v[:, None].astype(a.dtype), a[:, slot:]], axis=1)
+        plain = np.concatenate([a, np.full((len(a), 1), pad, dtype=a.dtype)], axis=1)
+        return np.where(has[:, None], shifted, plain)
+
+    out = Slate(put(slate.item, proposed, -1), put(slate.score, score, -np.inf),
+                put(slate.channel, np.full(len(has), channel), 0), put(slate.relevance, rel, -np.inf))
+    order = np.argsort(out.item < 0, axis=1, kind="stable")       # valid entries first, order kept
+    return Slate(*(np.take_along_axis(a, order, axis=1) for a in (out.item, out.score, out.channel, out.relevance)))
+
+
+def apply_channels(w: World, day: int, req: RequestBatch, slate: Slate, channels: Sequence[ChannelSlot]) -> Slate:
+    view = catalog_view(w, day)
+    for k, spec in enumerate(channels):
+        proposed = serve(spec, req, view, day_rng(w.seed, day, 10 + k))
+        rel = relevance(req, w.items["offset"], proposed[:, None])[:, 0]
+        score = np.where(proposed >= 0, ranker_score(w, day, proposed[:, None], rel[:, None])[:, 0], -np.inf)
+        slate = insert(slate, proposed, score, rel, spec.slot, k + 1)
+    return slate
+
+
+# -- 5-8. exposure, clicks, orders, growth ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Funnel:
+    exposed: np.ndarray    # bool (R, W)
+    clicked: np.ndarray    # bool (R, W)
+    bought: np.ndarray     # bool (R, W) search purchases
+    site_n: np.ndarray     # int64 (N,) site-wide orders per item
+    age: np.ndarray        # int32 (R, W) item age in days
+
+
+def funnel(w: World, day: int, slate: Slate, user_row: np.ndarray, u_demand: np.ndarray,
+           rng: np.random.Generator) -> Funnel:
+    """Exposure with position bias, clicks, conversion (new items) and demand-driven orders (mature items)."""
+    cfg, s, it, users = w.config, w.structure, w.items, w.users
+    r, width = slate.item.shape
+    u_click, u_conv, u_attr = rng.random((r, width)), rng.random((r, width)), rng.random((r, width))
+    depth = np.minimum(cfg.n_exposed, rng.geometric(1.0 - cfg.scroll_continue, r))
+    pos = np.arange(width)
+    row = np.maximum(slate.item, 0)
+    exposed = (pos[None, :] < depth[:, None]) & (slate.item >= 0)
+    examine = (1.0 + pos[None, :]) ** -cfg.position_decay
+    p_click = examine * sigmoid(cfg.base_ctr_logit + cfg.relevance_click_weight * slate.relevance + 0.5 * it["quality"][row])
+    clicked = exposed & (u_click < p_click)
+    age = (day - it["listing_day"][row]).astype(np.int32)
+    new = age < NEW_ITEM_DAYS
+    log_rel_price = np.log(it["price"][row] / s.cat_price[it["category"][row]])
+    p_conv = sigmoid(cfg.base_cvr_logit + 0.5 * it["quality"][row] - users["price_sens"][user_row][:, None] * log_rel_price
+                     + cfg.social_proof * np.log1p(it["cum_orders"][row]))
+    bought = clicked & new & (u_conv < p_conv)
+    mature_item = (day - it["listing_day"]) >= NEW_ITEM_DAYS
+    lam = np.where(mature_item, label_rate(it["base_demand"], it["growth"]), cfg.new_item_site_share * it["base_demand"])
+    n_orders = poisson_icdf(u_demand, lam)
+    bought |= attribute(slate.item, clicked & ~new, u_attr, n_orders)
+    clicks_per_item = np.bincount(slate.item[clicked & ~new], minlength=w.n_items)
+    site_n = np.where(mature_item, n_orders - np.minimum(n_orders, clicks_per_item), n_orders)
+    return Funnel(exposed, clicked, bought, site_n, age)
+
+
+def attribute(item: np.ndarray, clicks: np.ndarray, key: np.ndarray, n_orders: np.ndarray) -> np.ndarray:
+    """Mark the first n_orders[i] clicks (in random `key` order) of each item as purchases: bool (R, W)."""
+    flat = np.flatnonzero(clicks)
+    ci, k = item.ravel()[flat], key.ravel()[flat]
+    order = np.lexsort((k, ci))
+    ci_sorted = ci[order]
+    group_start = np.searchsorted(ci_sorted, ci_sorted, side="left")
+    rank_in_item = np.arange(len(order)) - group_start
+    out = np.zeros(item.size, dtype=bool)
+    out[flat[order[rank_in_item < n_orders[ci_sorted]]]] = True
+    return out.reshape(item.shape)
+
+
+def user_offset_in(w: World, user_row: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """The user's taste inside `category`: own taste at home, the mass taste (0) elsewhere. (..., D)"""
+    home = w.users["home_cat"][user_row] == category
+    return w.users["offset"][user_row] * home[..., None]
+
+
+def increments(w: World, slate: Slate, user_row: np.ndarray, fun: Funnel) -> np.ndarray:
+    """delta(u, i, a) of every (request, slot): float64 (R, W), 0 where not an exposure of a new item."""
+    cfg, it = w.config, w.items
+    row = np.maximum(slate.item, 0)
+    users = np.broadcast_to(user_row[:, None], row.shape)
+    aff = affinity(user_offset_in(w, users, it["category"][row]), it["offset"][row], cfg.affinity_scale)
+    delta = growth_increment(aff, fun.age, cfg.growth_kappa, cfg.growth_floor, cfg.growth_age_tau)
+    return np.where(fun.exposed, delta, 0.0)
+
+
+def growth_clicks(item_id: np.ndarray, slate: Slate, req: RequestBatch, fun: Funnel,
+                  intervention: np.ndarray | None) -> np.ndarray:
+    """Which exposures count as clicks for the growth state: the clicks, with `intervention`
+    ((n, 2) request_id, item_id pairs) flipped. bool (R, W)."""
+    clicks = fun.clicked
+    if intervention is None or len(intervention) == 0:
+        return clicks
+    m = np.int64(2**31)
+    keys = intervention[:, 0].astype(np.int64) * m + intervention[:, 1].astype(np.int64)
+    cells = req.request_id[:, None] * m + np.where(slate.item >= 0, item_id[np.maximum(slate.item, 0)], -1)
+    return clicks ^ (np.isin(cells, keys) & fun.exposed)
+
+
+# -- site-wide orders -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SiteOrders:
+    item: np.ndarray          # int64 (S,) catalog row
+    buyer: np.ndarray         # int64 (S,) user row
+    linked: np.ndarray        # int64 (S,) request_id, -1 = none
+    link_score: np.ndarray    # float64 (S,) nan where none
+    ts: np.ndarray            # int64 (S,) us
+
+
+def site_orders(w: World, day: int, site_n: np.ndarray, rng: np.random.Generator) -> SiteOrders:
+    """Buyers from the item's category; each order linked to the buyer's most relevant recent query."""
+    it, users = w.items, w.users
+    item = np.repeat(np.arange(w.n_items), site_n)
+    cat = it["category"][item]
+    by_home = np.argsort(users["home_cat"], kind="stable")
+    bounds = np.searchsorted(users["home_cat"][by_home], np.arange(N_CATEGORIES + 1))
+    count = (bounds[1:] - bounds[:-1])[cat]
+    u = rng.random(len(item))
+    in_cat = by_home[np.minimum(bounds[cat] + (u * count).astype(np.int64), w.n_users - 1)]
+    buyer = np.where(count > 0, in_cat, (u * w.n_users).astype(np.int64))
+    recent_ok = (users["recent_req"][buyer] >= 0) & (users["recent_day"][buyer] >= day - LINK_LOOKBACK_DAYS)
+    dist2 = ((users["recent_qoff"][buyer] - it["offset"][item][:, None, :]) ** 2).sum(-1)     # (S, 3)
+    score = np.exp(-0.5 * dist2) * np.where(users["recent_cat"][buyer] == cat[:, None], 1.0, 0.1)
+    score = np.where(recent_ok, score, -1.0)
+    best = score.argmax(1)
+    has = score.max(1, initial=-1.0) >= 0
+    linked = np.where(has, users["recent_req"][buyer, best], -1)
+    ts = day * US_PER_DAY + rng.integers(0, US_PER_DAY, len(item))
+    return SiteOrders(item, buyer, linked, np.where(has, score[np.arange(len(item)), best], np.nan), ts)
+
+
+# -- state update ---------------------------------------------------------------------------------
+
+def update_items(w: World, orders_per_item: np.ndarray, delta_growth: np.ndarray) -> None:
+    it, m = w.items, w.config.pop_memory
+    it["cum_orders"] = it["cum_orders"] + orders_per_item
+    it["pop"] = m * it["pop"] + (1.0 - m) * orders_per_item
+    it["growth"] = it["growth"] + delta_growth
+
+
+def update_recent_queries(w: World, day: int, req: RequestBatch, user_row: np.ndarray) -> None:
+    """Push each user's last RECENT_QUERIES requests of the day in front of the older ones."""
+    users, k = w.users, RECENT_QUERIES
+    order = np.lexsort((np.arange(len(user_row)), user_row))          # by user, then time
+    u_sorted = user_row[order]
+    count = np.bincount(user_row, minlength=w.n_users)
+    from_end = np.cumsum(count)[u_sorted] - 1 - np.arange(len(order))  # 0 = the user's last request
+    keep = from_end < k
+    shift = np.minimum(count, k)[:, None]
+    src = np.arange(k)[None, :] - shift                                # (U, k) index into the old list
+    for name, today in (("recent_req", req.request_id), ("recent_day", np.full(len(order), day)),
+                        ("recent_cat", req.category), ("recent_qoff", req.query_offset)):
+        old = users[name]
+        new = np.take_along_axis(old, np.maximum(src, 0).reshape(src.shape + (1,) * (old.ndim - 2)), axis=1)
+        new = new.copy()
+        new[u_sorted[keep], from_end[keep]] = today[order][keep]
+        users[name] = new
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+def ts_array(us: np.ndarray) -> pa.Array:
+    return pa.array(us.astype(np.int64), pa.timestamp("us", tz="UTC"))
+
+
+def date_array(days: np.ndarray) -> pa.Array:
+    return pa.array(days.astype(np.int32), pa.int32()).cast(pa.date32())
+
+
+def table(name: str, columns: dict, truth: bool = False) -> pa.Table:
+    schema = (TRUTH_SCHEMAS if truth else RAW_SCHEMAS)[name]
+    return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)
+
+
+def catalog_tables(w: World, day: int) -> dict[str, pa.Table]:
+    """Items and users first announced on `day` (the first day also carries the initial population)."""
+    it, us, s = w.items, w.users, w.structure
+    rows = np.flatnonzero(it["announce_day"] == day)
+    cat = it["category"][rows]
+    brands = [str(b) for b in s.brand_names[it["brand"][rows]]]
+    nouns = [NOUNS[c][n] for c, n in zip(cat.tolist(), it["noun"][rows].tolist(), strict=True)]
+    listed_at = it["listing_day"][rows].astype(np.int64) * US_PER_DAY + (it["item_id"][rows] * 7919 % 86_400) * US
+    items = table("items", {
+        "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
+        "listed_at": ts_array(listed_at), "title": titles(brands, it["attrs"][rows, :2], nouns),
+        "category_id": cat, "category": [CATEGORIES[c] for c in cat.tolist()], "brand": brands,
+        "attributes": attribute_strings(it["attrs"][rows]), "price": it["price"][rows],
+    })
+    u = np.flatnonzero(us["announce_day"] == day)
+    users = table("users", {
+        "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
+        "segment": np.where(us["niche"][u] >= 0, "niche", "mass").tolist(), "home_category_id": us["home_cat"][u],
+        "activity": us["activity"][u], "price_sensitivity": us["price_sens"][u],
+    })
+    outcomes = table("item_outcomes", {
+        "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
+        "y0": np.log1p(it["base_demand"][rows]),
+    }, truth=True)
+    return {"items": items, "users": users, "item_outcomes": outcomes}
+
+
+def order_columns(first_id: int, price: np.ndarray, rng: np.random.Generator) -> dict:
+    n = len(price)
+    quantity = (1 + (rng.random(n) < 0.2) + (rng.random(n) < 0.05)).astype(np.int32)
+    return {"order_id": np.arange(first_id, first_id + n, dtype=np.int64), "price": price,
+            "quantity": quantity, "gmv": np.round(price * quantity, 2)}
+
+
+def funnel_tables(w: World, req: RequestBatch, user_row: np.ndarray, req_ts: np.ndarray, slate: Slate,
+                  fun: Funnel, site: SiteOrders, rng: np.random.Generator) -> dict[str, pa.Table]:
+    it = w.items
+    names = np.array([MAIN] + [f"channel{k}" for k in range(1, int(slate.channel.max(initial=0)) + 1)])
+    r_c, j_c = np.nonzero(slate.item >= 0)
+    r_e, j_e = np.nonzero(fun.exposed)
+    r_k, j_k = np.nonzero(fun.clicked)
+    click_ts = req_ts[r_k] + rng.integers(1, 120, len(r_k)) * US
+    bought = fun.bought[r_k, j_k]
+    r_b, j_b, buy_ts = r_k[bought], j_k[bought], click_ts[bought] + rng.integers(30, 1800, int(bought.sum())) * US
+    buy = order_columns(w.next_order_id, it["price"][slate.item[r_b, j_b]], rng)
+    site_cols = order_columns(w.next_order_id + len(r_b), it["price"][site.item], rng)
+    iid = lambda r, j: it["item_id"][slate.item[r, j]]  # noqa: E731
+    uid = w.users["user_id"]
+    return {
+        "search_requests": table("search_requests", {
+            "request_id": req.request_id, "user_id": req.user_id, "ts": ts_array(req_ts),
+            "query_text": req.query_text, "intent_category_id": req.category}),
+        "rank_candidates": table("rank_candidates", {
+            "request_id": req.request_id[r_c], "item_id": iid(r_c, j_c), "rank": j_c.astype(np.int32),
+            "score": slate.score[r_c, j_c], "channel": names[slate.channel[r_c, j_c]].tolist()}),
+        "exposures": table("exposures", {
+            "request_id": req.request_id[r_e], "user_id": req.user_id[r_e], "item_id": iid(r_e, j_e),
+            "position": j_e.astype(np.int32), "ts": ts_array(req_ts[r_e])}),
+        "clicks": table("clicks", {
+            "request_id": req.request_id[r_k], "user_id": req.user_id[r_k], "item_id": iid(r_k, j_k),
+            "position": j_k.astype(np.int32), "ts": ts_array(click_ts)}),
+        "purchases": table("purchases", buy | {
+            "request_id": req.request_id[r_b], "user_id": req.user_id[r_b], "item_id": iid(r_b, j_b),
+            "ts": ts_array(buy_ts)}),
+        "site_orders": table("site_orders", site_cols | {
+            "user_id": uid[site.buyer], "item_id": it["item_id"][site.item], "ts": ts_array(site.ts),
+            "linked_request_id": pa.array(site.linked, mask=site.linked < 0),
+            "link_score": pa.array(site.link_score, mask=np.isnan(site.link_score))}),
+    }
+
+
+def click_effects_table(w: World, req: RequestBatch, req_ts: np.ndarray, slate: Slate, fun: Funnel,
+                        delta: np.ndarray) -> pa.Table:
+    r, j = np.nonzero(fun.exposed & (fun.age < NEW_ITEM_DAYS))
+    return table("click_effects", {
+        "request_id": req.request_id[r], "user_id": req.user_id[r], "item_id": w.items["item_id"][slate.item[r, j]],
+        "ts": ts_array(req_ts[r]), "item_age_days": fun.age[r, j], "clicked": fun.clicked[r, j],
+        "true_uplift": delta[r, j]}, truth=True)
+
+
+# -- the day --------------------------------------------------------------------------------------
+
+def simulate_day(w: World, day: int, channels: Sequence[ChannelSlot] = (),
+                 intervention: np.ndarray | None = None) -> DayOutput:
+    """Advance `w` (at the end of day-1) by one day; return the day's raw and truth tables.
+
+    `intervention`: optional (n, 2) array of (request_id, item_id) exposures whose
+    effect on the growth state is flipped (a click counts as none, a non-click
+    as a click); used to check the ground truth by re-simulation.
+    """
+    if day != w.last_day + 1:
+        raise ValueError(f"world is at day {w.last_day}, cannot simulate day {day}")
+    rng = day_rng(w.seed, day)
+    arrivals(w, day, rng)
+    u_demand = rng.random(w.n_items)                      # one uniform per item: its orders of the day
+    req, user_row, req_ts = make_requests(w, day, rng)
+    slate = apply_channels(w, day, req, rank(w, day, req, retrieve(w, req), rng), channels)
+    fun = funnel(w, day, slate, user_row, u_demand, rng)
+    site = site_orders(w, day, fun.site_n, rng)
+    tables = funnel_tables(w, req, user_row, req_ts, slate, fun, site, rng) | catalog_tables(w, day)
+    delta = increments(w, slate, user_row, fun)
+    grow = growth_clicks(w.items["item_id"], slate, req, fun, intervention) & (fun.age < NEW_ITEM_DAYS)
+    orders = np.bincount(slate.item[fun.bought], minlength=w.n_items) + fun.site_n
+    update_items(w, orders, np.bincount(slate.item[grow], weights=delta[grow], minlength=w.n_items))
+    update_recent_queries(w, day, req, user_row)
+    truth = {"click_effects": click_effects_table(w, req, req_ts, slate, fun, delta),
+             "item_outcomes": tables.pop("item_outcomes")}
+    w.next_request_id += len(req.request_id)
+    w.next_order_id += int(fun.bought.sum()) + len(site.item)
+    w.last_day = day
+    return DayOutput(raw=tables, truth=truth)
