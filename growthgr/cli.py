@@ -59,6 +59,7 @@ def _register() -> None:
 
     app.add_typer(releases_app, name="releases")
     app.add_typer(__import__("growthgr.simulator.cli", fromlist=["app"]).app, name="simulate")
+    __import__("spark_jobs.cli", fromlist=["register"]).register(app)  # spark, dbt, sql
     __import__("expectations.cli", fromlist=["register"]).register(app)  # validate, features
     app.add_typer(__import__("models.itemltv.cli", fromlist=["app"]).app, name="itemltv")
     app.add_typer(__import__("models.tokenizer.cli", fromlist=["app"]).app, name="tokenizer")

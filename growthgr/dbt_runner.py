@@ -1,0 +1,157 @@
+"""Run the `dbt/` project programmatically (dbt-core's `dbtRunner`), and query its DuckDB file.
+
+The project reads the lake's Parquet directly (see `dbt/README.md`). Everything
+run-specific lives under the lake, never in the repository:
+  `<lake>/warehouse/growthgr.duckdb`    the DuckDB file analysts query
+  `<lake>/warehouse/dbt_target/`        dbt's target dir (manifest, docs: index.html)
+  `<lake>/warehouse/dbt_logs/`          dbt's logs
+The profiles dir is the project dir (`dbt/profiles.yml`, target `duckdb`; a
+documented `spark` target is the production one). Telemetry is off.
+
+DuckDB allows one writer per file: callers must not run two builds on one lake
+at once (the Airflow DAG runs dbt in a single-slot pool).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from growthgr.config import Settings
+from growthgr.lake import Lake
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"
+# Tables the staging models read: (zone, table).
+LAKE_TABLES = (
+    ("raw", "items"), ("raw", "search_requests"), ("curated", "item_daily_stats"), ("samples", "itemltv_labels"),
+)
+
+
+class DbtError(RuntimeError):
+    """`dbt build` (or docs) failed; the message lists every failed node and why."""
+
+
+@dataclass
+class DbtResult:
+    command: str
+    success: bool
+    passed: int = 0
+    failures: list[str] = field(default_factory=list)
+    warehouse: str = ""
+
+
+def warehouse_dir(settings: Settings) -> Path:
+    if settings.lake_root.startswith("s3://"):
+        raise DbtError("dbt-duckdb reads a local lake; for an s3:// lake use the documented `spark` target")
+    return Path(settings.lake_root).resolve() / "warehouse"
+
+
+def duckdb_path(settings: Settings) -> Path:
+    """The DuckDB file of the lake (created by the first build)."""
+    return warehouse_dir(settings) / "growthgr.duckdb"
+
+
+def dbt_vars(settings: Settings) -> dict:
+    """`lake_root` and the lake tables that have data (staging views of others are empty)."""
+    lake = Lake.from_settings(settings)
+    present = [f"{z}/{t}" for z, t in LAKE_TABLES if lake.list_partitions(z, t)]
+    return {"lake_root": str(Path(settings.lake_root).resolve()), "lake_tables": present}
+
+
+def _args(settings: Settings, command: str, select: str | None) -> list[str]:
+    wh = warehouse_dir(settings)
+    args = [*command.split(), "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
+            "--target-path", str(wh / "dbt_target"), "--log-path", str(wh / "dbt_logs"),
+            "--vars", json.dumps(dbt_vars(settings)), "--quiet"]
+    return args + (["--select", select] if select else [])
+
+
+def _failures(res) -> list[str]:
+    out = []
+    for r in getattr(res.result, "results", None) or []:
+        status = str(getattr(r.status, "value", r.status))
+        if status in ("error", "fail", "runtime error"):
+            out.append(f"{r.node.resource_type} {r.node.name}: {status}: {(r.message or '').strip()}")
+    if res.exception is not None:
+        out.append(f"dbt raised: {res.exception}")
+    return out
+
+
+def invoke(settings: Settings, command: str, select: str | None = None) -> DbtResult:
+    """Run one dbt command on the lake of `settings`; raises DbtError naming what failed."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    wh = warehouse_dir(settings)
+    wh.mkdir(parents=True, exist_ok=True)
+    os.environ["GROWTHGR_DBT_DUCKDB_PATH"] = str(duckdb_path(settings))
+    res = dbtRunner().invoke(_args(settings, command, select))
+    results = getattr(res.result, "results", None) or []
+    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(settings)))
+    if not res.success:
+        raise DbtError(f"dbt {command} failed:\n  " + "\n  ".join(out.failures or ["(no details)"]))
+    log.info("dbt %s: %d nodes ok -> %s", command, out.passed, out.warehouse)
+    return out
+
+
+def build(settings: Settings, select: str | None = None) -> DbtResult:
+    """`dbt build` (seeds, models, tests, unit tests) over the lake."""
+    return invoke(settings, "build", select)
+
+
+def docs(settings: Settings) -> Path:
+    """`dbt docs generate`; returns the path of the generated `index.html`."""
+    invoke(settings, "docs generate")
+    return warehouse_dir(settings) / "dbt_target" / "index.html"
+
+
+def query(settings: Settings, sql_text: str):
+    """Run read-only SQL on the lake's DuckDB file; returns a pandas DataFrame."""
+    import duckdb
+
+    path = duckdb_path(settings)
+    if not path.exists():
+        raise DbtError(f"{path} does not exist: run `growthgr dbt build` first")
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql_text).df()
+
+
+app = typer.Typer(help="dbt models for analysts (dbt-duckdb over the lake).", no_args_is_help=True)
+
+
+@app.command("build")
+def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="dbt node selection.")) -> None:
+    """Run and test every model (dbt build)."""
+    from growthgr.cli import settings
+
+    try:
+        res = build(settings(), select)
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"dbt build ok: {res.passed} nodes; DuckDB file {res.warehouse}")
+
+
+@app.command("docs")
+def docs_cmd() -> None:
+    """Generate the dbt docs site (catalog + lineage)."""
+    from growthgr.cli import settings
+
+    typer.echo(f"dbt docs: {docs(settings())}")
+
+
+def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'.")) -> None:
+    """Query the analysts' DuckDB file (read-only)."""
+    import pandas as pd
+
+    from growthgr.cli import settings
+
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        typer.echo(query(settings(), statement).to_string(index=False))

@@ -1,0 +1,55 @@
+"""`growthgr spark <job> --ds D` or `--start A --end B` (backfill); `<job>` may be `all`."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(help="Spark jobs: item stats, features, ItemLTV labels, GR samples.", no_args_is_help=True)
+
+
+def _days(ds: str | None, start: str | None, end: str | None) -> tuple[str, str]:
+    if ds and not (start or end):
+        return ds, ds
+    if start and end and not ds:
+        return start, end
+    raise typer.BadParameter("give either --ds D or both --start A and --end B")
+
+
+def _command(name: str):
+    def command(
+        ds: str | None = typer.Option(None, "--ds", help="Logical date YYYY-MM-DD."),
+        start: str | None = typer.Option(None, "--start", help="First day of a backfill."),
+        end: str | None = typer.Option(None, "--end", help="Last day of a backfill (inclusive)."),
+    ) -> None:
+        from growthgr.cli import settings
+        from spark_jobs.common import InputError
+        from spark_jobs.jobs import backfill
+
+        first, last = _days(ds, start, end)
+        try:
+            rows = backfill(settings(), name, first, last)
+        except InputError as err:
+            typer.secho(f"input error: {err}", fg="red", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(json.dumps(rows, indent=2))
+
+    command.__doc__ = f"Run `{name}` for one day or a range of days."
+    return command
+
+
+# Same names as `spark_jobs.jobs.JOBS` (kept here so `growthgr --help` does not import pyspark).
+JOB_NAMES = ("item_daily_stats", "features", "gr_samples", "itemltv_labels")
+for _name in (*JOB_NAMES, "all"):
+    app.command(_name)(_command(_name))
+
+
+def register(root: typer.Typer) -> None:
+    """Add `growthgr spark ...`, `growthgr dbt ...` and `growthgr sql` to the root app."""
+    from growthgr.dbt_runner import app as dbt_app
+    from growthgr.dbt_runner import sql
+
+    root.add_typer(app, name="spark")
+    root.add_typer(dbt_app, name="dbt")
+    root.command("sql")(sql)

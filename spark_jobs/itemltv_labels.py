@@ -1,0 +1,177 @@
+"""`itemltv_labels` (zone `samples`): the retrospective 7-day-after-30-day ItemLTV label
+and the exposure samples of one listing cohort.
+
+Day numbering (DESIGN.md section 1): an item's listing day (`items.listing_date`)
+is day 0. The run for logical date `ds` builds the cohort listed on L = ds - 36,
+whose label window closes on `ds`. With every day a UTC calendar day
+[00:00:00, 24:00:00):
+
+- new-item period: days 0..29 = UTC days L .. L+29 = ds-36 .. ds-7,
+  i.e. timestamps in [ds-36 00:00 UTC, ds-6 00:00 UTC);
+- label window: days 30..36 = UTC days L+30 .. L+36 = ds-6 .. ds,
+  i.e. timestamps in [ds-6 00:00 UTC, ds+1 00:00 UTC).
+
+An event belongs to the day of its own timestamp in UTC, not to the partition
+it was logged in. Items listed on any other day (ds-35 is still in its
+new-item period) are not in this cohort.
+
+Outputs, both partitioned by `ds` (= the last day of the label window):
+
+`samples/itemltv_labels`, one row per cohort item (key `item_id`):
+  item_id, listing_date, category_id, price,
+  label_window_start, label_window_end (dates, = ds-6 and ds),
+  label_orders (int64: orders on days 30..36; an order is one order row of
+  `purchases` and, with `include_site_orders`, of `site_orders`),
+  label_gmv, label (= label_orders / 7: mean daily orders, 0 when none),
+  y (= log1p(label)), new_period_exposures, new_period_clicks (days 0..29).
+
+`samples/itemltv_samples`, one row per exposure of a cohort item on days 0..29
+(key `request_id, item_id, ts`):
+  item_id, listing_date, request_id, user_id, query_text, query_id,
+  intent_category_id, ts (exposure time), item_age_days (0..29), position,
+  treatment (1 when the same user clicked the item in the same request, else 0),
+  label, y (the item's label, repeated for convenience).
+Features are joined later, point in time, by the trainer.
+
+Departure from the paper: the paper counts the item's orders; here both search
+purchases and site-wide orders count by default (`include_site_orders`), since
+both are the item's sales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from growthgr.lake import Lake, to_ds
+from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day, write_output
+
+ZONE = "samples"
+LABELS, SAMPLES = "itemltv_labels", "itemltv_samples"
+LABEL_KEYS = ("item_id",)
+SAMPLE_KEYS = ("request_id", "item_id", "ts")
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    new_period_days: int = 30   # days 0..29
+    label_days: int = 7         # days 30..36
+    include_site_orders: bool = True
+
+    @property
+    def horizon(self) -> int:
+        """Days from listing to the last label day (36)."""
+        return self.new_period_days + self.label_days - 1
+
+
+class LabelOutputs(NamedTuple):
+    labels: DataFrame
+    samples: DataFrame
+
+
+def cohort(items: DataFrame, ds: str, params: LabelParams) -> DataFrame:
+    """The items listed on ds - 36 (one row each)."""
+    listed = day(ds, -params.horizon)
+    return (
+        items.where(F.col("listing_date") == F.lit(listed))
+        .select("item_id", "listing_date", "category_id", "price")
+        .dropDuplicates(["item_id"])
+    )
+
+
+def _with_age(df: DataFrame, items: DataFrame) -> DataFrame:
+    return df.join(items.select("item_id", "listing_date"), "item_id").withColumn(
+        "item_age_days", F.datediff(ts_day("ts"), F.col("listing_date"))
+    )
+
+
+def label_orders(orders: DataFrame, items: DataFrame, params: LabelParams) -> DataFrame:
+    """Per cohort item: order count and GMV over days 30..36 (items without orders absent)."""
+    aged = _with_age(orders.select("item_id", "ts", "gmv"), items)
+    window = aged.where(F.col("item_age_days").between(params.new_period_days, params.horizon))
+    return window.groupBy("item_id").agg(
+        F.count(F.lit(1)).cast("long").alias("label_orders"), F.sum("gmv").alias("label_gmv")
+    )
+
+
+def new_period_exposures(exposures: DataFrame, clicks: DataFrame, items: DataFrame, params: LabelParams) -> DataFrame:
+    """Exposures of cohort items on days 0..29 with `treatment` (clicked in the same request)."""
+    clicked = clicks.select("request_id", "user_id", "item_id").distinct().withColumn("treatment", F.lit(1))
+    aged = _with_age(exposures, items).where(F.col("item_age_days").between(0, params.new_period_days - 1))
+    return aged.join(clicked, ["request_id", "user_id", "item_id"], "left").withColumn(
+        "treatment", F.coalesce("treatment", F.lit(0)).cast("int")
+    )
+
+
+def transform(
+    items: DataFrame, search_requests: DataFrame, exposures: DataFrame, clicks: DataFrame,
+    orders: DataFrame, ds: str, params: LabelParams = LabelParams(),
+) -> LabelOutputs:
+    """Labels and samples of the cohort listed on ds - 36 (see the module docstring).
+
+    `orders` holds (item_id, ts, gmv) rows: purchases, plus site orders when wanted.
+    """
+    members = cohort(items, ds, params)
+    counts = label_orders(orders, members, params)
+    exposed = new_period_exposures(exposures, clicks, members, params)
+    per_item = exposed.groupBy("item_id").agg(
+        F.count(F.lit(1)).cast("long").alias("new_period_exposures"),
+        F.sum("treatment").cast("long").alias("new_period_clicks"),
+    )
+    labels = (
+        members.join(counts, "item_id", "left").join(per_item, "item_id", "left")
+        .fillna(0, ["label_orders", "new_period_exposures", "new_period_clicks"]).fillna(0.0, ["label_gmv"])
+        .withColumn("label_window_start", F.lit(day(ds, -(params.label_days - 1))))
+        .withColumn("label_window_end", F.lit(day(ds)))
+        .withColumn("label", F.col("label_orders") / F.lit(float(params.label_days)))
+        .withColumn("y", F.log1p("label"))
+    ).select(
+        "item_id", "listing_date", "category_id", "price", "label_window_start", "label_window_end",
+        "label_orders", "label_gmv", "label", "y", "new_period_exposures", "new_period_clicks",
+    )
+    requests = search_requests.select(
+        "request_id", "query_text", query_id_col(F.col("query_text")).alias("query_id"), "intent_category_id"
+    )
+    samples = exposed.join(requests, "request_id", "left").join(labels.select("item_id", "label", "y"), "item_id")
+    samples = samples.select(
+        "item_id", "listing_date", "request_id", "user_id", "query_text", "query_id", "intent_category_id",
+        "ts", "item_age_days", "position", "treatment", "label", "y",
+    )
+    return LabelOutputs(labels, samples)
+
+
+def _orders(purchases: DataFrame, site_orders: DataFrame, params: LabelParams) -> DataFrame:
+    cols = ["item_id", "ts", "gmv"]
+    both = purchases.select(*cols)
+    return both.unionByName(site_orders.select(*cols)) if params.include_site_orders else both
+
+
+def extract(spark, lake: Lake, ds: str, params: LabelParams) -> dict:
+    """Raw inputs: new-item period ds-36..ds-7 (requests, exposures, clicks), label window ds-6..ds."""
+    new_period = days(ds, -params.horizon, -params.label_days)
+    label_window = days(ds, -(params.label_days - 1), 0)
+    purchases = read_table(spark, lake, "purchases", label_window)
+    site_orders = read_table(spark, lake, "site_orders", label_window)
+    return {
+        "items": read_table(spark, lake, "items", catalog_days(lake, "items", ds)),
+        "search_requests": read_table(spark, lake, "search_requests", new_period),
+        "exposures": read_table(spark, lake, "exposures", new_period),
+        "clicks": read_table(spark, lake, "clicks", new_period),
+        "orders": _orders(purchases, site_orders, params),
+    }
+
+
+def run(spark, lake: Lake, ds: str, params: LabelParams = LabelParams()) -> dict[str, int]:
+    ds = to_ds(ds)
+    out = transform(**extract(spark, lake, ds, params), ds=ds, params=params)
+    labels = out.labels.cache()
+    try:
+        return {
+            LABELS: write_output(lake, ZONE, LABELS, ds, labels, LABEL_KEYS),
+            SAMPLES: write_output(lake, ZONE, SAMPLES, ds, out.samples, SAMPLE_KEYS),
+        }
+    finally:
+        labels.unpersist()
