@@ -1,0 +1,97 @@
+"""`growthgr multigr ...`: SFT training and offline evaluation on item-sequence data.
+
+The input is the Amazon datasets' format: `{user: [item, ...]}` in time order and
+`{item: [c1, ..., cL]}` SIDs; the split is leave-one-out (see `data.leave_one_out`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from models.multigr.config import MultiGRConfig
+
+app = typer.Typer(help="MultiGR generative retriever: SFT and constrained beam search.", no_args_is_help=True)
+
+INTER = typer.Option(..., "--inter", exists=True, dir_okay=False, help="{user: [item, ...]} JSON")
+SIDS = typer.Option(..., "--sids", exists=True, dir_okay=False, help="{item: [c1, ..., cL]} JSON")
+
+
+def fit_config(cfg: MultiGRConfig, item_sids: np.ndarray) -> MultiGRConfig:
+    """The config with the data's SID depth and a position table long enough for it.
+
+    Sequence data has no user features and no query: their buckets are dropped.
+    """
+    if item_sids.max() >= cfg.codebook_size:
+        raise typer.BadParameter(f"SID code {item_sids.max()} >= codebook_size {cfg.codebook_size}")
+    levels = item_sids.shape[1]
+    beams = (cfg.beam_widths + [cfg.beam_widths[-1]] * levels)[:levels]
+    return cfg.model_copy(
+        update={
+            "sid_levels": levels,
+            "n_user_buckets": 0,
+            "n_query_buckets": 0,
+            "max_len": max(cfg.max_len, 1 + (cfg.max_history + 1) * levels),
+            "beam_widths": beams,
+        }
+    )
+
+
+@app.command("train")
+def train_cmd(
+    inter: Path = INTER,
+    sids: Path = SIDS,
+    out: Path = typer.Option(..., "--out", help="checkpoint directory (model.safetensors + config.json)"),
+    epochs: int | None = typer.Option(None, "--epochs", help="override multigr.max_epochs"),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="training wall-time cap"),
+) -> None:
+    """Supervised next-token training on the leave-one-out training part."""
+    from growthgr.cli import settings
+    from models.multigr.data import SFTDataModule, leave_one_out, load_sequences
+    from models.multigr.model import Vocab
+    from models.multigr.train import fit, save_checkpoint
+
+    data = load_sequences(inter, sids)
+    cfg = fit_config(settings().multigr, data.item_sids)
+    if epochs:
+        cfg = cfg.model_copy(update={"max_epochs": epochs})
+    split = leave_one_out(Vocab.from_config(cfg), data, cfg.max_history)
+    model, seconds = fit(cfg, SFTDataModule(split.train, cfg.batch_size, cfg.seed), max_minutes and max_minutes * 60)
+    save_checkpoint(model, out, {"train_examples": len(split.train), "training_time_s": round(seconds, 1)})
+    typer.echo(json.dumps({"checkpoint": str(out), "params": model.num_params(), "training_time_s": round(seconds, 1)}))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", exists=True, file_okay=False),
+    inter: Path = INTER,
+    sids: Path = SIDS,
+    split_name: str = typer.Option("test", "--split", help="val | test"),
+    unconstrained: bool = typer.Option(False, "--unconstrained", help="decode without the SID trie"),
+) -> None:
+    """Recall@5/10 and NDCG@5/10 of full-ranking next-item retrieval (one line of JSON)."""
+    import torch
+
+    from models.multigr.beam import SidItems, beam_search, trie_table
+    from models.multigr.data import leave_one_out, left_pad, load_sequences
+    from models.multigr.train import load_checkpoint, ranking_metrics
+    from models.tokenizer.trie import SidTrie
+
+    model = load_checkpoint(checkpoint)
+    cfg = model.cfg
+    torch.set_num_threads(cfg.num_threads)
+    data = load_sequences(inter, sids)
+    split = leave_one_out(model.vocab, data, cfg.max_history)
+    prompts, targets = (split.val_prompts, split.val_targets) if split_name == "val" else (split.test_prompts, split.test_targets)
+    trie_next = None if unconstrained else trie_table(SidTrie.from_sids(data.item_sids, cfg.codebook_size))
+    index = SidItems(data.item_sids, cfg.codebook_size)
+    top = max(10, cfg.top_k)
+    widths = [max(w, top) if i == cfg.sid_levels - 1 else w for i, w in enumerate(cfg.beam_widths)]
+    ranked = np.concatenate([
+        index.expand(beam_search(model, left_pad(prompts[i : i + 256]), widths, top, trie_next), top).items
+        for i in range(0, len(prompts), 256)
+    ])
+    typer.echo(json.dumps({"split": split_name, "users": len(targets), **ranking_metrics(ranked, targets, (5, 10))}))
