@@ -63,6 +63,7 @@ def _register() -> None:
     __import__("expectations.cli", fromlist=["register"]).register(app)  # validate, features
     app.add_typer(__import__("models.itemltv.cli", fromlist=["app"]).app, name="itemltv")
     app.add_typer(__import__("models.tokenizer.cli", fromlist=["app"]).app, name="tokenizer")
+    app.add_typer(__import__("models.multigr.cli", fromlist=["app"]).app, name="multigr")
 
 
 _register()
