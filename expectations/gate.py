@@ -131,8 +131,22 @@ def _run_gx(checks: list[suites.TableCheck], build_docs: bool) -> tuple[list[Fai
 
 def _failure(check: suites.TableCheck, r) -> Failure:
     meta = r.expectation_config.meta or {}
-    return Failure(check.suite_name, f"ds={check.ds}", meta.get("column", "*"),
-                   meta.get("rule", r.expectation_config.type), _details(r))
+    column = meta.get("column", "*")
+    details = _details(r)
+    derived = r.expectation_config.kwargs.get("column", "")
+    if derived.startswith("_check_") and check.frame is not None:
+        details = _derived_details(check.frame, derived, column)
+    elif r.expectation_config.type == "expect_column_to_exist":
+        details = f"column missing; present: {sorted(c for c in check.frame.columns if not c.startswith('_check_'))}"
+    return Failure(check.suite_name, f"ds={check.ds}", column, meta.get("rule", r.expectation_config.type), details)
+
+
+def _derived_details(frame, check_column: str, column: str) -> str:
+    """For a cross-table rule: how many rows break it, with the data columns of the first few."""
+    bad = frame.loc[frame[check_column] != True]  # noqa: E712 (nullable booleans)
+    cols = [c for c in column.split(",") if c in frame.columns]
+    sample = bad[cols].head(3).to_dict("records") if cols else []
+    return f"{len(bad)} of {len(frame)} rows break the rule, e.g. {sample}"
 
 
 def _details(r) -> str:

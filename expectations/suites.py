@@ -102,9 +102,10 @@ def schema_rules(schema: pa.Schema, frame: pd.DataFrame) -> list:
     out = [rule(gxe.ExpectTableColumnsToMatchSet, "schema_columns", column_set=schema.names + derived,
                 exact_match=True)]
     for f in schema:
-        out.append(rule(gxe.ExpectColumnToExist, "schema_column_exists", f.name))
-        if f.name in frame.columns:
+        if f.name in frame.columns:   # the type rule of a present column implies it exists
             out.append(rule(gxe.ExpectColumnValuesToBeOfType, "schema_type", f.name, type_=_GX_TYPES[f.type]))
+        else:
+            out.append(rule(gxe.ExpectColumnToExist, "schema_column_exists", f.name))
     return out
 
 
