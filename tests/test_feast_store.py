@@ -152,3 +152,31 @@ def test_apply_runs_once_per_definitions_change(feast_settings):
     before = stamp.stat().st_mtime_ns
     open_store(feast_settings, FeatureStoreConfig(online_store="sqlite"))
     assert stamp.stat().st_mtime_ns == before
+
+
+def test_cli_training_set_materialize_online(feast_settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from growthgr.cli import app
+
+    lake = Lake.open(feast_settings.lake_root)
+    samples = pd.DataFrame({
+        "item_id": np.array([1, 1, 2], dtype="int64"), "user_id": np.array([0, 0, 3], dtype="int64"),
+        "query_id": np.array([2, 2, 2], dtype="int64"), "request_id": np.array([7, 8, 9], dtype="int64"),
+        "ts": [ts("2026-01-02 09:00"), ts("2026-01-03 09:00"), ts("2026-01-03 10:00")],
+        "treatment": np.array([1, 0, 1], dtype="int32"), "label": [0.5, 0.5, 1.0]})
+    lake.write_partition("samples", "itemltv_samples", "2026-01-03", samples)
+    monkeypatch.setenv("GROWTHGR_LAKE_ROOT", feast_settings.lake_root)
+    runner = CliRunner()
+    out = runner.invoke(app, ["--profile", "tiny", "features", "training-set", "--service", "itemltv_v1",
+                              "--ds", "2026-01-03"])
+    assert out.exit_code == 0, out.output
+    assert "samples/training_itemltv_v1/ds=2026-01-03: 3 rows" in out.output
+    written = lake.read_partition("samples", "training_itemltv_v1", "2026-01-03").to_pandas()
+    assert written["item_features__price"].tolist() == [10.5, 11.5, 21.5]   # day 0, then day 1 snapshots
+    assert written["label"].tolist() == [0.5, 0.5, 1.0] and written["treatment"].tolist() == [1, 0, 1]
+    assert runner.invoke(app, ["--profile", "tiny", "features", "materialize", "--ds", DAYS[1]]).exit_code == 0
+    online = runner.invoke(app, ["--profile", "tiny", "features", "online", "--user", "3", "--item", "2",
+                                 "--query", "4"])
+    assert online.exit_code == 0, online.output
+    assert "item_features__price: 21.5" in online.output and "query_features__ctr_30d: 41.5" in online.output
