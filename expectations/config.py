@@ -39,7 +39,8 @@ class GatesConfig(StrictModel):
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"volume_min_rows": 50, "pool_max_size": 1_000},
+    # tiny codebooks (tokenizer tiny: K=16 per level) collide far more often on the prefix
+    "tiny": {"volume_min_rows": 50, "pool_max_size": 1_000, "sid_max_collision_rate": 0.4},
     "demo": {},
     "large": {"volume_min_rows": 1_000, "pool_max_size": 1_000_000},
 }

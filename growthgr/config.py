@@ -26,6 +26,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from expectations.config import PROFILES as GATES_PROFILES
+from expectations.config import GatesConfig
+from growthgr.features import FeatureStoreConfig
 from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES
 from growthgr.simulator.config import SimulatorConfig
 from growthgr.strict import StrictModel
@@ -87,6 +90,8 @@ class Settings(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    feast: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     itemltv: ItemLTVConfig = Field(default_factory=ItemLTVConfig)
@@ -109,6 +114,7 @@ _SPARK_PROFILES: dict[str, dict[str, Any]] = {
 _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "spark": _SPARK_PROFILES,
     "orchestration": {"tiny": {"retries": 0, "retry_delay_minutes": 0.0}},
+    "gates": GATES_PROFILES,
     "simulator": SIMULATOR_PROFILES,
     "tokenizer": TOKENIZER_PROFILES,
     "itemltv": ITEMLTV_PROFILES,

@@ -58,6 +58,22 @@ def dbt(settings: Settings, ds: str) -> dict:
     return {"dbt": build(settings)}
 
 
+def gate_labels(settings: Settings, ds: str) -> dict:
+    """The label/sample gate, on days where a cohort closed (the Spark job skips earlier days)."""
+    if not Lake.from_settings(settings).exists("samples", "itemltv_labels", to_ds(ds)):
+        log.warning("no itemltv_labels for ds=%s (no cohort closes yet): label gate skipped", to_ds(ds))
+        return {"gate": "labels", "skipped": True}
+    return gate(settings, "labels", ds)
+
+
+def materialize(settings: Settings, ds: str) -> dict:
+    """Load the day's feature rows into the Feast online store."""
+    from growthgr import features
+
+    features.materialize(settings, to_ds(ds))
+    return {"materialized": to_ds(ds)}
+
+
 def tokenize(settings: Settings, ds: str) -> dict:
     """Embed the day's new items; give them SIDs with the frozen codebook (fit one if none exists)."""
     from models.tokenizer import embed, sids
