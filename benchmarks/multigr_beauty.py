@@ -53,6 +53,10 @@ class SelectOnValidation(L.Callback):
         self.evaluate, self.patience = evaluate, patience
         self.best, self.best_epoch, self.best_state, self.history = -1.0, -1, None, []
 
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if batch_idx % 50 == 0:
+            log.info("epoch %d step %d loss %.4f", trainer.current_epoch, batch_idx, float(outputs["loss"]))
+
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         score = self.evaluate(module.model)["recall@10"]
         module.model.train()
@@ -70,18 +74,19 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="../shared/datasets/amazon-beauty")
     p.add_argument("--minutes", type=float, default=40.0, help="training wall-time cap")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=30, help="warm-up steps")
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--n-head", type=int, default=2)
     p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--beams", default="10,30,30,30", help="beam width per level (final evaluation)")
     p.add_argument("--select-beams", default="10,20,20,20", help="beam widths of the per-epoch validation")
-    p.add_argument("--val-users", type=int, default=2000)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--val-users", type=int, default=1000)
+    p.add_argument("--patience", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default="/tmp/multigr_beauty_ckpt")
@@ -100,7 +105,7 @@ def main() -> None:
         seed=args.seed, sid_levels=n_levels, codebook_size=256, n_user_buckets=0, n_query_buckets=0,
         max_query_words=0, max_history=20, max_len=1 + 21 * n_levels, n_layer=args.n_layer, n_head=args.n_head,
         d_model=args.d_model, dropout=args.dropout, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_steps=200, max_epochs=args.epochs, num_threads=args.threads,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup, max_epochs=args.epochs, num_threads=args.threads,
         beam_widths=[int(w) for w in args.beams.split(",")], top_k=10,
     )
     split = leave_one_out(Vocab.from_config(cfg), data, cfg.max_history)

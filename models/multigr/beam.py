@@ -112,10 +112,12 @@ def _sid_keys(sids: np.ndarray, k_codes: int) -> np.ndarray:
 class SidItems:
     """The items behind each SID (several items may share one), in CSR form."""
 
-    def __init__(self, item_sids: np.ndarray, codebook_size: int):
+    def __init__(self, item_sids: np.ndarray, codebook_size: int, item_ids: np.ndarray | None = None):
+        """item_sids: (N, L) codes of items `item_ids` (N,) (default 0..N-1)."""
         keys = _sid_keys(np.asarray(item_sids, dtype=np.int64), codebook_size)  # (N,)
-        self.order = np.argsort(keys, kind="stable")  # item ids grouped by SID
-        self.keys, self.starts = np.unique(keys[self.order], return_index=True)  # (S,), (S,)
+        order = np.argsort(keys, kind="stable")
+        self.order = order if item_ids is None else np.asarray(item_ids, dtype=np.int64)[order]  # grouped by SID
+        self.keys, self.starts = np.unique(keys[order], return_index=True)  # (S,), (S,)
         self.ends = np.append(self.starts[1:], len(keys))
         self.codebook_size = codebook_size
 
