@@ -82,6 +82,11 @@ def _since(col: str, ds: str, w: int) -> Column:
     return F.col(col) >= F.lit(day(ds, -(w - 1)))
 
 
+def _window(events: DataFrame, ds: str, w: int) -> DataFrame:
+    """The rows of `events` whose timestamp falls on UTC days ds-w+1 .. ds."""
+    return events.where(ts_day("ts").between(F.lit(day(ds, -(w - 1))), F.lit(day(ds))))
+
+
 def _in_window_sum(value: str, ds: str, w: int) -> Column:
     return F.coalesce(F.sum(F.when(_since("day", ds, w), F.col(value))), F.lit(0)).alias(f"{value}_{w}d")
 
@@ -200,7 +205,13 @@ def transform(
     exposures: DataFrame, clicks: DataFrame, purchases: DataFrame, site_orders: DataFrame,
     ds: str, params: FeatureParams = FeatureParams(),
 ) -> FeatureOutputs:
-    """The three feature tables of `ds` from the last 30 days of raw data (plus the catalogs)."""
+    """The three feature tables of `ds` from the last 30 days of raw data (plus the catalogs).
+
+    Events outside UTC days ds-29 .. ds are ignored, whatever the inputs hold.
+    """
+    search_requests, exposures, clicks, purchases, site_orders = (
+        _window(df, ds, max(params.windows)) for df in (search_requests, exposures, clicks, purchases, site_orders)
+    )
     daily = item_daily_stats.transform(search_requests, rank_candidates, exposures, clicks, purchases, site_orders)
     orders = purchases.select("user_id", "item_id", "ts").unionByName(site_orders.select("user_id", "item_id", "ts"))
     return FeatureOutputs(

@@ -15,6 +15,7 @@ has none. Item 3 has a label-window-looking order that must not count.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
@@ -132,10 +133,16 @@ def to_spark(spark, table: str, rows: list[dict]):
     return spark.createDataFrame(arrow.to_pylist(), spark_schema(RAW_SCHEMAS[table]))
 
 
+# Small-data Spark settings for tests: no adaptive execution, no whole-stage code generation
+# (compiling code dominates on a few rows).
+TEST_SPARK_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false"}
+
+
 @pytest.fixture(scope="session")
 def spark_settings(tmp_path_factory):
     root = tmp_path_factory.mktemp("spark_lake")
-    return load_settings("tiny", env={}, overrides={"lake_root": str(root)})
+    overrides = {"lake_root": str(root), "spark": {"shuffle_partitions": 1, "extra_conf": TEST_SPARK_CONF}}
+    return load_settings("tiny", env={}, overrides=overrides)
 
 
 @pytest.fixture(scope="session")
@@ -151,9 +158,33 @@ def raw_dfs(spark):
     return {t: to_spark(spark, t, rows) for t, rows in hand_built_rows().items()}
 
 
+@pytest.fixture(scope="session")
+def _hand_lake_template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand_lake_template")
+    write_raw_lake(Lake.open(str(root)), hand_built_rows(), FIRST_DAY, "2026-03-12")
+    return root
+
+
 @pytest.fixture
-def hand_lake(tmp_path):
-    """A lake holding the hand-built world, every raw table, days 2026-02-01 .. 2026-03-12."""
-    lake = Lake.open(str(tmp_path / "lake"))
-    write_raw_lake(lake, hand_built_rows(), FIRST_DAY, "2026-03-12")
-    return lake
+def hand_lake(tmp_path, _hand_lake_template):
+    """A fresh lake holding the hand-built world, every raw table, days 2026-02-01 .. 2026-03-12."""
+    shutil.copytree(_hand_lake_template, tmp_path / "lake")
+    return Lake.open(str(tmp_path / "lake"))
+
+
+TINY_START, TINY_DAYS = "2026-01-01", 45
+TINY_LAST = "2026-02-14"   # day 44: the cohort listed on 2026-01-09 closes on it
+
+
+@pytest.fixture(scope="session")
+def tiny_lake(tmp_path_factory, spark_settings):
+    """The tiny simulator (45 days, seed 1) plus every Spark job for its last day: (settings, lake)."""
+    from growthgr.simulator.run import simulate
+    from spark_jobs.jobs import run_all
+
+    root = tmp_path_factory.mktemp("tiny_lake")
+    settings = spark_settings.model_copy(update={"lake_root": str(root)})
+    lake = Lake.open(str(root))
+    simulate(lake, settings.simulator, seed=1, start=TINY_START, days=TINY_DAYS)
+    rows = run_all(settings, TINY_LAST, lake)
+    return settings, lake, rows
