@@ -29,14 +29,15 @@ class SimulatorConfig(StrictModel):
     brands_per_category: int = Field(24, ge=1)
     niche_user_share: float = Field(0.3, ge=0.0, le=1.0)
     niche_item_share: float = Field(0.5, ge=0.0, le=1.0)
-    mean_activity: float = Field(0.4, gt=0.0)    # searches per user per day (mean of a lognormal)
+    mean_activity: float = Field(0.5, gt=0.0)    # searches per user per day (mean of a lognormal)
     # -- search engine
     n_candidates: int = Field(24, ge=2)          # rank candidates per request (organic)
     n_exposed: int = Field(10, ge=1)             # slots on the result page
     scroll_continue: float = Field(0.85, gt=0.0, lt=1.0)  # P(user looks at the next slot)
     position_decay: float = Field(0.7, ge=0.0)   # examination of a seen slot ~ (1 + position)^-decay
-    pop_weight: float = Field(1.0, ge=0.0)       # ranker's popularity prior weight on log(1 + pop)
-    pop_retrieval_weight: float = Field(0.5, ge=0.0)
+    pop_weight: float = Field(2.0, ge=0.0)       # ranker's popularity prior weight on log(1 + pop)
+    pop_retrieval_weight: float = Field(1.0, ge=0.0)
+    retrieval_popular: int = Field(100, ge=1)    # most popular items of the category added to every query's cell
     pop_memory: float = Field(0.9, ge=0.0, lt=1.0)  # pop <- memory * pop + (1 - memory) * orders today
     ranker_noise: float = Field(0.3, ge=0.0)     # scale of the Gumbel noise of the ranker
     lookalike_weight: float = Field(0.5, ge=0.0)  # ranker weight of the growth state after day 29
@@ -47,12 +48,13 @@ class SimulatorConfig(StrictModel):
     social_proof: float = Field(0.35, ge=0.0)    # conversion weight on log(1 + cumulative orders)
     price_sensitivity_mean: float = Field(0.8, ge=0.0)
     # -- demand after the new-item period and site-wide orders
-    demand_intercept: float = Field(-2.2)        # log base demand (orders/day) of an average item
+    demand_intercept: float = Field(-2.5)        # log base demand (orders/day) of an average item
     new_item_site_share: float = Field(0.3, ge=0.0)  # site orders/day of a new item = share * base demand
     # -- the causal growth mechanism (see engine.growth_increment)
     growth_kappa: float = Field(0.3, ge=0.0)     # increment of a click at age 0 by a perfectly affine user
-    growth_floor: float = Field(0.2, ge=0.0, le=1.0)  # share of the increment that needs no affinity
+    growth_floor: float = Field(0.1, ge=0.0, le=1.0)  # share of the increment that needs no affinity
     growth_age_tau: float = Field(10.0, gt=0.0)  # increments decay as exp(-age / tau)
+    growth_saturation: float = Field(20.0, gt=0.0)  # increments shrink as 1 / (1 + prior exposures / this)
     affinity_scale: float = Field(1.2, gt=0.0)   # affinity = exp(-|taste - niche|^2 / (2 scale^2))
     # -- baseline retrieval channel (fresh new items in a fixed slot)
     fresh_channel_share: float = Field(0.3, ge=0.0, le=1.0)  # share of requests it serves

@@ -9,9 +9,10 @@ state at the end of day t-1 and the seed):
    category drawn by popularity; the query position is the user's taste
    (inside the home category; 0 = mass taste elsewhere) plus noise, the query
    text its noun, niche attribute words and sometimes a brand.
-3. Retrieval ("main" channel): per intent category, the top `n_candidates`
-   items by  relevance + pop_retrieval_weight * log(1 + pop), where
-   relevance = -|query - item position|^2 / 2. Plug-in channels
+3. Retrieval ("main" channel): the top `n_candidates` items of the intent
+   category by relevance + pop_retrieval_weight * log(1 + pop), where
+   relevance = -|query - item position|^2 / 2, searched in an IVF-style index
+   (the query's niche cell plus the category's most popular items; `retrieve`). Plug-in channels
    (`channels.ChannelSlot`) may add one item in a fixed slot.
 4. Ranking (the production ranker): relevance + pop_weight * log(1 + pop)
    + lookalike_weight * G [only after day 29] + Gumbel noise. `pop` is an
@@ -36,11 +37,15 @@ state at the end of day t-1 and the seed):
    Site-wide orders have a buyer from the item's category and are linked to
    the buyer's most relevant query of the last 7 days (before the day).
 8. The growth mechanism. A click at age a in 0..29 by user u adds
-       delta(u, i, a) = growth_kappa * (growth_floor + (1 - growth_floor) * aff(u, i)) * exp(-a / growth_age_tau)
+       delta(u, i, a) = growth_kappa * (growth_floor + (1 - growth_floor) * aff(u, i))
+                        * exp(-a / growth_age_tau) / (1 + n_i / growth_saturation)
    to G_i, where aff(u, i) = exp(-|taste_u - position_i|^2 / (2 affinity_scale^2))
    is 1 when the user sits on the item's niche (taste is 0, the mass taste,
-   outside the user's home category). G_i does not enter anything before day
-   30 (so a click's growth effect cannot feed back into the new-item period).
+   outside the user's home category) and n_i is the item's number of
+   exposures before the day (the lookalike audience saturates, so G grows
+   like the log of the exposures instead of exploding for hits). G_i does
+   not enter anything before day 30 (so a click's growth effect cannot feed
+   back into the new-item period).
 
 Ground truth (exact, closed form). For an item with base demand B and growth
 state G after day 29, the expected mean daily orders over days 30..36 is
@@ -76,6 +81,7 @@ import pyarrow as pa
 
 from growthgr.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 from growthgr.simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
+from growthgr.simulator.config import SimulatorConfig
 from growthgr.simulator.text import (
     ATTRIBUTES,
     CATEGORIES,
@@ -154,9 +160,10 @@ def affinity(user_offset: np.ndarray, item_offset: np.ndarray, scale: float) -> 
     return np.exp(-((user_offset - item_offset) ** 2).sum(-1) / (2.0 * scale**2))
 
 
-def growth_increment(aff: np.ndarray, age: np.ndarray, kappa: float, floor: float, tau: float) -> np.ndarray:
+def growth_increment(cfg: SimulatorConfig, aff: np.ndarray, age: np.ndarray, prior_exposures: np.ndarray) -> np.ndarray:
     """delta(u, i, a): the growth-state increment of one click (see the module docstring)."""
-    return kappa * (floor + (1.0 - floor) * aff) * np.exp(-age / tau) * (age < NEW_ITEM_DAYS)
+    shape = cfg.growth_kappa * (cfg.growth_floor + (1.0 - cfg.growth_floor) * aff) * np.exp(-age / cfg.growth_age_tau)
+    return shape / (1.0 + prior_exposures / cfg.growth_saturation) * (age < NEW_ITEM_DAYS)
 
 
 # -- 1. arrivals ----------------------------------------------------------------------------------
@@ -216,26 +223,53 @@ def catalog_view(w: World, day: int) -> CatalogView:
                        pop=it["pop"], offset=it["offset"])
 
 
-def retrieve(w: World, req: RequestBatch, block: int = 2048) -> np.ndarray:
-    """Organic candidates per request: int64 (R, n_candidates), -1 where the category has fewer items."""
-    cfg, it = w.config, w.items
+def cells(centers: np.ndarray, category: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Nearest cell of each position inside its category: 0 = mass center (origin), k + 1 = niche k.
+    `centers` (C, K, D), `offset` (n, D) -> int64 (n,)."""
+    d2 = ((offset[:, None, :] - centers[category]) ** 2).sum(-1)                   # (n, K)
+    origin = (offset**2).sum(-1)
+    return np.where(origin <= d2.min(1), 0, d2.argmin(1) + 1)
+
+
+def retrieve(w: World, req: RequestBatch) -> np.ndarray:
+    """Organic candidates per request: int64 (R, n_candidates), -1 where the pool is smaller.
+
+    An IVF-style index: each item sits in the cell (niche center or mass center)
+    nearest to its position; a request scores the items of its query's cell plus
+    the category's `retrieval_popular` most popular items, by
+    relevance + pop_retrieval_weight * log(1 + pop). Cost per request is about
+    items / (16 * (niches + 1)) + retrieval_popular.
+    """
+    cfg, it, s = w.config, w.items, w.structure
     out = np.full((len(req.request_id), cfg.n_candidates), -1, dtype=np.int64)
     prior = cfg.pop_retrieval_weight * np.log1p(it["pop"])
-    by_cat = np.argsort(it["category"], kind="stable")
-    bounds = np.searchsorted(it["category"][by_cat], np.arange(N_CATEGORIES + 1))
-    for c in range(N_CATEGORIES):
-        pool = by_cat[bounds[c]:bounds[c + 1]]
-        rows = np.flatnonzero(req.category == c)
-        if len(pool) == 0 or len(rows) == 0:
+    n_cells = cfg.niches_per_category + 1
+    item_key = it["category"].astype(np.int64) * n_cells + cells(s.niche_centers, it["category"], it["offset"])
+    req_key = req.category.astype(np.int64) * n_cells + cells(s.niche_centers, req.category, req.query_offset)
+    by_key = np.argsort(item_key, kind="stable")
+    bounds = np.searchsorted(item_key[by_key], np.arange(N_CATEGORIES * n_cells + 1))
+    popular = popular_items(it["category"], it["pop"], cfg.retrieval_popular)
+    req_order = np.argsort(req_key, kind="stable")
+    req_bounds = np.searchsorted(req_key[req_order], np.arange(N_CATEGORIES * n_cells + 1))
+    for key in np.flatnonzero(req_bounds[1:] > req_bounds[:-1]):
+        rows = req_order[req_bounds[key]:req_bounds[key + 1]]
+        pool = np.union1d(by_key[bounds[key]:bounds[key + 1]], popular[key // n_cells])
+        if len(pool) == 0:
             continue
-        pos = it["offset"][pool].astype(np.float64)                       # (P, D)
-        bias = prior[pool] - 0.5 * (pos**2).sum(1)                        # (P,)
+        pos = it["offset"][pool].astype(np.float64)                                  # (P, D)
+        score = req.query_offset[rows].astype(np.float64) @ pos.T + (prior[pool] - 0.5 * (pos**2).sum(1))  # (r, P)
         k = min(cfg.n_candidates, len(pool))
-        for start in range(0, len(rows), block):
-            sel = rows[start:start + block]
-            score = req.query_offset[sel].astype(np.float64) @ pos.T + bias  # (b, P)
-            top = np.argpartition(-score, k - 1, axis=1)[:, :k] if k < len(pool) else np.tile(np.arange(k), (len(sel), 1))
-            out[sel, :k] = pool[top]
+        top = np.argpartition(-score, k - 1, axis=1)[:, :k] if k < len(pool) else np.tile(np.arange(k), (len(rows), 1))
+        out[rows, :k] = pool[top]
+    return out
+
+
+def popular_items(category: np.ndarray, pop: np.ndarray, n: int) -> list[np.ndarray]:
+    """The `n` most popular item rows of each category (sorted by row)."""
+    out = []
+    for c in range(N_CATEGORIES):
+        rows = np.flatnonzero(category == c)
+        out.append(np.sort(rows[np.argpartition(-pop[rows], n - 1)[:n]]) if len(rows) > n else rows)
     return out
 
 
@@ -353,7 +387,7 @@ def increments(w: World, slate: Slate, user_row: np.ndarray, fun: Funnel) -> np.
     row = np.maximum(slate.item, 0)
     users = np.broadcast_to(user_row[:, None], row.shape)
     aff = affinity(user_offset_in(w, users, it["category"][row]), it["offset"][row], cfg.affinity_scale)
-    delta = growth_increment(aff, fun.age, cfg.growth_kappa, cfg.growth_floor, cfg.growth_age_tau)
+    delta = growth_increment(cfg, aff, fun.age, it["cum_exposures"][row])
     return np.where(fun.exposed, delta, 0.0)
 
 
@@ -405,8 +439,9 @@ def site_orders(w: World, day: int, site_n: np.ndarray, rng: np.random.Generator
 
 # -- state update ---------------------------------------------------------------------------------
 
-def update_items(w: World, orders_per_item: np.ndarray, delta_growth: np.ndarray) -> None:
+def update_items(w: World, orders_per_item: np.ndarray, exposures_per_item: np.ndarray, delta_growth: np.ndarray) -> None:
     it, m = w.items, w.config.pop_memory
+    it["cum_exposures"] = it["cum_exposures"] + exposures_per_item
     it["cum_orders"] = it["cum_orders"] + orders_per_item
     it["pop"] = m * it["pop"] + (1.0 - m) * orders_per_item
     it["growth"] = it["growth"] + delta_growth
@@ -549,7 +584,8 @@ def simulate_day(w: World, day: int, channels: Sequence[ChannelSlot] = (),
     delta = increments(w, slate, user_row, fun)
     grow = growth_clicks(w.items["item_id"], slate, req, fun, intervention) & (fun.age < NEW_ITEM_DAYS)
     orders = np.bincount(slate.item[fun.bought], minlength=w.n_items) + fun.site_n
-    update_items(w, orders, np.bincount(slate.item[grow], weights=delta[grow], minlength=w.n_items))
+    exposures = np.bincount(slate.item[fun.exposed], minlength=w.n_items)
+    update_items(w, orders, exposures, np.bincount(slate.item[grow], weights=delta[grow], minlength=w.n_items))
     update_recent_queries(w, day, req, user_row)
     truth = {"click_effects": click_effects_table(w, req, req_ts, slate, fun, delta),
              "item_outcomes": tables.pop("item_outcomes")}

@@ -135,6 +135,7 @@ def new_items(
         "growth": np.zeros(n),
         "pop": np.zeros(n),
         "cum_orders": np.zeros(n, dtype=np.int64),
+        "cum_exposures": np.zeros(n, dtype=np.int64),
     }
     own = s.niche_attrs[cat, np.maximum(niche, 0)]                        # (n, 3)
     pick = rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1)[:, :2]      # two of the niche's words
@@ -148,7 +149,7 @@ def new_items(
 def mature_catalog_state(rng: np.random.Generator, rows: Arrays) -> None:
     """Initial-catalog items are past their new-item period: give them a growth state, popularity, history."""
     n = len(rows["item_id"])
-    rows["growth"] = rng.exponential(0.3, size=n)
+    rows["growth"] = rng.exponential(0.1, size=n)
     rate = (1.0 + rows["base_demand"]) * np.exp(rows["growth"]) - 1.0
     rows["pop"] = rate
     rows["cum_orders"] = rng.poisson(30.0 * rate).astype(np.int64)
