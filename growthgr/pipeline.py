@@ -85,6 +85,83 @@ def tokenize(settings: Settings, ds: str) -> dict:
     return {"embedded": new, **sids.fit(lake, to_ds(ds), settings.tokenizer)}
 
 
+def itemltv(settings: Settings, ds: str) -> dict:
+    """Train ItemLTV ("+uplift" and "base only") on the closed cohorts, then evaluate on held-out ones."""
+    from models.itemltv.pipeline import run_evaluate, run_train
+
+    trained = run_train(settings, to_ds(ds))
+    metrics = run_evaluate(settings, to_ds(ds))
+    return {"cohorts": trained["cohorts"], "metrics": _headline(metrics)}
+
+
+def pool(settings: Settings, ds: str) -> dict:
+    """Score the items in their new-item period with the base tower; write the daily pool."""
+    from models.itemltv.pipeline import write_pool
+
+    frame = write_pool(settings, to_ds(ds))
+    return {"pool_size": len(frame), "top_score": float(frame["score"].max()) if len(frame) else None}
+
+
+def publish(settings: Settings, ds: str) -> dict:
+    """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics and SID trie."""
+    from growthgr.publish import ReleaseInputs, publish_release
+    from growthgr.releases import ReleaseStore
+    from models.itemltv.train import FULL, checkpoint_key, latest_checkpoint_ds
+    from models.tokenizer import embed, sids
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    frame = pool_frame(lake, ds)
+    emb = embed.read_embeddings(lake, ds).set_index("item_id").loc[frame["item_id"]]
+    _, sid_rows = sids.latest_snapshot(lake, ds)
+    trie = sids.build_trie(sid_rows, settings.tokenizer.codebook_size, frame["item_id"].to_numpy())
+    metrics = json.loads(lake.store.get_bytes(f"reports/itemltv/ds={ds}/metrics.json"))
+    ckpt = checkpoint_key(FULL, latest_checkpoint_ds(lake, FULL, ds))
+    inputs = ReleaseInputs(
+        ds=ds,
+        pool=frame,
+        item_ids=frame["item_id"].to_numpy(),
+        embeddings=embed.embedding_matrix(emb.reset_index()),
+        metrics=metrics,
+        input_partitions=_inputs_of(lake, ds),
+        sid_version=str(sid_rows["sid_version"].iloc[0]),
+        files={
+            "itemltv.safetensors": lake.store.get_bytes(ckpt),
+            "sid_trie.npz": _trie_bytes(trie),
+            "item_sids.parquet": _parquet(sid_rows[sid_rows["item_id"].isin(frame["item_id"])]),
+        },
+    )
+    release = publish_release(ReleaseStore.from_settings(settings), inputs, stored_gates(lake, ds), settings.digest())
+    return {"release_id": release.release_id, "pool_size": len(frame)}
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _inputs_of(lake: Lake, ds: str) -> list[str]:
+    from growthgr.schemas import RAW_TABLES
+
+    return [lake.partition_key("raw", t, ds) for t in RAW_TABLES if lake.exists("raw", t, ds)]
+
+
+def _trie_bytes(trie) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trie.npz"
+        trie.save(path)
+        return path.read_bytes()
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
     """Pass/fail of the day's stored gate results (a missing result counts as failed)."""
     out = {}
