@@ -107,8 +107,11 @@ def validate(settings, dataset: str, ds: str, *, build_docs: bool | None = None)
 
 def _run_gx(checks: list[suites.TableCheck], build_docs: bool) -> tuple[list[Failure], int, Path | None]:
     import great_expectations as gx
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
 
-    context = gx.get_context(mode="ephemeral")
+    # In-memory stores and no default docs site (it would leave a temp folder per call).
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+    context = gx.get_context(mode="ephemeral", project_config=config)
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_or_update_pandas("lake")
     failures: list[Failure] = []

@@ -97,4 +97,6 @@ def build(lake_root: str, offline: str = "duckdb") -> list:
     return [user, item, query, *views.values(), *services]
 
 
-objects = build(os.environ.get("GROWTHGR_LAKE_ROOT", "lake"), os.environ.get("GROWTHGR_FEAST_OFFLINE", "duckdb"))
+# Module-level objects, so `feast apply` / `feast plan` run inside this folder find them.
+_, _, _, user_features, item_features, query_features, itemltv_v1, multigr_v1, dr_v1 = build(
+    os.environ.get("GROWTHGR_LAKE_ROOT", "lake"), os.environ.get("GROWTHGR_FEAST_OFFLINE", "duckdb"))
