@@ -109,18 +109,15 @@ def growthgr_daily():
     def publish(data_interval_start=None):
         return _run("publish", data_interval_start)
 
-    raw = gate_raw()
-    jobs = spark_jobs()
-    raw >> jobs
-    feats, labels = gate_features(), gate_labels()
-    jobs >> [dbt_build(), feats, labels]
-    mat = feast_materialize()
+    raw, jobs, tok = gate_raw(), spark_jobs(), tokenize()
+    feats, labels, dbt = gate_features(), gate_labels(), dbt_build()
+    sid_gate, mat, model, release = gate_sids(), feast_materialize(), itemltv(), publish()
+    raw >> [jobs, tok]
+    jobs >> [dbt, feats, labels]
     feats >> mat
-    sid_gate = gate_sids()
-    raw >> tokenize() >> sid_gate
-    model = itemltv()
+    tok >> sid_gate
     [mat, labels, sid_gate] >> model
-    model >> pool() >> gate_pool() >> publish()
-
+    model >> pool() >> gate_pool() >> release
+    dbt >> release
 
 growthgr_daily()

@@ -58,6 +58,7 @@ def _register() -> None:
     from growthgr.releases_cli import app as releases_app
 
     app.add_typer(releases_app, name="releases")
+    app.add_typer(__import__("growthgr.pipeline_cli", fromlist=["app"]).app, name="pipeline")
     app.add_typer(__import__("growthgr.simulator.cli", fromlist=["app"]).app, name="simulate")
     __import__("spark_jobs.cli", fromlist=["register"]).register(app)  # spark, dbt, sql
     __import__("expectations.cli", fromlist=["register"]).register(app)  # validate, features

@@ -34,6 +34,24 @@ class GateFailed(RuntimeError):
     """A GX gate failed; the message is the gate's readable summary."""
 
 
+def simulate_day(settings: Settings, ds: str) -> dict:
+    """Advance the simulated platform by one day, to `ds` (the day's raw logs "arrive").
+
+    Idempotent and append-only: a day already simulated is left untouched (raw
+    data is never overwritten); a day that is not the next one is an error.
+    """
+    from growthgr.simulator.run import next_start, simulate
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    following = next_start(lake, settings.simulator)
+    if ds < following:
+        return {"simulated": ds, "skipped": "already simulated"}
+    if ds > following:
+        raise ValueError(f"cannot simulate {ds}: the simulated platform is at {following} (run the days between first)")
+    summary = simulate(lake, settings.simulator, days=1, progress=False)
+    return {"simulated": ds, "rows": summary.rows, "seconds": round(summary.seconds, 2)}
+
+
 def gate(settings: Settings, dataset: str, ds: str) -> dict:
     """Run the GX suites of `dataset` on `ds`; raise `GateFailed` with the summary on failure."""
     from expectations.gate import validate
