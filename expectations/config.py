@@ -34,7 +34,7 @@ class GatesConfig(StrictModel):
     pool_max_size: int = Field(100_000, ge=1)
     # SID table.
     sid_codebook_size: int = Field(256, ge=2)      # used when settings.tokenizer has no codebook_size
-    sid_max_collision_rate: float = Field(0.2, ge=0, le=1)
+    sid_max_collision_rate: float = Field(0.05, ge=0, le=1)  # used when settings.tokenizer has none
     build_data_docs: bool = True
 
 

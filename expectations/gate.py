@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 Builder = Callable[[Lake, str, GatesConfig, object], suites.TableCheck]
 
 
-def _codebook_size(settings, cfg: GatesConfig) -> int:
-    return int(getattr(getattr(settings, "tokenizer", None), "codebook_size", cfg.sid_codebook_size))
+def _sid_bounds(settings, cfg: GatesConfig) -> tuple[int, float]:
+    """Codebook size K and collision bound: the tokenizer's settings when it has them."""
+    tok = getattr(settings, "tokenizer", None)
+    return (int(getattr(tok, "codebook_size", cfg.sid_codebook_size)),
+            float(getattr(tok, "max_collision_rate", cfg.sid_max_collision_rate)))
 
 
 TABLE_BUILDERS: dict[str, Builder] = {
@@ -44,7 +47,7 @@ TABLE_BUILDERS: dict[str, Builder] = {
     "itemltv_samples": lambda lake, ds, cfg, s: suites.samples_check(lake, ds, cfg),
     **{t: (lambda lake, ds, cfg, s, t=t: suites.feature_check(lake, t, ds, cfg)) for t in suites.FEATURE_KEYS},
     "new_item_pool": lambda lake, ds, cfg, s: suites.pool_check(lake, ds, cfg),
-    "item_sids": lambda lake, ds, cfg, s: suites.sids_check(lake, ds, cfg, _codebook_size(s, cfg)),
+    "item_sids": lambda lake, ds, cfg, s: suites.sids_check(lake, ds, cfg, *_sid_bounds(s, cfg)),
 }
 DATASETS: dict[str, tuple[str, ...]] = {
     "raw": RAW_TABLES,

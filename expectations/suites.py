@@ -319,20 +319,23 @@ def pool_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     return TableCheck("curated", "new_item_pool", ds, frame, exps)
 
 
-def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int) -> TableCheck:
-    """Every item exactly one SID per version, codes int32 in [0, K), collision rate under a bound."""
+def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int, max_collision_rate: float) -> TableCheck:
+    """Every item exactly one row, codes int32 in [0, K), (c1, c2, c3) collision rate under a bound,
+    and with the disambiguation token c4 the full SID unique (c4 wrapping over K breaks it)."""
     frame = frames.read(lake, "curated", "item_sids", ds)
     if frame is None:
         return TableCheck("curated", "item_sids", ds, None)
     frame = frame.copy()
     codes = [c for c in ("c1", "c2", "c3") if c in frame.columns]
-    if len(codes) == 3 and "sid_version" in frame.columns:
-        frame["_check_no_collision"] = frames.check_first_of_group(frame, codes, ["sid_version"])
-    exps = (required_rules(REQUIRED_COLUMNS[("curated", "item_sids")])
-            + key_rules(frame, [["item_id", "sid_version"]])
+    by = ["sid_version"] if "sid_version" in frame.columns else []
+    if len(codes) == 3:
+        frame["_check_no_collision"] = frames.check_first_of_group(frame, codes, by)
+        if "c4" in frame.columns and frame["c4"].notna().any():
+            frame["_check_sid_unique"] = frames.check_first_of_group(frame, [*codes, "c4"], by)
+    exps = (required_rules(REQUIRED_COLUMNS[("curated", "item_sids")]) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "sid_version", *codes])
-            + all_true(frame, "_check_no_collision", "sid_collision_rate", "c1,c2,c3",
-                       mostly=1.0 - cfg.sid_max_collision_rate))
+            + all_true(frame, "_check_no_collision", "sid_collision_rate", "c1,c2,c3", mostly=1.0 - max_collision_rate)
+            + all_true(frame, "_check_sid_unique", "sid_unique", "c1,c2,c3,c4"))
     for c in [*codes, "c4"]:
         if c in frame.columns:
             exps += [rule(gxe.ExpectColumnValuesToBeOfType, "schema_type", c, type_="int32"),

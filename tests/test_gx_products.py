@@ -117,6 +117,12 @@ def _all_same_sid(df):
     return df
 
 
+def _wrapped_c4(df):
+    df["c4"] = np.zeros(len(df), dtype="int32")     # a disambiguation token that does not disambiguate
+    df[["c1", "c2", "c3"]] = 0
+    return df
+
+
 def _late_sample(df):
     df.loc[0, "ts"] = datetime(2026, 2, 1, tzinfo=UTC)
     return df
@@ -133,8 +139,10 @@ CASES = [
     ("new_item_pool", _nan_score, "pool", "score", "finite"),
     ("new_item_pool", lambda df: pd.concat([df, df.iloc[:1]]), "pool", "item_id", "unique_key"),
     ("item_sids", _code_out_of_range, "sids", "c2", "code_in_range"),
+    ("item_sids", lambda df: df.assign(c4=np.int32(16)), "sids", "c4", "code_in_range"),
     ("item_sids", _all_same_sid, "sids", "c1,c2,c3", "sid_collision_rate"),
-    ("item_sids", lambda df: pd.concat([df, df.iloc[:1]]), "sids", "item_id,sid_version", "unique_key"),
+    ("item_sids", lambda df: pd.concat([df, df.iloc[:1]]), "sids", "item_id", "unique_key"),
+    ("item_sids", _wrapped_c4, "sids", "c1,c2,c3,c4", "sid_unique"),
 ]
 
 
