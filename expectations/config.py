@@ -31,7 +31,7 @@ class GatesConfig(StrictModel):
     label_window_end_day: int = Field(36, ge=1)
     # Daily new-item pool.
     pool_min_size: int = Field(1, ge=0)
-    pool_max_size: int = Field(100_000, ge=1)
+    pool_max_size: int = Field(100_000, ge=1)      # used when settings.itemltv has no pool_size
     # SID table.
     sid_codebook_size: int = Field(256, ge=2)      # used when settings.tokenizer has no codebook_size
     sid_max_collision_rate: float = Field(0.05, ge=0, le=1)  # used when settings.tokenizer has none

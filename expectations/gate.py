@@ -46,7 +46,8 @@ TABLE_BUILDERS: dict[str, Builder] = {
     "itemltv_labels": lambda lake, ds, cfg, s: suites.labels_check(lake, ds, cfg),
     "itemltv_samples": lambda lake, ds, cfg, s: suites.samples_check(lake, ds, cfg),
     **{t: (lambda lake, ds, cfg, s, t=t: suites.feature_check(lake, t, ds, cfg)) for t in suites.FEATURE_KEYS},
-    "new_item_pool": lambda lake, ds, cfg, s: suites.pool_check(lake, ds, cfg),
+    "new_item_pool": lambda lake, ds, cfg, s: suites.pool_check(
+        lake, ds, cfg, int(getattr(getattr(s, "itemltv", None), "pool_size", cfg.pool_max_size))),
     "item_sids": lambda lake, ds, cfg, s: suites.sids_check(lake, ds, cfg, *_sid_bounds(s, cfg)),
 }
 DATASETS: dict[str, tuple[str, ...]] = {

@@ -299,8 +299,8 @@ def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableChe
 
 
 # -- daily pool and SIDs --------------------------------------------------------------------------
-def pool_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
-    """Pool size within bounds, unique items, only items in their new-item period, finite scores."""
+def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableCheck:
+    """Pool size in [pool_min_size, max_size], unique items, only items in their new-item period, finite scores."""
     frame = frames.read(lake, "curated", "new_item_pool", ds)
     if frame is None:
         return TableCheck("curated", "new_item_pool", ds, None)
@@ -311,7 +311,7 @@ def pool_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     exps = (required_rules(REQUIRED_COLUMNS[("curated", "new_item_pool")]) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "score", "rank", "listing_date"])
             + [rule(gxe.ExpectTableRowCountToBeBetween, "pool_size", min_value=cfg.pool_min_size,
-                    max_value=cfg.pool_max_size)]
+                    max_value=max_size)]
             + between(frame, "listing_date", "only_new_items", min_value=first_new,
                       max_value=date.fromisoformat(ds))
             + all_true(frame, "_check_finite_score", "finite", "score")

@@ -138,6 +138,7 @@ CASES = [
     ("new_item_pool", _old_item_in_pool, "pool", "listing_date", "only_new_items"),
     ("new_item_pool", _nan_score, "pool", "score", "finite"),
     ("new_item_pool", lambda df: pd.concat([df, df.iloc[:1]]), "pool", "item_id", "unique_key"),
+    ("new_item_pool", lambda df: pd.concat([df] * 3, ignore_index=True), "pool", "*", "pool_size"),
     ("item_sids", _code_out_of_range, "sids", "c2", "code_in_range"),
     ("item_sids", lambda df: df.assign(c4=np.int32(16)), "sids", "c4", "code_in_range"),
     ("item_sids", _all_same_sid, "sids", "c1,c2,c3", "sid_collision_rate"),
