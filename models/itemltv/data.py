@@ -124,6 +124,7 @@ def load_inputs(lake: Lake, end_ds: str, n_cohorts: int, history_days: int = 60)
         raise PartitionNotFound(f"no samples/itemltv_samples partitions up to {end_ds}")
     first, last = parts[0], parts[-1]
     samples = normalise_samples(lake.read_range("samples", "itemltv_samples", first, last).to_pandas())
+    samples = samples.drop(columns=[c for c in ("y", "label") if c in samples])   # taken from the labels table
     labels = lake.read_range("samples", "itemltv_labels", first, last).to_pandas()[["item_id", "y"]]
     samples = samples.merge(labels.drop_duplicates("item_id"), on="item_id", how="inner")
     hist_start = (date.fromisoformat(first) - timedelta(days=36 + history_days)).isoformat()
@@ -184,7 +185,7 @@ def pit_join(samples: pd.DataFrame, feats: pd.DataFrame, prefix: str) -> pd.Data
         return samples
     right = feats[keys + ["event_timestamp"] + numeric].rename(columns={c: f"{prefix}{c}" for c in numeric})
     right = right.assign(event_timestamp=_utc(right["event_timestamp"])).sort_values("event_timestamp")
-    left = samples.assign(_pos=np.arange(len(samples))).sort_values("ts")
+    left = samples.assign(_pos=np.arange(len(samples)), ts=_utc(samples["ts"])).sort_values("ts")
     out = pd.merge_asof(left, right, left_on="ts", right_on="event_timestamp", by=keys,
                         direction="backward", allow_exact_matches=False)
     return out.sort_values("_pos").drop(columns=["_pos", "event_timestamp"]).reset_index(drop=True)

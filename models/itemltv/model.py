@@ -15,10 +15,15 @@ Departures from the paper:
   the effect of a click shrinks with age (the paper's Figure 6);
 - a learned "empty history" slot is always attendable, so users without
   history get a defined attention output;
-- objective `item` (optional) sums base-per-item and the clicked exposures'
+- the last layer of the uplift MLP starts at zero, so training starts from
+  the base-only model and the summed uplifts of the `item` objective do not
+  swamp the label at initialisation;
+- objective `item` (the default here) sums base-per-item and the clicked exposures'
   uplifts per item (y_hat_i = mean base + sum_clicked uplift) instead of the
-  paper's per-exposure MSE (`exposure`, the default), which makes the uplift a
-  per-click effect rather than a per-exposure residual.
+  paper's per-exposure MSE (`exposure`), which makes the uplift a
+  per-click effect rather than a per-exposure residual. With the simulator's
+  mechanism (log(1 + expected orders) = y0 + sum of the clicks' effects) the
+  item objective is the correctly specified one.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ class ItemLTV(nn.Module):
         self.empty = nn.Parameter(torch.zeros(1, 1, emb_dim))
         self.attn = nn.MultiheadAttention(emb_dim, heads, dropout=dropout, batch_first=True)
         self.uplift_head = mlp(3 * emb_dim + dims["user"] + dims["ctx"], hidden_dim, dropout)
+        nn.init.zeros_(self.uplift_head[-1].weight)
+        nn.init.zeros_(self.uplift_head[-1].bias)
 
     def base(self, item_tokens: Tensor, item_cat: Tensor, item_x: Tensor) -> Tensor:
         """Base growth of items from their content and numerics: [N]."""
