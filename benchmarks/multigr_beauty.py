@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="../shared/datasets/amazon-beauty")
     p.add_argument("--minutes", type=float, default=40.0, help="training wall-time cap")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=30, help="warm-up steps")
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--n-head", type=int, default=2)
@@ -88,6 +88,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--val-users", type=int, default=1000)
     p.add_argument("--patience", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stride", type=int, default=5, help="new targets per window beyond 21 items (1 = exact)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default="/tmp/multigr_beauty_ckpt")
     p.add_argument("--out", default=None, help="results JSON")
@@ -108,7 +109,7 @@ def main() -> None:
         weight_decay=args.weight_decay, warmup_steps=args.warmup, max_epochs=args.epochs, num_threads=args.threads,
         beam_widths=[int(w) for w in args.beams.split(",")], top_k=10,
     )
-    split = leave_one_out(Vocab.from_config(cfg), data, cfg.max_history)
+    split = leave_one_out(Vocab.from_config(cfg), data, cfg.max_history, args.stride)
     trie = SidTrie.from_sids(data.item_sids, cfg.codebook_size)
     trie_next, leaf_items = trie_table(trie), leaf_item_map(trie, data.item_sids)
     log.info("users %d items %d train examples %d trie nodes %d", len(split.test_targets), n_items, len(split.train), trie.num_nodes)
@@ -141,6 +142,7 @@ def main() -> None:
         "params": model.num_params(),
         "config": cfg.model_dump(mode="json"),
         "train_examples": len(split.train),
+        "train_window_stride": args.stride,
         "training_time_s": round(train_s, 1),
         "epochs_run": len(select.history),
         "best_epoch": select.best_epoch,

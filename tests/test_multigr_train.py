@@ -111,6 +111,10 @@ def test_sequence_examples_cover_all_prefixes_with_capped_history():
     batch = collate(ex)
     assert int((batch.targets[0] >= 0).sum()) == 8 and int((batch.targets[1] >= 0).sum()) == 2
     assert torch.equal(batch.targets[1, 6:8], torch.from_numpy(sample_example(v, ex[1].tokens[:7], sids[4]).tokens[7:]))
+    strided = sequence_examples(v, sids, max_history=3, stride=2)  # windows end at items 4, 6, 7
+    assert [(len(e.tokens), e.supervise_from) for e in strided] == [(9, 1), (9, 5), (9, 7)]
+    supervised = sum((len(e.tokens) - e.supervise_from) // 2 for e in strided)
+    assert supervised == 7  # every item is a target exactly once
 
 
 def test_cli_train_and_evaluate(tmp_path):

@@ -64,17 +64,22 @@ def sample_example(vocab: Vocab, context: np.ndarray, target: np.ndarray) -> Exa
     return Example(np.concatenate([context, sid_tokens(vocab, target[None])]), len(context))
 
 
-def sequence_examples(vocab: Vocab, sids: np.ndarray, max_history: int) -> list[Example]:
-    """All next-item prefixes of one item sequence (n, L) with history capped at `max_history`.
+def sequence_examples(vocab: Vocab, sids: np.ndarray, max_history: int, stride: int = 1) -> list[Example]:
+    """All next-item targets of one item sequence (n, L), each seen after at most `max_history` items.
 
-    The first window (up to max_history + 1 items) supervises every item; each later
-    window is the last max_history items + one new target, supervised on the target.
+    The first window (up to max_history + 1 items) supervises every item in it; each
+    later window is the last max_history + 1 items up to `stride` new targets and
+    supervises only those. stride=1 is exact (every target sees min(position,
+    max_history) items); stride s > 1 shows the first s - 1 targets of a window
+    fewer items (down to max_history - s + 1) for s times less compute on long sequences.
     """
-    n, lv = sids.shape
-    first = min(n, max_history + 1)
-    out = [Example(np.concatenate([[BOS], sid_tokens(vocab, sids[:first])]), 1)]
-    for end in range(first + 1, n + 1):
-        out.append(sample_example(vocab, np.concatenate([[BOS], sid_tokens(vocab, sids[end - 1 - max_history : end - 1])]), sids[end - 1]))
+    n, n_lv = sids.shape
+    out, done = [], 0
+    while done < n:
+        end = min(n, max_history + 1 if done == 0 else done + stride)
+        window = sids[max(0, end - max_history - 1) : end]
+        out.append(Example(np.concatenate([[BOS], sid_tokens(vocab, window)]), 1 + (len(window) - (end - done)) * n_lv))
+        done = end
     return out
 
 
@@ -160,14 +165,15 @@ class LeaveOneOut(NamedTuple):
     test_targets: np.ndarray  # (U,)
 
 
-def leave_one_out(vocab: Vocab, data: SequenceData, max_history: int) -> LeaveOneOut:
-    """Last item = test, second-to-last = validation, the rest = training (all prefixes)."""
+def leave_one_out(vocab: Vocab, data: SequenceData, max_history: int, stride: int = 1) -> LeaveOneOut:
+    """Last item = test, second-to-last = validation, the rest = training (all prefixes, see
+    `sequence_examples` for `stride`)."""
     train, vp, vt, tp, tt = [], [], [], [], []
     for seq in data.sequences:
         if len(seq) < 3:
             continue
         sids = data.item_sids[seq]
-        train.extend(sequence_examples(vocab, sids[:-2], max_history))
+        train.extend(sequence_examples(vocab, sids[:-2], max_history, stride))
         vp.append(context_tokens(vocab, sids[:-2][-max_history:]))
         vt.append(seq[-2])
         tp.append(context_tokens(vocab, sids[:-1][-max_history:]))

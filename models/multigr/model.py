@@ -106,18 +106,19 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: MultiGRConfig):
         super().__init__()
         assert cfg.d_model % cfg.n_head == 0
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x: (N, T, D), mask: (N, 1, T, T) bool or None (plain causal) -> (N, T, D), (k, v)."""
         n, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (N, T, D)
         q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
-        return self.proj(y.transpose(1, 2).reshape(n, t, d)), (k, v)
+        # no dropout on attention weights: it forces the unfused attention path on CPU
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.drop(self.proj(y.transpose(1, 2).reshape(n, t, d))), (k, v)
 
     def decode(
         self, x: Tensor, prefix: tuple[Tensor, Tensor], prefix_valid: Tensor, past: tuple[Tensor, Tensor] | None
@@ -249,8 +250,10 @@ class MultiGR(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
         h, _ = self(tokens, positions)  # (B, T, D)
         sel = targets >= 0
-        rel = targets[sel] - self.vocab.sid_offset  # (M,)
+        h, rel = h[sel], targets[sel] - self.vocab.sid_offset  # (M, D), (M,)
         level, code = rel // self.vocab.codebook_size, rel % self.vocab.codebook_size
-        logits = self.sid_logits(h[sel])  # (M, L, K)
-        logits = logits[torch.arange(len(rel), device=rel.device), level]  # (M, K)
-        return F.cross_entropy(logits, code)
+        total = h.new_zeros(())
+        for lv in range(self.vocab.sid_levels):  # only the K logits of each target's own level
+            rows = level == lv
+            total = total + F.cross_entropy(self.sid_logits(h[rows], lv), code[rows], reduction="sum")
+        return total / len(rel)
