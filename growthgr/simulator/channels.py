@@ -44,6 +44,7 @@ class CatalogView:
     category: np.ndarray        # int32 (N,)
     age_days: np.ndarray        # int32 (N,) 0 = listed today
     pop: np.ndarray             # float64 (N,) the platform's popularity signal
+    price: np.ndarray           # float64 (N,)
     offset: np.ndarray          # float32 (N, D) item position inside its category (platform's item embedding)
 
 

@@ -83,5 +83,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "new_users_per_day": 200,
         "n_items": 400_000,
         "new_items_per_day": 4_000,
+        "niches_per_category": 32,               # index cells grow with the catalog: cost ~ users x days
+        "brands_per_category": 96,
     },
 }

@@ -220,7 +220,7 @@ def query_texts(w: World, rng: np.random.Generator, cat: np.ndarray, niche: np.n
 def catalog_view(w: World, day: int) -> CatalogView:
     it = w.items
     return CatalogView(item_id=it["item_id"], category=it["category"], age_days=(day - it["listing_day"]).astype(np.int32),
-                       pop=it["pop"], offset=it["offset"])
+                       pop=it["pop"], price=it["price"], offset=it["offset"])
 
 
 def cells(centers: np.ndarray, category: np.ndarray, offset: np.ndarray) -> np.ndarray:
