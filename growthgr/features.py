@@ -104,7 +104,8 @@ def open_store(settings, cfg: FeatureStoreConfig | None = None):
 
     data = repo_config_dict(settings, cfg)
     store = FeatureStore(config=RepoConfig(repo_path=REPO_DIR, **data))
-    stamp = feast_dir(settings) / f"applied-{data['online_store']['type']}.sha256"
+    # One stamp per registry: switching environment or online store changes the hash and re-applies.
+    stamp = feast_dir(settings) / "applied.sha256"
     digest = definitions_hash(data)
     if not stamp.exists() or stamp.read_text() != digest:
         with writer_lock(settings):

@@ -148,10 +148,14 @@ def test_online_equals_latest_offline_after_materialize_redis(feast_settings, re
 def test_apply_runs_once_per_definitions_change(feast_settings):
     from growthgr.features import feast_dir
 
-    stamp = next(feast_dir(feast_settings).glob("applied-sqlite.sha256"))
-    before = stamp.stat().st_mtime_ns
-    open_store(feast_settings, FeatureStoreConfig(online_store="sqlite"))
-    assert stamp.stat().st_mtime_ns == before
+    cfg = FeatureStoreConfig(online_store="sqlite")
+    open_store(feast_settings, cfg)
+    stamp = feast_dir(feast_settings) / "applied.sha256"
+    before = (stamp.stat().st_mtime_ns, stamp.read_text())
+    open_store(feast_settings, cfg)
+    assert (stamp.stat().st_mtime_ns, stamp.read_text()) == before          # unchanged: no apply
+    open_store(feast_settings, FeatureStoreConfig(online_store="redis", redis_connection="127.0.0.1:1"))
+    assert stamp.read_text() != before[1]                                    # another online store: re-applied
 
 
 def test_cli_training_set_materialize_online(feast_settings, monkeypatch):
