@@ -59,10 +59,12 @@ def duckdb_path(settings: Settings) -> Path:
 
 
 def dbt_vars(settings: Settings) -> dict:
-    """`lake_root` and the lake tables that have data (staging views of others are empty)."""
+    """`lake_root`, the DuckDB file, and the lake tables that have data (staging views of
+    the others are empty)."""
     lake = Lake.from_settings(settings)
     present = [f"{z}/{t}" for z, t in LAKE_TABLES if lake.list_partitions(z, t)]
-    return {"lake_root": str(Path(settings.lake_root).resolve()), "lake_tables": present}
+    return {"lake_root": str(Path(settings.lake_root).resolve()), "lake_tables": present,
+            "duckdb_path": str(duckdb_path(settings))}
 
 
 def _args(settings: Settings, command: str, select: str | None) -> list[str]:
@@ -73,12 +75,26 @@ def _args(settings: Settings, command: str, select: str | None) -> list[str]:
     return args + (["--select", select] if select else [])
 
 
+def _release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open in this process after a run, so the
+    file is free for other connections (analysts, `query`, a later build with other settings)."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager as Manager
+
+    with Manager._LOCK:
+        if Manager._ENV is not None:
+            Manager._ENV.close()
+            Manager._ENV = None
+
+
 def _failures(res) -> list[str]:
     out = []
     for r in getattr(res.result, "results", None) or []:
         status = str(getattr(r.status, "value", r.status))
         if status in ("error", "fail", "runtime error"):
             out.append(f"{r.node.resource_type} {r.node.name}: {status}: {(r.message or '').strip()}")
+    skipped = [r.node.name for r in getattr(res.result, "results", None) or [] if str(r.status) in ("skip", "skipped")]
+    if out and skipped:
+        out.append(f"{len(skipped)} downstream nodes skipped: {', '.join(sorted(skipped)[:10])}")
     if res.exception is not None:
         out.append(f"dbt raised: {res.exception}")
     return out
@@ -89,10 +105,11 @@ def invoke(settings: Settings, command: str, select: str | None = None) -> DbtRe
     from dbt.cli.main import dbtRunner
 
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    wh = warehouse_dir(settings)
-    wh.mkdir(parents=True, exist_ok=True)
-    os.environ["GROWTHGR_DBT_DUCKDB_PATH"] = str(duckdb_path(settings))
-    res = dbtRunner().invoke(_args(settings, command, select))
+    warehouse_dir(settings).mkdir(parents=True, exist_ok=True)
+    try:
+        res = dbtRunner().invoke(_args(settings, command, select))
+    finally:
+        _release_duckdb()
     results = getattr(res.result, "results", None) or []
     out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(settings)))
     if not res.success:

@@ -52,7 +52,7 @@ from spark_jobs.common import catalog_days, day, days, query_id_col, read_table,
 ZONE = "samples"
 LABELS, SAMPLES = "itemltv_labels", "itemltv_samples"
 LABEL_KEYS = ("item_id",)
-SAMPLE_KEYS = ("request_id", "item_id", "ts")
+SAMPLE_KEYS = ("request_id", "item_id", "ts", "position")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,99 @@
+"""The label job runs unchanged on a Spark standalone cluster: a master and a worker
+started from pyspark's own `bin/spark-class` on 127.0.0.1, the job launched through
+the CLI with only the master URL changed in config; its output equals local mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyspark
+import pytest
+from spark_fixtures import DS
+
+from spark_jobs import itemltv_labels
+
+pytest_plugins = ("spark_fixtures",)
+pytestmark = pytest.mark.slow
+SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, what: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+
+
+def _alive_workers(ui_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as r:
+        return int(json.load(r).get("aliveworkers", 0))
+
+
+@pytest.fixture
+def standalone_cluster(tmp_path):
+    """A master and one worker (1 core, 1 GiB) on loopback; yields the master URL."""
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(SPARK_CLASS.parents[1]),
+           "PYSPARK_PYTHON": sys.executable}
+    port, ui = _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    procs = []
+    with open(tmp_path / "master.log", "w") as mlog, open(tmp_path / "worker.log", "w") as wlog:
+        procs.append(subprocess.Popen(
+            [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+             "--port", str(port), "--webui-port", str(ui)], env=env, stdout=mlog, stderr=subprocess.STDOUT))
+        try:
+            _wait(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None, "master")
+            procs.append(subprocess.Popen(
+                [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                 "--cores", "1", "--memory", "1g", "--webui-port", str(_free_port()), url],
+                env=env, stdout=wlog, stderr=subprocess.STDOUT))
+            _wait(lambda: _alive_workers(ui) == 1, "worker")
+            yield url, env
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def test_label_job_on_standalone_cluster_equals_local(standalone_cluster, hand_lake, spark, tmp_path):
+    url, env = standalone_cluster
+    local_root = tmp_path / "local"
+    shutil.copytree(hand_lake.store.uri, local_root)
+    from growthgr.lake import Lake
+
+    local = Lake.open(str(local_root))
+    itemltv_labels.run(spark, local, DS)
+    job_env = {**env, "GROWTHGR_LAKE_ROOT": hand_lake.store.uri, "GROWTHGR_SPARK__MASTER": url,
+               "GROWTHGR_SPARK__DRIVER_HOST": "127.0.0.1",
+               "GROWTHGR_SPARK__EXTRA_CONF": '{"spark.executor.memory": "512m", "spark.cores.max": "1"}'}
+    cli = Path(sys.executable).parent / "growthgr"
+    res = subprocess.run([str(cli), "--profile", "tiny", "spark", "itemltv_labels", "--ds", DS], env=job_env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout) == {DS: {"itemltv_labels": 2, "itemltv_samples": 6}}
+    for table in ("itemltv_labels", "itemltv_samples"):
+        assert hand_lake.read_partition("samples", table, DS).equals(local.read_partition("samples", table, DS))
+    assert "app-" in (tmp_path / "master.log").read_text() + res.stderr   # the master ran an application
