@@ -135,6 +135,10 @@ def between(frame: pd.DataFrame, column: str, name: str, **bounds) -> list:
     return [rule(gxe.ExpectColumnValuesToBeBetween, name, column, **bounds)] if column in frame.columns else []
 
 
+def in_set(frame: pd.DataFrame, column: str, name: str, values: list) -> list:
+    return [rule(gxe.ExpectColumnValuesToBeInSet, name, column, value_set=values)] if column in frame.columns else []
+
+
 def all_true(frame: pd.DataFrame, check_column: str, name: str, column: str, mostly: float = 1.0) -> list:
     """Rule on a `_check_*` column: every (or `mostly`) value is True."""
     extra = {"mostly": mostly} if mostly < 1.0 else {}
@@ -205,8 +209,7 @@ def _raw_value_rules(table: str, frame: pd.DataFrame, ds: str, cfg: GatesConfig)
                           + between(frame, "activity", "non_negative", min_value=0)
                           + between(frame, "price_sensitivity", "non_negative", min_value=0)
                           + between(frame, "signup_date", "signup_not_in_future", max_value=day)
-                          + [rule(gxe.ExpectColumnValuesToBeInSet, "segment_values", "segment",
-                                  value_set=["niche", "mass"])] * ("segment" in frame.columns)),
+                          + in_set(frame, "segment", "segment_values", ["niche", "mass"])),
         "search_requests": lambda: (ts_in_day(frame, "ts", ds)
                                     + between(frame, "intent_category_id", "category_range", **cat)),
         "rank_candidates": lambda: (between(frame, "rank", "non_negative", min_value=0)
