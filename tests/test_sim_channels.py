@@ -49,13 +49,13 @@ def test_bucket_is_stable_and_balanced():
 def test_plugin_channel_fills_its_slot_for_the_user_bucket_only():
     spec = ChannelSlot(CheapestInCategory(), slot=1, share=1.0, n_buckets=2, user_buckets=(1,))
     w, cands, exps, reqs = run(spec)
-    mine = cands[cands["channel"] == "channel1"]
+    mine = cands[cands["channel"] == "cheap"]
     assert len(mine) > 0 and (mine["rank"] == 1).all()
     served_users = reqs.set_index("request_id").loc[mine["request_id"], "user_id"].to_numpy()
     assert (bucket(served_users, USER_SALT, 2) == 1).all()
     in_bucket = reqs[bucket(reqs["user_id"].to_numpy(), USER_SALT, 2) == 1]
     assert len(mine) > 0.5 * len(in_bucket)        # served unless the organic ranking already had the item
-    assert set(cands["channel"]) == {"main", "channel1"}
+    assert set(cands["channel"]) == {"main", "cheap"}
     shown = exps.merge(mine[["request_id", "item_id"]], on=["request_id", "item_id"])
     assert len(shown) > 0 and (shown["position"] == 1).all()
 
@@ -63,7 +63,7 @@ def test_plugin_channel_fills_its_slot_for_the_user_bucket_only():
 def test_item_buckets_restrict_what_the_channel_places_and_share_thins_requests():
     spec = ChannelSlot(FreshItemsChannel(), slot=2, share=0.5, n_buckets=4, item_buckets=(0, 1))
     w, cands, _, reqs = run(spec)
-    mine = cands[cands["channel"] == "channel1"]
+    mine = cands[cands["channel"] == "fresh"]
     assert 0.2 * len(reqs) < len(mine) < 0.5 * len(reqs)
     assert set(bucket(mine["item_id"].to_numpy(), ITEM_SALT, 4)) <= {0, 1}
     age = w.last_day - pd.Series(w.items["listing_day"], index=w.items["item_id"]).loc[mine["item_id"]].to_numpy()

@@ -92,10 +92,12 @@ from growthgr.simulator.text import (
     titles,
 )
 from growthgr.simulator.world import (
+    MASS_CELLS,
     NEW_ITEM_DAYS,
     RECENT_QUERIES,
     World,
     append,
+    cells,
     day_rng,
     new_items,
     new_users,
@@ -223,28 +225,20 @@ def catalog_view(w: World, day: int) -> CatalogView:
                        pop=it["pop"], price=it["price"], offset=it["offset"])
 
 
-def cells(centers: np.ndarray, category: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Nearest cell of each position inside its category: 0 = mass center (origin), k + 1 = niche k.
-    `centers` (C, K, D), `offset` (n, D) -> int64 (n,)."""
-    d2 = ((offset[:, None, :] - centers[category]) ** 2).sum(-1)                   # (n, K)
-    origin = (offset**2).sum(-1)
-    return np.where(origin <= d2.min(1), 0, d2.argmin(1) + 1)
-
-
 def retrieve(w: World, req: RequestBatch) -> np.ndarray:
     """Organic candidates per request: int64 (R, n_candidates), -1 where the pool is smaller.
 
-    An IVF-style index: each item sits in the cell (niche center or mass center)
-    nearest to its position; a request scores the items of its query's cell plus
-    the category's `retrieval_popular` most popular items, by
-    relevance + pop_retrieval_weight * log(1 + pop). Cost per request is about
-    items / (16 * (niches + 1)) + retrieval_popular.
+    An IVF-style index: each item sits in a cell of its category (`world.cells`:
+    its nearest niche center, or one of the mass region's orthants); a request
+    scores the items of its query's cell plus the category's `retrieval_popular`
+    most popular items, by relevance + pop_retrieval_weight * log(1 + pop).
+    Cost per request is about items / (16 * (niches + 8)) + retrieval_popular.
     """
     cfg, it, s = w.config, w.items, w.structure
     out = np.full((len(req.request_id), cfg.n_candidates), -1, dtype=np.int64)
     prior = cfg.pop_retrieval_weight * np.log1p(it["pop"])
-    n_cells = cfg.niches_per_category + 1
-    item_key = it["category"].astype(np.int64) * n_cells + cells(s.niche_centers, it["category"], it["offset"])
+    n_cells = cfg.niches_per_category + MASS_CELLS
+    item_key = it["category"].astype(np.int64) * n_cells + it["cell"]
     req_key = req.category.astype(np.int64) * n_cells + cells(s.niche_centers, req.category, req.query_offset)
     by_key = np.argsort(item_key, kind="stable")
     bounds = np.searchsorted(item_key[by_key], np.arange(N_CATEGORIES * n_cells + 1))
@@ -516,9 +510,10 @@ def order_columns(first_id: int, price: np.ndarray, rng: np.random.Generator) ->
 
 
 def funnel_tables(w: World, req: RequestBatch, user_row: np.ndarray, req_ts: np.ndarray, slate: Slate,
-                  fun: Funnel, site: SiteOrders, rng: np.random.Generator) -> dict[str, pa.Table]:
+                  fun: Funnel, site: SiteOrders, channel_names: Sequence[str],
+                  rng: np.random.Generator) -> dict[str, pa.Table]:
     it = w.items
-    names = np.array([MAIN] + [f"channel{k}" for k in range(1, int(slate.channel.max(initial=0)) + 1)])
+    names = np.array([MAIN, *channel_names])
     r_c, j_c = np.nonzero(slate.item >= 0)
     r_e, j_e = np.nonzero(fun.exposed)
     r_k, j_k = np.nonzero(fun.clicked)
@@ -580,7 +575,8 @@ def simulate_day(w: World, day: int, channels: Sequence[ChannelSlot] = (),
     slate = apply_channels(w, day, req, rank(w, day, req, retrieve(w, req), rng), channels)
     fun = funnel(w, day, slate, user_row, u_demand, rng)
     site = site_orders(w, day, fun.site_n, rng)
-    tables = funnel_tables(w, req, user_row, req_ts, slate, fun, site, rng) | catalog_tables(w, day)
+    names = [spec.channel.name for spec in channels]
+    tables = funnel_tables(w, req, user_row, req_ts, slate, fun, site, names, rng) | catalog_tables(w, day)
     delta = increments(w, slate, user_row, fun)
     grow = growth_clicks(w.items["item_id"], slate, req, fun, intervention) & (fun.age < NEW_ITEM_DAYS)
     orders = np.bincount(slate.item[fun.bought], minlength=w.n_items) + fun.site_n

@@ -31,6 +31,7 @@ EPOCH = date(1970, 1, 1)
 NEW_ITEM_DAYS = 30          # days 0..29 after listing
 LABEL_DAYS = range(30, 37)  # the label window, days 30..36
 RECENT_QUERIES = 3          # remembered per user for linking site-wide orders
+MASS_CELLS = 8              # retrieval-index cells of the mass region of a category (orthants of 3 coordinates)
 NICHE_SPREAD, MASS_SPREAD, NICHE_RADIUS = 0.35, 0.5, 1.6
 
 Arrays = dict[str, np.ndarray]
@@ -111,6 +112,23 @@ def positions(rng: np.random.Generator, s: Structure, category: np.ndarray, nich
     return (center + spread * noise).astype(np.float32)
 
 
+def cells(centers: np.ndarray, category: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The retrieval-index cell of each position inside its category: int64 (n,).
+
+    0..MASS_CELLS-1: near the mass center (origin), split by the signs of the first
+    three coordinates; MASS_CELLS + k: nearest to niche center k. `centers` (C, K, D).
+    """
+    out = np.empty(len(category), dtype=np.int64)
+    for c in np.unique(category):
+        rows = np.flatnonzero(category == c)
+        pos, ctr = offset[rows].astype(np.float64), centers[c].astype(np.float64)   # (n, D), (K, D)
+        norm2 = (pos**2).sum(1)
+        d2 = norm2[:, None] - 2.0 * pos @ ctr.T + (ctr**2).sum(1)[None, :]         # (n, K)
+        orthant = (pos[:, :3] > 0) @ np.array([1, 2, 4])
+        out[rows] = np.where(norm2 <= d2.min(1), orthant, MASS_CELLS + d2.argmin(1))
+    return out
+
+
 def new_items(
     rng: np.random.Generator, cfg: SimulatorConfig, s: Structure, first_id: int, n: int, listing_day: np.ndarray
 ) -> Arrays:
@@ -122,13 +140,15 @@ def new_items(
     quality = rng.normal(size=n)
     log_rel_price = np.log(price / s.cat_price[cat])
     base = np.exp(cfg.demand_intercept + 0.6 * quality - 0.5 * log_rel_price + s.cat_effect[cat] + s.brand_effect[brand])
+    offset = positions(rng, s, cat, niche)
     rows = {
         "item_id": np.arange(first_id, first_id + n, dtype=np.int64),
         "listing_day": listing_day.astype(np.int32),
         "category": cat,
         "niche": niche,
         "brand": brand,
-        "offset": positions(rng, s, cat, niche),
+        "offset": offset,
+        "cell": cells(s.niche_centers, cat, offset),
         "price": price,
         "quality": quality,
         "base_demand": base,
