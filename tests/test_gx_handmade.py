@@ -132,3 +132,14 @@ def test_results_json_and_data_docs_in_lake(lake_copy):
     html = Path(result.data_docs_uri.removeprefix("file://")).read_text()
     for table in ("raw.items", "raw.clicks", "raw.purchases", "raw.site_orders"):
         assert table in html
+
+
+def test_gate_on_s3_lake_stores_results_and_docs(s3_bucket):
+    endpoint, root = s3_bucket
+    settings = load_settings("tiny", overrides={"lake_root": root, "storage": {"s3_endpoint_url": endpoint}})
+    lake = Lake.from_settings(settings)
+    lake.write_many("raw", DAYS[0], make_raw_day(DAYS[0], 0))
+    result = validate(settings, "clicks", DAYS[0])
+    assert result.passed, result.summary()
+    assert json.loads(lake.store.get_bytes(f"validation/gate_results/ds={DAYS[0]}/clicks.json"))["passed"]
+    assert b"raw.clicks" in lake.store.get_bytes(f"validation/data_docs/clicks/ds={DAYS[0]}/index.html")
