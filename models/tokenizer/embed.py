@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from growthgr.lake import Lake, PartitionNotFound, to_ds
 from models.tokenizer.config import TokenizerConfig
+from models.tokenizer.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ def embed_items(items: pd.DataFrame, cfg: TokenizerConfig, encoder=None) -> pd.D
     encoder = encoder or load_encoder(cfg.max_seq_length)
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
     texts = [item_text(r) for r in items.to_dict("records")]
-    vectors = encode_texts(encoder, texts, cfg.encode_batch_size)  # (N, 384)
+    with torch_threads(cfg.torch_threads):
+        vectors = encode_texts(encoder, texts, cfg.encode_batch_size)  # (N, 384)
     n = len(items)
     return pd.DataFrame({
         "item_id": items["item_id"].astype("int64").to_numpy(),

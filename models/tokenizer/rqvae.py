@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.tokenizer.config import TokenizerConfig
+from models.tokenizer.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def mlp(dims: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(N, D), (K, D) -> (N, K) squared Euclidean distances (one matmul; cdist is slow on CPU here)."""
+    return (x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)
+
+
 def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.Tensor:
     """Seeded k-means++ then Lloyd: (N, D) -> (k, D) centroids.
 
@@ -55,16 +61,16 @@ def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.T
     n = x.shape[0]
     first = torch.randint(n, (1,), generator=gen)
     centers = [x[first]]
-    d2 = torch.cdist(x, centers[0]).squeeze(1) ** 2                      # (N,)
+    d2 = ((x - centers[0]) ** 2).sum(1)                                   # (N,)
     for _ in range(1, min(k, n)):
         if float(d2.sum()) <= 0:
             break
         idx = torch.multinomial(d2 / d2.sum(), 1, generator=gen)
         centers.append(x[idx])
-        d2 = torch.minimum(d2, torch.cdist(x, x[idx]).squeeze(1) ** 2)
+        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(1))
     c = torch.cat(centers)                                                # (k', D)
     for _ in range(iters):
-        assign = torch.cdist(x, c).argmin(1)                             # (N,)
+        assign = sq_dist(x, c).argmin(1)                             # (N,)
         sums = torch.zeros_like(c).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=len(c)).unsqueeze(1)
         c = torch.where(counts > 0, sums / counts.clamp(min=1), c)
@@ -88,7 +94,7 @@ class ResidualQuantizer(nn.Module):
         commit_loss = z.new_zeros(())
         for book in self.codebooks:                                      # (K, D)
             residuals.append(residual)
-            idx = torch.cdist(residual, book).argmin(1)                  # (B,)
+            idx = sq_dist(residual.detach(), book.detach()).argmin(1)    # (B,)
             e = book[idx]                                                # (B, D)
             codebook_loss = codebook_loss + ((residual.detach() - e) ** 2).sum(1).mean()
             commit_loss = commit_loss + ((residual - e.detach()) ** 2).sum(1).mean()
@@ -120,10 +126,16 @@ class RQVAE(nn.Module):
         codes, zq, qloss, residuals = self.quantizer(self.encoder(xs))
         return xs, self.decoder(zq), codes, qloss, residuals
 
+    def autoencode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warm-up path without quantisation: x (B, In) -> (x_std, x_hat)."""
+        xs = self.standardise(x)
+        return xs, self.decoder(self.encoder(xs))
+
     @torch.no_grad()
     def encode_codes(self, x: torch.Tensor, batch_size: int = 4096) -> tuple[np.ndarray, float]:
         """(N, In) -> (codes (N, L) int64, reconstruction MSE on standardised inputs)."""
         self.eval()
+        x = x.float()
         codes, se = [], 0.0
         for xb in torch.split(x, batch_size):
             xs, x_hat, c, _, _ = self(xb)
@@ -136,15 +148,20 @@ class RQVAE(nn.Module):
 class RQVAEModule(L.LightningModule):
     """Training loop: reconstruction + codebook + commitment, with dead-code re-seeding."""
 
-    def __init__(self, model: RQVAE, cfg: TokenizerConfig):
+    def __init__(self, model: RQVAE, cfg: TokenizerConfig, quantize: bool = True):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.quantize = model, cfg, quantize
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.register_buffer("last_used", torch.zeros(cfg.levels, cfg.codebook_size, dtype=torch.long))
         self.n_reseeded = 0
 
     def training_step(self, batch, batch_idx):
         (x,) = batch
+        if not self.quantize:
+            xs, x_hat = self.model.autoencode(x)
+            recon = ((xs - x_hat) ** 2).mean()
+            self.log("recon", recon, on_epoch=True, on_step=False)
+            return recon
         xs, x_hat, codes, qloss, residuals = self.model(x)
         recon = ((xs - x_hat) ** 2).mean()
         loss = recon + qloss[0] + self.cfg.commitment_beta * qloss[1]
@@ -177,7 +194,7 @@ def kmeans_init(model: RQVAE, x: torch.Tensor, cfg: TokenizerConfig) -> None:
     for lvl in range(cfg.levels):
         book = kmeans(residual, cfg.codebook_size, cfg.kmeans_iters, gen)  # (K, D)
         model.quantizer.codebooks.data[lvl] = book
-        residual = residual - book[torch.cdist(residual, book).argmin(1)]
+        residual = residual - book[sq_dist(residual, book).argmin(1)]
 
 
 @dataclass
@@ -188,27 +205,40 @@ class FitStats:
     codes_reseeded: int
 
 
-def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> tuple[RQVAE, FitStats]:
-    """Fit an RQ-VAE on (N, In) inputs on CPU; deterministic for a fixed `cfg.seed`."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    model = RQVAE(xt.shape[1], cfg)
-    model.x_mean.copy_(xt.mean(0))
-    model.x_std.copy_(xt.std(0).clamp(min=1e-6) if len(xt) > 1 else torch.ones(xt.shape[1]))
-    kmeans_init(model, xt, cfg)
-    module = RQVAEModule(model, cfg)
-    loader = DataLoader(TensorDataset(xt), batch_size=min(cfg.batch_size, len(xt)), shuffle=True,
-                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=False)
+def _fit(module: RQVAEModule, loader: DataLoader, epochs: int, progress: bool) -> L.Trainer:
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+        max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, loader)
+    return trainer
+
+
+def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> tuple[RQVAE, FitStats]:
+    """Fit an RQ-VAE on (N, In) inputs on CPU; deterministic for a fixed `cfg.seed`.
+
+    Phase 1 (`warmup_epochs`, a departure from TIGER): the plain auto-encoder, so that the
+    k-means initialisation clusters meaningful latents rather than a random projection.
+    Phase 2 (`epochs`): k-means init of every level, then the full RQ-VAE loss.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with torch_threads(cfg.torch_threads):
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        model = RQVAE(xt.shape[1], cfg)
+        model.x_mean.copy_(xt.mean(0))
+        model.x_std.copy_(xt.std(0).clamp(min=1e-6) if len(xt) > 1 else torch.ones(xt.shape[1]))
+        loader = DataLoader(TensorDataset(xt), batch_size=min(cfg.batch_size, len(xt)), shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.seed), drop_last=False)
+        if cfg.warmup_epochs:
+            _fit(RQVAEModule(model, cfg, quantize=False), loader, cfg.warmup_epochs, progress)
+        kmeans_init(model, xt, cfg)
+        module = RQVAEModule(model, cfg)
+        trainer = _fit(module, loader, cfg.epochs, progress)
     recon = float(trainer.callback_metrics.get("recon", torch.tensor(float("nan"))))
     model.eval()
     return model, FitStats(cfg.epochs, trainer.global_step, recon, module.n_reseeded)

@@ -31,6 +31,7 @@ from models.tokenizer import embed
 from models.tokenizer.config import TokenizerConfig
 from models.tokenizer.metrics import sid_report
 from models.tokenizer.rqvae import RQVAE, model_from_bytes, model_to_bytes, train_rqvae
+from models.tokenizer.runtime import torch_threads
 from models.tokenizer.trie import SidTrie
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def fit_codes(emb: pd.DataFrame, cfg: TokenizerConfig, sid_version: str, progres
     pstats = embed.price_stats(emb["price"]) if "price" in emb else (0.0, 1.0)
     x = build_inputs(emb, cfg, pstats)
     model, stats = train_rqvae(x, cfg, progress=progress)
-    codes, recon = model.encode_codes(torch.as_tensor(x))
+    with torch_threads(cfg.torch_threads):
+        codes, recon = model.encode_codes(torch.as_tensor(x))
     meta = {
         "sid_version": sid_version, "input_dim": int(x.shape[1]), "tokenizer": cfg.model_dump(mode="json"),
         "price_stats": list(pstats), "encoder": embed.ENCODER_NAME, "encoder_version": embed.encoder_version(),
@@ -94,7 +96,10 @@ def apply_codes(model: RQVAE, meta: dict, emb: pd.DataFrame) -> np.ndarray:
     """Codes (N, L) of embedding rows under a frozen model."""
     cfg = TokenizerConfig(**meta["tokenizer"])
     x = build_inputs(emb, cfg, tuple(meta["price_stats"]))
-    return model.encode_codes(torch.as_tensor(x))[0] if len(x) else np.zeros((0, cfg.levels), np.int64)
+    if not len(x):
+        return np.zeros((0, cfg.levels), np.int64)
+    with torch_threads(cfg.torch_threads):
+        return model.encode_codes(torch.as_tensor(x))[0]
 
 
 def disambiguate(codes: np.ndarray, existing: pd.DataFrame | None = None, k: int = 256) -> np.ndarray:
