@@ -42,7 +42,7 @@ class DbtError(RuntimeError):
 class DbtResult:
     command: str
     success: bool
-    passed: int = 0
+    nodes: int = 0
     failures: list[str] = field(default_factory=list)
     warehouse: str = ""
 
@@ -114,7 +114,7 @@ def invoke(settings: Settings, command: str, select: str | None = None) -> DbtRe
     out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(settings)))
     if not res.success:
         raise DbtError(f"dbt {command} failed:\n  " + "\n  ".join(out.failures or ["(no details)"]))
-    log.info("dbt %s: %d nodes ok -> %s", command, out.passed, out.warehouse)
+    log.info("dbt %s: %d nodes ok -> %s", command, out.nodes, out.warehouse)
     return out
 
 
@@ -153,7 +153,7 @@ def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="db
     except DbtError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"dbt build ok: {res.passed} nodes; DuckDB file {res.warehouse}")
+    typer.echo(f"dbt build ok: {res.nodes} nodes; DuckDB file {res.warehouse}")
 
 
 @app.command("docs")
@@ -161,7 +161,11 @@ def docs_cmd() -> None:
     """Generate the dbt docs site (catalog + lineage)."""
     from growthgr.cli import settings
 
-    typer.echo(f"dbt docs: {docs(settings())}")
+    try:
+        typer.echo(f"dbt docs: {docs(settings())}")
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'.")) -> None:
@@ -170,5 +174,10 @@ def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'sel
 
     from growthgr.cli import settings
 
+    try:
+        frame = query(settings(), statement)
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        typer.echo(query(settings(), statement).to_string(index=False))
+        typer.echo(frame.to_string(index=False))

@@ -134,8 +134,9 @@ def to_spark(spark, table: str, rows: list[dict]):
 
 
 # Small-data Spark settings for tests: no adaptive execution, no whole-stage code generation
-# (compiling code dominates on a few rows).
-TEST_SPARK_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false"}
+# (compiling code dominates on a few rows) and no distributed listing of the few input files.
+TEST_SPARK_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
+                   "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000"}
 
 
 @pytest.fixture(scope="session")

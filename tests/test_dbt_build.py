@@ -31,7 +31,7 @@ def dbt_lake(tiny_lake, tmp_path_factory):
 
 def test_build_passes_and_marts_hold_the_labels(dbt_lake):
     settings, lake, result = dbt_lake
-    assert result.success and not result.failures and result.passed > 40
+    assert result.success and not result.failures and result.nodes > 40
     labels = lake.read_partition("samples", "itemltv_labels", TINY_LAST).to_pandas()
     cohorts = query(settings, "select * from new_item_cohorts")
     assert len(cohorts) == 1 and cohorts.n_items[0] == len(labels)
