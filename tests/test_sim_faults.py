@@ -42,6 +42,9 @@ def test_faults_are_documented_and_checked():
     assert all(len(text) > 40 for text in FAULTS.values())
     with pytest.raises(ValueError, match="unknown fault"):
         check(["gremlins"])
+    with pytest.raises(ValueError, match="not one of the simulated days"):
+        simulate(Lake.open("/nonexistent-lake"), tiny_config(), start=START, days=1, inject=["nulls"],
+                 inject_day=NEXT, progress=False)
 
 
 def test_schema_drift(clean, tmp_path):

@@ -37,6 +37,7 @@ class SimulatorConfig(StrictModel):
     position_decay: float = Field(0.7, ge=0.0)   # examination of a seen slot ~ (1 + position)^-decay
     pop_weight: float = Field(2.0, ge=0.0)       # ranker's popularity prior weight on log(1 + pop)
     pop_retrieval_weight: float = Field(1.0, ge=0.0)
+    mass_cell_bits: int = Field(3, ge=0, le=8)   # the mass region of a category is split into 2^bits index cells
     retrieval_popular: int = Field(100, ge=1)    # most popular items of the category added to every query's cell
     pop_memory: float = Field(0.9, ge=0.0, lt=1.0)  # pop <- memory * pop + (1 - memory) * orders today
     ranker_noise: float = Field(0.3, ge=0.0)     # scale of the Gumbel noise of the ranker
@@ -83,7 +84,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "new_users_per_day": 200,
         "n_items": 400_000,
         "new_items_per_day": 4_000,
-        "niches_per_category": 32,               # index cells grow with the catalog: cost ~ users x days
+        "niches_per_category": 64,               # index cells grow with the catalog: cost ~ users x days
+        "mass_cell_bits": 6,
         "brands_per_category": 96,
     },
 }

@@ -92,7 +92,6 @@ from growthgr.simulator.text import (
     titles,
 )
 from growthgr.simulator.world import (
-    MASS_CELLS,
     NEW_ITEM_DAYS,
     RECENT_QUERIES,
     World,
@@ -232,14 +231,14 @@ def retrieve(w: World, req: RequestBatch) -> np.ndarray:
     its nearest niche center, or one of the mass region's orthants); a request
     scores the items of its query's cell plus the category's `retrieval_popular`
     most popular items, by relevance + pop_retrieval_weight * log(1 + pop).
-    Cost per request is about items / (16 * (niches + 8)) + retrieval_popular.
+    Cost per request is about items / (16 * (niches + 2^mass_cell_bits)) + retrieval_popular.
     """
     cfg, it, s = w.config, w.items, w.structure
     out = np.full((len(req.request_id), cfg.n_candidates), -1, dtype=np.int64)
     prior = cfg.pop_retrieval_weight * np.log1p(it["pop"])
-    n_cells = cfg.niches_per_category + MASS_CELLS
+    n_cells = cfg.niches_per_category + 2**cfg.mass_cell_bits
     item_key = it["category"].astype(np.int64) * n_cells + it["cell"]
-    req_key = req.category.astype(np.int64) * n_cells + cells(s.niche_centers, req.category, req.query_offset)
+    req_key = req.category.astype(np.int64) * n_cells + cells(cfg, s.niche_centers, req.category, req.query_offset)
     by_key = np.argsort(item_key, kind="stable")
     bounds = np.searchsorted(item_key[by_key], np.arange(N_CATEGORIES * n_cells + 1))
     popular = popular_items(it["category"], it["pop"], cfg.retrieval_popular)
@@ -269,8 +268,8 @@ def popular_items(category: np.ndarray, pop: np.ndarray, n: int) -> list[np.ndar
 
 def relevance(req: RequestBatch, offset: np.ndarray, item: np.ndarray) -> np.ndarray:
     """-|query - item|^2 / 2 per (request, candidate); -inf where item is -1. float64 (R, W)."""
-    diff = req.query_offset[:, None, :].astype(np.float64) - offset[np.maximum(item, 0)]
-    rel = -0.5 * (diff**2).sum(-1)
+    diff = req.query_offset[:, None, :] - offset[np.maximum(item, 0)]          # float32 (R, W, D)
+    rel = -0.5 * np.einsum("rwd,rwd->rw", diff, diff).astype(np.float64)
     return np.where(item >= 0, rel, -np.inf)
 
 
@@ -378,11 +377,12 @@ def user_offset_in(w: World, user_row: np.ndarray, category: np.ndarray) -> np.n
 def increments(w: World, slate: Slate, user_row: np.ndarray, fun: Funnel) -> np.ndarray:
     """delta(u, i, a) of every (request, slot): float64 (R, W), 0 where not an exposure of a new item."""
     cfg, it = w.config, w.items
-    row = np.maximum(slate.item, 0)
-    users = np.broadcast_to(user_row[:, None], row.shape)
-    aff = affinity(user_offset_in(w, users, it["category"][row]), it["offset"][row], cfg.affinity_scale)
-    delta = growth_increment(cfg, aff, fun.age, it["cum_exposures"][row])
-    return np.where(fun.exposed, delta, 0.0)
+    r, j = np.nonzero(fun.exposed & (fun.age < NEW_ITEM_DAYS))
+    row = slate.item[r, j]
+    aff = affinity(user_offset_in(w, user_row[r], it["category"][row]), it["offset"][row], cfg.affinity_scale)
+    delta = np.zeros(slate.item.shape)
+    delta[r, j] = growth_increment(cfg, aff, fun.age[r, j], it["cum_exposures"][row])
+    return delta
 
 
 def growth_clicks(item_id: np.ndarray, slate: Slate, req: RequestBatch, fun: Funnel,

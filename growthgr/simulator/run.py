@@ -117,6 +117,8 @@ def simulate(
     days = cfg.days if days is None else days
     inject = fault_lib.check(inject)
     inject_ds = to_ds(inject_day) if inject_day else (start if inject else None)
+    if inject and inject_ds not in {day_ds(d) for d in range(day_index(start), day_index(start) + days)}:
+        raise ValueError(f"--inject-day {inject_ds} is not one of the simulated days ({start} + {days} days)")
     channels = default_channels(cfg) if channels is None else channels
     w = open_world(lake, cfg, seed, start)
     summary = RunSummary(start=start, end=start, days=days, seconds=0.0)

@@ -31,7 +31,6 @@ EPOCH = date(1970, 1, 1)
 NEW_ITEM_DAYS = 30          # days 0..29 after listing
 LABEL_DAYS = range(30, 37)  # the label window, days 30..36
 RECENT_QUERIES = 3          # remembered per user for linking site-wide orders
-MASS_CELLS = 8              # retrieval-index cells of the mass region of a category (orthants of 3 coordinates)
 NICHE_SPREAD, MASS_SPREAD, NICHE_RADIUS = 0.35, 0.5, 1.6
 
 Arrays = dict[str, np.ndarray]
@@ -112,20 +111,22 @@ def positions(rng: np.random.Generator, s: Structure, category: np.ndarray, nich
     return (center + spread * noise).astype(np.float32)
 
 
-def cells(centers: np.ndarray, category: np.ndarray, offset: np.ndarray) -> np.ndarray:
+def cells(cfg: SimulatorConfig, centers: np.ndarray, category: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """The retrieval-index cell of each position inside its category: int64 (n,).
 
-    0..MASS_CELLS-1: near the mass center (origin), split by the signs of the first
-    three coordinates; MASS_CELLS + k: nearest to niche center k. `centers` (C, K, D).
+    0..M-1 (M = 2^mass_cell_bits): near the mass center (origin), split by the signs of
+    the first mass_cell_bits coordinates; M + k: nearest to niche center k. `centers` (C, K, D).
     """
+    bits = min(cfg.mass_cell_bits, offset.shape[1])
+    n_mass = 2**cfg.mass_cell_bits
     out = np.empty(len(category), dtype=np.int64)
     for c in np.unique(category):
         rows = np.flatnonzero(category == c)
         pos, ctr = offset[rows].astype(np.float64), centers[c].astype(np.float64)   # (n, D), (K, D)
         norm2 = (pos**2).sum(1)
         d2 = norm2[:, None] - 2.0 * pos @ ctr.T + (ctr**2).sum(1)[None, :]         # (n, K)
-        orthant = (pos[:, :3] > 0) @ np.array([1, 2, 4])
-        out[rows] = np.where(norm2 <= d2.min(1), orthant, MASS_CELLS + d2.argmin(1))
+        orthant = (pos[:, :bits] > 0) @ (2 ** np.arange(bits))
+        out[rows] = np.where(norm2 <= d2.min(1), orthant, n_mass + d2.argmin(1))
     return out
 
 
@@ -148,7 +149,7 @@ def new_items(
         "niche": niche,
         "brand": brand,
         "offset": offset,
-        "cell": cells(s.niche_centers, cat, offset),
+        "cell": cells(cfg, s.niche_centers, cat, offset),
         "price": price,
         "quality": quality,
         "base_demand": base,
