@@ -1,7 +1,7 @@
-"""Config section of the data-quality gates (`expectations`) and the feature store.
+"""Config section of the data-quality gates (`settings.gates`).
 
-Not yet registered in `growthgr.config.Settings`: code reads it through `gates_config(settings)`,
-which falls back to these defaults until the lead adds `gates: GatesConfig` to `Settings`.
+The SID bounds (K, collision rate) and the pool size bound are taken from `settings.tokenizer`
+and `settings.itemltv` when those define them; the fields here are the fallbacks.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def gates_config(settings) -> GatesConfig:
-    """The effective `GatesConfig` of `settings` (profile defaults until it is a Settings section)."""
+    """The effective `GatesConfig` of `settings` (profile defaults for settings objects without one)."""
     section = getattr(settings, "gates", None)
     if isinstance(section, GatesConfig):
         return section

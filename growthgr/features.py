@@ -38,7 +38,7 @@ YAML_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.y
 
 
 class FeatureStoreConfig(StrictModel):
-    """Which Feast environment to use. Not yet a `Settings` section (see `feast_config`)."""
+    """Which Feast environment to use (`settings.feast`)."""
 
     environment: Literal["local", "cluster"] = "local"
     online_store: Literal["default", "sqlite", "redis"] = "default"
