@@ -100,13 +100,14 @@ def test_fit_then_assign_keeps_existing_sids(lake, cfg, encoder):
     assert not day2.duplicated(["c1", "c2", "c3", "c4"]).any()
     # re-running the day is idempotent
     assert sids.assign(lake, "2026-01-02")["new_items"] == 0
-    # the new items' SIDs are those the frozen model gives them
+    # the new items' SIDs are those the frozen model gives them (last level de-duplicated against day 1)
     model, meta = sids.load_version(lake, "sid-20260101")
     new_emb = embed.read_embeddings(lake, "2026-01-02").query("item_id >= 1000")
-    np.testing.assert_array_equal(
-        sids.apply_codes(model, meta, new_emb),
-        day2[day2["item_id"] >= 1000][["c1", "c2", "c3"]].to_numpy(),
-    )
+    taken = set(map(tuple, day1[["c1", "c2", "c3"]].to_numpy().tolist()))
+    new_codes = day2[day2["item_id"] >= 1000][["c1", "c2", "c3"]].to_numpy()
+    np.testing.assert_array_equal(sids.apply_codes(model, meta, new_emb, taken=taken), new_codes)
+    nearest = sids.apply_codes(model, meta, new_emb)
+    np.testing.assert_array_equal(nearest[:, :2], new_codes[:, :2])  # only the last level may move
     # a trie of the new-item pool accepts exactly their SIDs
     trie = sids.build_trie(day2, cfg.codebook_size, np.arange(1000, 1020))
     assert len(trie) == 20 and trie.depth == 4
@@ -120,7 +121,7 @@ def test_fit_is_deterministic_and_model_roundtrips(lake, cfg, encoder):
     b = sids.fit_codes(emb, cfg, "b")
     np.testing.assert_array_equal(a.codes, b.codes)
     model, meta = model_from_bytes(model_to_bytes(a.model, a.meta))
-    np.testing.assert_array_equal(sids.apply_codes(model, meta, emb), a.codes)
+    np.testing.assert_array_equal(sids.apply_codes(model, meta, emb), a.raw_codes)
     other = sids.fit_codes(emb, cfg.model_copy(update={"seed": 5}), "c")
     assert not np.array_equal(other.codes, a.codes)
 
@@ -134,6 +135,17 @@ def test_shared_collision_mode_leaves_c4_null(lake, cfg, encoder):
     df = table.to_pandas()
     assert report["collisions"] == 120 - len(df.drop_duplicates(["c1", "c2", "c3"])) > 0
     assert sids.sid_matrix(df).shape == (120, 3)
+
+
+def test_dedup_last_level_moves_only_colliding_rows(lake, cfg, encoder):
+    embed.embed_new_items(lake, "2026-01-01", cfg, encoder)
+    emb = embed.read_embeddings(lake, "2026-01-01")
+    tok = sids.fit_codes(emb, cfg, "v")
+    raw, dedup = tok.raw_codes, tok.codes
+    assert len(np.unique(dedup, axis=0)) >= len(np.unique(raw, axis=0))
+    np.testing.assert_array_equal(raw[:, :2], dedup[:, :2])
+    first_seen = ~pd.DataFrame(raw).duplicated().to_numpy()
+    np.testing.assert_array_equal(raw[first_seen], dedup[first_seen])
 
 
 def test_disambiguation_continues_existing_groups():

@@ -100,6 +100,7 @@ def dataset_report(items: pd.DataFrame, cfg, cache: Path | None = None) -> dict:
     labels = {c: items[c].to_numpy(dtype=object) if c in items else None for c in ("category", "brand")}
     report = sid_report(tok.codes, tok.recon_mse, x=embed.embedding_matrix(emb), codebook_size=cfg.codebook_size,
                         categories=labels["category"], brands=labels["brand"])
+    report["collisions_nearest_code"] = sid_report(tok.raw_codes)["collisions"]
     report["encode_seconds"] = round(t1 - t0, 2)
     report["fit_seconds"] = round(t2 - t1, 2)
     report["input_dim"] = int(tok.inputs.shape[1])

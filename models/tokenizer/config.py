@@ -33,6 +33,7 @@ class TokenizerConfig(StrictModel):
     kmeans_iters: int = Field(25, ge=1)
     dead_code_steps: int = Field(50, ge=1)          # re-seed codes unused for this many steps
     # -- collisions: (a) 4th disambiguation token, or (b) shared SIDs resolved by the DR at inference
+    dedup_last_level: bool = True                   # colliding items take the nearest free last-level code
     collision_mode: Literal["disambiguation_token", "shared"] = "disambiguation_token"
     max_collision_rate: float = Field(0.05, ge=0.0, le=1.0)  # bound for the SID-table quality suite
 

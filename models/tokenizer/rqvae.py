@@ -145,6 +145,15 @@ class RQVAE(nn.Module):
         return torch.cat(codes).numpy().astype(np.int64), se / n
 
 
+    @torch.no_grad()
+    def last_level_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, In) -> (n, K) squared distances of the last-level residual to every last-level code."""
+        self.eval()
+        *_, residuals = self(x.float())
+        book = self.quantizer.codebooks[-1]
+        return sq_dist(residuals[-1], book)
+
+
 class RQVAEModule(L.LightningModule):
     """Training loop: reconstruction + codebook + commitment, with dead-code re-seeding."""
 

@@ -58,6 +58,7 @@ class Tokenized:
     codes: np.ndarray        # (N, L) int64, before disambiguation
     recon_mse: float
     inputs: np.ndarray       # (N, In) float32, the RQ-VAE inputs
+    raw_codes: np.ndarray    # (N, L) nearest codes before the last-level de-duplication
 
 
 def model_key(sid_version: str) -> str:
@@ -81,7 +82,8 @@ def fit_codes(emb: pd.DataFrame, cfg: TokenizerConfig, sid_version: str, progres
     x = build_inputs(emb, cfg, pstats)
     model, stats = train_rqvae(x, cfg, progress=progress)
     with torch_threads(cfg.torch_threads):
-        codes, recon = model.encode_codes(torch.as_tensor(x))
+        raw, recon = model.encode_codes(torch.as_tensor(x))
+        codes = dedup_last_level(raw, model, x) if cfg.dedup_last_level else raw
     meta = {
         "sid_version": sid_version, "input_dim": int(x.shape[1]), "tokenizer": cfg.model_dump(mode="json"),
         "price_stats": list(pstats), "encoder": embed.ENCODER_NAME, "encoder_version": embed.encoder_version(),
@@ -89,17 +91,50 @@ def fit_codes(emb: pd.DataFrame, cfg: TokenizerConfig, sid_version: str, progres
     }
     log.info("fitted SID version %s on %d items: recon %.4f, %d codes re-seeded",
              sid_version, len(x), recon, stats.codes_reseeded)
-    return Tokenized(model, meta, emb["item_id"].to_numpy(np.int64), codes, recon, x)
+    return Tokenized(model, meta, emb["item_id"].to_numpy(np.int64), codes, recon, x, raw)
 
 
-def apply_codes(model: RQVAE, meta: dict, emb: pd.DataFrame) -> np.ndarray:
-    """Codes (N, L) of embedding rows under a frozen model."""
+def apply_codes(model: RQVAE, meta: dict, emb: pd.DataFrame, taken: set[tuple] | None = None) -> np.ndarray:
+    """Codes (N, L) of embedding rows under a frozen model; with `taken` (the SIDs already
+    assigned), colliding rows are de-duplicated at the last level when the version does so."""
     cfg = TokenizerConfig(**meta["tokenizer"])
     x = build_inputs(emb, cfg, tuple(meta["price_stats"]))
     if not len(x):
         return np.zeros((0, cfg.levels), np.int64)
     with torch_threads(cfg.torch_threads):
-        return model.encode_codes(torch.as_tensor(x))[0]
+        codes = model.encode_codes(torch.as_tensor(x))[0]
+        return dedup_last_level(codes, model, x, taken) if taken is not None and cfg.dedup_last_level else codes
+
+
+def dedup_last_level(codes: np.ndarray, model: RQVAE, x: np.ndarray, taken: set[tuple] | None = None) -> np.ndarray:
+    """Move colliding items to the nearest free last-level code of their prefix, in row order.
+
+    Like MiniOneRec's Sinkhorn re-assignment of collided items, but greedy and incremental:
+    a row whose SID is already taken (by `taken` or an earlier row) takes the nearest code
+    (last-level residual distance) that makes its SID unique within the same (c1, .., c_{L-1})
+    prefix; when every code of the prefix is taken it keeps its SID (the disambiguation token
+    or the DR resolves it). Rows that do not collide never move, so existing SIDs stay stable.
+    """
+    codes = codes.copy()
+    used = set(taken or ())
+    clash = []
+    for i, row in enumerate(map(tuple, codes.tolist())):
+        if row in used:
+            clash.append(i)
+        else:
+            used.add(row)
+    if not clash:
+        return codes
+    with torch.no_grad():
+        d2 = model.last_level_distances(torch.as_tensor(x[clash])).numpy()    # (n_clash, K)
+    for j, i in enumerate(clash):
+        prefix = tuple(codes[i, :-1].tolist())
+        for code in np.argsort(d2[j], kind="stable"):
+            if (*prefix, int(code)) not in used:
+                codes[i, -1] = code
+                break
+        used.add(tuple(codes[i].tolist()))
+    return codes
 
 
 def disambiguate(codes: np.ndarray, existing: pd.DataFrame | None = None, k: int = 256) -> np.ndarray:
@@ -145,6 +180,7 @@ def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = Non
     lake.write_partition(ZONE, TABLE, ds, to_arrow(sid_frame(tok.item_ids, tok.codes, sid_version, c4)))
     report = sid_report(tok.codes, tok.recon_mse, categories=emb["category"].to_numpy(),
                         codebook_size=cfg.codebook_size)
+    report["collisions_nearest_code"] = sid_report(tok.raw_codes)["collisions"]
     report.update(sid_version=sid_version, ds=ds)
     lake.store.put_bytes(f"models/tokenizer/{sid_version}/report.json", json.dumps(report, indent=2).encode())
     return report
@@ -177,7 +213,7 @@ def assign(lake: Lake, ds: str, cfg: TokenizerConfig | None = None) -> dict:
     model, meta = load_version(lake, versions[0])
     emb = embed.read_embeddings(lake, ds)
     new = emb[~emb["item_id"].isin(base["item_id"])].reset_index(drop=True)
-    codes = apply_codes(model, meta, new)
+    codes = apply_codes(model, meta, new, taken=set(map(tuple, base[list(CODE_COLUMNS)].to_numpy().tolist())))
     mode = TokenizerConfig(**meta["tokenizer"]).collision_mode
     c4 = disambiguate(codes, base, meta["tokenizer"]["codebook_size"]) if mode == "disambiguation_token" else None
     rows = sid_frame(new["item_id"].to_numpy(np.int64), codes, versions[0], c4)
