@@ -12,8 +12,8 @@ state at the end of day t-1 and the seed):
 3. Retrieval ("main" channel): the top `n_candidates` items of the intent
    category by relevance + pop_retrieval_weight * log(1 + pop), where
    relevance = -|query - item position|^2 / 2, searched in an IVF-style index
-   (the query's niche cell plus the category's most popular items; `retrieve`). Plug-in channels
-   (`channels.ChannelSlot`) may add one item in a fixed slot.
+   (the query's cell plus the category's most popular items; `retrieve`).
+   Plug-in channels (`channels.ChannelSlot`) may add one item in a fixed slot.
 4. Ranking (the production ranker): relevance + pop_weight * log(1 + pop)
    + lookalike_weight * G [only after day 29] + Gumbel noise. `pop` is an
    exponential moving average of the item's daily orders: the popularity
@@ -54,17 +54,21 @@ lambda = (1 + B) e^G - 1, so log(1 + lambda) = log(1 + B) + G. Hence
     from clicks (G = 0);
   * `click_effects.true_uplift` = delta(u, i, a): the change in
     log(1 + expected mean daily orders, days 30..36) when this exposure is
-    clicked rather than not, all other clicks held fixed. It is exact for the
-    growth channel and needs no future information, so it is written on the
-    exposure's day. Included: the growth mechanism (lookalike expansion and
-    word of mouth after the new-item period). Excluded (and documented as
-    such, not modelled as part of the truth): the click's short-term funnel
+    clicked rather than not, all other clicks held fixed. G is a sum of
+    increments whose sizes depend on exposures (n_i), never on G or on other
+    clicks' growth, so the effect is additive and exact, and needs no future
+    information: it is written on the exposure's day. Included: the growth
+    mechanism (lookalike expansion and word of mouth after the new-item
+    period). Excluded (not part of the truth): the click's short-term funnel
     path within days 0..29 (a purchase it may cause raises popularity and
-    social proof, which can bring later clicks), and effects on other items
-    (interference through the ranker's competition). The "expected-rate
-    scale" means log(1 + E[mean orders]), not E[log(1 + mean orders)].
-Re-simulation with common random numbers (the per-item uniforms U_i) agrees
-with this; see `label_window_orders` and tests/test_sim_truth.py.
+    social proof, which can bring the item later exposures and clicks), and
+    effects on other items (interference through the ranker's competition
+    once the item is past day 29). The "expected-rate scale" means
+    log(1 + E[mean orders]), not E[log(1 + mean orders)] (they differ by a
+    Jensen term that depends on B and G).
+Re-simulation with common random numbers (the per-item uniforms U_i; the
+`intervention` argument of `simulate_day` flips chosen exposures' growth
+contribution) agrees with this; see tests/test_sim_truth.py.
 
 Where this departs from a real platform: demand after day 29 is generated per
 item and then attributed to clicks (the funnel still holds: every purchase has
