@@ -31,11 +31,12 @@ class ItemLTVConfig(StrictModel):
     attn_heads: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # -- training ------------------------------------------------------------
-    max_epochs: int = Field(20, ge=1)
+    max_epochs: int = Field(30, ge=1)
     items_per_batch: int = Field(64, ge=1)   # a batch holds every exposure of these items
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    patience: int = Field(4, ge=1)           # early stopping on validation loss
+    patience: int = Field(6, ge=1)           # early stopping on validation loss
+    grad_clip: float = Field(1.0, ge=0)      # gradient norm clipping (0 = off)
     accelerator: str = "cpu"                 # "gpu" / "auto" to scale out
     devices: int | str = 1
     strategy: str = "auto"                   # "ddp" on several GPUs
@@ -51,8 +52,8 @@ class ItemLTVConfig(StrictModel):
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
         "train_cohorts": 60, "val_cohorts": 2, "test_cohorts": 2, "history_len": 8, "hash_buckets": 1024,
-        "emb_dim": 16, "hidden_dim": 32, "max_epochs": 8, "items_per_batch": 32, "gbm_max_iter": 50,
-        "pool_size": 20, "patience": 3,
+        "emb_dim": 16, "hidden_dim": 32, "max_epochs": 20, "items_per_batch": 32, "gbm_max_iter": 50,
+        "pool_size": 20, "patience": 5,
     },
     "demo": {},
     "large": {"emb_dim": 64, "hidden_dim": 256, "history_len": 50, "hash_buckets": 65536, "pool_size": 5000},

@@ -191,6 +191,17 @@ def pit_join(samples: pd.DataFrame, feats: pd.DataFrame, prefix: str) -> pd.Data
     return out.sort_values("_pos").drop(columns=["_pos", "event_timestamp"]).reset_index(drop=True)
 
 
+def prior_activity(s: pd.DataFrame) -> pd.DataFrame:
+    """ctx__log_prior_exposures / ctx__log_prior_clicks: the item's exposures and clicks in the
+    samples on the days before each exposure's day (point in time; a click's effect saturates)."""
+    day = s["ts"].dt.floor("D")
+    daily = s.assign(_day=day).groupby(["item_id", "_day"])["treatment"].agg(["size", "sum"])
+    before = daily.groupby(level=0).cumsum() - daily                                   # exclusive of the day
+    idx = pd.MultiIndex.from_arrays([s["item_id"], day])
+    prior = before.reindex(idx).to_numpy()
+    return s.assign(ctx__log_prior_exposures=np.log1p(prior[:, 0]), ctx__log_prior_clicks=np.log1p(prior[:, 1]))
+
+
 def numeric_frame(inputs: Inputs) -> pd.DataFrame:
     """Samples with item/user/context numeric columns (`item__`, `user__`, `ctx__` prefixes)."""
     items = inputs.items[["item_id", "price", "listing_date"]].rename(columns={"listing_date": "item_listing_date"})
@@ -198,7 +209,7 @@ def numeric_frame(inputs: Inputs) -> pd.DataFrame:
     listing = pd.to_datetime(s["listing_date"] if "listing_date" in s else s["item_listing_date"], utc=True)
     s = s.assign(listing_date=listing.dt.date, age_days=(s["ts"] - listing).dt.days.clip(lower=0),
                  item__log_price=np.log1p(s["price"].astype(float)))
-    s = s.assign(ctx__age=s["age_days"] / 30.0)
+    s = prior_activity(s.assign(ctx__age=s["age_days"] / 30.0))
     u = inputs.users
     user_cols = {"user__activity": u["activity"], "user__price_sensitivity": u["price_sensitivity"],
                  "user__is_niche": (u["segment"] == "niche").astype(float)}

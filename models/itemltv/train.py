@@ -74,7 +74,7 @@ def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, use_uplift: b
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0,
+        enable_model_summary=False, num_sanity_val_steps=0, gradient_clip_val=cfg.grad_clip or None,
         callbacks=[tracker, EarlyStopping("val_loss", patience=cfg.patience)],
     )
     trainer.fit(lit, datamodule=ItemLTVData(splits, cfg))

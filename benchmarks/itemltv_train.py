@@ -1,0 +1,80 @@
+"""ItemLTV training throughput (exposures/s), peak memory, and the overhead of the
+Lightning loop over a bare PyTorch loop on the same model and batches (target <= 1.10).
+
+    .venv/bin/python benchmarks/itemltv_train.py [--lake DIR] [--ds YYYY-MM-DD] [--profile demo] [--epochs 2]
+
+Without --lake it writes the synthetic platform of `models.itemltv.synthetic` to a
+temporary directory and uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+
+import lightning as L
+import torch
+
+from growthgr.config import load_settings
+from growthgr.lake import Lake
+from models.itemltv.data import load_inputs, prepare
+from models.itemltv.lit import ItemLTVData, LitItemLTV
+from models.itemltv.model import loss_fn
+from models.itemltv.synthetic import write_synthetic_lake
+from models.itemltv.train import model_spec
+
+
+def bare_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int) -> float:
+    opt = lit.configure_optimizers()
+    lit.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for b in data.train_dataloader():
+            opt.zero_grad()
+            loss = loss_fn(lit.model(b), b, lit.objective)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lit.parameters(), data.cfg.grad_clip or float("inf"))
+            opt.step()
+    return time.perf_counter() - start
+
+
+def lightning_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int) -> float:
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        gradient_clip_val=data.cfg.grad_clip or None)
+    start = time.perf_counter()
+    trainer.fit(lit, datamodule=data)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lake")
+    ap.add_argument("--ds", default="2026-02-13")
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    root = args.lake or tempfile.mkdtemp(prefix="itemltv_bench_")
+    if not args.lake:
+        write_synthetic_lake(Lake.open(root), days=44, items_per_day=60, n_users=500, seed=0)
+    cfg = load_settings(args.profile, env={}, overrides={"lake_root": root}).itemltv
+    splits, pre = prepare(load_inputs(Lake.open(root), args.ds, 1000), cfg)
+    spec = model_spec(cfg, pre, True)
+    kwargs = {k: v for k, v in spec.items() if k != "objective"}
+    n = len(splits.train.y) * args.epochs
+    times = {}
+    for name, loop in (("bare", bare_loop), ("lightning", lightning_loop)):
+        L.seed_everything(cfg.seed, verbose=False)
+        times[name] = loop(LitItemLTV(kwargs, cfg.objective, cfg.lr, cfg.weight_decay), ItemLTVData(splits, cfg),
+                           args.epochs)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"train exposures: {len(splits.train.y):,} x {args.epochs} epochs, profile {args.profile}")
+    for name, sec in times.items():
+        print(f"{name:<10} {sec:7.2f} s  {n / sec:10,.0f} exposures/s")
+    print(f"lightning / bare = {times['lightning'] / times['bare']:.3f} (target <= 1.10); peak RSS {peak_mb:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
