@@ -29,7 +29,7 @@ def settings(tmp_path_factory):
     root = tmp_path_factory.mktemp("ltv_lake")
     write_synthetic_lake(Lake.open(str(root)), days=44, items_per_day=24, n_users=200, seed=3)
     return load_settings("tiny", env={}, overrides={
-        "lake_root": str(root), "itemltv": {"max_epochs": 6, "patience": 6, "pool_size": 15, "gbm_max_iter": 30}})
+        "lake_root": str(root), "itemltv": {"max_epochs": 6, "patience": 6, "lr": 3e-3, "pool_size": 15, "gbm_max_iter": 30}})
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def item_table(items: pd.DataFrame, width: int, buckets: int) -> tuple[dict[int,
 
 def history_rows(samples: pd.DataFrame, clicks: pd.DataFrame, row_of: dict[int, int], length: int) -> np.ndarray:
     """[N, L] rows of each sample user's last `length` clicked items strictly before the sample time."""
-    users = pd.Index(pd.unique(pd.concat([samples["user_id"], clicks["user_id"]])))
+    users = pd.Index(pd.unique(np.concatenate([samples["user_id"].to_numpy(np.int64), clicks["user_id"].to_numpy(np.int64)])))
     times = np.unique(np.concatenate([_utc(samples["ts"]).to_numpy(np.int64), _utc(clicks["ts"]).to_numpy(np.int64)]))
     span = len(times) + 1
 

@@ -76,7 +76,7 @@ class LitItemLTV(L.LightningModule):
 
     def _step(self, b: Batch, stage: str) -> torch.Tensor:
         loss = loss_fn(self.model(b), b, self.objective)
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=b.n_groups, sync_dist=stage == "val")
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=b.n_groups, sync_dist=True)
         return loss
 
     def training_step(self, b: Batch, _: int) -> torch.Tensor:
