@@ -59,7 +59,8 @@ def main() -> None:
     root = args.lake or tempfile.mkdtemp(prefix="itemltv_bench_")
     if not args.lake:
         write_synthetic_lake(Lake.open(root), days=44, items_per_day=60, n_users=500, seed=0)
-    cfg = load_settings(args.profile, env={}, overrides={"lake_root": root}).itemltv
+    split = {} if args.lake else {"val_cohorts": 1, "test_cohorts": 1}   # the synthetic lake has 8 cohorts
+    cfg = load_settings(args.profile, env={}, overrides={"lake_root": root, "itemltv": split}).itemltv
     splits, pre = prepare(load_inputs(Lake.open(root), args.ds, 1000), cfg)
     spec = model_spec(cfg, pre, True)
     kwargs = {k: v for k, v in spec.items() if k != "objective"}

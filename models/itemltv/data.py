@@ -15,6 +15,9 @@ written, so feature tables are joined here point in time with `pandas.merge_asof
 (latest feature row strictly before the exposure), which is the same join Feast
 performs. Items are represented by their content (hashed title words + category),
 never by an id embedding, so brand-new items and history items share one encoder.
+The uplift tower's context also gets the item's exposures and clicks on the days
+before the exposure (from the samples themselves): the simulator's click effect
+saturates with exposure, which the paper's inputs do not name.
 """
 
 from __future__ import annotations
