@@ -6,7 +6,7 @@ job `--repeats` times for the last day in one warm SparkSession and prints the
 median seconds and input rows per second (input rows = raw rows the job reads).
 Linear scaling means time(10x) / time(1x) near 10.
 
-    .venv/bin/python benchmarks/spark_jobs.py --profiles demo large --days 40 --repeats 3
+    .venv/bin/python benchmarks/spark_throughput.py --profiles demo large --days 40 --repeats 3
 """
 
 from __future__ import annotations
