@@ -1,7 +1,7 @@
 """Tokenizer quality on the simulator's catalog (the items its first day writes to raw/items).
 
     .venv/bin/python benchmarks/tokenizer_simulator.py [--profile demo] [--cache /tmp/sim_emb.parquet]
-        [--set epochs=20 ...]
+        [--sample 8000] [--set epochs=20 ...]
 
 Builds the initial catalog exactly as `growthgr simulate` does (create_world + catalog_tables),
 without simulating any searches, then embeds, fits an RQ-VAE and prints the SID report:
@@ -27,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--cache", default=None, help="Parquet file to reuse the item embeddings.")
+    ap.add_argument("--sample", type=int, default=0, help="random subset of the catalog (0 = all items).")
     ap.add_argument("--set", nargs="*", default=[], help="tokenizer overrides key=value (YAML values).")
     args = ap.parse_args()
     overrides = {"tokenizer": {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}}
@@ -34,6 +35,8 @@ def main() -> None:
     day = day_index("2026-01-01")
     world = create_world(s.simulator, s.simulator.seed, day)
     items = catalog_tables(world, day)["items"].to_pandas()
+    if 0 < args.sample < len(items):
+        items = items.sample(args.sample, random_state=0).sort_values("item_id").reset_index(drop=True)
     report = dataset_report(items, s.tokenizer, Path(args.cache) if args.cache else None)
     report["profile"] = args.profile
     print(json.dumps(report, indent=2))

@@ -29,6 +29,7 @@ class TokenizerConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_epochs: int = Field(20, ge=0)            # plain auto-encoder epochs before the k-means init
     epochs: int = Field(200, ge=1)
+    max_steps: int = Field(3000, ge=1)              # cap on optimiser steps (warm-up: a quarter of it)
     batch_size: int = Field(512, ge=1)
     kmeans_iters: int = Field(25, ge=1)
     dead_code_steps: int = Field(50, ge=1)          # re-seed codes unused for this many steps

@@ -214,9 +214,9 @@ class FitStats:
     codes_reseeded: int
 
 
-def _fit(module: RQVAEModule, loader: DataLoader, epochs: int, progress: bool) -> L.Trainer:
+def _fit(module: RQVAEModule, loader: DataLoader, epochs: int, max_steps: int, progress: bool) -> L.Trainer:
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+        max_epochs=epochs, max_steps=max_steps, accelerator="cpu", devices=1, deterministic=True, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
     )
     with warnings.catch_warnings():
@@ -232,6 +232,8 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> 
     Phase 1 (`warmup_epochs`, a departure from TIGER): the plain auto-encoder, so that the
     k-means initialisation clusters meaningful latents rather than a random projection.
     Phase 2 (`epochs`): k-means init of every level, then the full RQ-VAE loss.
+    Both phases stop early at a step cap (`max_steps`, a quarter of it for the warm-up), so big
+    catalogs train for a bounded time.
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
@@ -244,13 +246,13 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> 
         loader = DataLoader(TensorDataset(xt), batch_size=min(cfg.batch_size, len(xt)), shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.seed), drop_last=False)
         if cfg.warmup_epochs:
-            _fit(RQVAEModule(model, cfg, quantize=False), loader, cfg.warmup_epochs, progress)
+            _fit(RQVAEModule(model, cfg, quantize=False), loader, cfg.warmup_epochs, max(cfg.max_steps // 4, 1), progress)
         kmeans_init(model, xt, cfg)
         module = RQVAEModule(model, cfg)
-        trainer = _fit(module, loader, cfg.epochs, progress)
+        trainer = _fit(module, loader, cfg.epochs, cfg.max_steps, progress)
     recon = float(trainer.callback_metrics.get("recon", torch.tensor(float("nan"))))
     model.eval()
-    return model, FitStats(cfg.epochs, trainer.global_step, recon, module.n_reseeded)
+    return model, FitStats(trainer.current_epoch, trainer.global_step, recon, module.n_reseeded)
 
 
 def model_to_bytes(model: RQVAE, meta: dict) -> bytes:
