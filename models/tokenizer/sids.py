@@ -9,7 +9,9 @@ The model of a SID version lives at `models/tokenizer/<sid_version>/model.safete
 in the lake's object store (its header holds the config, input dim and
 feature statistics).
 
-Disambiguation (mode a): items sharing (c1, c2, c3) get c4 = 0, 1, 2, ... in
+Collisions: first, with `dedup_last_level`, an item whose (c1, c2, c3) is taken
+moves to the nearest free c3 of its (c1, c2) prefix (`dedup_last_level`);
+only what is left collides. Disambiguation (mode a): items sharing (c1, c2, c3) get c4 = 0, 1, 2, ... in
 the order they were assigned (by item_id within one run); a new item takes
 the next free c4 of its group, so existing SIDs never change. When a group
 outgrows the codebook size, c4 wraps over K (a GX bound on collisions flags it).
