@@ -71,9 +71,11 @@ def spark(settings: Settings, ds: str) -> dict:
 
 def dbt(settings: Settings, ds: str) -> dict:
     """Build (run + test) the dbt project over the lake."""
+    from dataclasses import asdict
+
     from growthgr.dbt_runner import build
 
-    return {"dbt": build(settings)}
+    return asdict(build(settings))
 
 
 def gate_labels(settings: Settings, ds: str) -> dict:

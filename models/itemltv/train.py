@@ -92,7 +92,10 @@ def checkpoint_key(name: str, ds: str) -> str:
 def save_checkpoint(lake: Lake, name: str, ds: str, trained: Trained) -> str:
     """Write weights + spec + preprocessing as one safetensors object; returns its key."""
     state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    meta = {"spec": json.dumps(trained.spec), "preprocess": json.dumps(asdict(trained.pre)), "ds": to_ds(ds)}
+    # one metadata key: safetensors writes its metadata map in arbitrary order, and identical
+    # checkpoints must be identical bytes (content-addressed releases, idempotent re-runs)
+    meta = {"growthgr": json.dumps({"spec": trained.spec, "preprocess": asdict(trained.pre), "ds": to_ds(ds)},
+                                   sort_keys=True)}
     key = checkpoint_key(name, ds)
     lake.store.put_bytes(key, st_save(state, metadata=meta))
     return key
@@ -116,8 +119,8 @@ def safetensors_metadata(blob: bytes) -> dict[str, str]:
 def load_checkpoint(lake: Lake, name: str, ds: str) -> Trained:
     """Load the newest checkpoint at or before `ds`."""
     blob = lake.store.get_bytes(checkpoint_key(name, latest_checkpoint_ds(lake, name, ds)))
-    meta = safetensors_metadata(blob)
-    spec, pre = json.loads(meta["spec"]), Preprocess(**json.loads(meta["preprocess"]))
+    meta = json.loads(safetensors_metadata(blob)["growthgr"])
+    spec, pre = meta["spec"], Preprocess(**meta["preprocess"])
     model = ItemLTV(**{k: v for k, v in spec.items() if k != "objective"})
     model.load_state_dict(st_load(blob))
     return Trained(model.eval(), pre, spec)
