@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from test_sim_fixtures import final_world
+from sim_fixtures import final_world
 
 from growthgr.simulator.channels import (
     ITEM_SALT,

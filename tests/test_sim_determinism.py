@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_sim_fixtures import START, tiny_config
+from sim_fixtures import START, tiny_config
 
 from growthgr.lake import Lake
 from growthgr.simulator.run import StateMismatch, saved_states, simulate

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from test_sim_determinism import partition_bytes
-from test_sim_fixtures import START, tiny_config
+from sim_fixtures import START, tiny_config
 
 from growthgr.lake import Lake
 from growthgr.simulator.faults import FAULTS, check

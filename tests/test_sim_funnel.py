@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_sim_fixtures import read_all, tiny_lake
+from sim_fixtures import read_all, tiny_lake
 
 from growthgr.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 

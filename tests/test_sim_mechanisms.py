@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_sim_fixtures import final_world, read_all, tiny_lake
+from sim_fixtures import final_world, read_all, tiny_lake
 
 from growthgr.simulator.engine import simulate_day
 from growthgr.simulator.run import default_channels

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from test_sim_fixtures import SEED, START, final_world, read_all, tiny_config
+from sim_fixtures import SEED, START, final_world, read_all, tiny_config
 
 from growthgr.simulator.engine import label_rate, label_window_orders, poisson_icdf, simulate_day
 from growthgr.simulator.run import default_channels
