@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from test_sim_determinism import partition_bytes
 from sim_fixtures import START, tiny_config
+from test_sim_determinism import partition_bytes
 
 from growthgr.lake import Lake
 from growthgr.simulator.faults import FAULTS, check
