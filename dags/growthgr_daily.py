@@ -12,15 +12,12 @@ current. Configuration comes from the usual GrowthGR environment
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import Asset, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
 
+from growthgr.airflow_local import daily_dag_args, raw_logs_asset
 from growthgr.config import load_settings
 
-RAW_LOGS = Asset("growthgr://lake/raw")
+RAW_LOGS = raw_logs_asset()
 RELEASE = Asset("growthgr://releases/current")
 
 
@@ -43,21 +40,10 @@ def _gate(dataset: str, data_interval_start) -> dict:
     return pipeline.gate(load_settings(), dataset, _ds(data_interval_start))
 
 
-_ORCH = load_settings().orchestration
-
-
 @dag(
     dag_id="growthgr_daily",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     tags=["growthgr", "daily", "itemltv", "multigr"],
-    default_args={
-        "retries": _ORCH.retries,
-        "retry_delay": timedelta(minutes=_ORCH.retry_delay_minutes),
-        "owner": "growthgr",
-    },
+    **daily_dag_args(),
     doc_md=__doc__,
 )
 def growthgr_daily():

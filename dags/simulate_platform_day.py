@@ -8,26 +8,18 @@ replaced by the log export that lands `raw/<table>/ds=.../`.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import dag, task
 
-import pendulum
-from airflow.sdk import Asset, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
-
+from growthgr.airflow_local import daily_dag_args, raw_logs_asset
 from growthgr.config import load_settings
 
-RAW_LOGS = Asset("growthgr://lake/raw")
-_ORCH = load_settings().orchestration
+RAW_LOGS = raw_logs_asset()
 
 
 @dag(
     dag_id="simulate_platform_day",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     tags=["growthgr", "simulator"],
-    default_args={"retries": _ORCH.retries, "retry_delay": timedelta(minutes=_ORCH.retry_delay_minutes)},
+    **daily_dag_args(),
     doc_md=__doc__,
 )
 def simulate_platform_day():

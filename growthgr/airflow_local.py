@@ -23,6 +23,36 @@ DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 POOLS = {"duckdb": "dbt-duckdb: one writer per DuckDB file", "feast_registry": "Feast file registry / SQLite online store"}
 
 
+def daily_dag_args() -> dict:
+    """What every GrowthGR DAG shares: a daily data-interval timetable (ds = interval start),
+    no catch-up, one active run, and retries from `settings.orchestration`."""
+    from datetime import timedelta
+
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from growthgr.config import load_settings
+
+    orch = load_settings().orchestration
+    return {
+        "schedule": CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {
+            "retries": orch.retries,
+            "retry_delay": timedelta(minutes=orch.retry_delay_minutes),
+            "owner": "growthgr",
+        },
+    }
+
+
+def raw_logs_asset():
+    """The Asset a day's raw logs update (simulator DAG or a real export) and the daily DAG reads."""
+    from airflow.sdk import Asset
+
+    return Asset("growthgr://lake/raw")
+
+
 def airflow_env(home: str | Path) -> dict[str, str]:
     home = Path(home).absolute()
     return {
