@@ -60,8 +60,9 @@ def main() -> None:
     if not args.lake:
         write_synthetic_lake(Lake.open(root), days=44, items_per_day=60, n_users=500, seed=0)
     split = {} if args.lake else {"val_cohorts": 1, "test_cohorts": 1}   # the synthetic lake has 8 cohorts
-    cfg = load_settings(args.profile, env={}, overrides={"lake_root": root, "itemltv": split}).itemltv
-    splits, pre = prepare(load_inputs(Lake.open(root), args.ds, 1000), cfg)
+    settings = load_settings(args.profile, env={}, overrides={"lake_root": root, "itemltv": split})
+    cfg = settings.itemltv
+    splits, pre = prepare(load_inputs(settings, args.ds, 1000), cfg)
     spec = model_spec(cfg, pre, True)
     kwargs = {k: v for k, v in spec.items() if k != "objective"}
     n = len(splits.train.y) * args.epochs

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 import typer
 import yaml
 from filelock import FileLock
@@ -143,25 +144,35 @@ def entity_frame(lake: Lake, service: str, ds: str) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def historical_features(store, entity_df: pd.DataFrame, features: str | list[str]) -> pd.DataFrame:
+def historical_features(store, entity_df: pd.DataFrame, features: str | list[str], arrow: bool = False):
     """Point-in-time join: each row gets the latest feature values at or before its own
     `event_timestamp` and not older than the view's TTL (missing otherwise). `features` is a
     feature service name or a list of `view:feature` references. Columns are named
-    `<view>__<feature>` (user, item and query views share feature names such as `ctr_30d`)."""
+    `<view>__<feature>` (user, item and query views share feature names such as `ctr_30d`).
+    A pandas frame, or with `arrow` a pyarrow Table (integer features stay integers with nulls)."""
     refs = store.get_feature_service(features) if isinstance(features, str) else features
     entity_df = entity_df.assign(event_timestamp=utc_us(entity_df["event_timestamp"]))
-    return store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True).to_df()
+    job = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True)
+    return job.to_arrow() if arrow else job.to_df()
 
 
-def training_set(settings, service: str, ds: str) -> pd.DataFrame:
-    """Build and write `samples/training_<service>/ds=<ds>` (entity rows + their PIT features)."""
+def service_refs(store, service: str, views: set[str] | None = None) -> list[str]:
+    """`view:feature` references of a feature service, optionally only those of `views`."""
+    return [f"{p.name}:{f.name}" for p in store.get_feature_service(service).feature_view_projections
+            if views is None or p.name in views for f in p.features]
+
+
+def training_set(settings, service: str, ds: str) -> pa.Table:
+    """Build and write `samples/training_<service>/ds=<ds>` (entity rows + their PIT features),
+    with the column types Feast declares (so partitions concatenate)."""
     ds = to_ds(ds)
     lake = Lake.from_settings(settings)
     store = open_store(settings)
-    out = historical_features(store, entity_frame(lake, service, ds), service)
-    out = out.sort_values(["event_timestamp", *[c for c in ("request_id", "item_id") if c in out]]).reset_index(drop=True)
+    out = historical_features(store, entity_frame(lake, service, ds), service, arrow=True)
+    keys = [(c, "ascending") for c in ("event_timestamp", "request_id", "item_id") if c in out.column_names]
+    out = out.sort_by(keys)
     lake.write_partition("samples", f"training_{service}", ds, out)
-    log.info("training set %s ds=%s: %d rows, %d columns", service, ds, len(out), out.shape[1])
+    log.info("training set %s ds=%s: %d rows, %d columns", service, ds, out.num_rows, out.num_columns)
     return out
 
 

@@ -106,9 +106,14 @@ def tokenize(settings: Settings, ds: str) -> dict:
 
 
 def itemltv(settings: Settings, ds: str) -> dict:
-    """Train ItemLTV ("+uplift" and "base only") on the closed cohorts, then evaluate on held-out ones."""
+    """Build the day's Feast training set (if a cohort closed), train ItemLTV ("+uplift" and
+    "base only") on the closed cohorts, then evaluate on held-out ones."""
+    from growthgr import features
+    from models.itemltv.data import SERVICE
     from models.itemltv.pipeline import run_evaluate, run_train
 
+    if Lake.from_settings(settings).exists("samples", "itemltv_samples", to_ds(ds)):
+        features.training_set(settings, SERVICE, to_ds(ds))      # rebuilt on every run of the day
     trained = run_train(settings, to_ds(ds))
     metrics = run_evaluate(settings, to_ds(ds))
     return {"cohorts": trained["cohorts"], "metrics": _headline(metrics)}

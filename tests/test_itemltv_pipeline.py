@@ -51,6 +51,24 @@ def test_training_loss_falls_and_checkpoints_are_written(settings, trained):
     assert trained["cohorts"]["test"] == ["2026-01-07", "2026-01-08"]
 
 
+def test_inputs_come_from_the_feast_training_set(settings, trained):
+    """The Feast training set (feature service itemltv_v1) is built per samples partition and
+    its point-in-time features are model inputs of both towers."""
+    lake = Lake.from_settings(settings)
+    parts = lake.list_partitions("samples", "itemltv_samples")
+    assert parts and lake.list_partitions("samples", "training_itemltv_v1") == parts
+    ts = lake.read_partition("samples", "training_itemltv_v1", parts[0]).to_pandas()
+    assert len(ts) == lake.read_partition("samples", "itemltv_samples", parts[0]).num_rows
+    # exposures on a listing day see no item snapshot yet (it is written at the end of the day)
+    first_day = ts["event_timestamp"].dt.date == ts["listing_date"]
+    assert ts.loc[first_day, "item_features__exposures_7d"].isna().all()
+    assert ts.loc[~first_day, "item_features__exposures_7d"].notna().mean() > 0.95
+    pre = load_checkpoint(lake, FULL, DS).pre
+    assert {"item__f_exposures_7d", "item__f_ctr_7d"} <= set(pre.columns["item"])
+    assert {"user__f_price_level_30d", "ctx__f_user_category_affinity", "ctx__f_ctr_30d"} <= set(
+        pre.columns["user"] + pre.columns["ctx"])
+
+
 def test_evaluate_reports_every_metric(settings, metrics):
     for variant in ("base_only", "with_uplift"):
         assert set(metrics[variant]) == {"mse", "ndcg"} and all(math.isfinite(v) for v in metrics[variant].values())
@@ -90,6 +108,6 @@ def test_checkpoint_round_trip_is_exact(settings, trained, metrics):
     assert again.spec == loaded.spec and again.pre == loaded.pre
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key]), key
-    splits, _ = prepare(load_inputs(lake, DS, 10), settings.itemltv, loaded.pre)
+    splits, _ = prepare(load_inputs(settings, DS, 10), settings.itemltv, loaded.pre)
     assert label_metrics(predict(again, splits.test).items) == pytest.approx(metrics["with_uplift"])
     assert loaded.spec["use_uplift"] and loaded.spec["objective"] == "item"

@@ -1,12 +1,13 @@
-"""ItemLTV building blocks on hand-made data: history, point-in-time joins, metrics, model shapes."""
+"""ItemLTV building blocks on hand-made data: history, Feast columns, metrics, model shapes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
-from models.itemltv.data import hash_title, history_rows, pit_join
+from models.itemltv.data import feast_features, hash_title, history_rows
 from models.itemltv.evaluate import label_metrics, uplift_metrics
 from models.itemltv.model import Batch, ItemLTV, item_predictions, loss_fn
 
@@ -23,12 +24,22 @@ def test_history_is_the_last_clicks_strictly_before_the_exposure():
     assert rows.tolist() == [[1, 2], [2, 3], [0, 0], [0, 0]]
 
 
-def test_pit_join_takes_the_latest_row_strictly_before():
-    feats = pd.DataFrame({"item_id": [5, 5, 6], "event_timestamp": _ts(1, 4, 1), "clicks": [1.0, 2.0, 7.0]})
-    samples = pd.DataFrame({"item_id": [5, 5, 5, 6], "ts": _ts(0, 4, 5, 2)})
-    out = pit_join(samples, feats, "item__f_")
-    assert out["item__f_clicks"].tolist()[1:] == [1.0, 2.0, 7.0]
-    assert np.isnan(out["item__f_clicks"].iloc[0])
+def test_feast_columns_become_model_inputs_by_view():
+    table = pa.table({
+        "item_id": [5, 6, 7], "event_timestamp": pa.array([0, 0, 0], pa.timestamp("us", "UTC")),
+        "item_features__ctr_7d": [0.5, None, 0.1], "item_features__category_id": [2, 0, None],
+        "item_features__brand": ["a", "b", "c"], "item_features__is_new": [True, False, True],
+        "user_features__activity": [1.0, 2.0, 3.0], "query_features__cvr_30d": [0.0, 0.1, 0.2],
+        "user_features__category_affinity": [[0.1, 0.2, 0.7], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]],
+        "other_view__x": [1, 2, 3]})
+    out = feast_features(table)
+    assert set(out.columns) == {"item_id", "event_timestamp", "item__f_ctr_7d", "item__f_is_new", "user__f_activity",
+                                "ctx__f_cvr_30d", "ctx__f_user_category_affinity"}
+    assert out["item__f_ctr_7d"].iloc[0] == 0.5 and np.isnan(out["item__f_ctr_7d"].iloc[1])
+    assert out["item__f_is_new"].tolist() == [1.0, 0.0, 1.0]
+    # the affinity to the row's own item category; missing category -> NaN
+    aff = out["ctx__f_user_category_affinity"]
+    assert aff.iloc[0] == 0.7 and aff.iloc[1] == 0.9 and np.isnan(aff.iloc[2])
 
 
 def test_hash_title_is_stable_padded_and_in_range():

@@ -1,23 +1,27 @@
-"""ItemLTV inputs: read the lake tables, join features point in time, encode to arrays.
+"""ItemLTV inputs: the Feast training set plus lake context tables, encoded to arrays.
 
-Tables read (contract of `spark_jobs` and the simulator):
-  samples/itemltv_samples   one row per exposure of a cohort item in its days 0..29:
-                            user_id, item_id, event time (`ts` or `event_timestamp`),
-                            treatment (`treatment` or `clicked`), optional request_id /
-                            query_text / listing_date; partition ds = listing + 36
+Tables read (contract of `spark_jobs`, `growthgr.features` and the simulator):
+  samples/training_itemltv_v1  the Feast training set of feature service `itemltv_v1`, one
+                            partition per samples partition (built here when missing): every
+                            row of samples/itemltv_samples (one exposure of a cohort item in its
+                            days 0..29: user_id, item_id, query_id, event_timestamp, treatment,
+                            listing_date, ...) with the item, user and query features Feast
+                            joined point in time (`<view>__<feature>`, latest snapshot at or
+                            before the exposure, within the view's TTL; missing otherwise)
   samples/itemltv_labels    item_id, y = log1p(mean daily orders over days 30..36)
   raw/items, raw/users      item content (title, category, price, listing date), user attributes
   raw/clicks                the users' behaviour history (clicked items before the exposure)
-  features/{user,item,query}_features   optional numeric features with `event_timestamp`
 
-Departure: the Feast training set (`itemltv_v1`) was not available when this was
-written, so feature tables are joined here point in time with `pandas.merge_asof`
-(latest feature row strictly before the exposure), which is the same join Feast
-performs. Items are represented by their content (hashed title words + category),
-never by an id embedding, so brand-new items and history items share one encoder.
-The uplift tower's context also gets the item's exposures and clicks on the days
-before the exposure (from the samples themselves): the simulator's click effect
-saturates with exposure, which the paper's inputs do not name.
+Feast columns become model inputs by view: `item_features__x` -> `item__f_x` (item tower),
+`user_features__x` -> `user__f_x`, `query_features__x` -> `ctx__f_x` (uplift tower); numeric
+and boolean features only, ids left out; the user's `category_affinity` vector becomes one
+number, the affinity to the exposed item's category (`ctx__f_user_category_affinity`).
+
+Departures from the paper: items are represented by their content (hashed title words +
+category), never by an id embedding, so brand-new items and history items share one encoder.
+The uplift tower's context also gets the item's exposures and clicks on the days before the
+exposure (from the samples themselves): the simulator's click effect saturates with exposure,
+which the paper's inputs do not name.
 """
 
 from __future__ import annotations
@@ -25,20 +29,23 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from growthgr.lake import Lake, PartitionNotFound, to_ds
 from models.itemltv.config import ItemLTVConfig
 
 log = logging.getLogger(__name__)
 
-KEYS = {"user_id", "item_id", "request_id", "query_text", "query_id", "ds", "listing_date", "event_timestamp",
-        "ts", "created_timestamp", "treatment", "clicked", "y", "label", "age_days", "category_id"}
-FEATURE_TABLES = ("user_features", "item_features", "query_features")
+SERVICE = "itemltv_v1"                          # the Feast feature service of the training set
+TRAINING_TABLE = ("samples", f"training_{SERVICE}")
+VIEW_GROUP = {"item_features": "item", "user_features": "user", "query_features": "ctx"}
+ID_FEATURES = {"category_id", "home_category_id", "intent_category_id"}    # numbers that are not quantities
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -46,11 +53,10 @@ _WORD = re.compile(r"[a-z0-9]+")
 class Inputs:
     """Lake tables as pandas frames, before encoding."""
 
-    samples: pd.DataFrame            # user_id, item_id, ts, treatment, listing_date, y [, request_id, query_text]
+    samples: pd.DataFrame            # user_id, item_id, ts, treatment, listing_date, y, *__f_* Feast features
     items: pd.DataFrame              # item_id, title, category_id, price, listing_date
     users: pd.DataFrame              # user_id, activity, price_sensitivity, segment
     clicks: pd.DataFrame             # user_id, item_id, ts
-    features: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> keys + event_timestamp + numerics
 
 
 @dataclass
@@ -115,32 +121,78 @@ def normalise_samples(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in ("ds", "clicked") if c in df])
 
 
+def feast_features(table: pa.Table) -> pd.DataFrame:
+    """A Feast frame (`<view>__<feature>` columns) with its features renamed to model inputs
+    (`<group>__f_<feature>`, see the module doc); entity columns are kept as they are."""
+    out, cols = {}, table.column_names
+    for name in cols:
+        view, sep, feat = name.partition("__")
+        if not sep:
+            out[name] = table[name].to_pandas()
+        elif view not in VIEW_GROUP or feat in ID_FEATURES:
+            continue
+        elif feat == "category_affinity" and "item_features__category_id" in cols:
+            out["ctx__f_user_category_affinity"] = category_affinity(table[name], table["item_features__category_id"])
+        elif pa.types.is_integer(t := table[name].type) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            out[f"{VIEW_GROUP[view]}__f_{feat}"] = table[name].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(out)
+
+
+def category_affinity(affinity: pa.ChunkedArray, category: pa.ChunkedArray) -> np.ndarray:
+    """[N] the user's affinity to each row's item category (NaN where either is missing)."""
+    aff, cat = affinity.combine_chunks(), category.to_numpy(zero_copy_only=False)
+    out = np.full(len(aff), np.nan)
+    lengths = pc.list_value_length(aff).fill_null(0).to_numpy(zero_copy_only=False)
+    width = int(lengths.max()) if len(aff) else 0
+    ok = (lengths == width) & (width > 0) & ~np.isnan(cat.astype(float))
+    if ok.any():
+        flat = pc.list_flatten(aff.filter(pa.array(ok))).to_numpy(zero_copy_only=False).reshape(-1, width)
+        c = cat[ok].astype(np.int64)
+        inside = (c >= 0) & (c < width)
+        out[np.flatnonzero(ok)[inside]] = flat[np.flatnonzero(inside), c[inside]]
+    return out
+
+
+def training_sets(settings, parts: list[str]) -> pa.Table:
+    """The Feast training sets of samples partitions `parts` (consecutive), building missing ones."""
+    from growthgr import features
+
+    lake = Lake.from_settings(settings)
+    for ds in parts:
+        if not lake.exists(*TRAINING_TABLE, ds):
+            features.training_set(settings, SERVICE, ds)
+    table = lake.read_range(*TRAINING_TABLE, parts[0], parts[-1])
+    return table.drop_columns([c for c in ("ds", "user_features__recent_item_ids") if c in table.column_names])
+
+
 def sample_partitions(lake: Lake, end_ds: str, n: int) -> list[str]:
     """The last `n` committed samples partitions with ds <= end_ds (one per cohort)."""
     return lake.list_partitions("samples", "itemltv_samples", end=end_ds)[-n:]
 
 
-def load_inputs(lake: Lake, end_ds: str, n_cohorts: int, history_days: int = 60) -> Inputs:
-    """Read the cohorts whose label window ended by `end_ds`, with what encoding them needs."""
+def load_inputs(settings, end_ds: str, n_cohorts: int, history_days: int = 60) -> Inputs:
+    """Read the cohorts whose label window ended by `end_ds` (their Feast training sets), with
+    what encoding them needs."""
+    lake = Lake.from_settings(settings)
     parts = sample_partitions(lake, to_ds(end_ds), n_cohorts)
     if not parts:
         raise PartitionNotFound(f"no samples/itemltv_samples partitions up to {end_ds}")
     first, last = parts[0], parts[-1]
-    samples = normalise_samples(lake.read_range("samples", "itemltv_samples", first, last).to_pandas())
+    samples = normalise_samples(feast_features(training_sets(settings, parts)))
     samples = samples.drop(columns=[c for c in ("y", "label") if c in samples])   # taken from the labels table
     labels = lake.read_range("samples", "itemltv_labels", first, last).to_pandas()[["item_id", "y"]]
     samples = samples.merge(labels.drop_duplicates("item_id"), on="item_id", how="inner")
     hist_start = (date.fromisoformat(first) - timedelta(days=36 + history_days)).isoformat()
-    return Inputs(samples=samples, **_context_tables(lake, hist_start, last))
+    return Inputs(samples=samples, **context_tables(lake, hist_start, last))
 
 
-def _context_tables(lake: Lake, start: str, end: str) -> dict:
+def context_tables(lake: Lake, start: str, end: str) -> dict:
+    """raw items and users up to `end`, raw clicks of `start`..`end` (the behaviour history)."""
     items = lake.read_range("raw", "items", "0001-01-01", end).to_pandas().drop_duplicates("item_id", keep="last")
     users = lake.read_range("raw", "users", "0001-01-01", end).to_pandas().drop_duplicates("user_id", keep="last")
     clicks = _read(lake, "raw", "clicks", start, end)
     clicks = pd.DataFrame(columns=["user_id", "item_id", "ts"]) if clicks is None else clicks
-    features = {name: f for name in FEATURE_TABLES if (f := _read(lake, "features", name, start, end)) is not None}
-    return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]], "features": features}
+    return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]]}
 
 
 # -- encoding ----------------------------------------------------------------
@@ -180,20 +232,6 @@ def history_rows(samples: pd.DataFrame, clicks: pd.DataFrame, row_of: dict[int, 
     return np.where(valid, crow[np.clip(idx, 0, max(len(crow) - 1, 0))] if len(crow) else 0, 0)
 
 
-def pit_join(samples: pd.DataFrame, feats: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Attach the latest feature row strictly before each sample's `ts` (numeric columns, prefixed)."""
-    keys = [k for k in ("user_id", "item_id", "query_text", "query_id") if k in feats and k in samples]
-    numeric = [c for c in feats.columns if c not in KEYS and pd.api.types.is_numeric_dtype(feats[c])]
-    if not keys or not numeric:
-        return samples
-    right = feats[keys + ["event_timestamp"] + numeric].rename(columns={c: f"{prefix}{c}" for c in numeric})
-    right = right.assign(event_timestamp=_utc(right["event_timestamp"])).sort_values("event_timestamp")
-    left = samples.assign(_pos=np.arange(len(samples)), ts=_utc(samples["ts"])).sort_values("ts")
-    out = pd.merge_asof(left, right, left_on="ts", right_on="event_timestamp", by=keys,
-                        direction="backward", allow_exact_matches=False)
-    return out.sort_values("_pos").drop(columns=["_pos", "event_timestamp"]).reset_index(drop=True)
-
-
 def prior_activity(s: pd.DataFrame) -> pd.DataFrame:
     """ctx__log_prior_exposures / ctx__log_prior_clicks: the item's exposures and clicks in the
     samples on the days before each exposure's day (point in time; a click's effect saturates)."""
@@ -216,11 +254,7 @@ def numeric_frame(inputs: Inputs) -> pd.DataFrame:
     u = inputs.users
     user_cols = {"user__activity": u["activity"], "user__price_sensitivity": u["price_sensitivity"],
                  "user__is_niche": (u["segment"] == "niche").astype(float)}
-    s = s.merge(pd.DataFrame({"user_id": u["user_id"], **user_cols}), on="user_id", how="left")
-    for name, prefix in (("user_features", "user__f_"), ("item_features", "item__f_"), ("query_features", "ctx__f_")):
-        if name in inputs.features:
-            s = pit_join(s, inputs.features[name], prefix)
-    return s
+    return s.merge(pd.DataFrame({"user_id": u["user_id"], **user_cols}), on="user_id", how="left")
 
 
 def fit_preprocess(frame: pd.DataFrame, cfg: ItemLTVConfig) -> Preprocess:

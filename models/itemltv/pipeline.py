@@ -14,10 +14,20 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from growthgr.lake import Lake, to_ds
-from models.itemltv.data import Inputs, encode, load_inputs, numeric_frame, prepare
+from models.itemltv.data import (
+    SERVICE,
+    Inputs,
+    encode,
+    feast_features,
+    load_inputs,
+    normalise_samples,
+    numeric_frame,
+    prepare,
+)
 from models.itemltv.evaluate import evaluate_models, metrics_table, write_report
 from models.itemltv.train import BASE, FULL, fit_model, load_checkpoint, save_checkpoint
 
@@ -27,7 +37,7 @@ POOL_TABLE = ("curated", "new_item_pool")
 
 def _inputs(settings, ds: str) -> Inputs:
     cfg = settings.itemltv
-    return load_inputs(Lake.from_settings(settings), ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts)
+    return load_inputs(settings, ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts)
 
 
 def run_train(settings, ds: str) -> dict:
@@ -54,24 +64,23 @@ def run_evaluate(settings, ds: str) -> dict:
     return metrics
 
 
-def _pool_inputs(lake: Lake, ds: str, days: int) -> Inputs:
+def _pool_inputs(settings, ds: str, days: int) -> Inputs:
     """Every item listed in the last `days` days, as one pseudo-exposure at the end of `ds`
-    (no user, no click: only the item tower is used)."""
-    end = date.fromisoformat(to_ds(ds))
+    (no user, no click: only the item tower is used), with its item features from Feast."""
+    from growthgr import features
+
+    lake, end = Lake.from_settings(settings), date.fromisoformat(to_ds(ds))
     items = lake.read_range("raw", "items", (end - timedelta(days=days - 1)).isoformat(), to_ds(ds)).to_pandas()
     items = items.drop_duplicates("item_id", keep="last")
     ts = pd.Timestamp(end + timedelta(days=1), tz="UTC")   # features of every event up to the end of ds
-    samples = pd.DataFrame({"item_id": items["item_id"], "user_id": -1, "ts": ts, "treatment": 0.0,
-                            "listing_date": items["listing_date"]}).assign(ts=lambda d: d["ts"].astype(
-                                "datetime64[us, UTC]"))
-    feats = {}
-    try:
-        feats["item_features"] = lake.read_range("features", "item_features",
-                                                 (end - timedelta(days=days)).isoformat(), to_ds(ds)).to_pandas()
-    except FileNotFoundError:
-        log.warning("no item_features up to %s: pool scored from content only", ds)
+    entities = pd.DataFrame({"item_id": items["item_id"].to_numpy(), "event_timestamp": ts})
+    store = features.open_store(settings)
+    feats = features.historical_features(store, entities, features.service_refs(store, SERVICE, {"item_features"}))
+    samples = feast_features(pa.Table.from_pandas(feats, preserve_index=False))
+    samples = normalise_samples(samples.assign(user_id=-1, treatment=0.0)).merge(
+        items[["item_id", "listing_date"]], on="item_id")
     users = pd.DataFrame({"user_id": [-1], "activity": [np.nan], "price_sensitivity": [np.nan], "segment": [""]})
-    return Inputs(samples, items, users, pd.DataFrame(columns=["user_id", "item_id", "ts"]), feats)
+    return Inputs(samples, items, users, pd.DataFrame(columns=["user_id", "item_id", "ts"]))
 
 
 @torch.no_grad()
@@ -82,7 +91,7 @@ def build_pool(settings, ds: str) -> pd.DataFrame:
     """
     cfg, lake = settings.itemltv, Lake.from_settings(settings)
     trained = load_checkpoint(lake, FULL, ds)
-    inputs = _pool_inputs(lake, ds, cfg.new_item_days)
+    inputs = _pool_inputs(settings, ds, cfg.new_item_days)
     enc = encode(inputs, trained.pre, numeric_frame(inputs))
     t = torch.from_numpy
     scores = trained.model.base(t(enc.tokens[enc.item_row]), t(enc.category[enc.item_row]), t(enc.x["item"])).numpy()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from growthgr.lake import Lake
+from spark_jobs.common import query_id
 
 CATS = ["shoes", "phone", "lamp", "shirt", "mug", "watch", "bag", "chair"]
 QUALITY_WORDS = np.array(["basic", "standard", "premium"])
@@ -101,7 +102,7 @@ def outcomes(rng, items: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
 
 def write_synthetic_lake(lake: Lake, *, days: int = 45, items_per_day: int = 30, n_users: int = 300,
                          niches: int = 4, rate: float = 2.0, seed: int = 0, start: str = "2026-01-01") -> None:
-    """Write raw/items|users|clicks, samples/itemltv_samples|labels, features/item_features,
+    """Write raw/items|users|clicks, samples/itemltv_samples|labels, features/item|user|query_features,
     truth/click_effects|item_outcomes for `days` simulated days starting at `start`."""
     rng = np.random.default_rng(seed)
     day0 = date.fromisoformat(start)
@@ -109,10 +110,11 @@ def write_synthetic_lake(lake: Lake, *, days: int = 45, items_per_day: int = 30,
     users = make_users(rng, n_users, len(CATS) * niches)
     exp = make_exposures(rng, items, users, days, rate, niches)
     exp["ts"] = _day_ts(day0, exp["day"].to_numpy(), rng)
+    exp["query_id"] = exp["query_text"].map(query_id).astype(np.int64)
     out = outcomes(rng, items, exp)
     _write_raw(lake, day0, items, users, exp)
     _write_truth_and_samples(lake, day0, days, items, exp, out)
-    _write_item_features(lake, day0, days, exp)
+    _write_features(lake, day0, days, items, users, exp)
 
 
 def _ds(day0: date, d: int) -> str:
@@ -141,16 +143,91 @@ def _write_truth_and_samples(lake: Lake, day0: date, days: int, items, exp, out)
             continue
         s = new[new["item_id"].isin(g["item_id"])].merge(g[["item_id", "listing_date"]], on="item_id")
         lake.write_partition("samples", "itemltv_samples", _ds(day0, d + 36), s.assign(treatment=s["clicked"].astype(
-            np.int8))[["request_id", "user_id", "query_text", "item_id", "listing_date", "ts", "treatment"]])
+            np.int8))[["request_id", "user_id", "query_text", "query_id", "item_id", "listing_date", "ts", "treatment"]])
         lake.write_partition("samples", "itemltv_labels", _ds(day0, d + 36), g[["item_id", "listing_date", "label", "y"]])
 
 
-def _write_item_features(lake: Lake, day0: date, days: int, exp) -> None:
-    """Cumulative exposures and clicks per item at the end of each day."""
-    daily = exp.groupby(["item_id", "day"]).agg(exposures=("clicked", "size"), clicks=("clicked", "sum")).reset_index()
-    daily = daily.sort_values(["item_id", "day"])
-    daily[["exposures_cum", "clicks_cum"]] = daily.groupby("item_id")[["exposures", "clicks"]].cumsum()
-    for d, g in daily.groupby("day"):
-        ts = pd.Timestamp(datetime.combine(day0 + timedelta(days=int(d) + 1), datetime.min.time(), UTC))
-        lake.write_partition("features", "item_features", _ds(day0, d), g[["item_id", "exposures_cum", "clicks_cum"]]
-                             .assign(event_timestamp=ts - pd.Timedelta(microseconds=1)))
+WINDOWS = (1, 7, 30)
+N_CATEGORIES = 16     # length of `category_affinity`, as in spark_jobs.features
+
+
+def _window(daily: pd.DataFrame, key: str, d: int, w: int) -> pd.DataFrame:
+    """Sums of `daily` (key, day, counts...) over days d-w+1..d, indexed by key."""
+    return daily[(daily["day"] > d - w) & (daily["day"] <= d)].drop(columns="day").groupby(key).sum()
+
+
+def _snapshot_ts(day0: date, d: int) -> pd.Timestamp:
+    """The last microsecond of day d (the feature tables' `event_timestamp`)."""
+    return pd.Timestamp(datetime.combine(day0 + timedelta(days=int(d) + 1), datetime.min.time(), UTC)) \
+        - pd.Timedelta(microseconds=1)
+
+
+def _write_features(lake: Lake, day0: date, days: int, items: pd.DataFrame, users: pd.DataFrame,
+                    exp: pd.DataFrame) -> None:
+    """features/item_features|user_features|query_features in the column contract of
+    `spark_jobs.features` (what Feast serves); synthetic orders are not logged, so order,
+    GMV and conversion features are 0."""
+    exp = exp.assign(clicks=exp["clicked"].astype(np.int64), exposures=1,
+                     category_id=items.set_index("item_id").loc[exp["item_id"], "category_id"].to_numpy())
+    for d in range(days):
+        ts = _snapshot_ts(day0, d)
+        lake.write_partition("features", "item_features", _ds(day0, d), _item_snapshot(items, exp, d).assign(
+            event_timestamp=ts))
+        lake.write_partition("features", "user_features", _ds(day0, d), _user_snapshot(users, items, exp, d).assign(
+            event_timestamp=ts))
+        lake.write_partition("features", "query_features", _ds(day0, d), _query_snapshot(exp, d).assign(
+            event_timestamp=ts))
+
+
+def _item_snapshot(items: pd.DataFrame, exp: pd.DataFrame, d: int) -> pd.DataFrame:
+    live = items[items["listing_day"] <= d]
+    age = (d - live["listing_day"]).to_numpy(np.int64)
+    out = pd.DataFrame({"item_id": live["item_id"].to_numpy(), "category_id": live["category_id"].astype(np.int64),
+                        "brand": live["brand"], "price": live["price"].astype(float),
+                        "listing_date": live["listing_date"], "age_days": age, "is_new": age <= 29}).reset_index(drop=True)
+    daily = exp.groupby(["item_id", "day"], as_index=False)[["exposures", "clicks"]].sum()
+    for w in WINDOWS:
+        win = _window(daily, "item_id", d, w).reindex(out["item_id"]).fillna(0).to_numpy(np.int64)
+        out[f"exposures_{w}d"], out[f"clicks_{w}d"], out[f"orders_{w}d"] = win[:, 0], win[:, 1], 0
+        out[f"gmv_{w}d"], out[f"cvr_{w}d"] = 0.0, 0.0
+        out[f"ctr_{w}d"] = np.where(win[:, 0] > 0, win[:, 1] / np.maximum(win[:, 0], 1), 0.0)
+    return out
+
+
+def _user_snapshot(users: pd.DataFrame, items: pd.DataFrame, exp: pd.DataFrame, d: int) -> pd.DataFrame:
+    out = pd.DataFrame({"user_id": users["user_id"].to_numpy(), "segment": users["segment"].to_numpy(),
+                        "home_category_id": (users["home_niche"] // 4).to_numpy(np.int64),
+                        "activity": users["activity"].astype(float), "price_sensitivity": users["price_sensitivity"],
+                        "tenure_days": np.int64(d)})
+    daily = exp.groupby(["user_id", "day"], as_index=False)[["exposures", "clicks"]].sum()
+    for w in WINDOWS:
+        out[f"requests_{w}d"] = _window(daily, "user_id", d, w)["exposures"].reindex(out["user_id"]).fillna(0) \
+            .to_numpy(np.int64)
+    out["clicks_7d"] = _window(daily, "user_id", d, 7)["clicks"].reindex(out["user_id"]).fillna(0).to_numpy(np.int64)
+    out["clicks_30d"] = _window(daily, "user_id", d, 30)["clicks"].reindex(out["user_id"]).fillna(0).to_numpy(np.int64)
+    out["orders_30d"] = np.int64(0)
+    recent = exp[exp["clicked"] & (exp["day"] > d - 30) & (exp["day"] <= d)].sort_values("ts")
+    shares = pd.crosstab(recent["user_id"], recent["category_id"], normalize="index")
+    shares = shares.reindex(index=out["user_id"], columns=range(N_CATEGORIES), fill_value=0.0).fillna(0.0)
+    out["category_affinity"] = list(shares.to_numpy(float))
+    price = items.set_index("item_id")["price"]
+    out["price_level_30d"] = recent.assign(p=price.loc[recent["item_id"]].to_numpy()).groupby("user_id")["p"].mean() \
+        .reindex(out["user_id"]).fillna(0.0).to_numpy()
+    last = {u: g.to_numpy(np.int64)[-20:] for u, g in
+            recent.drop_duplicates(["user_id", "item_id"], keep="last").groupby("user_id")["item_id"]}
+    out["recent_item_ids"] = [last.get(u, np.zeros(0, np.int64)) for u in out["user_id"]]
+    return out
+
+
+def _query_snapshot(exp: pd.DataFrame, d: int) -> pd.DataFrame:
+    month = exp[(exp["day"] > d - 30) & (exp["day"] <= d)]
+    g = month.groupby(["query_id", "query_text"])
+    out = g.agg(intent_category_id=("category_id", "min"), exposures_30d=("exposures", "sum"),
+                clicks_30d=("clicks", "sum"), new=("age", lambda a: float((a < 30).mean()))).reset_index()
+    daily = month.groupby(["query_id", "day"], as_index=False)["exposures"].sum()
+    for w in WINDOWS:
+        out[f"requests_{w}d"] = _window(daily, "query_id", d, w)["exposures"].reindex(out["query_id"]).fillna(0) \
+            .to_numpy(np.int64)
+    out = out.astype({"intent_category_id": np.int64, "exposures_30d": np.int64, "clicks_30d": np.int64})
+    return out.rename(columns={"new": "new_item_exposure_share_30d"}).assign(
+        orders_30d=np.int64(0), cvr_30d=0.0, ctr_30d=out["clicks_30d"] / np.maximum(out["exposures_30d"], 1))
