@@ -1,7 +1,9 @@
-"""`growthgr multigr ...`: SFT training and offline evaluation on item-sequence data.
+"""`growthgr multigr ...`: SFT training and offline evaluation.
 
-The input is the Amazon datasets' format: `{user: [item, ...]}` in time order and
-`{item: [c1, ..., cL]}` SIDs; the split is leave-one-out (see `data.leave_one_out`).
+`train` / `evaluate` read item-sequence data in the Amazon datasets' format:
+`{user: [item, ...]}` in time order and `{item: [c1, ..., cL]}` SIDs; the split is
+leave-one-out (see `data.leave_one_out`). `platform` reads the lake: held-out days of
+`samples/gr_samples` (see `platform.run_platform`).
 """
 
 from __future__ import annotations
@@ -95,3 +97,23 @@ def evaluate_cmd(
         for i in range(0, len(prompts), 256)
     ])
     typer.echo(json.dumps({"split": split_name, "users": len(targets), **ranking_metrics(ranked, targets, (5, 10))}))
+
+
+@app.command("platform")
+def platform_cmd(
+    ds: str = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD: the last held-out test day."),
+    train_days: int = typer.Option(14, "--train-days", min=1, help="days of gr_samples before the test days"),
+    test_days: int = typer.Option(2, "--test-days", min=1, help="newest days up to --ds, held out"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="override multigr.max_epochs"),
+    as_json: bool = typer.Option(False, "--json", help="print the report JSON instead of the table"),
+) -> None:
+    """SFT on the train days, Recall/NDCG@10/100/1000 on the test days (search, all-net) vs popularity;
+    writes reports/multigr/ds=<ds>/metrics.json."""
+    from growthgr.cli import settings
+    from growthgr.lake import Lake
+    from models.multigr.platform import REPORT_KEY, report_table, run_platform
+
+    s = settings()
+    report = run_platform(s, ds, train_days, test_days, epochs)
+    typer.echo(json.dumps(report, indent=2) if as_json else report_table(report))
+    typer.echo(f"report: {Lake.from_settings(s).store.url(REPORT_KEY.format(ds=report['ds']))}")

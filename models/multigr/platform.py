@@ -10,19 +10,30 @@ Labels (DESIGN.md section 7): `search` = `purchase_ids`; `all-net` = the
 site-wide orders linked to the request (`site_order_item_ids`) plus the
 search purchases. Recall@k = |relevant in top k| / |relevant|, averaged over the
 requests with at least one relevant item that has a SID; NDCG@k with binary gains.
+
+`run_platform` is the offline evaluation on held-out days of a lake (train on the
+days before, test on the newest days, against a popularity ranking); it writes
+`reports/multigr/ds=<ds>/metrics.json`.
 """
 
 from __future__ import annotations
 
+import json
+import time
 import zlib
 from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from models.multigr.beam import SidItems, beam_search
-from models.multigr.data import Example, context_tokens, left_pad, sample_example
+from growthgr.lake import Lake, PartitionNotFound, ds_range, to_ds
+from models.multigr.beam import SidItems, beam_search, trie_table
+from models.multigr.config import MultiGRConfig
+from models.multigr.data import Example, SFTDataModule, context_tokens, left_pad, sample_example
 from models.multigr.model import MultiGR, Vocab
+from models.tokenizer.trie import SidTrie
 
 LABELS = {"search": ("purchase_ids",), "all-net": ("purchase_ids", "site_order_item_ids")}
 
@@ -90,6 +101,15 @@ def ranking_metrics_multi(ranked: np.ndarray, relevant: Sequence[np.ndarray], ks
     return out
 
 
+def relevant_sets(samples: pd.DataFrame, lookup: SidLookup) -> dict[str, list[np.ndarray]]:
+    """Per label set, per request: the relevant items that have a SID (the retrievable ones)."""
+    return {
+        name: [lookup.known(np.concatenate([np.asarray(getattr(r, c), dtype=np.int64) for c in cols]))
+               for r in samples.itertuples(index=False)]
+        for name, cols in LABELS.items()
+    }
+
+
 def evaluate_samples(
     model: MultiGR,
     samples: pd.DataFrame,
@@ -97,21 +117,208 @@ def evaluate_samples(
     trie_next,
     ks: Sequence[int] = (10, 100, 1000),
     batch_size: int = 64,
+    beam_widths: Sequence[int] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Full-pool retrieval metrics per label set; the last beam width must cover max(ks) SIDs."""
+    """Full-pool retrieval metrics per label set. Beam widths: `beam_widths`, else the config's
+    with the last widened to max(ks) (the last width must cover max(ks) SIDs)."""
     cfg = model.cfg
     index = lookup.index(cfg.codebook_size)
     top = max(ks)
     prompts = [request_prompt(model.vocab, r, lookup, cfg.max_history, cfg.max_query_words)
                for r in samples.itertuples(index=False)]
-    widths = list(cfg.beam_widths[:-1]) + [max(cfg.beam_widths[-1], top)]
+    widths = list(beam_widths or list(cfg.beam_widths[:-1]) + [max(cfg.beam_widths[-1], top)])
     ranked = np.concatenate([
         index.expand(beam_search(model, left_pad(prompts[i : i + batch_size]), widths, top, trie_next), top).items
         for i in range(0, len(prompts), batch_size)
     ])
-    out = {}
-    for name, cols in LABELS.items():
-        relevant = [lookup.known(np.concatenate([np.asarray(getattr(r, c), dtype=np.int64) for c in cols]))
-                    for r in samples.itertuples(index=False)]
-        out[name] = ranking_metrics_multi(ranked, relevant, ks)
+    return {name: ranking_metrics_multi(ranked, rel, ks) for name, rel in relevant_sets(samples, lookup).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline evaluation on held-out days of a lake (DESIGN.md section 7)
+
+REPORT_KEY = "reports/multigr/ds={ds}/metrics.json"
+KS = (10, 100, 1000)
+SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "history_item_ids", "click_ids",
+                  "purchase_ids", "site_order_item_ids"]
+
+
+def split_days(ds: str, train_days: int, test_days: int) -> tuple[list[str], list[str]]:
+    """(train, test): the newest `test_days` days up to `ds` and the `train_days` before them."""
+    if train_days < 1 or test_days < 1:
+        raise ValueError(f"need train_days >= 1 and test_days >= 1, got {train_days}, {test_days}")
+    end = date.fromisoformat(to_ds(ds))
+    days = ds_range(end - timedelta(days=train_days + test_days - 1), end)
+    return days[:train_days], days[train_days:]
+
+
+def read_samples(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
+    """The `samples/gr_samples` rows of `days` (every day must have a committed partition)."""
+    missing = [d for d in days if not lake.exists("samples", "gr_samples", d)]
+    if missing:
+        raise PartitionNotFound(f"no samples/gr_samples for {missing}: run the gr_samples Spark job for them")
+    return pd.concat([lake.read_partition("samples", "gr_samples", d, SAMPLE_COLUMNS).to_pandas() for d in days],
+                     ignore_index=True)
+
+
+def add_late_site_orders(lake: Lake, samples: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+    """`site_order_item_ids` plus the `raw/site_orders` of days start..end linked to the request.
+
+    `gr_samples` for day D only holds the site orders placed on D, but the simulator links
+    a site order to one of the buyer's queries of earlier days (1 to 7 days before), so
+    without this the `all-net` label would hold no site order at all. Orders placed after
+    `end` are not seen: the newest test day gets no late orders (a short label window).
+    """
+    if not lake.list_partitions("raw", "site_orders", start, end):
+        return samples
+    orders = lake.read_range("raw", "site_orders", start, end, ["item_id", "ts", "linked_request_id"]).to_pandas()
+    orders = orders[orders["linked_request_id"].notna()].sort_values(["ts", "item_id"], kind="stable")
+    late = orders.groupby(orders["linked_request_id"].astype(np.int64))["item_id"].agg(list).to_dict()
+    out = samples.copy()
+    out["site_order_item_ids"] = [list(dict.fromkeys([*map(int, own), *late.get(rid, ())]))
+                                  for rid, own in zip(out["request_id"], out["site_order_item_ids"], strict=True)]
     return out
+
+
+def popularity_ranking(train: pd.DataFrame, lookup: SidLookup) -> np.ndarray:
+    """Every item with a SID, by purchases in `train` (ties: clicks, then item id)."""
+    def counts(col: str) -> np.ndarray:
+        bought = lookup.known(np.concatenate([np.asarray(v, np.int64) for v in train[col]] + [np.zeros(0, np.int64)]))
+        return np.bincount(np.searchsorted(lookup.ids, bought), minlength=len(lookup.ids))
+
+    return lookup.ids[np.lexsort((lookup.ids, -counts("click_ids"), -counts("purchase_ids")))]
+
+
+def platform_config(cfg: MultiGRConfig, codes: np.ndarray, codebook_size: int) -> MultiGRConfig:
+    """`cfg` with the SID table's depth and codebook size, and room for the longest prompt + target."""
+    if codes.size and codes.max() >= codebook_size:
+        raise ValueError(f"SID code {codes.max()} >= codebook_size {codebook_size}")
+    levels = codes.shape[1]
+    return cfg.model_copy(update={
+        "sid_levels": levels,
+        "codebook_size": codebook_size,
+        "max_len": max(cfg.max_len, 3 + (cfg.max_history + 1) * levels + cfg.max_query_words),
+        "beam_widths": (cfg.beam_widths + [cfg.beam_widths[-1]] * levels)[:levels],
+    })
+
+
+class PlatformData(NamedTuple):
+    """What `run_platform` reads from the lake for one evaluation."""
+
+    train_days: list[str]
+    test_days: list[str]
+    train: pd.DataFrame          # gr_samples rows of the train days
+    test: pd.DataFrame           # gr_samples rows of the test days, all-net completed by later site orders
+    sid_ds: str                  # the item_sids snapshot used
+    sid_version: str
+    codes: np.ndarray            # (N, L) SIDs of the snapshot (c4 included when present)
+    lookup: SidLookup
+    codebook_size: int           # of the SID version's tokenizer
+
+
+def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> PlatformData:
+    """Train / test samples and the SID snapshot as of the last train day (see `run_platform`)."""
+    from models.tokenizer import sids
+
+    train_ds, test_ds = split_days(ds, train_days, test_days)
+    train, test = read_samples(lake, train_ds), read_samples(lake, test_ds)
+    test = add_late_site_orders(lake, test, test_ds[0], test_ds[-1])
+    sid_ds, table = sids.latest_snapshot(lake, train_ds[-1])
+    version = str(table["sid_version"].iloc[0])
+    codes = sids.sid_matrix(table)
+    lookup = SidLookup(table, list(sids.CODE_COLUMNS) + ["c4"] * (codes.shape[1] > len(sids.CODE_COLUMNS)))
+    codebook_size = int(sids.load_version(lake, version)[1]["tokenizer"]["codebook_size"])
+    return PlatformData(train_ds, test_ds, train, test, sid_ds, version, codes, lookup, codebook_size)
+
+
+def run_platform(settings, ds: str, train_days: int = 14, test_days: int = 2, epochs: int | None = None) -> dict:
+    """Offline evaluation of MultiGR (SFT) on held-out days of the lake; writes and returns the report.
+
+    Reads `samples/gr_samples` for the `train_days` days before the newest `test_days`
+    days up to `ds` (train) and for those newest days (test); the `curated/item_sids`
+    snapshot as of the last train day (and the codebook size of its SID version from
+    the tokenizer model in the lake); `raw/site_orders` of the test days (see
+    `add_late_site_orders`).
+
+    Protocol: SFT (`settings.multigr` with the SID table's depth and codebook size;
+    `epochs` overrides `max_epochs`) on one example per (train request, purchased item
+    with a SID), for a fixed number of epochs: no validation day picks the epoch (on
+    small lakes one day holds too few purchases to choose reliably, and holding it out
+    costs training data). Every test request with a relevant item is decoded by
+    trie-constrained beam search over all items of the snapshot, with beam width
+    max(KS) at every level (not the config's narrow serving widths, so that Recall@1000
+    is reachable); items sharing a SID come in item-id order (no DR re-ranker). Labels
+    `search` and `all-net` (see the module docstring); relevant items without a SID in
+    the snapshot (listed after the last train day) are dropped, and requests left with
+    none are skipped. The reference is a popularity ranking: items by purchases (ties:
+    clicks) in the train days, one list for every request, on the same relevant sets.
+
+    Departures from the paper: SFT only (its TIGER row; no MoPO), no DR, no `long-term`
+    labels, retrieval over the whole catalog rather than the daily new-item pool, a
+    short label window for late all-net orders, and simulated logs. Writes
+    `reports/multigr/ds=<ds>/metrics.json`.
+    """
+    from models.multigr.train import fit
+
+    ds = to_ds(ds)
+    lake = Lake.from_settings(settings)
+    data = load_platform_data(lake, ds, train_days, test_days)
+    cfg = platform_config(settings.multigr, data.codes, data.codebook_size)
+    if epochs:
+        cfg = cfg.model_copy(update={"max_epochs": epochs})
+    lookup = data.lookup
+    examples = sft_examples(Vocab.from_config(cfg), data.train, lookup, cfg.max_history, cfg.max_query_words)
+    if not examples:
+        raise ValueError(f"no purchase of an item with a SID in the train days {data.train_days}")
+    model, seconds = fit(cfg, SFTDataModule(examples, cfg.batch_size, cfg.seed))
+
+    relevant = relevant_sets(data.test, lookup)
+    scored = data.test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)]
+    widths = [max(w, max(KS)) for w in cfg.beam_widths]
+    started = time.perf_counter()
+    multigr = evaluate_samples(model, scored, lookup, trie_table(SidTrie.from_sids(data.codes, cfg.codebook_size)),
+                               KS, beam_widths=widths)
+    eval_seconds = time.perf_counter() - started
+    top = popularity_ranking(data.train, lookup)[: max(KS)]
+    popularity = {name: ranking_metrics_multi(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
+                  for name, rel in relevant.items()}
+
+    bought = np.concatenate([np.asarray(v, np.int64) for v in data.test["purchase_ids"]] + [np.zeros(0, np.int64)])
+    report = {
+        "ds": ds,
+        "train_days": [data.train_days[0], data.train_days[-1]],
+        "test_days": [data.test_days[0], data.test_days[-1]],
+        "sid_snapshot": data.sid_ds,
+        "sid_version": data.sid_version,
+        "items_with_sid": int(len(lookup.ids)),
+        "train_requests": int(len(data.train)),
+        "train_examples": len(examples),
+        "test_requests": int(len(data.test)),
+        "test_purchases_without_sid": int(len(bought) - len(lookup.known(bought))),
+        "epochs": cfg.max_epochs,
+        "params": model.num_params(),
+        "training_time_s": round(seconds, 1),
+        "eval_time_s": round(eval_seconds, 1),
+        "beam_widths": widths,
+        "ks": list(KS),
+        "metrics": {"multigr_sft": multigr, "popularity": popularity},
+        "config": cfg.model_dump(mode="json"),
+    }
+    lake.store.put_bytes(REPORT_KEY.format(ds=ds), json.dumps(report, indent=2).encode())
+    return report
+
+
+def report_table(report: dict) -> str:
+    """The report's metrics as a fixed-width text table, one row per (label, model)."""
+    cols = ["requests"] + [f"{m}@{k}" for m in ("recall", "ndcg") for k in report["ks"]]
+    lines = [f"MultiGR offline evaluation ds={report['ds']}: train {report['train_days'][0]}..{report['train_days'][1]}"
+             f" ({report['train_examples']} examples, {report['epochs']} epochs), test "
+             f"{report['test_days'][0]}..{report['test_days'][1]} ({report['test_requests']} requests), "
+             f"SIDs {report['sid_version']} ({report['items_with_sid']} items)",
+             f"{'label':<8} {'model':<12} " + " ".join(f"{c:>11}" for c in cols)]
+    for label in LABELS:
+        for name, metrics in report["metrics"].items():
+            m = metrics[label]
+            cells = [f"{int(m['requests']):>11d}"] + [f"{m[c]:>11.4f}" for c in cols[1:]]
+            lines.append(f"{label:<8} {name:<12} " + " ".join(cells))
+    return "\n".join(lines)
