@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from models.itemltv.data import feast_features, hash_title, history_rows
+from models.itemltv.config import ItemLTVConfig
+from models.itemltv.data import feast_features, fit_preprocess, hash_title, history_rows, standardise
 from models.itemltv.evaluate import label_metrics, uplift_metrics
 from models.itemltv.model import Batch, ItemLTV, item_predictions, loss_fn
 
@@ -40,6 +41,17 @@ def test_feast_columns_become_model_inputs_by_view():
     # the affinity to the row's own item category; missing category -> NaN
     aff = out["ctx__f_user_category_affinity"]
     assert aff.iloc[0] == 0.7 and aff.iloc[1] == 0.9 and np.isnan(aff.iloc[2])
+
+
+def test_features_the_training_rows_mostly_lack_are_left_out():
+    """A Feast column that is null in most training rows never reaches the model, even when the
+    rows scored later carry it (its weight could not have been learnt)."""
+    train = pd.DataFrame({"item__f_a": [1.0, 2.0, 3.0, 4.0], "item__f_sparse": [np.nan, np.nan, np.nan, 9.0],
+                          "ctx__age": [0.1, 0.2, 0.3, 0.4]})
+    pre = fit_preprocess(train, ItemLTVConfig())
+    assert pre.columns == {"item": ["item__f_a"], "user": [], "ctx": ["ctx__age"]}
+    later = train.assign(item__f_sparse=1e6)
+    assert np.abs(standardise(later, pre)["item"]).max() < 2
 
 
 def test_hash_title_is_stable_padded_and_in_range():

@@ -23,6 +23,7 @@ class ItemLTVConfig(StrictModel):
     history_len: int = Field(20, ge=1)       # clicked items per user history
     title_tokens: int = Field(16, ge=1)      # hashed title words per item
     hash_buckets: int = Field(4096, ge=16)   # vocabulary of the hashed title words
+    min_feature_coverage: float = Field(0.5, ge=0.0, le=1.0)  # feature columns missing more often are left out
     # -- model ---------------------------------------------------------------
     objective: Literal["exposure", "item"] = "item"
     use_uplift: bool = True                  # False trains the "base only" model

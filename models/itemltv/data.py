@@ -258,8 +258,19 @@ def numeric_frame(inputs: Inputs) -> pd.DataFrame:
 
 
 def fit_preprocess(frame: pd.DataFrame, cfg: ItemLTVConfig) -> Preprocess:
-    """Feature columns per group and their standardisation (fit on training rows only)."""
-    columns = {g: sorted(c for c in frame.columns if c.startswith(f"{g}__")) for g in ("item", "user", "ctx")}
+    """Feature columns per group and their standardisation (fit on training rows only).
+
+    A column present in fewer than `min_feature_coverage` of the training rows is left out: the
+    model could not learn its weight, yet scoring rows that have it would feed it through (e.g.
+    Feast features of days whose feature tables were never built)."""
+    covered = frame.notna().mean()
+    dropped = sorted(c for c in frame.columns if c.startswith(("item__", "user__", "ctx__"))
+                     and covered[c] < cfg.min_feature_coverage)
+    if dropped:
+        log.warning("left out %d feature column(s) present in < %.0f%% of the training rows: %s",
+                    len(dropped), 100 * cfg.min_feature_coverage, ", ".join(dropped))
+    columns = {g: sorted(c for c in frame.columns if c.startswith(f"{g}__") and c not in dropped)
+               for g in ("item", "user", "ctx")}
     mean = {g: [float(frame[c].astype(float).mean()) if frame[c].notna().any() else 0.0 for c in cols]
             for g, cols in columns.items()}
     std = {g: [float(frame[c].astype(float).std()) if frame[c].notna().sum() > 1 else 1.0 for c in cols]
