@@ -51,16 +51,21 @@ def simulate_history(settings: Settings, days: int) -> str:
     return last
 
 
-def backfill_labels(settings: Settings, first_day: str, last: str) -> None:
-    """The label job for every day from the first closable cohort up to `last` (missing days only)."""
+def backfill_job(settings: Settings, job: str, table: tuple[str, str], days: list[str]) -> list[str]:
+    """Spark job `job` for each of `days` whose output partition `table` (zone, name) is missing."""
     from spark_jobs.jobs import run_job
 
     lake = Lake.from_settings(settings)
-    todo = [ds for ds in ds_range(shift(first_day, LABEL_HORIZON), last)
-            if not lake.exists("samples", "itemltv_labels", ds)]
-    log.info("backfilling itemltv_labels for %d day(s)", len(todo))
+    todo = [ds for ds in days if not lake.exists(*table, ds)]
+    log.info("backfilling %s for %d day(s)", job, len(todo))
     for ds in todo:
-        run_job(settings, "itemltv_labels", ds, lake)
+        run_job(settings, job, ds, lake)
+    return todo
+
+
+def backfill_labels(settings: Settings, first_day: str, last: str) -> None:
+    """The label job for every day from the first closable cohort up to `last` (missing days only)."""
+    backfill_job(settings, "itemltv_labels", ("samples", "itemltv_labels"), ds_range(shift(first_day, LABEL_HORIZON), last))
 
 
 def backfill_features(settings: Settings, last: str, days: int) -> None:
@@ -73,15 +78,10 @@ def backfill_features(settings: Settings, last: str, days: int) -> None:
     """
     from growthgr.features import training_set
     from models.itemltv.data import SERVICE, TRAINING_TABLE
-    from spark_jobs.jobs import run_job
 
-    lake = Lake.from_settings(settings)
-    todo = [ds for ds in ds_range(shift(last, 1 - days), last) if not lake.exists("features", "item_features", ds)]
-    log.info("backfilling the feature tables for %d day(s)", len(todo))
-    for ds in todo:
-        run_job(settings, "features", ds, lake)
-    for ds in lake.list_partitions(*TRAINING_TABLE) if todo else []:
-        training_set(settings, SERVICE, ds)
+    if backfill_job(settings, "features", ("features", "item_features"), ds_range(shift(last, 1 - days), last)):
+        for ds in Lake.from_settings(settings).list_partitions(*TRAINING_TABLE):
+            training_set(settings, SERVICE, ds)
 
 
 def summary(settings: Settings, days: list[str]) -> str:
