@@ -58,6 +58,7 @@ class SparkConfig(StrictModel):
     app_name: str = "growthgr"
     shuffle_partitions: int = Field(4, ge=1)
     driver_memory: str = "4g"
+    backfill_days_per_job: int = Field(31, ge=1)   # days one range job builds (jobs with `run_range`)
     log_level: str = "WARN"
     driver_host: str | None = None          # e.g. 127.0.0.1 when a cluster must call back
     jars_packages: list[str] = Field(default_factory=list)  # e.g. org.apache.hadoop:hadoop-aws:3.4.2

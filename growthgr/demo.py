@@ -53,13 +53,13 @@ def simulate_history(settings: Settings, days: int) -> str:
 
 def backfill_job(settings: Settings, job: str, table: tuple[str, str], days: list[str]) -> list[str]:
     """Spark job `job` for each of `days` whose output partition `table` (zone, name) is missing."""
-    from spark_jobs.jobs import run_job
+    from spark_jobs.jobs import run_days
 
     lake = Lake.from_settings(settings)
     todo = [ds for ds in days if not lake.exists(*table, ds)]
     log.info("backfilling %s for %d day(s)", job, len(todo))
-    for ds in todo:
-        run_job(settings, job, ds, lake)
+    if todo:
+        run_days(settings, job, todo, lake)
     return todo
 
 

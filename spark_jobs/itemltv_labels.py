@@ -16,6 +16,10 @@ it was logged in. Items listed on any other day (ds-35 is still in its
 new-item period) are not in this cohort.
 
 Outputs, both partitioned by `ds` (= the last day of the label window):
+One run may build several cohorts at once (`run_range`, used by backfills): every
+rule above is relative to each item's own listing day, so a range run writes the
+same partitions as one run per day, in one Spark job instead of many.
+
 
 `samples/itemltv_labels`, one row per cohort item (key `item_id`):
   item_id, listing_date, category_id, price,
@@ -40,15 +44,20 @@ both are the item's sales.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from growthgr.lake import Lake, to_ds
-from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day, write_output
+from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day
 
+log = logging.getLogger(__name__)
 ZONE = "samples"
 LABELS, SAMPLES = "itemltv_labels", "itemltv_samples"
 LABEL_KEYS = ("item_id",)
@@ -72,11 +81,15 @@ class LabelOutputs(NamedTuple):
     samples: DataFrame
 
 
-def cohort(items: DataFrame, ds: str, params: LabelParams) -> DataFrame:
-    """The items listed on ds - 36 (one row each)."""
-    listed = day(ds, -params.horizon)
+def _as_list(ds: str | Sequence[str]) -> list[str]:
+    return [to_ds(ds)] if isinstance(ds, str) else sorted({to_ds(d) for d in ds})
+
+
+def cohort(items: DataFrame, ds: str | Sequence[str], params: LabelParams) -> DataFrame:
+    """The items listed on ds - 36, for each ds given (one row each)."""
+    listed = [day(d, -params.horizon) for d in _as_list(ds)]
     return (
-        items.where(F.col("listing_date") == F.lit(listed))
+        items.where(F.col("listing_date").isin(listed))
         .select("item_id", "listing_date", "category_id", "price")
         .dropDuplicates(["item_id"])
     )
@@ -98,9 +111,13 @@ def label_orders(orders: DataFrame, items: DataFrame, params: LabelParams) -> Da
 
 
 def new_period_exposures(exposures: DataFrame, clicks: DataFrame, items: DataFrame, params: LabelParams) -> DataFrame:
-    """Exposures of cohort items on days 0..29 with `treatment` (clicked in the same request)."""
-    clicked = clicks.select("request_id", "user_id", "item_id").distinct().withColumn("treatment", F.lit(1))
-    aged = _with_age(exposures, items).where(F.col("item_age_days").between(0, params.new_period_days - 1))
+    """Exposures of cohort items on days 0..29 with `treatment` (clicked in the same request on days 0..29)."""
+    new_period = F.col("item_age_days").between(0, params.new_period_days - 1)
+    clicked = (
+        _with_age(clicks.select("request_id", "user_id", "item_id", "ts"), items).where(new_period)
+        .select("request_id", "user_id", "item_id").distinct().withColumn("treatment", F.lit(1))
+    )
+    aged = _with_age(exposures, items).where(new_period)
     return aged.join(clicked, ["request_id", "user_id", "item_id"], "left").withColumn(
         "treatment", F.coalesce("treatment", F.lit(0)).cast("int")
     )
@@ -108,9 +125,9 @@ def new_period_exposures(exposures: DataFrame, clicks: DataFrame, items: DataFra
 
 def transform(
     items: DataFrame, search_requests: DataFrame, exposures: DataFrame, clicks: DataFrame,
-    orders: DataFrame, ds: str, params: LabelParams = LabelParams(),
+    orders: DataFrame, ds: str | Sequence[str], params: LabelParams = LabelParams(),
 ) -> LabelOutputs:
-    """Labels and samples of the cohort listed on ds - 36 (see the module docstring).
+    """Labels and samples of the cohort listed on ds - 36, for each ds (see the module docstring).
 
     `orders` holds (item_id, ts, gmv) rows: purchases, plus site orders when wanted.
     """
@@ -124,8 +141,8 @@ def transform(
     labels = (
         members.join(counts, "item_id", "left").join(per_item, "item_id", "left")
         .fillna(0, ["label_orders", "new_period_exposures", "new_period_clicks"]).fillna(0.0, ["label_gmv"])
-        .withColumn("label_window_start", F.lit(day(ds, -(params.label_days - 1))))
-        .withColumn("label_window_end", F.lit(day(ds)))
+        .withColumn("label_window_start", F.date_add("listing_date", params.new_period_days))
+        .withColumn("label_window_end", F.date_add("listing_date", params.horizon))
         .withColumn("label", F.col("label_orders") / F.lit(float(params.label_days)))
         .withColumn("y", F.log1p("label"))
     ).select(
@@ -149,14 +166,20 @@ def _orders(purchases: DataFrame, site_orders: DataFrame, params: LabelParams) -
     return both.unionByName(site_orders.select(*cols)) if params.include_site_orders else both
 
 
-def extract(spark, lake: Lake, ds: str, params: LabelParams) -> dict:
-    """Raw inputs: new-item period ds-36..ds-7 (requests, exposures, clicks), label window ds-6..ds."""
-    new_period = days(ds, -params.horizon, -params.label_days)
-    label_window = days(ds, -(params.label_days - 1), 0)
+def extract(spark, lake: Lake, ds: str | Sequence[str], params: LabelParams) -> dict:
+    """Raw inputs of each cohort: new-item period ds-36..ds-7 (requests, exposures, clicks),
+    label window ds-6..ds (purchases, site orders); a range reads the union of the days."""
+    ds_list = _as_list(ds)
+
+    def union(first: int, last: int) -> list[str]:
+        return sorted({d for x in ds_list for d in days(x, first, last)})
+
+    new_period = union(-params.horizon, -params.label_days)
+    label_window = union(-(params.label_days - 1), 0)
     purchases = read_table(spark, lake, "purchases", label_window)
     site_orders = read_table(spark, lake, "site_orders", label_window)
     return {
-        "items": read_table(spark, lake, "items", catalog_days(lake, "items", ds)),
+        "items": read_table(spark, lake, "items", catalog_days(lake, "items", ds_list[-1])),
         "search_requests": read_table(spark, lake, "search_requests", new_period),
         "exposures": read_table(spark, lake, "exposures", new_period),
         "clicks": read_table(spark, lake, "clicks", new_period),
@@ -164,14 +187,34 @@ def extract(spark, lake: Lake, ds: str, params: LabelParams) -> dict:
     }
 
 
-def run(spark, lake: Lake, ds: str, params: LabelParams = LabelParams()) -> dict[str, int]:
-    ds = to_ds(ds)
-    out = transform(**extract(spark, lake, ds, params), ds=ds, params=params)
-    labels = out.labels.cache()
+def _split(table: pa.Table, column: str, values: dict[str, object]) -> dict[str, pa.Table]:
+    """One slice of `table` per ds: the rows whose `column` equals `values[ds]` (order kept)."""
+    return {ds: table.filter(pc.equal(table[column], pa.scalar(v, table.schema.field(column).type)))
+            for ds, v in values.items()}
+
+
+def run_range(spark, lake: Lake, ds: Sequence[str], params: LabelParams = LabelParams()) -> dict[str, dict[str, int]]:
+    """Build the cohorts closing on each of `ds` in one Spark job; replace each day's two
+    partitions (every input is checked before anything is written). Returns rows per day and table."""
+    ds_list = _as_list(ds)
+    out = transform(**extract(spark, lake, ds_list, params), ds=ds_list, params=params)
+    cached = out.labels.cache()      # the samples join the labels: computed once
     try:
-        return {
-            LABELS: write_output(lake, ZONE, LABELS, ds, labels, LABEL_KEYS),
-            SAMPLES: write_output(lake, ZONE, SAMPLES, ds, out.samples, SAMPLE_KEYS),
-        }
+        labels = cached.orderBy("label_window_end", *LABEL_KEYS).toArrow()
+        samples = out.samples.orderBy("listing_date", *SAMPLE_KEYS).toArrow()
     finally:
-        labels.unpersist()
+        cached.unpersist()
+    per_day = {LABELS: _split(labels, "label_window_end", {d: day(d) for d in ds_list}),
+               SAMPLES: _split(samples, "listing_date", {d: day(d, -params.horizon) for d in ds_list})}
+    rows: dict[str, dict[str, int]] = {d: {} for d in ds_list}
+    for table, parts in per_day.items():
+        for d, part in parts.items():
+            lake.write_partition(ZONE, table, d, part)
+            log.info("wrote %s/%s/ds=%s: %d rows", ZONE, table, d, part.num_rows)
+            rows[d][table] = part.num_rows
+    return rows
+
+
+def run(spark, lake: Lake, ds: str, params: LabelParams = LabelParams()) -> dict[str, int]:
+    """The cohort closing on `ds` (a range of one day)."""
+    return run_range(spark, lake, [ds], params)[to_ds(ds)]

@@ -1,7 +1,9 @@
 """The job registry and the entry points shared by the CLI, tests and Airflow tasks.
 
-`run_job(settings, name, ds)` runs one job for one day; `backfill` runs a range
-of days (each day its own idempotent overwrite, in date order); `run_all` runs
+`run_job(settings, name, ds)` runs one job for one day; `run_days` runs a job for
+several days (jobs in `RANGE_JOBS` build up to `spark.backfill_days_per_job` days in
+one Spark job, the others one job per day; each day its own idempotent overwrite);
+`backfill` runs a range of days through `run_days` (or `run_all` per day); `run_all` runs
 every job for one day in dependency-free order, skipping `itemltv_labels`
 while the lake holds fewer than 37 days of raw data (no cohort has closed yet).
 """
@@ -23,12 +25,15 @@ from spark_jobs.common import day
 log = logging.getLogger(__name__)
 
 JobFn = Callable[..., dict[str, int]]
+RangeFn = Callable[..., dict[str, dict[str, int]]]
 JOBS: dict[str, JobFn] = {
     "item_daily_stats": item_daily_stats.run,
     "features": features.run,
     "gr_samples": gr_samples.run,
     "itemltv_labels": itemltv_labels.run,
 }
+# Jobs that can build many days in one Spark job (same partitions as one run per day).
+RANGE_JOBS: dict[str, RangeFn] = {"itemltv_labels": itemltv_labels.run_range}
 
 
 def run_job(settings: Settings, name: str, ds: str, lake: Lake | None = None) -> dict[str, int]:
@@ -59,8 +64,25 @@ def run_all(settings: Settings, ds: str, lake: Lake | None = None) -> dict[str, 
     return out
 
 
+def run_days(settings: Settings, name: str, days: list[str], lake: Lake | None = None) -> dict[str, dict[str, int]]:
+    """Run job `name` for each of `days` (in date order); returns rows per day and table."""
+    if name not in JOBS:
+        raise KeyError(f"unknown spark job {name!r}; known: {sorted(JOBS)}")
+    lake, days = lake or Lake.from_settings(settings), sorted(to_ds(d) for d in days)
+    if name not in RANGE_JOBS:
+        return {ds: run_job(settings, name, ds, lake) for ds in tqdm(days, desc=f"spark {name}")}
+    out: dict[str, dict[str, int]] = {}
+    size = settings.spark.backfill_days_per_job
+    for chunk in tqdm([days[i:i + size] for i in range(0, len(days), size)], desc=f"spark {name}", unit="job"):
+        started = time.perf_counter()
+        out.update(RANGE_JOBS[name](get_spark(settings), lake, chunk))
+        log.info("%s ds=%s..%s (%d days) in %.1fs", name, chunk[0], chunk[-1], len(chunk), time.perf_counter() - started)
+    return out
+
+
 def backfill(settings: Settings, name: str, start: str, end: str, lake: Lake | None = None) -> dict[str, dict[str, int]]:
-    """Run job `name` (or "all") for every day start..end; returns rows per day and table."""
+    """Run job `name` (or "all", day by day) for every day start..end; returns rows per day and table."""
+    if name != "all":
+        return run_days(settings, name, ds_range(start, end), lake)
     lake = lake or Lake.from_settings(settings)
-    runner = run_all if name == "all" else (lambda s, d, lk: run_job(s, name, d, lk))
-    return {ds: runner(settings, ds, lake) for ds in tqdm(ds_range(start, end), desc=f"spark {name}")}
+    return {ds: run_all(settings, ds, lake) for ds in tqdm(ds_range(start, end), desc="spark all")}
