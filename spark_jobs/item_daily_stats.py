@@ -42,13 +42,16 @@ def _events(df: DataFrame, name: str, amount: str | None = None) -> DataFrame:
 
 
 def transform(
-    search_requests: DataFrame, rank_candidates: DataFrame, exposures: DataFrame, clicks: DataFrame,
+    search_requests: DataFrame, rank_candidates: DataFrame | None, exposures: DataFrame, clicks: DataFrame,
     purchases: DataFrame, site_orders: DataFrame,
 ) -> DataFrame:
-    """Per item and UTC day: the funnel counts and GMV (every day present in the inputs)."""
-    candidates = rank_candidates.join(search_requests.select("request_id", "ts"), "request_id")
-    parts = [
-        _events(candidates, "rank_candidates"),
+    """Per item and UTC day: the funnel counts and GMV (every day present in the inputs).
+
+    Without `rank_candidates` (None) their count is 0 and items with candidates only are absent.
+    """
+    parts = [] if rank_candidates is None else [
+        _events(rank_candidates.join(search_requests.select("request_id", "ts"), "request_id"), "rank_candidates")]
+    parts += [
         _events(exposures, "exposures"),
         _events(clicks, "clicks"),
         _events(purchases, "search_orders", "search_gmv"),
@@ -57,6 +60,8 @@ def transform(
     stacked = parts[0]
     for part in parts[1:]:
         stacked = stacked.unionByName(part, allowMissingColumns=True)
+    if rank_candidates is None:
+        stacked = stacked.withColumn("rank_candidates", F.lit(None).cast("int"))
     sums = [F.coalesce(F.sum(c), F.lit(0)).cast("long").alias(c) for c in COUNTS]
     sums += [F.coalesce(F.sum(c), F.lit(0.0)).cast("double").alias(c) for c in AMOUNTS]
     return stacked.groupBy(*KEYS).agg(*sums).select(
