@@ -33,7 +33,7 @@ def bare_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int) -> float:
     for _ in range(epochs):
         for b in data.train_dataloader():
             opt.zero_grad()
-            loss = loss_fn(lit.model(b), b, lit.objective)
+            loss = loss_fn(lit.model(b, treated_only=True), b, lit.objective)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(lit.parameters(), data.cfg.grad_clip or float("inf"))
             opt.step()

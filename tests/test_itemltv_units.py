@@ -101,3 +101,25 @@ def test_model_shapes_empty_history_and_objectives():
     base_only = ItemLTV(buckets=32, n_categories=8, dims={"item": 2, "user": 3, "ctx": 1}, emb_dim=8, hidden_dim=8,
                         use_uplift=False)
     assert torch.count_nonzero(base_only(b).uplift) == 0
+
+
+@pytest.mark.parametrize("objective", ["item", "exposure"])
+def test_treated_only_uplift_gives_the_same_loss_and_gradients(objective):
+    """Training computes the uplift tower on clicked exposures only; both losses use uplift * T,
+    so loss and gradients equal those of the full forward pass."""
+    b = _batch(8, 3)
+    model = ItemLTV(buckets=32, n_categories=8, dims={"item": 2, "user": 3, "ctx": 1}, emb_dim=8, hidden_dim=8).eval()
+    torch.nn.init.normal_(model.uplift_head[-1].weight)           # a non-zero uplift
+    grads = []
+    for treated_only in (False, True):
+        model.zero_grad()
+        out = model(b, treated_only=treated_only)
+        loss = loss_fn(out, b, objective)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None], out.uplift))
+    (loss_all, g_all, up_all), (loss_t, g_t, up_t) = grads
+    assert torch.allclose(loss_all, loss_t, atol=1e-6) and len(g_all) == len(g_t)
+    assert all(torch.allclose(a, c, atol=1e-6) for a, c in zip(g_all, g_t, strict=True))
+    treated = b.treatment == 1
+    assert torch.allclose(up_t[treated], up_all[treated].detach(), atol=1e-6)
+    assert torch.count_nonzero(up_t[~treated]) == 0 and torch.count_nonzero(up_all[~treated]) > 0

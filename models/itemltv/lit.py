@@ -75,7 +75,7 @@ class LitItemLTV(L.LightningModule):
         self.objective = objective
 
     def _step(self, b: Batch, stage: str) -> torch.Tensor:
-        loss = loss_fn(self.model(b), b, self.objective)
+        loss = loss_fn(self.model(b, treated_only=True), b, self.objective)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=b.n_groups, sync_dist=True)
         return loss
 

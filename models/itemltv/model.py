@@ -51,6 +51,9 @@ class Batch(NamedTuple):
     n_groups: int         # B
 
 
+_UPLIFT_FIELDS = ("item_tokens", "item_cat", "hist_tokens", "hist_cat", "hist_mask", "user_x", "ctx_x")
+
+
 class Output(NamedTuple):
     base: Tensor          # [N]
     uplift: Tensor        # [N] (zeros when the uplift tower is off)
@@ -105,10 +108,18 @@ class ItemLTV(nn.Module):
         a = a.squeeze(1)
         return self.uplift_head(torch.cat([a, e, a * e, b.user_x, b.ctx_x], -1)).squeeze(-1)
 
-    def forward(self, b: Batch) -> Output:
+    def forward(self, b: Batch, treated_only: bool = False) -> Output:
+        """Base and uplift per exposure. With `treated_only` the uplift is computed for the clicked
+        exposures only and is 0 elsewhere: both losses use it times T, so training skips the
+        (unclicked) majority of exposures in the uplift tower."""
         base = self.base(b.item_tokens, b.item_cat, b.item_x)
-        uplift = self.uplift(b) if self.use_uplift else torch.zeros_like(base)
-        return Output(base, uplift)
+        if not self.use_uplift:
+            return Output(base, torch.zeros_like(base))
+        if not treated_only:
+            return Output(base, self.uplift(b))
+        rows = b.treatment.nonzero(as_tuple=True)[0]
+        treated = b._replace(**{f: getattr(b, f)[rows] for f in _UPLIFT_FIELDS})
+        return Output(base, base.new_zeros(len(base)).index_copy(0, rows, self.uplift(treated)))
 
 
 def segment_sum(values: Tensor, group: Tensor, n: int) -> Tensor:

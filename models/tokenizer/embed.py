@@ -76,14 +76,18 @@ def item_text(row: dict) -> str:
 
 
 def encode_texts(encoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """(N,) texts -> (N, 384) float32 unit vectors, batched, with a progress bar on long inputs."""
+    """(N,) texts -> (N, 384) float32 unit vectors, batched, with a progress bar on long inputs.
+
+    Each distinct text is encoded once (about 9% of the demo catalog's texts repeat)."""
     if not texts:
         return np.zeros((0, encoder.get_sentence_embedding_dimension()), np.float32)
+    first: dict[str, int] = {}
+    inverse = np.fromiter((first.setdefault(t, len(first)) for t in texts), np.int64, len(texts))
     out = encoder.encode(
-        texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-        show_progress_bar=len(texts) > 4 * batch_size,
+        list(first), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+        show_progress_bar=len(first) > 4 * batch_size,
     )
-    return out.astype(np.float32)
+    return out.astype(np.float32)[inverse]
 
 
 def embed_items(items: pd.DataFrame, cfg: TokenizerConfig, encoder=None) -> pd.DataFrame:
