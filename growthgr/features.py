@@ -17,6 +17,7 @@ Timestamps handed to Feast are microsecond UTC (nanosecond ones break DuckDB 2.x
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import logging
@@ -178,11 +179,24 @@ def training_set(settings, service: str, ds: str) -> pa.Table:
 
 
 # -- online ------------------------------------------------------------------------------------------
+@contextmanager
+def frozen_heap():
+    """Keep the objects alive now out of the cyclic GC while the body allocates millions of small
+    ones (Feast builds a proto per feature value): in a long-lived process such as an Airflow
+    worker running the whole DAG, the collector otherwise rescans that heap over and over
+    (a demo day's materialise: 50 s -> 38 s)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def materialize(settings, ds: str, cfg: FeatureStoreConfig | None = None) -> None:
     """Load the feature rows of the data interval [ds 00:00, ds+1 00:00) UTC into the online store."""
     start = datetime.fromisoformat(to_ds(ds)).replace(tzinfo=UTC)
     store = open_store(settings, cfg)
-    with writer_lock(settings):
+    with writer_lock(settings), frozen_heap():
         store.materialize(start_date=start, end_date=start + timedelta(days=1))
 
 
