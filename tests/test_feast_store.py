@@ -213,3 +213,14 @@ def test_cli_training_set_materialize_online(feast_settings, monkeypatch):
                                  "--query", "4"])
     assert online.exit_code == 0, online.output
     assert "item_features__price: 21.5" in online.output and "query_features__ctr_30d: 41.5" in online.output
+
+
+def test_frozen_heap_hides_live_objects_from_the_gc_only_inside():
+    import gc
+
+    from growthgr.features import frozen_heap
+
+    before = gc.get_freeze_count()
+    with frozen_heap():
+        assert gc.get_freeze_count() > before
+    assert gc.get_freeze_count() == before
