@@ -7,10 +7,9 @@ daily materialisation, online reads. Definitions live in `feature_repo/definitio
     online_features(settings, "itemltv_v1", user_id=1, item_id=2, query_id=3)
 
 Environments (`FeatureStoreConfig.environment`): `local` = `feature_repo/feature_store.yaml`
-(DuckDB over the lake Parquet, SQLite online store with the bulk writer of `growthgr.feast_online`,
-registry file under `<lake>/feast/`), `cluster` = `feature_store.cluster.yaml` (Spark offline store,
-Redis online store). `online_store: redis` swaps only the online store (the Redis test uses it);
-`online_store: sqlite` is Feast's stock SQLite store (same file and rows, one write per value). Every Feast writer (apply, materialize) holds
+(DuckDB over the lake Parquet, SQLite online store, registry file under `<lake>/feast/`), `cluster`
+= `feature_store.cluster.yaml` (Spark offline store, Redis online store). `online_store: redis`
+swaps only the online store (the Redis test uses it). Every Feast writer (apply, materialize) holds
 `<lake>/feast/.writer.lock`: the file registry and the SQLite store are single-writer.
 Timestamps handed to Feast are microsecond UTC (nanosecond ones break DuckDB 2.x materialise).
 """

@@ -118,35 +118,6 @@ def test_online_equals_latest_offline_after_materialize_sqlite(feast_settings):
     _check_online_equals_offline(feast_settings, FeatureStoreConfig(online_store="sqlite"))
 
 
-def test_bulk_sqlite_writer_stores_what_feasts_own_writer_stores(feast_settings):
-    """The default online store (`growthgr.feast_online`, one executemany per batch) leaves the
-    SQLite file with exactly the rows Feast's stock SQLite store writes."""
-    import sqlite3
-
-    from growthgr.feast_online import TYPE
-    from growthgr.features import feast_dir
-
-    db, stamp = feast_dir(feast_settings) / "online.db", feast_dir(feast_settings) / "applied.sha256"
-
-    def rows() -> dict[str, list]:
-        with sqlite3.connect(db) as conn:
-            tables = [t for (t,) in conn.execute("select name from sqlite_master where type = 'table'")]
-            return {t: conn.execute(f"select * from {t} order by entity_key, feature_name").fetchall() for t in tables}
-
-    written = []
-    for cfg in (FeatureStoreConfig(), FeatureStoreConfig(online_store="sqlite")):
-        db.unlink(missing_ok=True)
-        stamp.unlink(missing_ok=True)                   # re-apply: creates the tables in the new file
-        assert open_store(feast_settings, cfg).config.online_store.type == (TYPE if cfg.online_store == "default"
-                                                                              else "sqlite")
-        for ds in DAYS:
-            materialize(feast_settings, ds, cfg)
-        written.append(rows())
-    assert written[0] == written[1]
-    views = {o.name: len(o.features) for o in load_definitions(feast_settings, "duckdb") if hasattr(o, "ttl")}
-    assert {t: len(r) for t, r in written[0].items()} == {f"growthgr_{v}": N * n for v, n in views.items()}
-
-
 @pytest.fixture
 def redis_server():
     binary = shutil.which("redis-server")
