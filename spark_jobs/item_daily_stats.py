@@ -49,14 +49,15 @@ def transform(
 
     Without `rank_candidates` (None) their count is 0 and items with candidates only are absent.
     """
-    parts = [] if rank_candidates is None else [
-        _events(rank_candidates.join(search_requests.select("request_id", "ts"), "request_id"), "rank_candidates")]
-    parts += [
+    parts = [
         _events(exposures, "exposures"),
         _events(clicks, "clicks"),
         _events(purchases, "search_orders", "search_gmv"),
         _events(site_orders, "site_orders", "site_gmv"),
     ]
+    if rank_candidates is not None:
+        candidates = rank_candidates.join(search_requests.select("request_id", "ts"), "request_id")
+        parts.insert(0, _events(candidates, "rank_candidates"))
     stacked = parts[0]
     for part in parts[1:]:
         stacked = stacked.unionByName(part, allowMissingColumns=True)

@@ -15,11 +15,11 @@ An event belongs to the day of its own timestamp in UTC, not to the partition
 it was logged in. Items listed on any other day (ds-35 is still in its
 new-item period) are not in this cohort.
 
-Outputs, both partitioned by `ds` (= the last day of the label window):
 One run may build several cohorts at once (`run_range`, used by backfills): every
 rule above is relative to each item's own listing day, so a range run writes the
 same partitions as one run per day, in one Spark job instead of many.
 
+Outputs, both partitioned by `ds` (= the last day of the label window):
 
 `samples/itemltv_labels`, one row per cohort item (key `item_id`):
   item_id, listing_date, category_id, price,
