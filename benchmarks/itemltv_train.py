@@ -17,8 +17,8 @@ import time
 import lightning as L
 import torch
 
-from growthgr.config import load_settings
-from growthgr.lake import Lake
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import loss_fn

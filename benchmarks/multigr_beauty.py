@@ -27,8 +27,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from growthgr.core.sections.multigr import MultiGRConfig
 from models.multigr.beam import _sid_keys, trie_table
-from models.multigr.config import MultiGRConfig
 from models.multigr.data import SFTDataModule, leave_one_out, load_sequences
 from models.multigr.model import Vocab
 from models.multigr.train import fit, rank_items, ranking_metrics, save_checkpoint

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
+from growthgr.core.sections.multigr import MultiGRConfig
 from models.multigr.beam import beam_search, trie_table
-from models.multigr.config import MultiGRConfig
 from models.multigr.data import context_tokens, left_pad
 from models.multigr.model import MultiGR
 from models.tokenizer.trie import SidTrie

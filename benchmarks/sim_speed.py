@@ -26,8 +26,8 @@ SCALED = ("n_users", "new_users_per_day", "n_items", "new_items_per_day")
 
 
 def one_run(profile: str, days: int, scale: float, write: bool) -> dict:
-    from growthgr.config import load_settings
-    from growthgr.lake import Lake
+    from growthgr.core.config import load_settings
+    from growthgr.core.lake import Lake
     from growthgr.simulator.engine import simulate_day
     from growthgr.simulator.run import default_channels, simulate
     from growthgr.simulator.world import create_world, day_index

@@ -17,11 +17,11 @@ import tempfile
 import time
 from datetime import date, timedelta
 
-from growthgr.config import load_settings
-from growthgr.lake import Lake
-from growthgr.spark import get_spark
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from spark_jobs import item_daily_stats, itemltv_labels
 from spark_jobs.common import days
+from spark_jobs.session import get_spark
 
 START = "2026-01-01"
 

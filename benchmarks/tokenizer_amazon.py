@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from growthgr.config import load_settings
+from growthgr.cli.tokenizer import dataset_report
+from growthgr.core.config import load_settings
 from models.tokenizer import embed
-from models.tokenizer.cli import dataset_report
 from models.tokenizer.metrics import sid_report
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "amazon-industrial"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from growthgr.config import load_settings
+from growthgr.cli.tokenizer import dataset_report
+from growthgr.core.config import load_settings
 from growthgr.simulator.engine import catalog_tables
 from growthgr.simulator.world import create_world, day_index
-from models.tokenizer.cli import dataset_report
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, dag, task
 
 from growthgr.airflow_local import daily_dag_args, raw_logs_asset
-from growthgr.config import load_settings
+from growthgr.core.config import load_settings
 
 RAW_LOGS = raw_logs_asset()
 RELEASE = Asset("growthgr://releases/current")
@@ -28,7 +28,7 @@ def _ds(data_interval_start) -> str:
 def _run(step_name: str, data_interval_start) -> dict:
     """Run `growthgr.pipeline.<step_name>` for the run's ds with the environment's settings."""
     from growthgr import pipeline
-    from growthgr.logs import setup_logging
+    from growthgr.core.logs import setup_logging
 
     setup_logging()
     return pipeline.timed(getattr(pipeline, step_name), load_settings(), _ds(data_interval_start))
@@ -71,6 +71,10 @@ def growthgr_daily():
     def feast_materialize(data_interval_start=None):
         return _run("materialize", data_interval_start)
 
+    @task(pool="feast_registry")
+    def training_set(data_interval_start=None):
+        return _run("training_set", data_interval_start)
+
     @task
     def tokenize(data_interval_start=None):
         return _run("tokenize", data_interval_start)
@@ -79,7 +83,7 @@ def growthgr_daily():
     def gate_sids(data_interval_start=None):
         return _gate("sids", data_interval_start)
 
-    @task(pool="feast_registry")
+    @task
     def itemltv(data_interval_start=None):
         return _run("itemltv", data_interval_start)
 
@@ -97,12 +101,13 @@ def growthgr_daily():
 
     raw, jobs, tok = gate_raw(), spark_jobs(), tokenize()
     feats, labels, dbt = gate_features(), gate_labels(), dbt_build()
-    sid_gate, mat, model, release = gate_sids(), feast_materialize(), itemltv(), publish()
+    sid_gate, mat, tset, model, release = gate_sids(), feast_materialize(), training_set(), itemltv(), publish()
     raw >> [jobs, tok]
     jobs >> [dbt, feats, labels]
-    feats >> mat
+    feats >> mat >> tset
     tok >> sid_gate
-    [mat, labels, sid_gate] >> model
+    labels >> tset
+    [tset, sid_gate] >> model
     model >> pool() >> gate_pool() >> release
     dbt >> release
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from growthgr.airflow_local import daily_dag_args, raw_logs_asset
-from growthgr.config import load_settings
+from growthgr.core.config import load_settings
 
 RAW_LOGS = raw_logs_asset()
 

@@ -25,30 +25,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from expectations import suites
-from expectations.config import GatesConfig, gates_config
-from growthgr.lake import Lake, to_ds
-from growthgr.schemas import RAW_TABLES
+from growthgr.core import catalog
+from growthgr.core.lake import Lake, to_ds
+from growthgr.core.schemas import RAW_TABLES
+from growthgr.core.sections.gates import GatesConfig
 
 log = logging.getLogger(__name__)
 
-Builder = Callable[[Lake, str, GatesConfig, object], suites.TableCheck]
-
-
-def _sid_bounds(settings, cfg: GatesConfig) -> tuple[int, float]:
-    """Codebook size K and collision bound: the tokenizer's settings when it has them."""
-    tok = getattr(settings, "tokenizer", None)
-    return (int(getattr(tok, "codebook_size", cfg.sid_codebook_size)),
-            float(getattr(tok, "max_collision_rate", cfg.sid_max_collision_rate)))
-
+Builder = Callable[[Lake, str, GatesConfig], suites.TableCheck]
 
 TABLE_BUILDERS: dict[str, Builder] = {
-    **{t: (lambda lake, ds, cfg, s, t=t: suites.raw_check(lake, t, ds, cfg)) for t in RAW_TABLES},
-    "itemltv_labels": lambda lake, ds, cfg, s: suites.labels_check(lake, ds, cfg),
-    "itemltv_samples": lambda lake, ds, cfg, s: suites.samples_check(lake, ds, cfg),
-    **{t: (lambda lake, ds, cfg, s, t=t: suites.feature_check(lake, t, ds, cfg)) for t in suites.FEATURE_KEYS},
-    "new_item_pool": lambda lake, ds, cfg, s: suites.pool_check(
-        lake, ds, cfg, int(getattr(getattr(s, "itemltv", None), "pool_size", cfg.pool_max_size))),
-    "item_sids": lambda lake, ds, cfg, s: suites.sids_check(lake, ds, cfg, *_sid_bounds(s, cfg)),
+    **{t: (lambda lake, ds, cfg, t=t: suites.raw_check(lake, t, ds, cfg)) for t in RAW_TABLES},
+    "itemltv_labels": lambda lake, ds, cfg: suites.labels_check(lake, ds, cfg),
+    "itemltv_samples": lambda lake, ds, cfg: suites.samples_check(lake, ds, cfg),
+    **{t: (lambda lake, ds, cfg, t=t: suites.feature_check(lake, t, ds, cfg)) for t in suites.FEATURE_KEYS},
+    "new_item_pool": lambda lake, ds, cfg: suites.pool_check(lake, ds, cfg, cfg.pool_max_size),
+    "item_sids": lambda lake, ds, cfg: suites.sids_check(lake, ds, cfg, cfg.sid_codebook_size,
+                                                         cfg.sid_max_collision_rate),
 }
 DATASETS: dict[str, tuple[str, ...]] = {
     "raw": RAW_TABLES,
@@ -91,14 +84,13 @@ class GateResult:
         return "\n".join([head, *(f.line() for f in self.failures)])
 
 
-def validate(settings, dataset: str, ds: str, *, build_docs: bool | None = None) -> GateResult:
-    """Run the suites of `dataset` on partition `ds`; store results and (optionally) Data Docs."""
+def validate(cfg: GatesConfig, lake: Lake, dataset: str, ds: str, *, build_docs: bool | None = None) -> GateResult:
+    """Run the suites of `dataset` on partition `ds`; store results and (optionally) Data Docs.
+    `cfg` is the effective gates section (`Settings.gates_config()`)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     ds = to_ds(ds)
-    cfg = gates_config(settings)
-    lake = Lake.from_settings(settings)
-    checks = [TABLE_BUILDERS[t](lake, ds, cfg, settings) for t in DATASETS[dataset]]
+    checks = [TABLE_BUILDERS[t](lake, ds, cfg) for t in DATASETS[dataset]]
     failures, n_exp, docs_dir = _run_gx(checks, build_docs=cfg.build_data_docs if build_docs is None else build_docs)
     result = GateResult(dataset, ds, not failures, failures, [c.suite_name for c in checks], n_exp)
     result.results_uri = _store_results(lake, result)
@@ -184,14 +176,14 @@ def _build_docs(context) -> Path:
 
 
 def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: str) -> str:
-    prefix = f"validation/data_docs/{dataset}/ds={ds}"
+    prefix = catalog.data_docs_prefix(dataset, ds)
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
         lake.store.put_bytes(f"{prefix}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
     return lake.store.url(f"{prefix}/index.html")
 
 
 def _store_results(lake: Lake, result: GateResult) -> str:
-    key = f"validation/gate_results/ds={result.ds}/{result.dataset}.json"
+    key = catalog.gate_result_key(result.ds, result.dataset)
     payload = {**asdict(result), "validated_at": datetime.now(UTC).isoformat()}
     payload.pop("results_uri"), payload.pop("data_docs_uri")
     lake.store.put_bytes(key, json.dumps(payload, indent=1, default=str).encode())

@@ -5,7 +5,7 @@ A suite here is a `TableCheck`: the partition read into pandas (plus `_check_*` 
 Every expectation carries `meta = {"rule": ..., "column": ...}` so a failure summary can name
 the table, partition, column and rule without parsing GX internals.
 
-Column contracts: raw tables follow `growthgr.schemas.RAW_SCHEMAS` exactly; label, sample,
+Column contracts: raw tables follow `growthgr.core.schemas.RAW_SCHEMAS` exactly; label, sample,
 feature, pool and SID tables follow the producers' documented columns (`REQUIRED_COLUMNS` below);
 extra columns are allowed there, missing required ones fail.
 """
@@ -20,9 +20,10 @@ import pandas as pd
 import pyarrow as pa
 
 from expectations import frames
-from expectations.config import GatesConfig
-from growthgr.lake import Lake
-from growthgr.schemas import RAW_SCHEMAS
+from growthgr.core import calendar
+from growthgr.core.lake import Lake
+from growthgr.core.schemas import RAW_SCHEMAS
+from growthgr.core.sections.gates import GatesConfig
 
 EVENT_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
 RAW_KEYS: dict[str, list[list[str]]] = {
@@ -231,8 +232,8 @@ def _order_rules(frame: pd.DataFrame) -> list:
 
 # -- labels and samples ---------------------------------------------------------------------------
 def cohort_items(lake: Lake, ds: str, cfg: GatesConfig) -> set[int]:
-    """Items listed on the cohort day of `ds` (ds - label_window_end_day), from the raw catalog."""
-    cohort = _days_before(ds, cfg.label_window_end_day)
+    """Items listed on the cohort day of `ds` (ds - calendar.COHORT_OFFSET), from the raw catalog."""
+    cohort = _days_before(ds, calendar.COHORT_OFFSET)
     found: set[int] = set()
     for d in lake.list_partitions("raw", "items", end=cohort.isoformat()):
         items = lake.read_partition("raw", "items", d, columns=["item_id", "listing_date"]).to_pandas()
@@ -246,7 +247,7 @@ def labels_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     if frame is None:
         return TableCheck("samples", "itemltv_labels", ds, None)
     frame = frame.copy()
-    cohort = _days_before(ds, cfg.label_window_end_day)
+    cohort = _days_before(ds, calendar.COHORT_OFFSET)
     key = ["item_id", "listing_date"] if "listing_date" in frame.columns else ["item_id"]
     if "label" in frame.columns:
         frame["_check_finite_label"] = frames.check_finite(frame["label"])
@@ -266,15 +267,15 @@ def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     frame = frames.read(lake, "samples", "itemltv_samples", ds)
     if frame is None:
         return TableCheck("samples", "itemltv_samples", ds, None)
-    cohort = _days_before(ds, cfg.label_window_end_day)
+    cohort = _days_before(ds, calendar.COHORT_OFFSET)
     start = datetime.combine(cohort, datetime.min.time(), UTC)
-    end = start + timedelta(days=cfg.new_item_days) - timedelta(microseconds=1)
+    end = start + timedelta(days=calendar.NEW_ITEM_DAYS) - timedelta(microseconds=1)
     exps = (required_rules(REQUIRED_COLUMNS[("samples", "itemltv_samples")])
             + key_rules(frame, [["request_id", "item_id", "ts"]])
             + not_null_rules(frame, ["item_id", "user_id", "request_id", "treatment", "ts"])
             + between(frame, "ts", "event_in_new_item_period", min_value=start, max_value=end)
             + between(frame, "item_age_days", "event_in_new_item_period", min_value=0,
-                      max_value=cfg.new_item_days - 1)
+                      max_value=calendar.NEW_ITEM_DAYS - 1)
             + between(frame, "listing_date", "cohort_day", min_value=cohort, max_value=cohort))
     if "treatment" in frame.columns:
         exps.append(rule(gxe.ExpectColumnDistinctValuesToBeInSet, "treatment_binary", "treatment",
@@ -310,7 +311,7 @@ def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableChe
     frame = frame.copy()
     if "score" in frame.columns:
         frame["_check_finite_score"] = frames.check_finite(frame["score"])
-    first_new = _days_before(ds, cfg.new_item_days - 1)
+    first_new = _days_before(ds, calendar.NEW_ITEM_DAYS - 1)
     exps = (required_rules(REQUIRED_COLUMNS[("curated", "new_item_pool")]) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "score", "rank", "listing_date"])
             + [rule(gxe.ExpectTableRowCountToBeBetween, "pool_size", min_value=cfg.pool_min_size,

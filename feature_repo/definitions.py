@@ -27,7 +27,7 @@ FEATURE_TTL = timedelta(days=2)
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="A searching user.")
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="A catalog item.")
 query = Entity(name="query", join_keys=["query_id"], value_type=ValueType.INT64,
-               description="A query text, by its stable 60-bit hash (spark_jobs.common.query_id).")
+               description="A query text, by its stable 60-bit hash (growthgr.core.catalog.query_id).")
 
 USER_FIELDS = [
     Field(name="segment", dtype=String), Field(name="home_category_id", dtype=Int64),

@@ -30,7 +30,7 @@ def daily_dag_args() -> dict:
 
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-    from growthgr.config import load_settings
+    from growthgr.core.config import load_settings
 
     orch = load_settings().orchestration
     return {

@@ -20,10 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import typer
-
-from growthgr.config import Settings
-from growthgr.lake import Lake
+from growthgr.core import calendar
+from growthgr.core.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +45,31 @@ class DbtResult:
     warehouse: str = ""
 
 
-def warehouse_dir(settings: Settings) -> Path:
-    if settings.lake_root.startswith("s3://"):
+def warehouse_dir(lake_root: str) -> Path:
+    if lake_root.startswith("s3://"):
         raise DbtError("dbt-duckdb reads a local lake; for an s3:// lake use the documented `spark` target")
-    return Path(settings.lake_root).resolve() / "warehouse"
+    return Path(lake_root).resolve() / "warehouse"
 
 
-def duckdb_path(settings: Settings) -> Path:
+def duckdb_path(lake_root: str) -> Path:
     """The DuckDB file of the lake (created by the first build)."""
-    return warehouse_dir(settings) / "growthgr.duckdb"
+    return warehouse_dir(lake_root) / "growthgr.duckdb"
 
 
-def dbt_vars(settings: Settings) -> dict:
+def dbt_vars(lake_root: str) -> dict:
     """`lake_root`, the DuckDB file, and the lake tables that have data (staging views of
-    the others are empty)."""
-    lake = Lake.from_settings(settings)
+    the others are empty), and the label calendar (`growthgr.core.calendar`)."""
+    lake = Lake.open(lake_root)
     present = [f"{z}/{t}" for z, t in LAKE_TABLES if lake.list_partitions(z, t)]
-    return {"lake_root": str(Path(settings.lake_root).resolve()), "lake_tables": present,
-            "duckdb_path": str(duckdb_path(settings))}
+    return {"lake_root": str(Path(lake_root).resolve()), "lake_tables": present,
+            "duckdb_path": str(duckdb_path(lake_root)), **calendar.dbt_vars()}
 
 
-def _args(settings: Settings, command: str, select: str | None) -> list[str]:
-    wh = warehouse_dir(settings)
+def _args(lake_root: str, command: str, select: str | None) -> list[str]:
+    wh = warehouse_dir(lake_root)
     args = [*command.split(), "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
             "--target-path", str(wh / "dbt_target"), "--log-path", str(wh / "dbt_logs"),
-            "--vars", json.dumps(dbt_vars(settings)), "--quiet"]
+            "--vars", json.dumps(dbt_vars(lake_root)), "--quiet"]
     return args + (["--select", select] if select else [])
 
 
@@ -100,84 +98,41 @@ def _failures(res) -> list[str]:
     return out
 
 
-def invoke(settings: Settings, command: str, select: str | None = None) -> DbtResult:
+def invoke(lake_root: str, command: str, select: str | None = None) -> DbtResult:
     """Run one dbt command on the lake of `settings`; raises DbtError naming what failed."""
     from dbt.cli.main import dbtRunner
 
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    warehouse_dir(settings).mkdir(parents=True, exist_ok=True)
+    warehouse_dir(lake_root).mkdir(parents=True, exist_ok=True)
     try:
-        res = dbtRunner().invoke(_args(settings, command, select))
+        res = dbtRunner().invoke(_args(lake_root, command, select))
     finally:
         _release_duckdb()
     results = getattr(res.result, "results", None) or []
-    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(settings)))
+    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(lake_root)))
     if not res.success:
         raise DbtError(f"dbt {command} failed:\n  " + "\n  ".join(out.failures or ["(no details)"]))
     log.info("dbt %s: %d nodes ok -> %s", command, out.nodes, out.warehouse)
     return out
 
 
-def build(settings: Settings, select: str | None = None) -> DbtResult:
+def build(lake_root: str, select: str | None = None) -> DbtResult:
     """`dbt build` (seeds, models, tests, unit tests) over the lake."""
-    return invoke(settings, "build", select)
+    return invoke(lake_root, "build", select)
 
 
-def docs(settings: Settings) -> Path:
+def docs(lake_root: str) -> Path:
     """`dbt docs generate`; returns the path of the generated `index.html`."""
-    invoke(settings, "docs generate")
-    return warehouse_dir(settings) / "dbt_target" / "index.html"
+    invoke(lake_root, "docs generate")
+    return warehouse_dir(lake_root) / "dbt_target" / "index.html"
 
 
-def query(settings: Settings, sql_text: str):
+def query(lake_root: str, sql_text: str):
     """Run read-only SQL on the lake's DuckDB file; returns a pandas DataFrame."""
     import duckdb
 
-    path = duckdb_path(settings)
+    path = duckdb_path(lake_root)
     if not path.exists():
         raise DbtError(f"{path} does not exist: run `growthgr dbt build` first")
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(sql_text).df()
-
-
-app = typer.Typer(help="dbt models for analysts (dbt-duckdb over the lake).", no_args_is_help=True)
-
-
-@app.command("build")
-def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="dbt node selection.")) -> None:
-    """Run and test every model (dbt build)."""
-    from growthgr.cli import settings
-
-    try:
-        res = build(settings(), select)
-    except DbtError as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"dbt build ok: {res.nodes} nodes; DuckDB file {res.warehouse}")
-
-
-@app.command("docs")
-def docs_cmd() -> None:
-    """Generate the dbt docs site (catalog + lineage)."""
-    from growthgr.cli import settings
-
-    try:
-        typer.echo(f"dbt docs: {docs(settings())}")
-    except DbtError as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(1) from None
-
-
-def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'.")) -> None:
-    """Query the analysts' DuckDB file (read-only)."""
-    import pandas as pd
-
-    from growthgr.cli import settings
-
-    try:
-        frame = query(settings(), statement)
-    except DbtError as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(1) from None
-    with pd.option_context("display.width", 200, "display.max_columns", 50):
-        typer.echo(frame.to_string(index=False))

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import typer
 
-from growthgr.config import Settings, load_settings
-from growthgr.lake import Lake, ds_range
-from growthgr.logs import setup_logging
+from growthgr.core.config import Settings, load_settings
+from growthgr.core.lake import Lake, ds_range
+from growthgr.core.logs import setup_logging
 
 log = logging.getLogger("growthgr.demo")
 LABEL_HORIZON = 36  # a cohort listed on day L closes on L + 36
@@ -85,7 +85,7 @@ def backfill_features(settings: Settings, last: str, days: int) -> None:
 
 
 def summary(settings: Settings, days: list[str]) -> str:
-    from growthgr.releases import ReleaseStore
+    from growthgr.core.releases import ReleaseStore
 
     lake, store = Lake.from_settings(settings), ReleaseStore.from_settings(settings)
     last = days[-1]
@@ -122,7 +122,7 @@ def main(
              "the history cohorts' Feast training sets are not empty; 0 keeps the demo in its time budget."),
 ) -> None:
     """Simulate, backfill, run the daily DAG for the last days, print a summary."""
-    from growthgr.pipeline_cli import run_days
+    from growthgr.cli.pipeline import run_days
 
     setup_logging("INFO")
     started = time.perf_counter()

@@ -23,33 +23,18 @@ import logging
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import typer
 import yaml
 from filelock import FileLock
 
-from growthgr.lake import Lake, to_ds
-from growthgr.strict import StrictModel
+from growthgr.core.lake import Lake, to_ds
 
 log = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
 YAML_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
-
-
-class FeatureStoreConfig(StrictModel):
-    """Which Feast environment to use (`settings.feast`)."""
-
-    environment: Literal["local", "cluster"] = "local"
-    online_store: Literal["default", "sqlite", "redis"] = "default"
-    redis_connection: str = "127.0.0.1:6379"
-
-
-def feast_config(settings) -> FeatureStoreConfig:
-    section = getattr(settings, "feast", None)
-    return section if isinstance(section, FeatureStoreConfig) else FeatureStoreConfig()
 
 
 # -- configuration -----------------------------------------------------------------------------------
@@ -209,48 +194,3 @@ def online_features(settings, service: str, cfg: FeatureStoreConfig | None = Non
     row = {k: int(v) for k, v in entities.items() if k in needed and v is not None}
     return {k: v[0] for k, v in store.get_online_features(features=features, entity_rows=[row],
                                                                   full_feature_names=True).to_dict().items()}
-
-
-# -- CLI ---------------------------------------------------------------------------------------------
-app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
-
-
-@app.command("apply")
-def apply_cmd() -> None:
-    """Register the definitions (no-op when unchanged since the last apply)."""
-    from growthgr.cli import settings
-
-    open_store(settings())
-    typer.echo("feature store up to date")
-
-
-@app.command("training-set")
-def training_set_cmd(service: str = typer.Option("itemltv_v1", "--service"),
-                     ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
-    """Point-in-time training set of a feature service for the samples of `ds`, written to the lake."""
-    from growthgr.cli import settings
-
-    out = training_set(settings(), service, ds)
-    typer.echo(f"samples/training_{service}/ds={to_ds(ds)}: {len(out)} rows, {out.shape[1]} columns")
-
-
-@app.command("materialize")
-def materialize_cmd(ds: str = typer.Option(..., "--ds", help="Data interval [ds, ds+1) UTC.")) -> None:
-    """Materialise one day of feature rows into the online store."""
-    from growthgr.cli import settings
-
-    materialize(settings(), ds)
-    typer.echo(f"materialised {to_ds(ds)}")
-
-
-@app.command("online")
-def online_cmd(user: int | None = typer.Option(None, "--user"), item: int | None = typer.Option(None, "--item"),
-               query: int | None = typer.Option(None, "--query"),
-               service: str = typer.Option("itemltv_v1", "--service")) -> None:
-    """Print the online features of one user / item / query."""
-    from growthgr.cli import settings
-
-    values = online_features(settings(), service, user_id=user, item_id=item, query_id=query)
-    for key, value in values.items():
-        typer.echo(f"{key}: {value}")
-

@@ -8,7 +8,7 @@ the stored gate results of the day first.
 
 Order of one day (DESIGN.md section 2):
   gate raw -> spark jobs -> dbt build -> gate labels/features -> feast materialise
-  -> embeddings + SID assignment -> gate sids -> ItemLTV train/evaluate -> pool
+  -> training set -> embeddings + SID assignment -> gate sids -> ItemLTV train/evaluate -> pool
   -> gate pool -> publish
 """
 
@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from growthgr.config import Settings
-from growthgr.lake import Lake, to_ds
+from growthgr.core import catalog
+from growthgr.core.config import Settings
+from growthgr.core.lake import Lake, to_ds
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def gate(settings: Settings, dataset: str, ds: str) -> dict:
     """Run the GX suites of `dataset` on `ds`; raise `GateFailed` with the summary on failure."""
     from expectations.gate import validate
 
-    result = validate(settings, dataset, to_ds(ds))
+    result = validate(settings.gates_config(), Lake.from_settings(settings), dataset, to_ds(ds))
     if not result.passed:
         raise GateFailed(result.summary())
     return {"gate": dataset, "expectations": result.n_expectations, "docs": result.data_docs_uri}
@@ -75,12 +76,12 @@ def dbt(settings: Settings, ds: str) -> dict:
 
     from growthgr.dbt_runner import build
 
-    return asdict(build(settings))
+    return asdict(build(settings.lake_root))
 
 
 def gate_labels(settings: Settings, ds: str) -> dict:
     """The label/sample gate, on days where a cohort closed (the Spark job skips earlier days)."""
-    if not Lake.from_settings(settings).exists("samples", "itemltv_labels", to_ds(ds)):
+    if not Lake.from_settings(settings).exists(*catalog.ITEMLTV_LABELS, to_ds(ds)):
         log.warning("no itemltv_labels for ds=%s (no cohort closes yet): label gate skipped", to_ds(ds))
         return {"gate": "labels", "skipped": True}
     return gate(settings, "labels", ds)
@@ -105,15 +106,23 @@ def tokenize(settings: Settings, ds: str) -> dict:
     return {"embedded": new, **sids.fit(lake, to_ds(ds), settings.tokenizer)}
 
 
-def itemltv(settings: Settings, ds: str) -> dict:
-    """Build the day's Feast training set (if a cohort closed), train ItemLTV ("+uplift" and
-    "base only") on the closed cohorts, then evaluate on held-out ones."""
+def training_set(settings: Settings, ds: str) -> dict:
+    """Build the day's point-in-time training set from Feast (after `feast_materialize`), when a
+    cohort closed on `ds`; models read it from the lake, never Feast itself."""
     from growthgr import features
     from models.itemltv.data import SERVICE
+
+    if not Lake.from_settings(settings).exists(*catalog.ITEMLTV_SAMPLES, to_ds(ds)):
+        return {"training_set": SERVICE, "skipped": "no cohort closes on this day"}
+    out = features.training_set(settings, SERVICE, to_ds(ds))      # rebuilt on every run of the day
+    return {"training_set": SERVICE, "rows": out.num_rows}
+
+
+def itemltv(settings: Settings, ds: str) -> dict:
+    """Train ItemLTV ("+uplift" and "base only") on the closed cohorts' training sets, then
+    evaluate on held-out ones."""
     from models.itemltv.pipeline import run_evaluate, run_train
 
-    if Lake.from_settings(settings).exists("samples", "itemltv_samples", to_ds(ds)):
-        features.training_set(settings, SERVICE, to_ds(ds))      # rebuilt on every run of the day
     trained = run_train(settings, to_ds(ds))
     metrics = run_evaluate(settings, to_ds(ds))
     return {"cohorts": trained["cohorts"], "metrics": _headline(metrics)}
@@ -129,8 +138,8 @@ def pool(settings: Settings, ds: str) -> dict:
 
 def publish(settings: Settings, ds: str) -> dict:
     """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics and SID trie."""
+    from growthgr.core.releases import ReleaseStore
     from growthgr.publish import ReleaseInputs, publish_release
-    from growthgr.releases import ReleaseStore
     from models.itemltv.train import FULL, checkpoint_key, latest_checkpoint_ds
     from models.tokenizer import embed, sids
 
@@ -139,7 +148,7 @@ def publish(settings: Settings, ds: str) -> dict:
     emb = embed.read_embeddings(lake, ds).set_index("item_id").loc[frame["item_id"]]
     _, sid_rows = sids.latest_snapshot(lake, ds)
     trie = sids.build_trie(sid_rows, settings.tokenizer.codebook_size, frame["item_id"].to_numpy())
-    metrics = json.loads(lake.store.get_bytes(f"reports/itemltv/ds={ds}/metrics.json"))
+    metrics = json.loads(lake.store.get_bytes(catalog.report_key("itemltv", ds)))
     ckpt = checkpoint_key(FULL, latest_checkpoint_ds(lake, FULL, ds))
     inputs = ReleaseInputs(
         ds=ds,
@@ -164,7 +173,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def _inputs_of(lake: Lake, ds: str) -> list[str]:
-    from growthgr.schemas import RAW_TABLES
+    from growthgr.core.schemas import RAW_TABLES
 
     return [lake.partition_key("raw", t, ds) for t in RAW_TABLES if lake.exists("raw", t, ds)]
 
@@ -191,7 +200,7 @@ def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
     """Pass/fail of the day's stored gate results (a missing result counts as failed)."""
     out = {}
     for name in names:
-        key = f"validation/gate_results/ds={to_ds(ds)}/{name}.json"
+        key = catalog.gate_result_key(ds, name)
         out[name] = lake.store.exists(key) and bool(json.loads(lake.store.get_bytes(key))["passed"])
     return out
 
@@ -204,4 +213,4 @@ def timed(step: Callable[[Settings, str], dict], settings: Settings, ds: str) ->
 
 
 def pool_frame(lake: Lake, ds: str) -> pd.DataFrame:
-    return lake.read_partition("curated", "new_item_pool", to_ds(ds)).to_pandas()
+    return lake.read_partition(*catalog.NEW_ITEM_POOL, to_ds(ds)).to_pandas()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from growthgr.releases import Release, ReleaseStore
+from growthgr.core.releases import Release, ReleaseStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ lake, day arithmetic, the query id.
 
 Every job is extract -> pure `transform(dataframes..., params) -> DataFrame` ->
 load. Extract reads committed partitions through `Lake.partition_files` and
-checks each one against `growthgr.schemas` first: a missing or malformed
+checks each one against `growthgr.core.schemas` first: a missing or malformed
 partition raises `InputError` naming the table, the partition and the problem,
 before anything is written. Load sorts the output by its key, collects it to
 Arrow and replaces exactly one `ds` partition with `Lake.write_partition`
@@ -12,7 +12,6 @@ Arrow and replaces exactly one `ds` partition with `Lake.write_partition`
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from collections.abc import Sequence
@@ -24,9 +23,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from growthgr.lake import Lake, to_ds
-from growthgr.schemas import RAW_SCHEMAS
-from growthgr.spark import spark_url
+from growthgr.core.lake import Lake, to_ds
+from growthgr.core.schemas import RAW_SCHEMAS
+from spark_jobs.session import spark_url
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +61,8 @@ def end_of_day(ds: str | date) -> datetime:
 
 
 # -- query id -----------------------------------------------------------------
-def query_id(text: str) -> int:
-    """Stable int64 id of a query text: the first 60 bits of its SHA-256 (same as `query_id_col`)."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
-
-
 def query_id_col(text: Column) -> Column:
-    """`query_id` as a Spark column expression (equal to `query_id(text)` in Python)."""
+    """`query_id` as a Spark column expression (equal to `growthgr.core.catalog.query_id(text)`)."""
     return F.conv(F.substring(F.sha2(text, 256), 1, 15), 16, 10).cast("long")
 
 

@@ -24,7 +24,7 @@ are 0 when their denominator is 0. An order is one order row.
   exposures_{w}d, clicks_{w}d, orders_{w}d (search + site), gmv_{w}d,
   ctr_{w}d (clicks / exposures), cvr_{w}d (search orders / clicks).
 
-`features/query_features` (key `query_id` = `common.query_id(query_text)`,
+`features/query_features` (key `query_id` = `catalog.query_id(query_text)`,
 int64; every query searched in the last 30 days):
   query_id, event_timestamp, query_text, intent_category_id (the most frequent,
   ties to the smallest id), requests_1d, requests_7d, requests_30d,
@@ -40,7 +40,7 @@ from typing import NamedTuple
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.lake import Lake, to_ds
+from growthgr.core.lake import Lake, to_ds
 from spark_jobs import item_daily_stats
 from spark_jobs.common import (
     catalog_days,

@@ -7,7 +7,7 @@ Output `samples/gr_samples/ds=D` (key `request_id`):
 |---|---|---|
 | request_id, user_id | int64 | |
 | ts | timestamp[us, UTC] | request time |
-| query_text, query_id, intent_category_id | string, int64, int32 | `query_id` = `common.query_id(query_text)` |
+| query_text, query_id, intent_category_id | string, int64, int32 | `query_id` = `catalog.query_id(query_text)` |
 | history_item_ids | array<int64> | the last `history_len` distinct items the user clicked or ordered (search or site) strictly before `ts`, on UTC days D-`history_days` .. D; most recent last |
 | history_purchase_ids | array<int64> | the same, orders only |
 | rank_candidate_ids | array<int64> | rank candidates, by rank |
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.lake import Lake, to_ds
+from growthgr.core.lake import Lake, to_ds
 from spark_jobs.common import history_days, query_id_col, read_table, write_output
 
 ZONE, TABLE = "samples", "gr_samples"

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.lake import Lake, to_ds
+from growthgr.core.lake import Lake, to_ds
 from spark_jobs.common import read_table, ts_day, write_output
 
 ZONE, TABLE = "curated", "item_daily_stats"

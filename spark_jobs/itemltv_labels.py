@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.lake import Lake, to_ds
+from growthgr.core.lake import Lake, to_ds
 from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day
 
 log = logging.getLogger(__name__)

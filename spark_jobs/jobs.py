@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from growthgr.config import Settings
-from growthgr.lake import Lake, ds_range, to_ds
-from growthgr.spark import get_spark
+from growthgr.core.config import Settings
+from growthgr.core.lake import Lake, ds_range, to_ds
 from spark_jobs import features, gr_samples, item_daily_stats, itemltv_labels
 from spark_jobs.common import day
+from spark_jobs.session import get_spark
 
 log = logging.getLogger(__name__)
 

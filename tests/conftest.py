@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from growthgr.logs import disable_telemetry
+from growthgr.core.logs import disable_telemetry
 
 disable_telemetry()
 

@@ -14,9 +14,9 @@ import tempfile
 
 import pandas as pd
 
-from growthgr.config import load_settings
-from growthgr.lake import Lake
-from growthgr.simulator.config import SimulatorConfig
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
+from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator.run import load_world, saved_states, simulate
 
 START = "2026-01-01"

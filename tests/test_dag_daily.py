@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from growthgr.airflow_local import load_dag, prepare, run_day
-from growthgr.config import load_settings
-from growthgr.lake import Lake
-from growthgr.releases import ReleaseStore
-from growthgr.schemas import RAW_TABLES
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
+from growthgr.core.releases import ReleaseStore
+from growthgr.core.schemas import RAW_TABLES
 
 D = "2026-02-16"
 DAYS = ["2026-02-14", "2026-02-15", D]
@@ -113,7 +113,7 @@ def test_fault_blocks_publish_repair_reruns_idempotent_and_backfill_equals_singl
 
     # A 3-day backfill on lake A gives the same outputs as the single runs on lake B.
     s_a = _use(monkeypatch, world / "A")
-    from growthgr.pipeline_cli import run_days
+    from growthgr.cli.pipeline import run_days
 
     outcomes = run_days(DAYS, world / "airflow", simulate=False)
     assert all(o.ok for o in outcomes.values()), {d: o.tasks for d, o in outcomes.items()}

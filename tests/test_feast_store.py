@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from growthgr.config import load_settings
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from growthgr.features import (
     FeatureStoreConfig,
     historical_features,
@@ -21,7 +22,6 @@ from growthgr.features import (
     online_features,
     open_store,
 )
-from growthgr.lake import Lake
 
 DAYS = ["2026-01-01", "2026-01-02"]
 N = 5  # entities per table

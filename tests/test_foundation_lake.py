@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from growthgr.lake import Lake, PartitionNotFound, ds_range
+from growthgr.core.lake import Lake, PartitionNotFound, ds_range
 
 DF1 = pd.DataFrame({"id": [1, 2, 3], "ts": pd.to_datetime(["2026-01-01 10:00"] * 3, utc=True), "v": [0.1, 0.2, 0.3]})
 DF2 = pd.DataFrame({"id": [9], "ts": pd.to_datetime(["2026-01-01 12:00"], utc=True), "v": [9.0]})

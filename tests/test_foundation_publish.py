@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from growthgr.core.releases import ReleaseStore
 from growthgr.publish import PublishRefused, ReleaseInputs, load_faiss_index, publish_release
-from growthgr.releases import ReleaseStore
 
 
 def _inputs(ds="2026-02-10", scale=1.0):

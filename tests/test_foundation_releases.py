@@ -1,6 +1,6 @@
 import pytest
 
-from growthgr.releases import ReleaseError, ReleaseStore
+from growthgr.core.releases import ReleaseError, ReleaseStore
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pytest
 
 from expectations.gate import validate
-from growthgr.config import load_settings
-from growthgr.lake import Lake
-from growthgr.schemas import RAW_SCHEMAS
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
+from growthgr.core.schemas import RAW_SCHEMAS
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 

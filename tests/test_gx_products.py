@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from expectations.gate import validate
-from growthgr.config import load_settings
-from growthgr.lake import Lake
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 
 DS = "2026-02-06"                 # label window of the cohort listed on DS - 36 = 2026-01-01 closes on DS
 COHORT = date(2026, 1, 1)

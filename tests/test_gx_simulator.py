@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from expectations.gate import validate
-from growthgr.config import load_settings
-from growthgr.lake import Lake
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from growthgr.simulator import run as sim
 
 FAULT_DAY, NEXT_DAY = "2026-01-03", "2026-01-04"

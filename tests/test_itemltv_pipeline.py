@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from growthgr.config import load_settings
-from growthgr.lake import Lake
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
 from models.itemltv.pipeline import POOL_TABLE, run_evaluate, run_train, write_pool

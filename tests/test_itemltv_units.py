@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from models.itemltv.config import ItemLTVConfig
+from growthgr.core.sections.itemltv import ItemLTVConfig
 from models.itemltv.data import feast_features, fit_preprocess, hash_title, history_rows, standardise
 from models.itemltv.evaluate import label_metrics, uplift_metrics
 from models.itemltv.model import Batch, ItemLTV, item_predictions, loss_fn

@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
 from models.multigr.beam import SidItems, beam_search, trie_table
-from models.multigr.config import PROFILES, MultiGRConfig
 from models.multigr.data import context_tokens, left_pad, sid_tokens
 from models.multigr.model import MultiGR, Vocab
 from models.tokenizer.trie import SidTrie

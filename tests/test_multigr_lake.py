@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from growthgr.lake import Lake, ds_range
+from growthgr.core.lake import Lake, ds_range
 from models.multigr import platform
 from models.multigr.beam import trie_table
 from models.multigr.model import MultiGR

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
 from models.multigr.beam import trie_table
-from models.multigr.config import PROFILES, MultiGRConfig
 from models.multigr.data import SFTDataModule
 from models.multigr.model import Vocab
 from models.multigr.platform import SidLookup, evaluate_samples, ranking_metrics_multi, sft_examples

@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
 from models.multigr.beam import beam_search, trie_table
-from models.multigr.config import PROFILES, MultiGRConfig
 from models.multigr.data import (
     SequenceData,
     SFTDataModule,

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from growthgr.cli import app
-from growthgr.lake import Lake
+from growthgr.core.lake import Lake
 
 
 def test_simulate_continue_inject_and_report(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sim_fixtures import START, tiny_config
 
-from growthgr.lake import Lake
+from growthgr.core.lake import Lake
 from growthgr.simulator.run import StateMismatch, saved_states, simulate
 
 DAYS = 4

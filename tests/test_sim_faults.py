@@ -8,7 +8,7 @@ import pytest
 from sim_fixtures import START, tiny_config
 from test_sim_determinism import partition_bytes
 
-from growthgr.lake import Lake
+from growthgr.core.lake import Lake
 from growthgr.simulator.faults import FAULTS, check
 from growthgr.simulator.run import simulate
 

@@ -82,7 +82,7 @@ def test_label_job_on_standalone_cluster_equals_local(standalone_cluster, hand_l
     url, env = standalone_cluster
     local_root = tmp_path / "local"
     shutil.copytree(hand_lake.store.uri, local_root)
-    from growthgr.lake import Lake
+    from growthgr.core.lake import Lake
 
     local = Lake.open(str(local_root))
     itemltv_labels.run(spark, local, DS)

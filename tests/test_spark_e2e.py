@@ -80,9 +80,9 @@ def test_demo_feature_backfill_fills_the_history_training_sets(tiny_lake, tmp_pa
     training sets already built, whose exposures on the following days then carry features."""
     import shutil
 
+    from growthgr.core.lake import Lake
     from growthgr.demo import backfill_features, shift
     from growthgr.features import training_set
-    from growthgr.lake import Lake
     from models.itemltv.data import SERVICE, TRAINING_TABLE
 
     settings, _, _ = tiny_lake
@@ -108,8 +108,8 @@ def test_label_range_job_writes_what_one_run_per_day_writes(tiny_lake, spark, tm
     import shutil
     from pathlib import Path
 
+    from growthgr.core.lake import Lake
     from growthgr.demo import shift
-    from growthgr.lake import Lake
     from spark_jobs import itemltv_labels
     from spark_jobs.jobs import run_days
 

@@ -13,12 +13,13 @@ from pyspark.testing import assertDataFrameEqual
 from spark_fixtures import DS, at
 from typer.testing import CliRunner
 
-from growthgr.config import load_settings
-from growthgr.lake import Lake
-from growthgr.spark import spark_conf, spark_url
+from growthgr.core.catalog import query_id
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from spark_jobs import features, gr_samples, item_daily_stats
-from spark_jobs.common import end_of_day, query_id, query_id_col
+from spark_jobs.common import end_of_day, query_id_col
 from spark_jobs.jobs import JOBS, backfill
+from spark_jobs.session import spark_conf, spark_url
 
 pytest_plugins = ("spark_fixtures",)
 D30, D33 = date(2026, 3, 4), date(2026, 3, 7)
@@ -128,7 +129,7 @@ def test_cli_runs_a_job_and_reports_input_errors(hand_lake, spark, monkeypatch):
 
 
 def test_cli_job_names_match_the_registry():
-    from spark_jobs.cli import JOB_NAMES
+    from growthgr.cli.spark import JOB_NAMES
 
     assert JOB_NAMES == tuple(JOBS)
 

@@ -11,8 +11,9 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 from spark_fixtures import DS, L, at
 
+from growthgr.core.catalog import query_id
 from spark_jobs import itemltv_labels
-from spark_jobs.common import InputError, query_id
+from spark_jobs.common import InputError
 from spark_jobs.itemltv_labels import LabelParams
 
 pytest_plugins = ("spark_fixtures",)

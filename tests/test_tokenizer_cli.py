@@ -11,10 +11,10 @@ import pytest
 from test_tokenizer_sids import catalog, write_items
 from typer.testing import CliRunner
 
-from growthgr.config import load_settings
-from growthgr.lake import Lake
+from growthgr.cli.tokenizer import dataset_report
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
 from models.tokenizer import embed
-from models.tokenizer.cli import dataset_report
 
 AMAZON = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "amazon-industrial"
 

@@ -83,9 +83,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from growthgr.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
-from growthgr.simulator.config import SimulatorConfig
 from growthgr.simulator.text import (
     ATTRIBUTES,
     CATEGORIES,

@@ -21,10 +21,10 @@ from datetime import date
 import pyarrow as pa
 from tqdm import tqdm
 
-from growthgr.lake import Lake, to_ds
+from growthgr.core.lake import Lake, to_ds
+from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator import faults as fault_lib
 from growthgr.simulator.channels import ChannelSlot, FreshItemsChannel
-from growthgr.simulator.config import SimulatorConfig
 from growthgr.simulator.engine import simulate_day
 from growthgr.simulator.world import World, create_world, day_ds, day_index, day_rng, from_bytes, to_bytes
 

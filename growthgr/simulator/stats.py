@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from growthgr.lake import Lake
+from growthgr.core.lake import Lake
 from growthgr.simulator.engine import affinity
 from growthgr.simulator.world import NEW_ITEM_DAYS, World, day_index
 

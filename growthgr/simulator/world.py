@@ -24,7 +24,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from growthgr.simulator.config import SimulatorConfig
+from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, make_brands, make_niche_attributes
 
 EPOCH = date(1970, 1, 1)

@@ -37,8 +37,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from growthgr.lake import Lake, PartitionNotFound, to_ds
-from models.itemltv.config import ItemLTVConfig
+from growthgr.core.lake import Lake, PartitionNotFound, to_ds
+from growthgr.core.sections.itemltv import ItemLTVConfig
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
 from sklearn.metrics import ndcg_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from growthgr.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
+from growthgr.core.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
 from models.itemltv.data import Encoded  # noqa: E402
 from models.itemltv.lit import ItemGroups  # noqa: E402
 from models.itemltv.model import item_labels, item_predictions  # noqa: E402

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from models.itemltv.config import ItemLTVConfig
+from growthgr.core.sections.itemltv import ItemLTVConfig
 from models.itemltv.data import Encoded, Splits
 from models.itemltv.model import Batch, ItemLTV, loss_fn
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from growthgr.lake import Lake, to_ds
+from growthgr.core.lake import Lake, to_ds
 from models.itemltv.data import (
     SERVICE,
     Inputs,

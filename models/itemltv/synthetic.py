@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from growthgr.lake import Lake
-from spark_jobs.common import query_id
+from growthgr.core.catalog import query_id
+from growthgr.core.lake import Lake
 
 CATS = ["shoes", "phone", "lamp", "shirt", "mug", "watch", "bag", "chair"]
 QUALITY_WORDS = np.array(["basic", "standard", "premium"])

@@ -19,8 +19,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from growthgr.lake import Lake, to_ds
-from models.itemltv.config import ItemLTVConfig
+from growthgr.core.lake import Lake, to_ds
+from growthgr.core.sections.itemltv import ItemLTVConfig
 from models.itemltv.data import Preprocess, Splits
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import ItemLTV

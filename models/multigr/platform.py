@@ -28,9 +28,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from growthgr.lake import Lake, PartitionNotFound, ds_range, to_ds
+from growthgr.core.lake import Lake, PartitionNotFound, ds_range, to_ds
+from growthgr.core.sections.multigr import MultiGRConfig
 from models.multigr.beam import SidItems, beam_search, trie_table
-from models.multigr.config import MultiGRConfig
 from models.multigr.data import Example, SFTDataModule, context_tokens, left_pad, sample_example
 from models.multigr.model import MultiGR, Vocab
 from models.tokenizer.trie import SidTrie

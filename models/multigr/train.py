@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from growthgr.core.sections.multigr import MultiGRConfig
 from models.multigr.beam import beam_search
-from models.multigr.config import MultiGRConfig
 from models.multigr.data import SeqBatch, SFTDataModule, left_pad
 from models.multigr.model import MultiGR
 

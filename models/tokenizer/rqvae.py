@@ -32,7 +32,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.tokenizer.config import TokenizerConfig
+from growthgr.core.sections.tokenizer import TokenizerConfig
 from models.tokenizer.runtime import torch_threads
 
 log = logging.getLogger(__name__)

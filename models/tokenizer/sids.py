@@ -28,9 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from growthgr.lake import Lake, PartitionNotFound, to_ds
+from growthgr.core.lake import Lake, PartitionNotFound, to_ds
+from growthgr.core.sections.tokenizer import TokenizerConfig
 from models.tokenizer import embed
-from models.tokenizer.config import TokenizerConfig
 from models.tokenizer.metrics import sid_report
 from models.tokenizer.rqvae import RQVAE, model_from_bytes, model_to_bytes, train_rqvae
 from models.tokenizer.runtime import torch_threads

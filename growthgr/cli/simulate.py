@@ -26,8 +26,8 @@ def simulate_cmd(
     """Simulate days of platform logs, continuing from the lake's last simulated day when it has one."""
     if ctx.invoked_subcommand is not None:
         return
-    from growthgr.cli import State, settings
-    from growthgr.lake import Lake
+    from growthgr.cli.context import State, settings
+    from growthgr.core.lake import Lake
     from growthgr.simulator.run import StateMismatch, simulate
     from growthgr.simulator.stats import mechanism_report
 

@@ -58,7 +58,7 @@ def backfill_cmd(
     airflow_home: Path = AIRFLOW_HOME,
 ) -> None:
     """Run the daily DAG for every day start..end, in order (stops at the first failed day)."""
-    from growthgr.lake import ds_range
+    from growthgr.core.lake import ds_range
 
     _report(run_days(ds_range(start, end), airflow_home, simulate))
 
@@ -71,7 +71,7 @@ def step_cmd(
 ) -> None:
     """Run one step of the daily pipeline directly (no Airflow)."""
     from growthgr import pipeline
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
 
     s = settings()
     if name.startswith("gate:"):

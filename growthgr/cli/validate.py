@@ -5,14 +5,6 @@ from __future__ import annotations
 import typer
 
 
-def register(app: typer.Typer) -> None:
-    """Add `validate` and `features` to the main CLI (called from `growthgr.cli._register`)."""
-    from growthgr.features import app as features_app
-
-    app.command("validate")(validate_cmd)
-    app.add_typer(features_app, name="features")
-
-
 def validate_cmd(
     dataset: str = typer.Argument(..., help="raw | labels | features | pool | sids | a table name"),
     ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD."),
@@ -20,10 +12,12 @@ def validate_cmd(
 ) -> None:
     """Validate one dataset's partition; print a summary naming table, partition, column and rule."""
     from expectations.gate import validate
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
+    from growthgr.core.lake import Lake
 
+    s = settings()
     try:
-        result = validate(settings(), dataset, ds, build_docs=docs)
+        result = validate(s.gates_config(), Lake.from_settings(s), dataset, ds, build_docs=docs)
     except ValueError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2) from None

@@ -10,8 +10,8 @@ app = typer.Typer(help="Inspect published releases and move the serving pointer.
 
 
 def _store():
-    from growthgr.cli import settings
-    from growthgr.releases import ReleaseStore
+    from growthgr.cli.context import settings
+    from growthgr.core.releases import ReleaseStore
 
     return ReleaseStore.from_settings(settings())
 
@@ -31,7 +31,7 @@ def list_releases() -> None:
 @app.command("show")
 def show(release_id: str = typer.Argument("current", help="A release id, or 'current'.")) -> None:
     """Print a release's manifest."""
-    from growthgr.releases import ReleaseError
+    from growthgr.core.releases import ReleaseError
 
     try:
         typer.echo(json.dumps(_store().get(release_id).manifest, indent=2, sort_keys=True))
@@ -43,7 +43,7 @@ def show(release_id: str = typer.Argument("current", help="A release id, or 'cur
 @app.command("rollback")
 def rollback() -> None:
     """Point `current` back at the previously current release."""
-    from growthgr.releases import ReleaseError
+    from growthgr.core.releases import ReleaseError
 
     try:
         typer.echo(f"current release is now {_store().rollback()}")

@@ -1,7 +1,7 @@
 """Config section of the data-quality gates (`settings.gates`).
 
-The SID bounds (K, collision rate) and the pool size bound are taken from `settings.tokenizer`
-and `settings.itemltv` when those define them; the fields here are the fallbacks.
+The SID bounds (K, collision rate) and the pool size bound follow the tokenizer and ItemLTV
+sections: `Settings.gates_config()` fills them in. Day numbers come from `growthgr.core.calendar`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from growthgr.strict import StrictModel
+from growthgr.core.strict import StrictModel
 
 
 class GatesConfig(StrictModel):
@@ -26,15 +26,12 @@ class GatesConfig(StrictModel):
     # Feature tables.
     feature_max_null_rate: float = Field(0.05, ge=0, le=1)
     feature_max_age_hours: float = Field(24.0, gt=0)
-    # Labels (DESIGN.md section 1: new-item period days 0..29, label window days 30..36).
-    new_item_days: int = Field(30, ge=1)
-    label_window_end_day: int = Field(36, ge=1)
     # Daily new-item pool.
     pool_min_size: int = Field(1, ge=0)
-    pool_max_size: int = Field(100_000, ge=1)      # used when settings.itemltv has no pool_size
+    pool_max_size: int = Field(100_000, ge=1)      # Settings.gates_config(): itemltv.pool_size
     # SID table.
-    sid_codebook_size: int = Field(256, ge=2)      # used when settings.tokenizer has no codebook_size
-    sid_max_collision_rate: float = Field(0.05, ge=0, le=1)  # used when settings.tokenizer has none
+    sid_codebook_size: int = Field(256, ge=2)      # Settings.gates_config(): tokenizer.codebook_size
+    sid_max_collision_rate: float = Field(0.05, ge=0, le=1)  # Settings.gates_config(): tokenizer's
     build_data_docs: bool = True
 
 
@@ -44,11 +41,3 @@ PROFILES: dict[str, dict[str, Any]] = {
     "demo": {},
     "large": {"volume_min_rows": 1_000, "pool_max_size": 1_000_000},
 }
-
-
-def gates_config(settings) -> GatesConfig:
-    """The effective `GatesConfig` of `settings` (profile defaults for settings objects without one)."""
-    section = getattr(settings, "gates", None)
-    if isinstance(section, GatesConfig):
-        return section
-    return GatesConfig(**PROFILES.get(getattr(settings, "profile", "demo"), {}))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from growthgr.config import Settings
+from growthgr.core.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from expectations.config import PROFILES as GATES_PROFILES
-from expectations.config import GatesConfig
-from growthgr.features import FeatureStoreConfig
-from growthgr.simulator.config import PROFILES as SIMULATOR_PROFILES
-from growthgr.simulator.config import SimulatorConfig
-from growthgr.strict import StrictModel
-from models.itemltv.config import PROFILES as ITEMLTV_PROFILES
-from models.itemltv.config import ItemLTVConfig
-from models.multigr.config import PROFILES as MULTIGR_PROFILES
-from models.multigr.config import MultiGRConfig
-from models.tokenizer.config import PROFILES as TOKENIZER_PROFILES
-from models.tokenizer.config import TokenizerConfig
+from growthgr.core.sections.feast import FeatureStoreConfig
+from growthgr.core.sections.gates import PROFILES as GATES_PROFILES
+from growthgr.core.sections.gates import GatesConfig
+from growthgr.core.sections.itemltv import PROFILES as ITEMLTV_PROFILES
+from growthgr.core.sections.itemltv import ItemLTVConfig
+from growthgr.core.sections.multigr import PROFILES as MULTIGR_PROFILES
+from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.simulator import PROFILES as SIMULATOR_PROFILES
+from growthgr.core.sections.simulator import SimulatorConfig
+from growthgr.core.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
+from growthgr.core.sections.tokenizer import TokenizerConfig
+from growthgr.core.sections.trainer import PROFILES as TRAINER_PROFILES
+from growthgr.core.sections.trainer import TrainerConfig
+from growthgr.core.strict import StrictModel
 
 Profile = Literal["tiny", "demo", "large"]
 PROFILES: tuple[str, ...] = ("tiny", "demo", "large")
@@ -45,7 +47,7 @@ ENV_PREFIX = "GROWTHGR_"
 
 
 class SparkConfig(StrictModel):
-    """How Spark runs (`growthgr.spark.get_spark`): `local[*]` by default, any master URL
+    """How Spark runs (`spark_jobs.session.get_spark`): `local[*]` by default, any master URL
     (`spark://host:7077`, `yarn`, `k8s://...`) for a cluster, with no code change.
 
     S3: when the lake root is `s3://...`, Spark reads it as `s3a://...`; the
@@ -97,6 +99,16 @@ class Settings(StrictModel):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     itemltv: ItemLTVConfig = Field(default_factory=ItemLTVConfig)
     multigr: MultiGRConfig = Field(default_factory=MultiGRConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    def gates_config(self) -> GatesConfig:
+        """The gates section with the bounds that follow other sections filled in: the SID
+        table's codebook size and collision bound (tokenizer), the pool's size (ItemLTV)."""
+        return self.gates.model_copy(update={
+            "sid_codebook_size": self.tokenizer.codebook_size,
+            "sid_max_collision_rate": self.tokenizer.max_collision_rate,
+            "pool_max_size": self.itemltv.pool_size,
+        })
 
     def digest(self) -> str:
         """A short stable hash of the effective config (goes into release manifests)."""
@@ -120,6 +132,7 @@ _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "tokenizer": TOKENIZER_PROFILES,
     "itemltv": ITEMLTV_PROFILES,
     "multigr": MULTIGR_PROFILES,
+    "trainer": TRAINER_PROFILES,
 }
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     name: {section: profiles.get(name, {}) for section, profiles in _SECTION_PROFILES.items()}

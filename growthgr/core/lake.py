@@ -1,6 +1,6 @@
 """The data lake: date-partitioned Parquet datasets at `<root>/<zone>/<table>/ds=YYYY-MM-DD/`.
 
-One API for a local directory and for `s3://bucket/prefix` (see `growthgr.storage`).
+One API for a local directory and for `s3://bucket/prefix` (see `growthgr.core.storage`).
 
 Atomic partitions. A write never touches the files of the previous version:
   1. data files go to `ds=.../_w<write_id>/part-NNNNN.parquet` (new names);
@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from growthgr.storage import ObjectStore, new_write_id, open_store
+from growthgr.core.storage import ObjectStore, new_write_id, open_store
 
 MARKER = "_SUCCESS"
 _DS_RE = re.compile(r"ds=(\d{4}-\d{2}-\d{2})/")

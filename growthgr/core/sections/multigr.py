@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import Field
 
-from growthgr.strict import StrictModel
+from growthgr.core.strict import StrictModel
 
 
 class MultiGRConfig(StrictModel):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from growthgr.storage import ObjectStore, open_store
+from growthgr.core.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

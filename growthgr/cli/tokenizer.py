@@ -14,8 +14,8 @@ app = typer.Typer(help="Item tokenizer: text embeddings, RQ-VAE semantic IDs, SI
 
 
 def _lake_and_cfg():
-    from growthgr.cli import settings
-    from growthgr.lake import Lake
+    from growthgr.cli.context import settings
+    from growthgr.core.lake import Lake
 
     s = settings()
     return Lake.from_settings(s), s.tokenizer
@@ -73,7 +73,7 @@ def load_dataset(path: Path) -> pd.DataFrame:
     from models.tokenizer import embed
 
     if path.is_dir():
-        from growthgr.lake import Lake
+        from growthgr.core.lake import Lake
 
         lake = Lake.open(str(path))
         items = lake.read_range("raw", "items", "0001-01-01", "9999-12-31").to_pandas()
@@ -118,7 +118,7 @@ def report_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Collisions, per-level usage and perplexity, reconstruction error, level-1 purity."""
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
 
     if (dataset is None) == (ds is None):
         raise typer.BadParameter("give exactly one of --dataset or --ds")

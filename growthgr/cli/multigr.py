@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from models.multigr.config import MultiGRConfig
+from growthgr.core.sections.multigr import MultiGRConfig
 
 app = typer.Typer(help="MultiGR generative retriever: SFT and constrained beam search.", no_args_is_help=True)
 
@@ -51,7 +51,7 @@ def train_cmd(
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="training wall-time cap"),
 ) -> None:
     """Supervised next-token training on the leave-one-out training part."""
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
     from models.multigr.data import SFTDataModule, leave_one_out, load_sequences
     from models.multigr.model import Vocab
     from models.multigr.train import fit, save_checkpoint
@@ -109,8 +109,8 @@ def platform_cmd(
 ) -> None:
     """SFT on the train days, Recall/NDCG@10/100/1000 on the test days (search, all-net) vs popularity;
     writes reports/multigr/ds=<ds>/metrics.json."""
-    from growthgr.cli import settings
-    from growthgr.lake import Lake
+    from growthgr.cli.context import settings
+    from growthgr.core.lake import Lake
     from models.multigr.platform import REPORT_KEY, report_table, run_platform
 
     s = settings()

@@ -23,7 +23,7 @@ def _command(name: str):
         start: str | None = typer.Option(None, "--start", help="First day of a backfill."),
         end: str | None = typer.Option(None, "--end", help="Last day of a backfill (inclusive)."),
     ) -> None:
-        from growthgr.cli import settings
+        from growthgr.cli.context import settings
         from spark_jobs.common import InputError
         from spark_jobs.jobs import backfill
 
@@ -43,13 +43,3 @@ def _command(name: str):
 JOB_NAMES = ("item_daily_stats", "features", "gr_samples", "itemltv_labels")
 for _name in (*JOB_NAMES, "all"):
     app.command(_name)(_command(_name))
-
-
-def register(root: typer.Typer) -> None:
-    """Add `growthgr spark ...`, `growthgr dbt ...` and `growthgr sql` to the root app."""
-    from growthgr.dbt_runner import app as dbt_app
-    from growthgr.dbt_runner import sql
-
-    root.add_typer(app, name="spark")
-    root.add_typer(dbt_app, name="dbt")
-    root.command("sql")(sql)

@@ -13,7 +13,7 @@ DS = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD (cohorts whose labe
 @app.command("train")
 def train_cmd(ds: str = DS) -> None:
     """Fit the "+uplift" and "base only" models; save safetensors checkpoints in the lake."""
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
     from models.itemltv.pipeline import run_train
 
     out = run_train(settings(), ds)
@@ -23,7 +23,7 @@ def train_cmd(ds: str = DS) -> None:
 @app.command("evaluate")
 def evaluate_cmd(ds: str = DS, as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON.")) -> None:
     """Held-out metrics vs the S/T-learner baselines and the truth; writes reports/itemltv/ds=<ds>/."""
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
     from models.itemltv.pipeline import metrics_table, run_evaluate
 
     metrics = run_evaluate(settings(), ds)
@@ -33,7 +33,7 @@ def evaluate_cmd(ds: str = DS, as_json: bool = typer.Option(False, "--json", hel
 @app.command("pool")
 def pool_cmd(ds: str = DS) -> None:
     """Score the items in their new-item period with the base tower; write curated/new_item_pool."""
-    from growthgr.cli import settings
+    from growthgr.cli.context import settings
     from models.itemltv.pipeline import write_pool
 
     pool = write_pool(settings(), ds)

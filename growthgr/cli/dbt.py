@@ -1,0 +1,49 @@
+"""`growthgr dbt build|docs` and `growthgr sql`: the analysts' DuckDB marts."""
+
+from __future__ import annotations
+
+import typer
+
+from growthgr.dbt_runner import DbtError, build, docs, query
+
+app = typer.Typer(help="dbt models for analysts (dbt-duckdb over the lake).", no_args_is_help=True)
+
+
+@app.command("build")
+def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="dbt node selection.")) -> None:
+    """Run and test every model (dbt build)."""
+    from growthgr.cli.context import settings
+
+    try:
+        res = build(settings().lake_root, select)
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"dbt build ok: {res.nodes} nodes; DuckDB file {res.warehouse}")
+
+
+@app.command("docs")
+def docs_cmd() -> None:
+    """Generate the dbt docs site (catalog + lineage)."""
+    from growthgr.cli.context import settings
+
+    try:
+        typer.echo(f"dbt docs: {docs(settings().lake_root)}")
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'.")) -> None:
+    """Query the analysts' DuckDB file (read-only)."""
+    import pandas as pd
+
+    from growthgr.cli.context import settings
+
+    try:
+        frame = query(settings().lake_root, statement)
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        typer.echo(frame.to_string(index=False))

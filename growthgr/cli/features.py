@@ -1,0 +1,51 @@
+"""`growthgr features apply|training-set|materialize|online`: the Feast feature store."""
+
+from __future__ import annotations
+
+import typer
+
+from growthgr.core.lake import to_ds
+from growthgr.features import materialize, online_features, open_store, training_set
+
+app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
+
+
+@app.command("apply")
+def apply_cmd() -> None:
+    """Register the definitions (no-op when unchanged since the last apply)."""
+    from growthgr.cli.context import settings
+
+    open_store(settings())
+    typer.echo("feature store up to date")
+
+
+@app.command("training-set")
+def training_set_cmd(service: str = typer.Option("itemltv_v1", "--service"),
+                     ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
+    """Point-in-time training set of a feature service for the samples of `ds`, written to the lake."""
+    from growthgr.cli.context import settings
+
+    out = training_set(settings(), service, ds)
+    typer.echo(f"samples/training_{service}/ds={to_ds(ds)}: {len(out)} rows, {out.shape[1]} columns")
+
+
+@app.command("materialize")
+def materialize_cmd(ds: str = typer.Option(..., "--ds", help="Data interval [ds, ds+1) UTC.")) -> None:
+    """Materialise one day of feature rows into the online store."""
+    from growthgr.cli.context import settings
+
+    materialize(settings(), ds)
+    typer.echo(f"materialised {to_ds(ds)}")
+
+
+@app.command("online")
+def online_cmd(user: int | None = typer.Option(None, "--user"), item: int | None = typer.Option(None, "--item"),
+               query: int | None = typer.Option(None, "--query"),
+               service: str = typer.Option("itemltv_v1", "--service")) -> None:
+    """Print the online features of one user / item / query."""
+    from growthgr.cli.context import settings
+
+    values = online_features(settings(), service, user_id=user, item_id=item, query_id=query)
+    for key, value in values.items():
+        typer.echo(f"{key}: {value}")
+

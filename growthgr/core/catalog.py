@@ -1,0 +1,98 @@
+"""The catalog: every dataset of the lake (zone, table, key columns, schema, writer) and every
+report / validation / model key, defined once. Code names a dataset by its catalog entry
+(`lake.read_partition(*ITEM_SIDS, ds)` or `ITEM_SIDS.zone`), never by string literals.
+
+Schemas: raw and truth tables are fixed here (`growthgr.core.schemas`); derived tables are
+defined by their writer (Spark job, tokenizer, model) and checked by the GX suites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from growthgr.core.lake import to_ds
+from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One date-partitioned table: `<zone>/<table>/ds=YYYY-MM-DD/`."""
+
+    zone: str
+    table: str
+    keys: tuple[str, ...]
+    writer: str                       # the module that writes it
+    schema: pa.Schema | None = None   # fixed schemas (raw, truth); derived ones: see the writer
+
+    def __iter__(self) -> Iterator[str]:
+        """`lake.read_partition(*DATASET, ds)` unpacks to (zone, table)."""
+        return iter((self.zone, self.table))
+
+    def key(self, ds: str) -> str:
+        return f"{self.zone}/{self.table}/ds={to_ds(ds)}"
+
+
+_SIM = "growthgr.simulator"
+_RAW_KEYS = {"items": ("item_id",), "users": ("user_id",), "search_requests": ("request_id",),
+             "rank_candidates": ("request_id", "item_id"), "exposures": ("request_id", "item_id"),
+             "clicks": ("request_id", "item_id"), "purchases": ("order_id",),
+             "site_orders": ("order_id",)}
+RAW: dict[str, Dataset] = {t: Dataset("raw", t, _RAW_KEYS.get(t, ()), _SIM, s) for t, s in RAW_SCHEMAS.items()}
+TRUTH: dict[str, Dataset] = {t: Dataset("truth", t, (), _SIM, s) for t, s in TRUTH_SCHEMAS.items()}
+
+ITEM_DAILY_STATS = Dataset("curated", "item_daily_stats", ("item_id", "day"), "spark_jobs.item_daily_stats")
+USER_FEATURES = Dataset("features", "user_features", ("user_id",), "spark_jobs.features")
+ITEM_FEATURES = Dataset("features", "item_features", ("item_id",), "spark_jobs.features")
+QUERY_FEATURES = Dataset("features", "query_features", ("query_id",), "spark_jobs.features")
+FEATURE_TABLES: dict[str, Dataset] = {d.table: d for d in (USER_FEATURES, ITEM_FEATURES, QUERY_FEATURES)}
+GR_SAMPLES = Dataset("samples", "gr_samples", ("request_id",), "spark_jobs.gr_samples")
+ITEMLTV_LABELS = Dataset("samples", "itemltv_labels", ("item_id",), "spark_jobs.itemltv_labels")
+ITEMLTV_SAMPLES = Dataset("samples", "itemltv_samples", ("request_id", "item_id", "ts", "position"),
+                          "spark_jobs.itemltv_labels")
+ITEM_EMBEDDINGS = Dataset("curated", "item_embeddings", ("item_id",), "models.tokenizer.embed")
+ITEM_SIDS = Dataset("curated", "item_sids", ("item_id",), "models.tokenizer.sids")
+NEW_ITEM_POOL = Dataset("curated", "new_item_pool", ("item_id",), "models.itemltv.pipeline")
+
+
+def training_set(service: str) -> Dataset:
+    """The point-in-time training set of a Feast feature service (`samples/training_<service>`)."""
+    return Dataset("samples", f"training_{service}", (), "growthgr.features")
+
+
+# -- keys outside the partitioned tables -----------------------------------------------------------
+def report_prefix(subsystem: str, ds: str) -> str:
+    """Reports of one subsystem and day: metrics.json, plots (`reports/<subsystem>/ds=<ds>`)."""
+    return f"reports/{subsystem}/ds={to_ds(ds)}"
+
+
+def report_key(subsystem: str, ds: str, name: str = "metrics.json") -> str:
+    return f"{report_prefix(subsystem, ds)}/{name}"
+
+
+def gate_result_key(ds: str, dataset: str) -> str:
+    """The stored result of one gate (`validation/gate_results/ds=<ds>/<dataset>.json`)."""
+    return f"validation/gate_results/ds={to_ds(ds)}/{dataset}.json"
+
+
+def data_docs_prefix(dataset: str, ds: str) -> str:
+    """GX Data Docs of one gate run (`validation/data_docs/<dataset>/ds=<ds>/`)."""
+    return f"validation/data_docs/{dataset}/ds={to_ds(ds)}"
+
+
+def model_prefix(name: str) -> str:
+    return f"models/{name}/"
+
+
+def model_key(name: str, ds: str, file: str = "model.safetensors") -> str:
+    """A model checkpoint in the lake's `models` zone (`models/<name>/ds=<ds>/<file>`)."""
+    return f"models/{name}/ds={to_ds(ds)}/{file}"
+
+
+# -- key functions shared by writers and readers ---------------------------------------------------
+def query_id(text: str) -> int:
+    """Stable int64 id of a query text: the first 60 bits of its SHA-256 (Spark: `query_id_col`)."""
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
