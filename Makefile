@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 export GX_ANALYTICS_ENABLED = False
 export DBT_SEND_ANONYMOUS_USAGE_STATS = false
-export AIRFLOW__COSMOS__ENABLE_TELEMETRY = False
 export HF_HUB_OFFLINE = 1
 
 .DEFAULT_GOAL := help

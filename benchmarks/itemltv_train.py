@@ -4,7 +4,8 @@ Lightning loop over a bare PyTorch loop on the same model and batches (target <=
     .venv/bin/python benchmarks/itemltv_train.py [--lake DIR] [--ds YYYY-MM-DD] [--profile demo] [--epochs 2]
 
 Without --lake it writes the synthetic platform of `models.itemltv.synthetic` to a
-temporary directory and uses it.
+temporary directory and uses it. The Lightning Trainer is the one of every model
+(`models.training.build_trainer`, validation off); missing Feast training sets are built first.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import time
 import lightning as L
 import torch
 
+from growthgr import features
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
-from models.itemltv.data import load_inputs, prepare
+from growthgr.core.sections.trainer import TrainerConfig
+from models.itemltv.data import SERVICE, TRAINING_TABLE, load_inputs, prepare, sample_partitions
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import loss_fn
 from models.itemltv.synthetic import write_synthetic_lake
 from models.itemltv.train import model_spec
+from models.training import build_trainer
 
 
-def bare_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int) -> float:
+def bare_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int, trainer_cfg: TrainerConfig, grad_clip: float) -> float:
     opt = lit.configure_optimizers()
     lit.train()
     start = time.perf_counter()
@@ -35,15 +39,14 @@ def bare_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int) -> float:
             opt.zero_grad()
             loss = loss_fn(lit.model(b, treated_only=True), b, lit.objective)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(lit.parameters(), data.cfg.grad_clip or float("inf"))
+            torch.nn.utils.clip_grad_norm_(lit.parameters(), grad_clip or float("inf"))
             opt.step()
     return time.perf_counter() - start
 
 
-def lightning_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int) -> float:
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        gradient_clip_val=data.cfg.grad_clip or None)
+def lightning_loop(lit: LitItemLTV, data: ItemLTVData, epochs: int, trainer_cfg: TrainerConfig,
+                   grad_clip: float) -> float:
+    trainer = build_trainer(trainer_cfg, max_epochs=epochs, gradient_clip_val=grad_clip, limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(lit, datamodule=data)
     return time.perf_counter() - start
@@ -61,16 +64,20 @@ def main() -> None:
         write_synthetic_lake(Lake.open(root), days=44, items_per_day=60, n_users=500, seed=0)
     split = {} if args.lake else {"val_cohorts": 1, "test_cohorts": 1}   # the synthetic lake has 8 cohorts
     settings = load_settings(args.profile, env={}, overrides={"lake_root": root, "itemltv": split})
-    cfg = settings.itemltv
-    splits, pre = prepare(load_inputs(settings, args.ds, 1000), cfg)
+    cfg, lake = settings.itemltv, Lake.open(root)
+    for ds in sample_partitions(lake, args.ds, 1000):
+        if not lake.exists(*TRAINING_TABLE, ds):
+            features.training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
+    splits, pre = prepare(load_inputs(lake, args.ds, 1000), cfg)
     spec = model_spec(cfg, pre, True)
     kwargs = {k: v for k, v in spec.items() if k != "objective"}
     n = len(splits.train.y) * args.epochs
     times = {}
     for name, loop in (("bare", bare_loop), ("lightning", lightning_loop)):
         L.seed_everything(cfg.seed, verbose=False)
-        times[name] = loop(LitItemLTV(kwargs, cfg.objective, cfg.lr, cfg.weight_decay), ItemLTVData(splits, cfg),
-                           args.epochs)
+        data = ItemLTVData(splits, cfg.items_per_batch, settings.trainer.num_workers)
+        times[name] = loop(LitItemLTV(kwargs, cfg.objective, cfg.lr, cfg.weight_decay), data, args.epochs,
+                           settings.trainer, cfg.grad_clip)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"train exposures: {len(splits.train.y):,} x {args.epochs} epochs, profile {args.profile}")
     for name, sec in times.items():

@@ -3,9 +3,10 @@
 Protocol (TIGER, NeurIPS 2023): leave-one-out per user (last = test,
 second-to-last = validation, rest = training, all prefixes), history capped at
 20 items, full ranking over all 12,101 items by trie-constrained beam search,
-Recall@5/10 and NDCG@5/10. The epoch is chosen on validation Recall@10 (on a
-fixed subset of validation users after each epoch), then full validation and
-test are reported for that epoch.
+Recall@5/10 and NDCG@5/10 (`models.metrics`). The epoch is chosen on validation
+Recall@10 (on a fixed subset of validation users after each epoch, logged by the
+module as `val_recall@10` and kept by Lightning's ModelCheckpoint, with early
+stopping), then full validation and test are reported for that epoch.
 
 Each run is added to `--out` under `runs`; the file's top level is the run with the best
 full-validation Recall@10 (hyper-parameters chosen on validation, test reported).
@@ -16,7 +17,6 @@ full-validation Recall@10 (hyper-parameters chosen on validation, test reported)
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import platform
@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.trainer import TrainerConfig
+from models.metrics import ranking_metrics
 from models.multigr.beam import _sid_keys, trie_table
 from models.multigr.data import SFTDataModule, leave_one_out, load_sequences
 from models.multigr.model import Vocab
-from models.multigr.train import fit, rank_items, ranking_metrics, save_checkpoint
+from models.multigr.train import fit, rank_items, save_checkpoint
 from models.tokenizer.trie import SidTrie
 
 PUBLISHED = {
@@ -49,28 +51,22 @@ def leaf_item_map(trie: SidTrie, item_sids: np.ndarray) -> np.ndarray:
     return out
 
 
-class SelectOnValidation(L.Callback):
-    """After each epoch: validation Recall@10 on a user subset; keep the best weights; early stop."""
+class History(L.Callback):
+    """Logs the training loss; records the validation-subset Recall@10 of every epoch."""
 
-    def __init__(self, evaluate, patience: int):
-        self.evaluate, self.patience = evaluate, patience
-        self.best, self.best_epoch, self.best_state, self.history = -1.0, -1, None, []
+    def __init__(self):
+        self.rows: list[dict] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if batch_idx % 50 == 0:
             log.info("epoch %d step %d loss %.4f", trainer.current_epoch, batch_idx, float(outputs["loss"]))
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        score = self.evaluate(module.model)["recall@10"]
-        module.model.train()
-        epoch = trainer.current_epoch
-        self.history.append({"epoch": epoch, "val_subset_recall@10": score, "elapsed_s": time.perf_counter()})
-        log.info("epoch %d train_loss %.4f val-subset R@10 %.4f", epoch, float(trainer.callback_metrics.get("train_loss", float("nan"))), score)
-        if score > self.best:
-            self.best, self.best_epoch = score, epoch
-            self.best_state = copy.deepcopy(module.model.state_dict())
-        elif epoch - self.best_epoch >= self.patience:
-            trainer.should_stop = True
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch, "val_subset_recall@10": float(m["val_recall@10"]),
+                          "elapsed_s": time.perf_counter()})
+        log.info("epoch %d train_loss %.4f val-subset R@10 %.4f", trainer.current_epoch,
+                 float(m.get("train_loss", float("nan"))), self.rows[-1]["val_subset_recall@10"])
 
 
 def parse_args() -> argparse.Namespace:
@@ -124,20 +120,20 @@ def main() -> None:
     select_beams = [int(w) for w in args.select_beams.split(",")]
     rng = np.random.default_rng(args.seed)
     sub = rng.choice(len(split.val_targets), size=min(args.val_users, len(split.val_targets)), replace=False)
-    select = SelectOnValidation(
-        lambda m: metrics(m, [split.val_prompts[i] for i in sub], split.val_targets[sub], select_beams), args.patience
-    )
-    dm = SFTDataModule(split.train, cfg.batch_size, cfg.seed)
+    history = History()
+    dm = SFTDataModule(split.train, cfg.batch_size, cfg.seed, ([split.val_prompts[i] for i in sub], split.val_targets[sub]))
     start = time.perf_counter()
-    model, train_s = fit(cfg, dm, max_time_s=args.minutes * 60, callbacks=[select])
-    for h in select.history:
+    model, train_s = fit(cfg, dm, max_time_s=args.minutes * 60, callbacks=[history], trainer_cfg=TrainerConfig(),
+                         rank=lambda m, prompts: rank_items(m, prompts, select_beams, cfg.top_k, trie_next, leaf_items),
+                         patience=args.patience)  # the best epoch's weights
+    for h in history.rows:
         h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
-    model.load_state_dict(select.best_state)
+    best_epoch = max(history.rows, key=lambda h: h["val_subset_recall@10"])["epoch"]  # first best, as ModelCheckpoint
     val = metrics(model, split.val_prompts, split.val_targets)
     t0 = time.perf_counter()
     test = metrics(model, split.test_prompts, split.test_targets)
     decode_s = time.perf_counter() - t0
-    save_checkpoint(model, args.checkpoint, {"best_epoch": select.best_epoch})
+    save_checkpoint(model, args.checkpoint, {"best_epoch": best_epoch})
     result = {
         "dataset": "amazon-beauty",
         "protocol": "leave-one-out, history<=20, full ranking over all items (trie-constrained beam search)",
@@ -147,9 +143,9 @@ def main() -> None:
         "train_examples": len(split.train),
         "train_window_stride": args.stride,
         "training_time_s": round(train_s, 1),
-        "epochs_run": len(select.history),
-        "best_epoch": select.best_epoch,
-        "epoch_history": select.history,
+        "epochs_run": len(history.rows),
+        "best_epoch": best_epoch,
+        "epoch_history": history.rows,
         **{f"val.{k}": round(v, 4) for k, v in val.items()},
         **{f"test.{k}": round(v, 4) for k, v in test.items()},
         "test_users": len(split.test_targets),

@@ -17,6 +17,7 @@ import tempfile
 import time
 from datetime import date, timedelta
 
+from growthgr.core.calendar import COHORT_OFFSET, LABEL_DAYS
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
 from spark_jobs import item_daily_stats, itemltv_labels
@@ -30,7 +31,7 @@ def input_rows(lake: Lake, job: str, ds: str) -> int:
     if job == "item_daily_stats":
         tables = {t: [ds] for t in item_daily_stats.FUNNEL_TABLES}
     else:
-        new, label = days(ds, -36, -7), days(ds, -6, 0)
+        new, label = days(ds, -COHORT_OFFSET, -LABEL_DAYS), days(ds, -(LABEL_DAYS - 1), 0)
         tables = {"search_requests": new, "exposures": new, "clicks": new, "purchases": label, "site_orders": label}
     return sum(lake.commit_info("raw", t, d).rows for t, ds_list in tables.items() for d in ds_list)
 
@@ -43,7 +44,7 @@ def bench(profile: str, n_days: int, repeats: int, root: str | None) -> dict[str
 
         simulate(lake, settings.simulator, seed=1, start=START, days=n_days)
     ds = (date.fromisoformat(START) + timedelta(days=n_days - 1)).isoformat()
-    spark = get_spark(settings)
+    spark = get_spark(settings.spark, settings.storage, settings.lake_root)
     out = {}
     for name, run in (("item_daily_stats", item_daily_stats.run), ("itemltv_labels", itemltv_labels.run)):
         times = []

@@ -58,10 +58,10 @@ def synthetic_embeddings(n: int, dim: int = 384, clusters: int = 64, seed: int =
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def fit_seconds_per_epoch(n: int, epochs: int, cfg) -> float:
+def fit_seconds_per_epoch(n: int, epochs: int, cfg, trainer_cfg) -> float:
     x = synthetic_embeddings(n)
     t0 = time.perf_counter()
-    train_rqvae(x, cfg.model_copy(update={"epochs": epochs, "warmup_epochs": 0}))
+    train_rqvae(x, cfg.model_copy(update={"epochs": epochs, "warmup_epochs": 0}), trainer_cfg=trainer_cfg)
     return (time.perf_counter() - t0) / epochs  # includes k-means init, amortised
 
 
@@ -80,10 +80,11 @@ def main() -> None:
         "encoder_items_per_s_title_description": round(encoder_throughput(args.texts, args.repeats, True, cfg), 1),
         "rqvae": [],
     }
-    runs = ([(n, cfg) for n in args.sizes] if args.sizes
-            else [(demo.simulator.n_items, cfg), (large.simulator.n_items, large.tokenizer)])
-    for n, tcfg in runs:
-        spe = fit_seconds_per_epoch(n, args.epochs, tcfg)
+    runs = ([(n, demo) for n in args.sizes] if args.sizes
+            else [(demo.simulator.n_items, demo), (large.simulator.n_items, large)])
+    for n, settings in runs:
+        tcfg = settings.tokenizer
+        spe = fit_seconds_per_epoch(n, args.epochs, tcfg, settings.trainer)
         steps = -(-n // tcfg.batch_size)
         full = min(tcfg.epochs, tcfg.max_steps / steps) + min(tcfg.warmup_epochs, (tcfg.max_steps // 4) / steps)
         out["rqvae"].append({"items": n, "batch_size": tcfg.batch_size, "epochs_run": args.epochs,

@@ -1,7 +1,9 @@
 """GrowthGR daily pipeline (thin: every task calls one function of `growthgr.pipeline`).
 
-Partitions are keyed on `data_interval_start` of a daily
-`CronDataIntervalTimetable` (the run for interval [D, D+1) builds `ds=D`).
+Every run processes the partition `growthgr.airflow_local.run_ds` names: the run's
+logical date (scheduled and backfill runs of the daily `CronDataIntervalTimetable`: the
+interval start, so the run for [D, D+1) builds `ds=D`; a manual run with a logical date:
+that date), or the latest complete interval for a manual run without one.
 Single-writer stores are serialised with one-slot pools: `duckdb` (dbt's
 DuckDB file) and `feast_registry` (Feast's file registry and SQLite online
 store). A failing gate fails its task; everything downstream is skipped as
@@ -14,30 +16,33 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, task
 
-from growthgr.airflow_local import daily_dag_args, raw_logs_asset
+from growthgr.airflow_local import daily_dag_args, raw_logs_asset, run_ds
 from growthgr.core.config import load_settings
 
 RAW_LOGS = raw_logs_asset()
 RELEASE = Asset("growthgr://releases/current")
 
 
-def _ds(data_interval_start) -> str:
-    return data_interval_start.date().isoformat()
+def _ds() -> str:
+    from airflow.sdk import get_current_context
+
+    ctx = get_current_context()
+    return run_ds(ctx.get("logical_date"), ctx.get("data_interval_start"))
 
 
-def _run(step_name: str, data_interval_start) -> dict:
+def _run(step_name: str) -> dict:
     """Run `growthgr.pipeline.<step_name>` for the run's ds with the environment's settings."""
     from growthgr import pipeline
     from growthgr.core.logs import setup_logging
 
     setup_logging()
-    return pipeline.timed(getattr(pipeline, step_name), load_settings(), _ds(data_interval_start))
+    return pipeline.timed(getattr(pipeline, step_name), load_settings(), _ds())
 
 
-def _gate(dataset: str, data_interval_start) -> dict:
+def _gate(dataset: str) -> dict:
     from growthgr import pipeline
 
-    return pipeline.gate(load_settings(), dataset, _ds(data_interval_start))
+    return pipeline.gate(load_settings(), dataset, _ds())
 
 
 @dag(
@@ -48,56 +53,56 @@ def _gate(dataset: str, data_interval_start) -> dict:
 )
 def growthgr_daily():
     @task(inlets=[RAW_LOGS])
-    def gate_raw(data_interval_start=None):
-        return _gate("raw", data_interval_start)
+    def gate_raw():
+        return _gate("raw")
 
     @task
-    def spark_jobs(data_interval_start=None):
-        return _run("spark", data_interval_start)
+    def spark_jobs():
+        return _run("spark")
 
     @task(pool="duckdb")
-    def dbt_build(data_interval_start=None):
-        return _run("dbt", data_interval_start)
+    def dbt_build():
+        return _run("dbt")
 
     @task
-    def gate_features(data_interval_start=None):
-        return _gate("features", data_interval_start)
+    def gate_features():
+        return _gate("features")
 
     @task
-    def gate_labels(data_interval_start=None):
-        return _run("gate_labels", data_interval_start)
+    def gate_labels():
+        return _run("gate_labels")
 
     @task(pool="feast_registry")
-    def feast_materialize(data_interval_start=None):
-        return _run("materialize", data_interval_start)
+    def feast_materialize():
+        return _run("materialize")
 
     @task(pool="feast_registry")
-    def training_set(data_interval_start=None):
-        return _run("training_set", data_interval_start)
+    def training_set():
+        return _run("training_set")
 
     @task
-    def tokenize(data_interval_start=None):
-        return _run("tokenize", data_interval_start)
+    def tokenize():
+        return _run("tokenize")
 
     @task
-    def gate_sids(data_interval_start=None):
-        return _gate("sids", data_interval_start)
+    def gate_sids():
+        return _gate("sids")
 
     @task
-    def itemltv(data_interval_start=None):
-        return _run("itemltv", data_interval_start)
+    def itemltv():
+        return _run("itemltv")
 
     @task
-    def pool(data_interval_start=None):
-        return _run("pool", data_interval_start)
+    def pool():
+        return _run("pool")
 
     @task
-    def gate_pool(data_interval_start=None):
-        return _gate("pool", data_interval_start)
+    def gate_pool():
+        return _gate("pool")
 
     @task(outlets=[RELEASE])
-    def publish(data_interval_start=None):
-        return _run("publish", data_interval_start)
+    def publish():
+        return _run("publish")
 
     raw, jobs, tok = gate_raw(), spark_jobs(), tokenize()
     feats, labels, dbt = gate_features(), gate_labels(), dbt_build()

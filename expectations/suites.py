@@ -20,22 +20,13 @@ import pandas as pd
 import pyarrow as pa
 
 from expectations import frames
-from growthgr.core import calendar
+from growthgr.core import calendar, catalog
 from growthgr.core.lake import Lake
 from growthgr.core.schemas import RAW_SCHEMAS
 from growthgr.core.sections.gates import GatesConfig
 
 EVENT_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
-RAW_KEYS: dict[str, list[list[str]]] = {
-    "items": [["item_id"]],
-    "users": [["user_id"]],
-    "search_requests": [["request_id"]],
-    "rank_candidates": [["request_id", "item_id"], ["request_id", "rank"]],
-    "exposures": [["request_id", "item_id"], ["request_id", "position"]],
-    "clicks": [["request_id", "item_id"]],
-    "purchases": [["order_id"]],
-    "site_orders": [["order_id"]],
-}
+RAW_KEYS: dict[str, list[list[str]]] = {t: d.unique_keys for t, d in catalog.RAW.items()}
 RAW_NULLABLE = {"site_orders": {"linked_request_id", "link_score"}}
 # (child table, parent table, join keys, rule): every child row must have a parent row.
 FUNNEL: dict[str, tuple[str, list[str], str]] = {
@@ -46,15 +37,15 @@ FUNNEL: dict[str, tuple[str, list[str], str]] = {
 }
 # Non-raw tables: (zone, table) -> required columns (the producers' contracts).
 REQUIRED_COLUMNS: dict[tuple[str, str], list[str]] = {
-    ("samples", "itemltv_labels"): ["item_id", "listing_date", "label"],
-    ("samples", "itemltv_samples"): ["item_id", "user_id", "request_id", "treatment", "ts"],
+    tuple(catalog.ITEMLTV_LABELS): ["item_id", "listing_date", "label"],
+    tuple(catalog.ITEMLTV_SAMPLES): ["item_id", "user_id", "request_id", "treatment", "ts"],
     ("features", "user_features"): ["user_id", "event_timestamp"],
     ("features", "item_features"): ["item_id", "event_timestamp"],
     ("features", "query_features"): ["query_id", "event_timestamp"],
-    ("curated", "new_item_pool"): ["item_id", "score", "rank", "listing_date"],
-    ("curated", "item_sids"): ["item_id", "sid_version", "c1", "c2", "c3"],
+    tuple(catalog.NEW_ITEM_POOL): ["item_id", "score", "rank", "listing_date"],
+    tuple(catalog.ITEM_SIDS): ["item_id", "sid_version", "c1", "c2", "c3"],
 }
-FEATURE_KEYS = {"user_features": "user_id", "item_features": "item_id", "query_features": "query_id"}
+FEATURE_KEYS = {t: d.keys[0] for t, d in catalog.FEATURE_TABLES.items()}
 
 
 @dataclass(frozen=True)
@@ -243,15 +234,15 @@ def cohort_items(lake: Lake, ds: str, cfg: GatesConfig) -> set[int]:
 
 def labels_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     """label >= 0 and finite, one row per item x cohort, every cohort item has its label."""
-    frame = frames.read(lake, "samples", "itemltv_labels", ds)
+    frame = frames.read(lake, *catalog.ITEMLTV_LABELS, ds)
     if frame is None:
-        return TableCheck("samples", "itemltv_labels", ds, None)
+        return TableCheck(*catalog.ITEMLTV_LABELS, ds, None)
     frame = frame.copy()
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
     key = ["item_id", "listing_date"] if "listing_date" in frame.columns else ["item_id"]
     if "label" in frame.columns:
         frame["_check_finite_label"] = frames.check_finite(frame["label"])
-    exps = (required_rules(REQUIRED_COLUMNS[("samples", "itemltv_labels")]) + key_rules(frame, [key])
+    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.ITEMLTV_LABELS)]) + key_rules(frame, [key])
             + not_null_rules(frame, ["item_id", "listing_date", "label"])
             + between(frame, "label", "label_non_negative", min_value=0)
             + between(frame, "y", "label_non_negative", min_value=0)
@@ -259,18 +250,18 @@ def labels_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
             + between(frame, "listing_date", "cohort_day", min_value=cohort, max_value=cohort)
             + [rule(gxe.ExpectTableRowCountToEqual, "cohort_complete", "item_id",
                     value=len(cohort_items(lake, ds, cfg)))])
-    return TableCheck("samples", "itemltv_labels", ds, frame, exps)
+    return TableCheck(*catalog.ITEMLTV_LABELS, ds, frame, exps)
 
 
 def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     """Treatment in {0, 1}; events inside the items' new-item period; items belong to the cohort."""
-    frame = frames.read(lake, "samples", "itemltv_samples", ds)
+    frame = frames.read(lake, *catalog.ITEMLTV_SAMPLES, ds)
     if frame is None:
-        return TableCheck("samples", "itemltv_samples", ds, None)
+        return TableCheck(*catalog.ITEMLTV_SAMPLES, ds, None)
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
     start = datetime.combine(cohort, datetime.min.time(), UTC)
     end = start + timedelta(days=calendar.NEW_ITEM_DAYS) - timedelta(microseconds=1)
-    exps = (required_rules(REQUIRED_COLUMNS[("samples", "itemltv_samples")])
+    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.ITEMLTV_SAMPLES)])
             + key_rules(frame, [["request_id", "item_id", "ts"]])
             + not_null_rules(frame, ["item_id", "user_id", "request_id", "treatment", "ts"])
             + between(frame, "ts", "event_in_new_item_period", min_value=start, max_value=end)
@@ -280,7 +271,7 @@ def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     if "treatment" in frame.columns:
         exps.append(rule(gxe.ExpectColumnDistinctValuesToBeInSet, "treatment_binary", "treatment",
                          value_set=[0, 1, True, False]))
-    return TableCheck("samples", "itemltv_samples", ds, frame, exps)
+    return TableCheck(*catalog.ITEMLTV_SAMPLES, ds, frame, exps)
 
 
 # -- feature tables -------------------------------------------------------------------------------
@@ -305,14 +296,14 @@ def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableChe
 # -- daily pool and SIDs --------------------------------------------------------------------------
 def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableCheck:
     """Pool size in [pool_min_size, max_size], unique items, only items in their new-item period, finite scores."""
-    frame = frames.read(lake, "curated", "new_item_pool", ds)
+    frame = frames.read(lake, *catalog.NEW_ITEM_POOL, ds)
     if frame is None:
-        return TableCheck("curated", "new_item_pool", ds, None)
+        return TableCheck(*catalog.NEW_ITEM_POOL, ds, None)
     frame = frame.copy()
     if "score" in frame.columns:
         frame["_check_finite_score"] = frames.check_finite(frame["score"])
     first_new = _days_before(ds, calendar.NEW_ITEM_DAYS - 1)
-    exps = (required_rules(REQUIRED_COLUMNS[("curated", "new_item_pool")]) + key_rules(frame, [["item_id"]])
+    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.NEW_ITEM_POOL)]) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "score", "rank", "listing_date"])
             + [rule(gxe.ExpectTableRowCountToBeBetween, "pool_size", min_value=cfg.pool_min_size,
                     max_value=max_size)]
@@ -320,15 +311,15 @@ def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableChe
                       max_value=date.fromisoformat(ds))
             + all_true(frame, "_check_finite_score", "finite", "score")
             + between(frame, "rank", "non_negative", min_value=0))
-    return TableCheck("curated", "new_item_pool", ds, frame, exps)
+    return TableCheck(*catalog.NEW_ITEM_POOL, ds, frame, exps)
 
 
 def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int, max_collision_rate: float) -> TableCheck:
     """Every item exactly one row, codes int32 in [0, K), (c1, c2, c3) collision rate under a bound,
     and with the disambiguation token c4 the full SID unique (c4 wrapping over K breaks it)."""
-    frame = frames.read(lake, "curated", "item_sids", ds)
+    frame = frames.read(lake, *catalog.ITEM_SIDS, ds)
     if frame is None:
-        return TableCheck("curated", "item_sids", ds, None)
+        return TableCheck(*catalog.ITEM_SIDS, ds, None)
     frame = frame.copy()
     codes = [c for c in ("c1", "c2", "c3") if c in frame.columns]
     by = ["sid_version"] if "sid_version" in frame.columns else []
@@ -336,7 +327,7 @@ def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int, max_co
         frame["_check_no_collision"] = frames.check_first_of_group(frame, codes, by)
         if "c4" in frame.columns and frame["c4"].notna().any():
             frame["_check_sid_unique"] = frames.check_first_of_group(frame, [*codes, "c4"], by)
-    exps = (required_rules(REQUIRED_COLUMNS[("curated", "item_sids")]) + key_rules(frame, [["item_id"]])
+    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.ITEM_SIDS)]) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "sid_version", *codes])
             + all_true(frame, "_check_no_collision", "sid_collision_rate", "c1,c2,c3", mostly=1.0 - max_collision_rate)
             + all_true(frame, "_check_sid_unique", "sid_unique", "c1,c2,c3,c4"))
@@ -345,4 +336,4 @@ def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int, max_co
             exps += [rule(gxe.ExpectColumnValuesToBeOfType, "schema_type", c, type_="int32"),
                      rule(gxe.ExpectColumnValuesToBeBetween, "code_in_range", c, min_value=0,
                           max_value=codebook_size - 1)]
-    return TableCheck("curated", "item_sids", ds, frame, exps)
+    return TableCheck(*catalog.ITEM_SIDS, ds, frame, exps)

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import typer
 
+from growthgr.core import calendar, catalog
 from growthgr.core.config import Settings, load_settings
 from growthgr.core.lake import Lake, ds_range
 from growthgr.core.logs import setup_logging
 
 log = logging.getLogger("growthgr.demo")
-LABEL_HORIZON = 36  # a cohort listed on day L closes on L + 36
 
 
 def shift(ds: str, days: int) -> str:
@@ -59,13 +59,13 @@ def backfill_job(settings: Settings, job: str, table: tuple[str, str], days: lis
     todo = [ds for ds in days if not lake.exists(*table, ds)]
     log.info("backfilling %s for %d day(s)", job, len(todo))
     if todo:
-        run_days(settings, job, todo, lake)
+        run_days(lake, settings.spark, settings.storage, job, todo)
     return todo
 
 
 def backfill_labels(settings: Settings, first_day: str, last: str) -> None:
     """The label job for every day from the first closable cohort up to `last` (missing days only)."""
-    backfill_job(settings, "itemltv_labels", ("samples", "itemltv_labels"), ds_range(shift(first_day, LABEL_HORIZON), last))
+    backfill_job(settings, "itemltv_labels", ("samples", "itemltv_labels"), ds_range(shift(first_day, calendar.COHORT_OFFSET), last))
 
 
 def backfill_features(settings: Settings, last: str, days: int) -> None:
@@ -80,8 +80,9 @@ def backfill_features(settings: Settings, last: str, days: int) -> None:
     from models.itemltv.data import SERVICE, TRAINING_TABLE
 
     if backfill_job(settings, "features", ("features", "item_features"), ds_range(shift(last, 1 - days), last)):
-        for ds in Lake.from_settings(settings).list_partitions(*TRAINING_TABLE):
-            training_set(settings, SERVICE, ds)
+        lake = Lake.from_settings(settings)
+        for ds in lake.list_partitions(*TRAINING_TABLE):
+            training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
 
 
 def summary(settings: Settings, days: list[str]) -> str:
@@ -94,11 +95,11 @@ def summary(settings: Settings, days: list[str]) -> str:
         for table in lake.list_tables(zone):
             parts = lake.list_partitions(zone, table)
             lines.append(f"  {zone}/{table}: {len(parts)} partitions ({parts[0]}..{parts[-1]})")
-    labels = lake.read_range("samples", "itemltv_labels", "0001-01-01", last)
+    labels = lake.read_range(*catalog.ITEMLTV_LABELS, "0001-01-01", last)
     lines.append(f"label rows: {labels.num_rows} items in {len(set(labels.column('ds').to_pylist()))} cohorts")
-    pool = lake.read_partition("curated", "new_item_pool", last).to_pandas()
+    pool = lake.read_partition(*catalog.NEW_ITEM_POOL, last).to_pandas()
     lines.append(f"new-item pool {last}: {len(pool)} items, scores {pool['score'].min():.3f}..{pool['score'].max():.3f}")
-    metrics_key = f"reports/itemltv/ds={last}/metrics.json"
+    metrics_key = catalog.report_key("itemltv", last)
     if lake.store.exists(metrics_key):
         from models.itemltv.evaluate import metrics_table
 
@@ -106,9 +107,9 @@ def summary(settings: Settings, days: list[str]) -> str:
     current = store.get("current")
     lines.append(f"release: {current.release_id} -> {store.store.url(current.release_id)}")
     lines.append(f"  files: {', '.join(current.files)}")
-    lines.append(f"Data Docs: {lake.store.url(f'validation/data_docs/raw/ds={last}/index.html')}")
+    lines.append(f"Data Docs: {lake.store.url(catalog.data_docs_prefix('raw', last) + '/index.html')}")
     lines.append(f"dbt docs:  dbt/target/index.html (after `growthgr dbt docs`); warehouse {settings.lake_root}/warehouse")
-    lines.append(f"plots:     {lake.store.url(f'reports/itemltv/ds={last}/')}")
+    lines.append(f"plots:     {lake.store.url(catalog.report_prefix('itemltv', last) + '/')}")
     return "\n".join(lines)
 
 

@@ -1,10 +1,14 @@
 """The Feast feature store of GrowthGR: apply (once per change), point-in-time training sets,
 daily materialisation, online reads. Definitions live in `feature_repo/definitions.py`.
 
-    store = open_store(settings)                       # applies definitions if their hash changed
-    df = training_set(settings, "itemltv_v1", ds)      # -> lake samples/training_itemltv_v1/ds=...
-    materialize(settings, ds)                          # the data interval [ds, ds+1) -> online store
-    online_features(settings, "itemltv_v1", user_id=1, item_id=2, query_id=3)
+    store = open_store(cfg, lake)                      # applies definitions if their hash changed
+    df = training_set(cfg, lake, "itemltv_v1", ds)     # -> lake samples/training_itemltv_v1/ds=...
+    materialize(cfg, lake, ds)                         # the data interval [ds, ds+1) -> online store
+    item_features_at(cfg, lake, "itemltv_v1", ids, at)  # the items' features as of one time
+    online_features(cfg, lake, "itemltv_v1", user_id=1, item_id=2, query_id=3)
+
+Every function takes the `settings.feast` section (`FeatureStoreConfig`), the `Lake` and, where
+the Spark offline store may be used, the Spark master URL (`settings.spark.master`).
 
 Environments (`FeatureStoreConfig.environment`): `local` = `feature_repo/feature_store.yaml`
 (DuckDB over the lake Parquet, SQLite online store, registry file under `<lake>/feast/`), `cluster`
@@ -30,7 +34,9 @@ import pyarrow as pa
 import yaml
 from filelock import FileLock
 
+from growthgr.core import catalog
 from growthgr.core.lake import Lake, to_ds
+from growthgr.core.sections.feast import FeatureStoreConfig
 
 log = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
@@ -38,37 +44,36 @@ YAML_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.y
 
 
 # -- configuration -----------------------------------------------------------------------------------
-def feast_dir(settings) -> Path:
+def feast_dir(lake: Lake) -> Path:
     """`<lake>/feast`: registry, SQLite online store, apply hash and writer lock (local lakes only)."""
-    if "://" in settings.lake_root:
+    if "://" in lake.store.uri:
         raise ValueError("the local Feast environment needs a local lake root; use environment=cluster")
-    path = Path(settings.lake_root).resolve() / "feast"
+    path = Path(lake.store.uri).resolve() / "feast"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def repo_config_dict(settings, cfg: FeatureStoreConfig | None = None) -> dict[str, Any]:
-    """The environment's feature_store.yaml with `${...}` filled in from settings."""
-    cfg = cfg or feast_config(settings)
+def repo_config_dict(cfg: FeatureStoreConfig, lake: Lake, spark_master: str = "local[*]") -> dict[str, Any]:
+    """The environment's feature_store.yaml with `${...}` filled in."""
     text = (REPO_DIR / YAML_FILES[cfg.environment]).read_text()
-    values = {"LAKE_ROOT": str(feast_dir(settings).parent), "REDIS_CONNECTION": cfg.redis_connection,
-              "SPARK_MASTER": settings.spark.master}
+    values = {"LAKE_ROOT": str(feast_dir(lake).parent), "REDIS_CONNECTION": cfg.redis_connection,
+              "SPARK_MASTER": spark_master}
     for key, value in values.items():
         text = text.replace("${" + key + "}", value)
     data = yaml.safe_load(text)
     if cfg.online_store == "redis":
         data["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection}
     elif cfg.online_store == "sqlite":
-        data["online_store"] = {"type": "sqlite", "path": str(feast_dir(settings) / "online.db")}
+        data["online_store"] = {"type": "sqlite", "path": str(feast_dir(lake) / "online.db")}
     return data
 
 
-def load_definitions(settings, offline: str) -> list:
+def load_definitions(lake: Lake, offline: str) -> list:
     """Build the objects of `feature_repo/definitions.py` for this lake root."""
     spec = importlib.util.spec_from_file_location("growthgr_feature_repo", REPO_DIR / "definitions.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build(str(feast_dir(settings).parent), offline)
+    return module.build(str(feast_dir(lake).parent), offline)
 
 
 def definitions_hash(config: dict[str, Any]) -> str:
@@ -78,25 +83,25 @@ def definitions_hash(config: dict[str, Any]) -> str:
 
 
 @contextmanager
-def writer_lock(settings, timeout: float = 600):
+def writer_lock(lake: Lake, timeout: float = 600):
     """Serialise Feast writers of one lake (registry file and SQLite are single-writer)."""
-    with FileLock(str(feast_dir(settings) / ".writer.lock"), timeout=timeout):
+    with FileLock(str(feast_dir(lake) / ".writer.lock"), timeout=timeout):
         yield
 
 
-def open_store(settings, cfg: FeatureStoreConfig | None = None):
-    """A FeatureStore for `settings`, applying the definitions first if they changed since last apply."""
+def open_store(cfg: FeatureStoreConfig, lake: Lake, spark_master: str = "local[*]"):
+    """A FeatureStore over `lake`, applying the definitions first if they changed since last apply."""
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
-    data = repo_config_dict(settings, cfg)
+    data = repo_config_dict(cfg, lake, spark_master)
     store = FeatureStore(config=RepoConfig(repo_path=REPO_DIR, **data))
     # One stamp per registry: switching environment or online store changes the hash and re-applies.
-    stamp = feast_dir(settings) / "applied.sha256"
+    stamp = feast_dir(lake) / "applied.sha256"
     digest = definitions_hash(data)
     if not stamp.exists() or stamp.read_text() != digest:
-        with writer_lock(settings):
-            objects = load_definitions(settings, data["offline_store"]["type"])
+        with writer_lock(lake):
+            objects = load_definitions(lake, data["offline_store"]["type"])
             store.apply(objects)
             stamp.write_text(digest)
             log.info("feast apply: %d objects (definitions hash %s)", len(objects), digest[:12])
@@ -118,10 +123,10 @@ def entity_frame(lake: Lake, service: str, ds: str) -> pd.DataFrame:
     multigr_v1: one row per search request; dr_v1: one row per exposed (request, item) pair.
     """
     if service == "itemltv_v1":
-        df = lake.read_partition("samples", "itemltv_samples", ds).to_pandas()
+        df = lake.read_partition(*catalog.ITEMLTV_SAMPLES, ds).to_pandas()
     else:
         cols = ["request_id", "user_id", "query_id", "ts"] + (["exposure_ids"] if service == "dr_v1" else [])
-        df = lake.read_partition("samples", "gr_samples", ds, columns=cols).to_pandas()
+        df = lake.read_partition(*catalog.GR_SAMPLES, ds, columns=cols).to_pandas()
         if service == "dr_v1":
             df = df.explode("exposure_ids").dropna(subset=["exposure_ids"]).rename(columns={"exposure_ids": "item_id"})
             df["item_id"] = df["item_id"].astype("int64")
@@ -138,8 +143,11 @@ def historical_features(store, entity_df: pd.DataFrame, features: str | list[str
     A pandas frame, or with `arrow` a pyarrow Table (integer features stay integers with nulls)."""
     refs = store.get_feature_service(features) if isinstance(features, str) else features
     entity_df = entity_df.assign(event_timestamp=utc_us(entity_df["event_timestamp"]))
-    job = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True)
-    return job.to_arrow() if arrow else job.to_df()
+    try:
+        job = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True)
+        return job.to_arrow() if arrow else job.to_df()
+    finally:
+        release_duckdb()
 
 
 def service_refs(store, service: str, views: set[str] | None = None) -> list[str]:
@@ -148,21 +156,43 @@ def service_refs(store, service: str, views: set[str] | None = None) -> list[str
             if views is None or p.name in views for f in p.features]
 
 
-def training_set(settings, service: str, ds: str) -> pa.Table:
+def training_set(cfg: FeatureStoreConfig, lake: Lake, service: str, ds: str, spark_master: str = "local[*]") -> pa.Table:
     """Build and write `samples/training_<service>/ds=<ds>` (entity rows + their PIT features),
     with the column types Feast declares (so partitions concatenate)."""
     ds = to_ds(ds)
-    lake = Lake.from_settings(settings)
-    store = open_store(settings)
+    store = open_store(cfg, lake, spark_master)
     out = historical_features(store, entity_frame(lake, service, ds), service, arrow=True)
     keys = [(c, "ascending") for c in ("event_timestamp", "request_id", "item_id") if c in out.column_names]
     out = out.sort_by(keys)
-    lake.write_partition("samples", f"training_{service}", ds, out)
+    lake.write_partition(*catalog.training_set(service), ds, out)
     log.info("training set %s ds=%s: %d rows, %d columns", service, ds, out.num_rows, out.num_columns)
     return out
 
 
+def item_features_at(cfg: FeatureStoreConfig, lake: Lake, service: str, item_ids, at: datetime,
+                     spark_master: str = "local[*]") -> pa.Table:
+    """The item-view features of `service` for each of `item_ids` as of `at` (point in time, one
+    row per item: `item_id`, `event_timestamp` = `at`, `item_features__<feature>`), sorted by item."""
+    store = open_store(cfg, lake, spark_master)
+    entities = pd.DataFrame({"item_id": pd.Series(item_ids, dtype="int64"), "event_timestamp": pd.Timestamp(at)})
+    refs = service_refs(store, service, {"item_features"})
+    return historical_features(store, entities, refs, arrow=True).sort_by("item_id")
+
+
 # -- online ------------------------------------------------------------------------------------------
+def release_duckdb() -> None:
+    """Close the in-memory DuckDB connection Feast's offline store opens through ibis (its default
+    backend), so a process does not end with DuckDB objects alive (DuckDB 2 then prints a
+    nanobind leak dump at exit). The next query opens a fresh one."""
+    import sys
+
+    ibis = sys.modules.get("ibis")
+    backend = ibis and ibis.options.default_backend
+    if backend is not None:
+        backend.disconnect()
+        ibis.options.default_backend = None
+
+
 @contextmanager
 def frozen_heap():
     """Keep the objects alive now out of the cyclic GC while the body allocates millions of small
@@ -176,18 +206,22 @@ def frozen_heap():
         gc.unfreeze()
 
 
-def materialize(settings, ds: str, cfg: FeatureStoreConfig | None = None) -> None:
+def materialize(cfg: FeatureStoreConfig, lake: Lake, ds: str, spark_master: str = "local[*]") -> None:
     """Load the feature rows of the data interval [ds 00:00, ds+1 00:00) UTC into the online store."""
     start = datetime.fromisoformat(to_ds(ds)).replace(tzinfo=UTC)
-    store = open_store(settings, cfg)
-    with writer_lock(settings), frozen_heap():
-        store.materialize(start_date=start, end_date=start + timedelta(days=1))
+    store = open_store(cfg, lake, spark_master)
+    with writer_lock(lake), frozen_heap():
+        try:
+            store.materialize(start_date=start, end_date=start + timedelta(days=1))
+        finally:
+            release_duckdb()
 
 
-def online_features(settings, service: str, cfg: FeatureStoreConfig | None = None, **entities: int) -> dict:
+def online_features(cfg: FeatureStoreConfig, lake: Lake, service: str, spark_master: str = "local[*]",
+                    **entities: int | None) -> dict:
     """Online feature values of one entity row (`user_id`, `item_id`, `query_id` as the service
     needs), keyed `<view>__<feature>` like the training sets."""
-    store = open_store(settings, cfg)
+    store = open_store(cfg, lake, spark_master)
     features = store.get_feature_service(service)
     needed = {key for p in features.feature_view_projections
               for key in store.get_feature_view(p.name).join_keys}

@@ -67,7 +67,7 @@ def spark(settings: Settings, ds: str) -> dict:
     """Every Spark job for `ds` (labels only once a cohort can close)."""
     from spark_jobs.jobs import run_all
 
-    return run_all(settings, to_ds(ds))
+    return run_all(Lake.from_settings(settings), settings.spark, settings.storage, to_ds(ds))
 
 
 def dbt(settings: Settings, ds: str) -> dict:
@@ -91,7 +91,7 @@ def materialize(settings: Settings, ds: str) -> dict:
     """Load the day's feature rows into the Feast online store."""
     from growthgr import features
 
-    features.materialize(settings, to_ds(ds))
+    features.materialize(settings.feast, Lake.from_settings(settings), to_ds(ds), settings.spark.master)
     return {"materialized": to_ds(ds)}
 
 
@@ -107,15 +107,26 @@ def tokenize(settings: Settings, ds: str) -> dict:
 
 
 def training_set(settings: Settings, ds: str) -> dict:
-    """Build the day's point-in-time training set from Feast (after `feast_materialize`), when a
-    cohort closed on `ds`; models read it from the lake, never Feast itself."""
-    from growthgr import features
-    from models.itemltv.data import SERVICE
+    """Build from Feast (after `feast_materialize`) the point-in-time inputs ItemLTV reads from the
+    lake, never Feast itself: the training set of every samples partition it trains on that has
+    none yet and of the cohort closing on `ds` (rebuilt on every run of the day), and the item
+    features of the day's pool candidates as of the end of `ds` (`catalog.ITEMLTV_POOL_FEATURES`)."""
+    from datetime import UTC, datetime, timedelta
 
-    if not Lake.from_settings(settings).exists(*catalog.ITEMLTV_SAMPLES, to_ds(ds)):
-        return {"training_set": SERVICE, "skipped": "no cohort closes on this day"}
-    out = features.training_set(settings, SERVICE, to_ds(ds))      # rebuilt on every run of the day
-    return {"training_set": SERVICE, "rows": out.num_rows}
+    from growthgr import features
+    from models.itemltv.data import SERVICE, sample_partitions
+    from models.itemltv.pipeline import pool_candidates
+
+    ds, lake, cfg, master = to_ds(ds), Lake.from_settings(settings), settings.itemltv, settings.spark.master
+    n_cohorts = cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts
+    todo = [p for p in sample_partitions(lake, ds, n_cohorts)
+            if p == ds or not lake.exists(*catalog.training_set(SERVICE), p)]
+    rows = sum(features.training_set(settings.feast, lake, SERVICE, p, master).num_rows for p in todo)
+    end_of_day = datetime.fromisoformat(ds).replace(tzinfo=UTC) + timedelta(days=1)
+    items = pool_candidates(lake, ds)["item_id"].to_numpy()
+    pool = features.item_features_at(settings.feast, lake, SERVICE, items, end_of_day, master)
+    lake.write_partition(*catalog.ITEMLTV_POOL_FEATURES, ds, pool)
+    return {"training_set": SERVICE, "built": todo, "rows": rows, "pool_candidates": pool.num_rows}
 
 
 def itemltv(settings: Settings, ds: str) -> dict:
@@ -123,8 +134,9 @@ def itemltv(settings: Settings, ds: str) -> dict:
     evaluate on held-out ones."""
     from models.itemltv.pipeline import run_evaluate, run_train
 
-    trained = run_train(settings, to_ds(ds))
-    metrics = run_evaluate(settings, to_ds(ds))
+    lake = Lake.from_settings(settings)
+    trained = run_train(settings.itemltv, settings.trainer, lake, to_ds(ds))
+    metrics = run_evaluate(settings.itemltv, lake, to_ds(ds))
     return {"cohorts": trained["cohorts"], "metrics": _headline(metrics)}
 
 
@@ -132,7 +144,7 @@ def pool(settings: Settings, ds: str) -> dict:
     """Score the items in their new-item period with the base tower; write the daily pool."""
     from models.itemltv.pipeline import write_pool
 
-    frame = write_pool(settings, to_ds(ds))
+    frame = write_pool(settings.itemltv, Lake.from_settings(settings), to_ds(ds))
     return {"pool_size": len(frame), "top_score": float(frame["score"].max()) if len(frame) else None}
 
 

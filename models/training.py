@@ -11,7 +11,9 @@ temporary directory, never in the lake) and `EarlyStopping`.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +47,9 @@ def build_trainer(
     `best_state`) and, with `patience`, `EarlyStopping` stops on it."""
     cbs = list(callbacks)
     if monitor and not fast_dev_run:
-        cbs.append(ModelCheckpoint(dirpath=tempfile.mkdtemp(prefix="growthgr-ckpt-"), monitor=monitor, mode=mode,
+        dirpath = tempfile.mkdtemp(prefix="growthgr-ckpt-")
+        atexit.register(shutil.rmtree, dirpath, ignore_errors=True)
+        cbs.append(ModelCheckpoint(dirpath=dirpath, monitor=monitor, mode=mode,
                                    save_top_k=1, save_weights_only=True, enable_version_counter=False))
         if patience:
             cbs.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
@@ -53,7 +57,7 @@ def build_trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision,
         deterministic=cfg.deterministic, enable_progress_bar=cfg.progress_bar, max_epochs=max_epochs,
         max_steps=max_steps, max_time={"seconds": int(max_time_s)} if max_time_s else None,
-        gradient_clip_val=gradient_clip_val or None, logger=False, enable_checkpointing=bool(monitor),
+        gradient_clip_val=gradient_clip_val or None, logger=False, enable_checkpointing=bool(monitor) and not fast_dev_run,
         enable_model_summary=False, num_sanity_val_steps=0, callbacks=cbs, fast_dev_run=fast_dev_run, **extra,
     )
 
@@ -68,6 +72,7 @@ def best_state(trainer: L.Trainer, prefix: str = "model.") -> dict[str, torch.Te
     if ckpt is None or not ckpt.best_model_path:
         return None
     state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    shutil.rmtree(ckpt.dirpath, ignore_errors=True)           # read once; nothing else needs the folder
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 

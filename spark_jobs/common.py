@@ -1,5 +1,5 @@
 """Shared pieces of the Spark jobs: checked extract of raw partitions, load into the
-lake, day arithmetic, the query id.
+lake, day arithmetic, the query id column.
 
 Every job is extract -> pure `transform(dataframes..., params) -> DataFrame` ->
 load. Extract reads committed partitions through `Lake.partition_files` and
@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from growthgr.core.catalog import RAW
 from growthgr.core.lake import Lake, to_ds
 from growthgr.core.schemas import RAW_SCHEMAS
 from spark_jobs.session import spark_url
@@ -132,9 +133,9 @@ def history_days(lake: Lake, table: str, ds: str, lookback: int, zone: str = "ra
 
 def catalog_days(lake: Lake, table: str, ds: str) -> list[str]:
     """Every committed partition of a catalog table (`items`, `users`) up to `ds`."""
-    parts = lake.list_partitions("raw", table, end=ds)
+    parts = lake.list_partitions(*RAW[table], end=ds)
     if not parts:
-        raise InputError(f"raw/{table}: no committed partitions up to ds={ds}")
+        raise InputError(f"{RAW[table].zone}/{table}: no committed partitions up to ds={ds}")
     return parts
 
 

@@ -40,6 +40,8 @@ from typing import NamedTuple
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from growthgr.core.calendar import NEW_ITEM_DAYS
+from growthgr.core.catalog import FEATURE_TABLES
 from growthgr.core.lake import Lake, to_ds
 from spark_jobs import item_daily_stats
 from spark_jobs.common import (
@@ -53,7 +55,6 @@ from spark_jobs.common import (
     write_output,
 )
 
-ZONE = "features"
 N_CATEGORIES = 16
 
 
@@ -61,16 +62,13 @@ N_CATEGORIES = 16
 class FeatureParams:
     windows: tuple[int, ...] = (1, 7, 30)
     sequence_len: int = 20
-    new_item_days: int = 30
+    new_item_days: int = NEW_ITEM_DAYS
 
 
 class FeatureOutputs(NamedTuple):
     user_features: DataFrame
     item_features: DataFrame
     query_features: DataFrame
-
-
-KEYS = {"user_features": ("user_id",), "item_features": ("item_id",), "query_features": ("query_id",)}
 
 
 def _ratio(num: str, den: str) -> Column:
@@ -236,4 +234,5 @@ def extract(spark, lake: Lake, ds: str, params: FeatureParams) -> dict[str, Data
 def run(spark, lake: Lake, ds: str, params: FeatureParams = FeatureParams()) -> dict[str, int]:
     ds = to_ds(ds)
     out = transform(**extract(spark, lake, ds, params), ds=ds, params=params)
-    return {name: write_output(lake, ZONE, name, ds, df, KEYS[name]) for name, df in out._asdict().items()}
+    return {name: write_output(lake, *FEATURE_TABLES[name], ds, df, FEATURE_TABLES[name].keys)
+            for name, df in out._asdict().items()}

@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from growthgr.core.catalog import GR_SAMPLES
 from growthgr.core.lake import Lake, to_ds
 from spark_jobs.common import history_days, query_id_col, read_table, write_output
 
-ZONE, TABLE = "samples", "gr_samples"
-KEYS = ("request_id",)
 SETS = ("rank_candidate_ids", "exposure_ids", "click_ids", "purchase_ids", "site_order_item_ids")
 
 
@@ -106,4 +105,4 @@ def extract(spark, lake: Lake, ds: str, params: GRParams) -> dict[str, DataFrame
 def run(spark, lake: Lake, ds: str, params: GRParams = GRParams()) -> dict[str, int]:
     ds = to_ds(ds)
     out = transform(**extract(spark, lake, ds, params), ds=ds, params=params)
-    return {TABLE: write_output(lake, ZONE, TABLE, ds, out, KEYS)}
+    return {GR_SAMPLES.table: write_output(lake, *GR_SAMPLES, ds, out, GR_SAMPLES.keys)}

@@ -24,11 +24,10 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from growthgr.core.catalog import ITEM_DAILY_STATS
 from growthgr.core.lake import Lake, to_ds
 from spark_jobs.common import read_table, ts_day, write_output
 
-ZONE, TABLE = "curated", "item_daily_stats"
-KEYS = ("item_id", "day")
 FUNNEL_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
 COUNTS = ("rank_candidates", "exposures", "clicks", "search_orders", "site_orders")
 AMOUNTS = ("search_gmv", "site_gmv")
@@ -65,8 +64,8 @@ def transform(
         stacked = stacked.withColumn("rank_candidates", F.lit(None).cast("int"))
     sums = [F.coalesce(F.sum(c), F.lit(0)).cast("long").alias(c) for c in COUNTS]
     sums += [F.coalesce(F.sum(c), F.lit(0.0)).cast("double").alias(c) for c in AMOUNTS]
-    return stacked.groupBy(*KEYS).agg(*sums).select(
-        *KEYS, *COUNTS[:4], "search_gmv", "site_orders", "site_gmv",
+    return stacked.groupBy(*ITEM_DAILY_STATS.keys).agg(*sums).select(
+        *ITEM_DAILY_STATS.keys, *COUNTS[:4], "search_gmv", "site_orders", "site_gmv",
         (F.col("search_orders") + F.col("site_orders")).alias("orders"),
         (F.col("search_gmv") + F.col("site_gmv")).alias("gmv"),
     )
@@ -79,4 +78,4 @@ def extract(spark, lake: Lake, ds_list: list[str]) -> dict[str, DataFrame]:
 def run(spark, lake: Lake, ds: str) -> dict[str, int]:
     ds = to_ds(ds)
     out = transform(**extract(spark, lake, [ds])).where(F.col("day") == F.lit(ds).cast("date"))
-    return {TABLE: write_output(lake, ZONE, TABLE, ds, out, KEYS)}
+    return {ITEM_DAILY_STATS.table: write_output(lake, *ITEM_DAILY_STATS, ds, out, ITEM_DAILY_STATS.keys)}

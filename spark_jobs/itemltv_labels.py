@@ -54,25 +54,23 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from growthgr.core.calendar import LABEL_DAYS, NEW_ITEM_DAYS
+from growthgr.core.catalog import ITEMLTV_LABELS, ITEMLTV_SAMPLES
 from growthgr.core.lake import Lake, to_ds
 from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day
 
 log = logging.getLogger(__name__)
-ZONE = "samples"
-LABELS, SAMPLES = "itemltv_labels", "itemltv_samples"
-LABEL_KEYS = ("item_id",)
-SAMPLE_KEYS = ("request_id", "item_id", "ts", "position")
 
 
 @dataclass(frozen=True)
 class LabelParams:
-    new_period_days: int = 30   # days 0..29
-    label_days: int = 7         # days 30..36
+    new_period_days: int = NEW_ITEM_DAYS   # days 0..29
+    label_days: int = LABEL_DAYS           # days 30..36
     include_site_orders: bool = True
 
     @property
     def horizon(self) -> int:
-        """Days from listing to the last label day (36)."""
+        """Days from listing to the last label day (`calendar.COHORT_OFFSET` = 36 by default)."""
         return self.new_period_days + self.label_days - 1
 
 
@@ -200,18 +198,18 @@ def run_range(spark, lake: Lake, ds: Sequence[str], params: LabelParams = LabelP
     out = transform(**extract(spark, lake, ds_list, params), ds=ds_list, params=params)
     cached = out.labels.cache()      # the samples join the labels: computed once
     try:
-        labels = cached.orderBy("label_window_end", *LABEL_KEYS).toArrow()
-        samples = out.samples.orderBy("listing_date", *SAMPLE_KEYS).toArrow()
+        labels = cached.orderBy("label_window_end", *ITEMLTV_LABELS.keys).toArrow()
+        samples = out.samples.orderBy("listing_date", *ITEMLTV_SAMPLES.keys).toArrow()
     finally:
         cached.unpersist()
-    per_day = {LABELS: _split(labels, "label_window_end", {d: day(d) for d in ds_list}),
-               SAMPLES: _split(samples, "listing_date", {d: day(d, -params.horizon) for d in ds_list})}
+    per_day = ((ITEMLTV_LABELS, _split(labels, "label_window_end", {d: day(d) for d in ds_list})),
+               (ITEMLTV_SAMPLES, _split(samples, "listing_date", {d: day(d, -params.horizon) for d in ds_list})))
     rows: dict[str, dict[str, int]] = {d: {} for d in ds_list}
-    for table, parts in per_day.items():
+    for dataset, parts in per_day:
         for d, part in parts.items():
-            lake.write_partition(ZONE, table, d, part)
-            log.info("wrote %s/%s/ds=%s: %d rows", ZONE, table, d, part.num_rows)
-            rows[d][table] = part.num_rows
+            lake.write_partition(*dataset, d, part)
+            log.info("wrote %s: %d rows", dataset.key(d), part.num_rows)
+            rows[d][dataset.table] = part.num_rows
     return rows
 
 

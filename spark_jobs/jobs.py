@@ -1,11 +1,12 @@
 """The job registry and the entry points shared by the CLI, tests and Airflow tasks.
 
-`run_job(settings, name, ds)` runs one job for one day; `run_days` runs a job for
-several days (jobs in `RANGE_JOBS` build up to `spark.backfill_days_per_job` days in
+Every entry point takes the lake plus the `spark` and `storage` config sections:
+`run_job(lake, cfg, storage, name, ds)` runs one job for one day; `run_days` runs a job
+for several days (jobs in `RANGE_JOBS` build up to `cfg.backfill_days_per_job` days in
 one Spark job, the others one job per day; each day its own idempotent overwrite);
 `backfill` runs a range of days through `run_days` (or `run_all` per day); `run_all` runs
-every job for one day in dependency-free order, skipping `itemltv_labels`
-while the lake holds fewer than 37 days of raw data (no cohort has closed yet).
+every job for one day in dependency-free order, skipping `itemltv_labels` while the raw
+data does not reach back to the cohort's listing day (`ds - calendar.COHORT_OFFSET`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from growthgr.core.config import Settings
+from growthgr.core import calendar, catalog
+from growthgr.core.config import SparkConfig, StorageConfig
 from growthgr.core.lake import Lake, ds_range, to_ds
 from spark_jobs import features, gr_samples, item_daily_stats, itemltv_labels
 from spark_jobs.common import day
@@ -36,53 +38,59 @@ JOBS: dict[str, JobFn] = {
 RANGE_JOBS: dict[str, RangeFn] = {"itemltv_labels": itemltv_labels.run_range}
 
 
-def run_job(settings: Settings, name: str, ds: str, lake: Lake | None = None) -> dict[str, int]:
-    """Run job `name` for `ds`; returns rows written per output table."""
+def _check(name: str) -> None:
     if name not in JOBS:
         raise KeyError(f"unknown spark job {name!r}; known: {sorted(JOBS)}")
-    lake = lake or Lake.from_settings(settings)
+
+
+def run_job(lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, ds: str) -> dict[str, int]:
+    """Run job `name` for `ds`; returns rows written per output table."""
+    _check(name)
     started = time.perf_counter()
-    rows = JOBS[name](get_spark(settings), lake, to_ds(ds))
+    rows = JOBS[name](get_spark(cfg, storage, lake.store.uri), lake, to_ds(ds))
     log.info("%s ds=%s: %s in %.1fs", name, to_ds(ds), rows, time.perf_counter() - started)
     return rows
 
 
 def label_ready(lake: Lake, ds: str) -> bool:
     """True when the raw data reaches back to the listing day of the cohort closing on ds."""
-    first = lake.list_partitions("raw", "search_requests")
-    return bool(first) and first[0] <= day(ds, -itemltv_labels.LabelParams().horizon).isoformat()
+    first = lake.list_partitions(*catalog.RAW["search_requests"])
+    return bool(first) and first[0] <= day(ds, -calendar.COHORT_OFFSET).isoformat()
 
 
-def run_all(settings: Settings, ds: str, lake: Lake | None = None) -> dict[str, int]:
-    lake = lake or Lake.from_settings(settings)
+def run_all(lake: Lake, cfg: SparkConfig, storage: StorageConfig, ds: str) -> dict[str, int]:
+    """Every job for `ds` (labels only once a cohort can close); returns rows per output table."""
     out: dict[str, int] = {}
     for name in JOBS:
         if name == "itemltv_labels" and not label_ready(lake, ds):
-            log.warning("itemltv_labels ds=%s skipped: raw data does not reach back to ds-36", ds)
+            log.warning("itemltv_labels ds=%s skipped: raw data does not reach back to ds-%d",
+                        ds, calendar.COHORT_OFFSET)
             continue
-        out.update(run_job(settings, name, ds, lake))
+        out.update(run_job(lake, cfg, storage, name, ds))
     return out
 
 
-def run_days(settings: Settings, name: str, days: list[str], lake: Lake | None = None) -> dict[str, dict[str, int]]:
+def run_days(
+    lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, days: list[str],
+) -> dict[str, dict[str, int]]:
     """Run job `name` for each of `days` (in date order); returns rows per day and table."""
-    if name not in JOBS:
-        raise KeyError(f"unknown spark job {name!r}; known: {sorted(JOBS)}")
-    lake, days = lake or Lake.from_settings(settings), sorted(to_ds(d) for d in days)
+    _check(name)
+    days = sorted(to_ds(d) for d in days)
     if name not in RANGE_JOBS:
-        return {ds: run_job(settings, name, ds, lake) for ds in tqdm(days, desc=f"spark {name}")}
+        return {ds: run_job(lake, cfg, storage, name, ds) for ds in tqdm(days, desc=f"spark {name}")}
     out: dict[str, dict[str, int]] = {}
-    size = settings.spark.backfill_days_per_job
+    size = cfg.backfill_days_per_job
     for chunk in tqdm([days[i:i + size] for i in range(0, len(days), size)], desc=f"spark {name}", unit="job"):
         started = time.perf_counter()
-        out.update(RANGE_JOBS[name](get_spark(settings), lake, chunk))
+        out.update(RANGE_JOBS[name](get_spark(cfg, storage, lake.store.uri), lake, chunk))
         log.info("%s ds=%s..%s (%d days) in %.1fs", name, chunk[0], chunk[-1], len(chunk), time.perf_counter() - started)
     return out
 
 
-def backfill(settings: Settings, name: str, start: str, end: str, lake: Lake | None = None) -> dict[str, dict[str, int]]:
+def backfill(
+    lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, start: str, end: str,
+) -> dict[str, dict[str, int]]:
     """Run job `name` (or "all", day by day) for every day start..end; returns rows per day and table."""
     if name != "all":
-        return run_days(settings, name, ds_range(start, end), lake)
-    lake = lake or Lake.from_settings(settings)
-    return {ds: run_all(settings, ds, lake) for ds in tqdm(ds_range(start, end), desc="spark all")}
+        return run_days(lake, cfg, storage, name, ds_range(start, end))
+    return {ds: run_all(lake, cfg, storage, ds) for ds in tqdm(ds_range(start, end), desc="spark all")}

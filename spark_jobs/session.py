@@ -1,4 +1,5 @@
-"""The SparkSession of a GrowthGR process, built from `settings.spark`.
+"""The SparkSession of a GrowthGR process, built from the `spark` and `storage` config
+sections and the lake root.
 
 One session per process (`getOrCreate`): `local[*]` by default, any master URL
 from config (`spark://...`, `yarn`, `k8s://...`) with no code change. Session
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from growthgr.core.config import Settings
+from growthgr.core.config import SparkConfig, StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,8 @@ def spark_url(url: str) -> str:
     return "s3a://" + url[len("s3://"):] if url.startswith("s3://") else url
 
 
-def spark_conf(settings: Settings) -> dict[str, str]:
+def spark_conf(cfg: SparkConfig, storage: StorageConfig, lake_root: str) -> dict[str, str]:
     """Every Spark conf key this process sets (pure: easy to test and to print)."""
-    cfg = settings.spark
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
@@ -43,14 +43,13 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         conf["spark.driver.bindAddress"] = cfg.driver_host
     if cfg.jars_packages:
         conf["spark.jars.packages"] = ",".join(cfg.jars_packages)
-    if settings.lake_root.startswith("s3://"):
-        conf.update(_s3a_conf(settings))
+    if lake_root.startswith("s3://"):
+        conf.update(_s3a_conf(cfg, storage))
     conf.update(cfg.extra_conf)
     return conf
 
 
-def _s3a_conf(settings: Settings) -> dict[str, str]:
-    cfg, storage = settings.spark, settings.storage
+def _s3a_conf(cfg: SparkConfig, storage: StorageConfig) -> dict[str, str]:
     conf = {
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.path.style.access": str(cfg.s3a_path_style_access).lower(),
@@ -66,7 +65,7 @@ def _s3a_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def get_spark(settings: Settings):
+def get_spark(cfg: SparkConfig, storage: StorageConfig, lake_root: str):
     """The process-wide SparkSession (created on first call, reused afterwards).
 
     A session that already exists keeps its master; the runtime SQL settings
@@ -74,12 +73,12 @@ def get_spark(settings: Settings):
     """
     from pyspark.sql import SparkSession
 
-    conf = spark_conf(settings)
-    builder = SparkSession.builder.master(settings.spark.master).appName(settings.spark.app_name)
+    conf = spark_conf(cfg, storage, lake_root)
+    builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(settings.spark.log_level)
+    spark.sparkContext.setLogLevel(cfg.log_level)
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.shuffle.partitions", conf["spark.sql.shuffle.partitions"])
     log.debug("spark session %s on %s", spark.sparkContext.applicationId, spark.sparkContext.master)

@@ -150,7 +150,7 @@ def spark_settings(tmp_path_factory):
 def spark(spark_settings):
     from spark_jobs.session import get_spark
 
-    return get_spark(spark_settings)
+    return get_spark(spark_settings.spark, spark_settings.storage, spark_settings.lake_root)
 
 
 @pytest.fixture(scope="session")
@@ -187,5 +187,5 @@ def tiny_lake(tmp_path_factory, spark_settings):
     settings = spark_settings.model_copy(update={"lake_root": str(root)})
     lake = Lake.open(str(root))
     simulate(lake, settings.simulator, seed=1, start=TINY_START, days=TINY_DAYS)
-    rows = run_all(settings, TINY_LAST, lake)
+    rows = run_all(lake, settings.spark, settings.storage, TINY_LAST)
     return settings, lake, rows

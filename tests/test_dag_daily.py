@@ -2,7 +2,9 @@
 
 One module-scoped world: the tiny simulator up to the day before D, with the
 label cohorts of the earlier days backfilled by Spark. Lake A receives a clean
-day D; lake B receives day D with nulls injected into its raw logs.
+day D; lake B receives day D with nulls injected into its raw logs. The scenarios
+on lake B build on each other through module-scoped fixtures (good day -> faulty
+D -> repaired D -> re-run D), one test each; lake A backfills both days.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from growthgr.core.releases import ReleaseStore
 from growthgr.core.schemas import RAW_TABLES
 
 D = "2026-02-16"
-DAYS = ["2026-02-14", "2026-02-15", D]
+DAYS = ["2026-02-15", D]
 OUTPUTS = [
     ("curated", "item_daily_stats"), ("samples", "itemltv_labels"), ("samples", "itemltv_samples"),
     ("features", "item_features"), ("features", "user_features"), ("samples", "gr_samples"),
@@ -41,6 +43,36 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
     assert "gate_pool" in daily.get_task("publish").upstream_task_ids
 
 
+def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
+    import pendulum
+
+    from growthgr.airflow_local import run_ds
+
+    day = pendulum.datetime(2026, 2, 14, tz="UTC")
+    assert run_ds(day, day) == "2026-02-14"                                  # scheduled / backfill
+    assert run_ds(day, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-02-14"  # manual with a logical date
+    assert run_ds(None, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-11-30"  # manual without one
+    assert run_ds(pendulum.datetime(2026, 2, 14, 23, 30, tz="Europe/Berlin"), None) == "2026-02-14"
+    with pytest.raises(ValueError):
+        run_ds(None, None)
+
+
+def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, monkeypatch):
+    """Under Airflow, a run created for a logical date far from "now" writes exactly that day."""
+    from growthgr.simulator.run import simulate
+
+    monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
+    monkeypatch.setenv("GROWTHGR_SIMULATOR__N_USERS", "50")
+    monkeypatch.setenv("GROWTHGR_SIMULATOR__N_ITEMS", "60")
+    prepare(tmp_path / "airflow")
+    s = _use(monkeypatch, tmp_path)
+    lake = Lake.from_settings(s)
+    simulate(lake, s.simulator, start="2026-02-10", days=3, progress=False)
+    outcome = run_day("simulate_platform_day", "2026-02-13")
+    assert outcome.ok, outcome.tasks
+    assert lake.list_partitions("raw", "search_requests") == ["2026-02-10", "2026-02-11", "2026-02-12", "2026-02-13"]
+
+
 def _use(monkeypatch, root):
     monkeypatch.setenv("GROWTHGR_LAKE_ROOT", str(root / "lake"))
     monkeypatch.setenv("GROWTHGR_RELEASES_ROOT", str(root / "releases"))
@@ -58,13 +90,13 @@ def world(tmp_path_factory):
     prepare(top / "airflow")
     s = _use(mp, top / "base")
     simulate(Lake.from_settings(s), s.simulator, seed=1, start="2026-01-01", days=46, progress=False)
-    backfill(s, "itemltv_labels", "2026-02-06", "2026-02-13")
+    backfill(Lake.from_settings(s), s.spark, s.storage, "itemltv_labels", "2026-02-06", "2026-02-14")
     for name, inject in (("A", ()), ("B", ("nulls",))):
         shutil.copytree(top / "base", top / name)
         s = _use(mp, top / name)
         simulate(Lake.from_settings(s), s.simulator, seed=1, days=1, inject=inject, inject_day=D if inject else None,
                  progress=False)
-    yield top
+    yield top, mp
     mp.undo()
 
 
@@ -74,52 +106,93 @@ def _frames(root) -> dict:
             if lake.exists(z, t, ds)}
 
 
-@pytest.mark.slow
-def test_fault_blocks_publish_repair_reruns_idempotent_and_backfill_equals_single_runs(world, monkeypatch):
-    # Lake B, day by day: two good days, then the faulty day D.
-    s = _use(monkeypatch, world / "B")
-    releases = ReleaseStore.from_settings(s)
-    for ds in DAYS[:2]:
-        outcome = run_day("growthgr_daily", ds)
-        assert outcome.ok, outcome.tasks
-    good = releases.current_id()
-    assert good.startswith(f"ds={DAYS[1]}")
+@pytest.fixture(scope="module")
+def lake_b(world):
+    """Lake B's settings and release store; the DAG tasks read lake B from the environment."""
+    top, mp = world
+    s = _use(mp, top / "B")
+    return s, ReleaseStore.from_settings(s)
 
-    failed = run_day("growthgr_daily", D)
-    assert failed.state == "failed"
-    assert failed.tasks["gate_raw"] == "failed"
-    assert all(failed.tasks[t] == "upstream_failed" for t in ("spark_jobs", "itemltv", "pool", "publish"))
-    assert releases.current_id() == good
+
+def _on_b(world) -> None:
+    _use(world[1], world[0] / "B")
+
+
+@pytest.fixture(scope="module")
+def good_day(world, lake_b):
+    _on_b(world)
+    outcome = run_day("growthgr_daily", DAYS[0])
+    return outcome, lake_b[1].current_id()
+
+
+@pytest.fixture(scope="module")
+def faulty_day(good_day, world):
+    _on_b(world)
+    return run_day("growthgr_daily", D)
+
+
+@pytest.fixture(scope="module")
+def repaired_day(faulty_day, world, lake_b):
+    """The clean logs of D are delivered again (raw partitions replaced by the clean ones)."""
+    s, releases = lake_b
+    _on_b(world)
+    top = world[0]
+    clean, lake = Lake.open(str(top / "A" / "lake")), Lake.from_settings(s)
+    for table in RAW_TABLES:
+        lake.write_partition("raw", table, D, clean.read_partition("raw", table, D))
+    outcome = run_day("growthgr_daily", D)
+    return outcome, releases.current_id(), _frames(top / "B")
+
+
+@pytest.mark.slow
+def test_good_day_publishes(good_day):
+    outcome, current = good_day
+    assert outcome.ok, outcome.tasks
+    assert current.startswith(f"ds={DAYS[0]}")
+
+
+@pytest.mark.slow
+def test_faulty_day_blocks_publish_and_keeps_the_release(good_day, faulty_day, lake_b):
+    s, releases = lake_b
+    assert faulty_day.state == "failed"
+    assert faulty_day.tasks["gate_raw"] == "failed"
+    assert all(faulty_day.tasks[t] == "upstream_failed" for t in ("spark_jobs", "itemltv", "pool", "publish"))
+    assert releases.current_id() == good_day[1]
     assert not any(r["release_id"].startswith(f"ds={D}") for r in releases.list())
     result = Lake.from_settings(s).store.get_bytes(f"validation/gate_results/ds={D}/raw.json").decode()
     assert '"passed": false' in result and "not_null" in result
 
-    # Repair: the clean logs of D are delivered again; the day now succeeds.
-    clean, lake_b = Lake.open(str(world / "A" / "lake")), Lake.from_settings(s)
-    for table in RAW_TABLES:
-        lake_b.write_partition("raw", table, D, clean.read_partition("raw", table, D))
-    assert run_day("growthgr_daily", D).ok
-    released = releases.current_id()
-    assert released.startswith(f"ds={D}") and released != good
-    before = _frames(world / "B")
 
-    # Idempotent: re-running the successful day changes nothing.
+@pytest.mark.slow
+def test_repaired_day_publishes(good_day, repaired_day):
+    outcome, released, _ = repaired_day
+    assert outcome.ok, outcome.tasks
+    assert released.startswith(f"ds={D}") and released != good_day[1]
+
+
+@pytest.mark.slow
+def test_rerun_is_idempotent(repaired_day, world, lake_b):
+    _, released, before = repaired_day
+    _on_b(world)
     assert run_day("growthgr_daily", D).ok
-    assert releases.current_id() == released
-    after = _frames(world / "B")
-    assert before.keys() == after.keys()
+    assert lake_b[1].current_id() == released
+    after = _frames(world[0] / "B")
+    assert before.keys() == after.keys() and len(after) == len(OUTPUTS) * len(DAYS)
     for key in before:
         pd.testing.assert_frame_equal(before[key], after[key], obj=str(key))
 
-    # A 3-day backfill on lake A gives the same outputs as the single runs on lake B.
-    s_a = _use(monkeypatch, world / "A")
+
+@pytest.mark.slow
+def test_backfill_equals_single_runs(repaired_day, world, lake_b, monkeypatch):
     from growthgr.cli.pipeline import run_days
 
-    outcomes = run_days(DAYS, world / "airflow", simulate=False)
+    single = repaired_day[2]
+    top = world[0]
+    s_a = _use(monkeypatch, top / "A")
+    outcomes = run_days(DAYS, top / "airflow", simulate=False)
     assert all(o.ok for o in outcomes.values()), {d: o.tasks for d, o in outcomes.items()}
-    backfilled = _frames(world / "A")
-    assert backfilled.keys() == after.keys() and len(after) == len(OUTPUTS) * len(DAYS) - 0
-    for key in after:
-        pd.testing.assert_frame_equal(after[key], backfilled[key], obj=str(key))
-    pool_a = ReleaseStore.from_settings(s_a).read("current", "pool.parquet")
-    assert pool_a == releases.read("current", "pool.parquet")
+    backfilled = _frames(top / "A")
+    assert backfilled.keys() == single.keys()
+    for key in single:
+        pd.testing.assert_frame_equal(single[key], backfilled[key], obj=str(key))
+    assert ReleaseStore.from_settings(s_a).read("current", "pool.parquet") == lake_b[1].read("current", "pool.parquet")

@@ -26,20 +26,20 @@ def dbt_lake(tiny_lake, tmp_path_factory):
     root = tmp_path_factory.mktemp("dbt_lake") / "lake"
     shutil.copytree(lake.store.uri, root)
     settings = settings.model_copy(update={"lake_root": str(root)})
-    return settings, Lake.open(str(root)), build(settings)
+    return settings, Lake.open(str(root)), build(settings.lake_root)
 
 
 def test_build_passes_and_marts_hold_the_labels(dbt_lake):
     settings, lake, result = dbt_lake
     assert result.success and not result.failures and result.nodes > 40
     labels = lake.read_partition("samples", "itemltv_labels", TINY_LAST).to_pandas()
-    cohorts = query(settings, "select * from new_item_cohorts")
+    cohorts = query(settings.lake_root, "select * from new_item_cohorts")
     assert len(cohorts) == 1 and cohorts.n_items[0] == len(labels)
     assert cohorts.mean_label[0] == pytest.approx(labels.label.mean())
     assert cohorts.share_with_orders[0] == pytest.approx((labels.label_orders > 0).mean())
-    fct = query(settings, "select label_start_day, label_end_day, count(*) as n from fct_itemltv_labels group by 1, 2")
+    fct = query(settings.lake_root, "select label_start_day, label_end_day, count(*) as n from fct_itemltv_labels group by 1, 2")
     assert fct.to_dict("records") == [{"label_start_day": 30, "label_end_day": 36, "n": len(labels)}]
-    funnel = query(settings, "select sum(exposures) as e, sum(gmv) as g from fct_search_funnel_daily")
+    funnel = query(settings.lake_root, "select sum(exposures) as e, sum(gmv) as g from fct_search_funnel_daily")
     stats = lake.read_partition("curated", "item_daily_stats", TINY_LAST).to_pandas()
     assert funnel.e[0] == stats.exposures.sum()
     assert funnel.g[0] == pytest.approx(stats.gmv.sum())
@@ -47,14 +47,14 @@ def test_build_passes_and_marts_hold_the_labels(dbt_lake):
 
 def test_docs_generate_and_sql_command(dbt_lake, monkeypatch):
     settings, _, _ = dbt_lake
-    index = docs(settings)
+    index = docs(settings.lake_root)
     assert index.exists() and (index.parent / "catalog.json").exists()
     from growthgr.cli import app
 
     monkeypatch.setenv("GROWTHGR_LAKE_ROOT", settings.lake_root)
     res = CliRunner().invoke(app, ["--profile", "tiny", "sql", "select count(*) as n from dim_items"])
     assert res.exit_code == 0, res.output
-    n_items = query(settings, "select count(distinct item_id) as n from staging.stg_items").n[0]
+    n_items = query(settings.lake_root, "select count(distinct item_id) as n from staging.stg_items").n[0]
     assert str(n_items) in res.output
 
 
@@ -67,9 +67,9 @@ def test_duplicated_label_row_fails_with_a_readable_message(dbt_lake, tmp_path):
     labels = dup_lake.read_partition("samples", "itemltv_labels", TINY_LAST)
     dup_lake.write_partition("samples", "itemltv_labels", TINY_LAST, pa.concat_tables([labels, labels.slice(0, 1)]))
     with pytest.raises(DbtError) as err:
-        build(dup, select="stg_itemltv_labels+")
+        build(dup.lake_root, select="stg_itemltv_labels+")
     message = str(err.value)
     # The staging grain test fails first; the marts built on it are skipped, and the message says so.
     assert "test unique_combination_stg_itemltv_labels_item_id__cohort_date: fail: Got 1 result" in message
     assert "downstream nodes skipped" in message and "fct_itemltv_labels" in message
-    assert isinstance(query(settings, "select 1 as x"), pd.DataFrame)
+    assert isinstance(query(settings.lake_root, "select 1 as x"), pd.DataFrame)

@@ -14,9 +14,10 @@ import pytest
 
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
+from growthgr.core.sections.feast import FeatureStoreConfig
 from growthgr.features import (
-    FeatureStoreConfig,
     historical_features,
+    item_features_at,
     load_definitions,
     materialize,
     online_features,
@@ -54,8 +55,8 @@ def snapshot(view, key: str, ds: str, day_index: int) -> pd.DataFrame:
 def feast_settings(tmp_path_factory):
     root = tmp_path_factory.mktemp("feast_lake")
     settings = load_settings("tiny", overrides={"lake_root": str(root)})
-    views = {o.name: o for o in load_definitions(settings, "duckdb") if hasattr(o, "ttl")}
     lake = Lake.open(str(root))
+    views = {o.name: o for o in load_definitions(lake, "duckdb") if hasattr(o, "ttl")}
     for i, ds in enumerate(DAYS):
         for table, key in (("user_features", "user_id"), ("item_features", "item_id"), ("query_features", "query_id")):
             lake.write_partition("features", table, ds, snapshot(views[table], key, ds, i))
@@ -66,8 +67,13 @@ def ts(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 
 
+def store_args(settings, cfg: FeatureStoreConfig | None = None) -> tuple:
+    """(feast section, lake) of `settings`, with another feast section if given."""
+    return cfg or settings.feast, Lake.open(settings.lake_root)
+
+
 def test_point_in_time_join_sees_only_past_values_and_respects_ttl(feast_settings):
-    store = open_store(feast_settings)
+    store = open_store(*store_args(feast_settings))
     entity_df = pd.DataFrame({
         "user_id": [1, 1, 1, 1, 1],
         "event_timestamp": [ts("2026-01-01 12:00"),                # before any snapshot -> missing
@@ -85,7 +91,7 @@ def test_point_in_time_join_sees_only_past_values_and_respects_ttl(feast_setting
 
 
 def test_feature_service_training_rows_keep_their_own_time(feast_settings):
-    store = open_store(feast_settings)
+    store = open_store(*store_args(feast_settings))
     entity_df = pd.DataFrame({"user_id": [2, 2], "item_id": [3, 3], "query_id": [4, 4],
                               "event_timestamp": [ts("2026-01-02 08:00"), ts("2026-01-03 08:00")]})
     out = historical_features(store, entity_df, "itemltv_v1").sort_values("event_timestamp")
@@ -95,20 +101,27 @@ def test_feature_service_training_rows_keep_their_own_time(feast_settings):
     assert out["user_features__price_sensitivity"].tolist() == [20.5, 21.5]
 
 
+def test_item_features_at_one_time_are_point_in_time_per_item(feast_settings):
+    out = item_features_at(*store_args(feast_settings), "itemltv_v1", [3, 1, 9], ts("2026-01-03 00:00")).to_pandas()
+    assert out["item_id"].tolist() == [1, 3, 9]                               # sorted, one row per item
+    assert out["item_features__price"].tolist()[:2] == [11.5, 31.5] and np.isnan(out["item_features__price"][2])
+    assert all(c == "item_id" or c == "event_timestamp" or c.startswith("item_features__") for c in out.columns)
+
+
 def _latest_offline(store, key: str, refs: list[str]) -> pd.DataFrame:
     entity_df = pd.DataFrame({key: np.arange(N), "event_timestamp": [end_of(DAYS[-1])] * N})
     return historical_features(store, entity_df, refs).sort_values(key).reset_index(drop=True)
 
 
 def _check_online_equals_offline(settings, cfg):
-    store = open_store(settings, cfg)
+    store = open_store(*store_args(settings, cfg))
     for ds in DAYS:
-        materialize(settings, ds, cfg)
+        materialize(*store_args(settings, cfg), ds)
     offline = _latest_offline(store, "item_id", ["item_features:price", "item_features:clicks_7d"])
     for item in range(N):
-        online = online_features(settings, "dr_v1", cfg, user_id=1, item_id=item, query_id=2)
+        online = online_features(*store_args(settings, cfg), "dr_v1", user_id=1, item_id=item, query_id=2)
         assert online["item_features__price"] == offline.loc[item, "item_features__price"] == item * 10 + 1.5
-    online = online_features(settings, "itemltv_v1", cfg, user_id=3, item_id=4, query_id=0)
+    online = online_features(*store_args(settings, cfg), "itemltv_v1", user_id=3, item_id=4, query_id=0)
     assert online["user_features__recent_item_ids"] == [3, 1]
     assert online["user_features__category_affinity"] == [4.0] * 3
     assert online["item_features__clicks_7d"] == offline.loc[4, "item_features__clicks_7d"] == 41
@@ -149,12 +162,12 @@ def test_apply_runs_once_per_definitions_change(feast_settings):
     from growthgr.features import feast_dir
 
     cfg = FeatureStoreConfig(online_store="sqlite")
-    open_store(feast_settings, cfg)
-    stamp = feast_dir(feast_settings) / "applied.sha256"
+    open_store(*store_args(feast_settings, cfg))
+    stamp = feast_dir(Lake.open(feast_settings.lake_root)) / "applied.sha256"
     before = (stamp.stat().st_mtime_ns, stamp.read_text())
-    open_store(feast_settings, cfg)
+    open_store(*store_args(feast_settings, cfg))
     assert (stamp.stat().st_mtime_ns, stamp.read_text()) == before          # unchanged: no apply
-    open_store(feast_settings, FeatureStoreConfig(online_store="redis", redis_connection="127.0.0.1:1"))
+    open_store(*store_args(feast_settings, FeatureStoreConfig(online_store="redis", redis_connection="127.0.0.1:1")))
     assert stamp.read_text() != before[1]                                    # another online store: re-applied
 
 

@@ -15,10 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from expectations.gate import validate
+from expectations.gate import validate as validate_gate
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
 from growthgr.core.schemas import RAW_SCHEMAS
+
+
+def validate(settings, dataset: str, ds: str, **kwargs):
+    """The gate as the application calls it: the effective gates section and the lake of `settings`."""
+    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, ds, **kwargs)
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 

@@ -10,9 +10,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from expectations.gate import validate
+from expectations.gate import validate as validate_gate
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
+
+
+def validate(settings, dataset: str, ds: str, **kwargs):
+    """The gate as the application calls it: the effective gates section and the lake of `settings`."""
+    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, ds, **kwargs)
 
 DS = "2026-02-06"                 # label window of the cohort listed on DS - 36 = 2026-01-01 closes on DS
 COHORT = date(2026, 1, 1)

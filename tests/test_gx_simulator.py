@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from expectations.gate import validate
+from expectations.gate import validate as validate_gate
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
 from growthgr.simulator import run as sim
+
+
+def validate(settings, dataset: str, ds: str, **kwargs):
+    """The gate as the application calls it: the effective gates section and the lake of `settings`."""
+    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, ds, **kwargs)
 
 FAULT_DAY, NEXT_DAY = "2026-01-03", "2026-01-04"
 

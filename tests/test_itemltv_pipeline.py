@@ -1,6 +1,7 @@
 """ItemLTV end to end on a tiny synthetic platform with a known uplift (real Lightning training,
-real lake): train (loss falls) -> evaluate (every metric, uplift correlates with the truth)
--> daily pool (unique new items, size N, finite scores) -> checkpoint round trip.
+real lake): the application step builds the Feast inputs -> train (loss falls) -> evaluate (every
+metric, uplift correlates with the truth) -> daily pool (unique new items, size N, finite scores)
+-> checkpoint round trip.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import math
 from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from growthgr import pipeline
+from growthgr.core import catalog
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
-from models.itemltv.pipeline import POOL_TABLE, run_evaluate, run_train, write_pool
+from models.itemltv.pipeline import pool_candidates, run_evaluate, run_train, write_pool
 from models.itemltv.synthetic import write_synthetic_lake
 from models.itemltv.train import FULL, load_checkpoint, save_checkpoint
 
@@ -33,13 +37,19 @@ def settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(settings):
-    return run_train(settings, DS)
+def built(settings):
+    """The application step that reads Feast: training sets + the pool candidates' item features."""
+    return pipeline.training_set(settings, DS)
+
+
+@pytest.fixture(scope="module")
+def trained(settings, built):
+    return run_train(settings.itemltv, settings.trainer, Lake.from_settings(settings), DS)
 
 
 @pytest.fixture(scope="module")
 def metrics(settings, trained):
-    return run_evaluate(settings, DS)
+    return run_evaluate(settings.itemltv, Lake.from_settings(settings), DS)
 
 
 def test_training_loss_falls_and_checkpoints_are_written(settings, trained):
@@ -51,12 +61,12 @@ def test_training_loss_falls_and_checkpoints_are_written(settings, trained):
     assert trained["cohorts"]["test"] == ["2026-01-07", "2026-01-08"]
 
 
-def test_inputs_come_from_the_feast_training_set(settings, trained):
-    """The Feast training set (feature service itemltv_v1) is built per samples partition and
-    its point-in-time features are model inputs of both towers."""
+def test_inputs_come_from_the_feast_training_set(settings, built, trained):
+    """The Feast training set (feature service itemltv_v1) is built per samples partition by the
+    application step, and its point-in-time features are model inputs of both towers."""
     lake = Lake.from_settings(settings)
     parts = lake.list_partitions("samples", "itemltv_samples")
-    assert parts and lake.list_partitions("samples", "training_itemltv_v1") == parts
+    assert parts and lake.list_partitions("samples", "training_itemltv_v1") == parts == built["built"]
     ts = lake.read_partition("samples", "training_itemltv_v1", parts[0]).to_pandas()
     assert len(ts) == lake.read_partition("samples", "itemltv_samples", parts[0]).num_rows
     # exposures on a listing day see no item snapshot yet (it is written at the end of the day)
@@ -89,10 +99,23 @@ def test_learned_uplift_tracks_the_true_uplift(metrics):
     assert metrics["with_uplift"]["mse"] < metrics["base_only"]["mse"]
 
 
-def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
-    pool = write_pool(settings, DS)
+def test_pool_candidates_features_are_point_in_time_at_the_end_of_the_day(settings, built):
     lake = Lake.from_settings(settings)
-    stored = lake.read_partition(*POOL_TABLE, DS).to_pandas()
+    feats = lake.read_partition(*catalog.ITEMLTV_POOL_FEATURES, DS).to_pandas()
+    assert feats["item_id"].tolist() == sorted(pool_candidates(lake, DS)["item_id"]) and built["pool_candidates"] == len(feats)
+    assert (feats["event_timestamp"] == pd.Timestamp("2026-02-14", tz="UTC")).all()
+    assert feats["item_features__exposures_7d"].notna().mean() > 0.9      # today's snapshot is seen
+
+
+def test_training_set_step_builds_only_what_is_missing_and_the_day_itself(settings, built, trained):
+    again = pipeline.training_set(settings, DS)
+    assert again["built"] == [DS] and again["pool_candidates"] == built["pool_candidates"]
+
+
+def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
+    lake = Lake.from_settings(settings)
+    pool = write_pool(settings.itemltv, lake, DS)
+    stored = lake.read_partition(*catalog.NEW_ITEM_POOL, DS).to_pandas()
     assert len(stored) == len(pool) == 15 and stored["item_id"].is_unique
     assert np.isfinite(stored["score"]).all() and stored["rank"].tolist() == list(range(1, 16))
     assert stored["score"].is_monotonic_decreasing and (stored["ds"] == DS).all()
@@ -108,6 +131,6 @@ def test_checkpoint_round_trip_is_exact(settings, trained, metrics):
     assert again.spec == loaded.spec and again.pre == loaded.pre
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key]), key
-    splits, _ = prepare(load_inputs(settings, DS, 10), settings.itemltv, loaded.pre)
+    splits, _ = prepare(load_inputs(lake, DS, 10), settings.itemltv, loaded.pre)
     assert label_metrics(predict(again, splits.test).items) == pytest.approx(metrics["with_uplift"])
     assert loaded.spec["use_uplift"] and loaded.spec["objective"] == "item"

@@ -1,4 +1,5 @@
-"""ItemLTV building blocks on hand-made data: history, Feast columns, metrics, model shapes."""
+"""ItemLTV building blocks on hand-made data: history, Feast columns, metrics, model shapes,
+a Lightning `fast_dev_run` of the shared Trainer, and the lake-only inputs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,25 @@ import pyarrow as pa
 import pytest
 import torch
 
+from growthgr.core.lake import Lake, PartitionNotFound
 from growthgr.core.sections.itemltv import ItemLTVConfig
-from models.itemltv.data import feast_features, fit_preprocess, hash_title, history_rows, standardise
+from growthgr.core.sections.trainer import TrainerConfig
+from models.itemltv.data import (
+    Encoded,
+    Preprocess,
+    Splits,
+    feast_features,
+    fit_preprocess,
+    hash_title,
+    history_rows,
+    load_inputs,
+    standardise,
+)
 from models.itemltv.evaluate import label_metrics, uplift_metrics
+from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import Batch, ItemLTV, item_predictions, loss_fn
+from models.itemltv.train import fit_model, model_spec
+from models.training import build_trainer
 
 
 def _ts(*hours: int) -> pd.Series:
@@ -123,3 +139,60 @@ def test_treated_only_uplift_gives_the_same_loss_and_gradients(objective):
     treated = b.treatment == 1
     assert torch.allclose(up_t[treated], up_all[treated].detach(), atol=1e-6)
     assert torch.count_nonzero(up_t[~treated]) == 0 and torch.count_nonzero(up_all[~treated]) > 0
+
+
+# -- training with the shared Trainer factory --------------------------------
+DIMS = {"item": 2, "user": 3, "ctx": 1}
+
+
+def _encoded(n_items: int = 6, per_item: int = 3, seed: int = 0) -> Encoded:
+    """A tiny encoded split: `n_items` items with `per_item` exposures each."""
+    rng = np.random.default_rng(seed)
+    n = n_items * per_item
+    return Encoded(
+        tokens=rng.integers(0, 32, (n_items + 1, 4)), category=rng.integers(0, 8, n_items + 1),
+        item_row=np.repeat(np.arange(1, n_items + 1), per_item), hist_rows=rng.integers(0, n_items + 1, (n, 3)),
+        x={g: rng.normal(size=(n, d)).astype(np.float32) for g, d in DIMS.items()},
+        treatment=(rng.random(n) < 0.5).astype(np.float32), y=np.repeat(rng.random(n_items), per_item).astype(np.float32),
+        group=np.repeat(np.arange(n_items), per_item), meta=pd.DataFrame({"item_id": np.repeat(np.arange(n_items), per_item)}))
+
+
+def _tiny() -> tuple[Splits, Preprocess, ItemLTVConfig]:
+    splits = Splits(_encoded(seed=0), _encoded(seed=1), _encoded(seed=2), {"train": [], "val": [], "test": []})
+    pre = Preprocess(4, 32, 3, {g: [f"{g}__{i}" for i in range(d)] for g, d in DIMS.items()},
+                     {g: [0.0] * d for g, d in DIMS.items()}, {g: [1.0] * d for g, d in DIMS.items()})
+    return splits, pre, ItemLTVConfig(emb_dim=8, hidden_dim=8, items_per_batch=2, max_epochs=2, patience=2)
+
+
+def test_fast_dev_run_smoke():
+    """One training and one validation batch through `build_trainer(..., fast_dev_run=True)`."""
+    splits, pre, cfg = _tiny()
+    spec = model_spec(cfg, pre, use_uplift=True)
+    lit = LitItemLTV({k: v for k, v in spec.items() if k != "objective"}, cfg.objective, cfg.lr, cfg.weight_decay)
+    trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, monitor="val_loss", patience=cfg.patience,
+                            gradient_clip_val=cfg.grad_clip, fast_dev_run=True)
+    trainer.fit(lit, datamodule=ItemLTVData(splits, cfg.items_per_batch))
+    assert trainer.state.finished and trainer.global_step == 1
+    assert torch.isfinite(trainer.callback_metrics["train_loss"]) and torch.isfinite(trainer.callback_metrics["val_loss"])
+
+
+def test_fit_keeps_the_best_epoch_and_its_losses():
+    splits, pre, cfg = _tiny()
+    trained = fit_model(splits, pre, cfg, TrainerConfig(), use_uplift=True)
+    assert len(trained.train_loss) == len(trained.val_loss) == 2
+    assert trained.val_loss[trained.best_epoch] == min(trained.val_loss)
+
+
+def test_fit_without_a_finite_validation_loss_is_an_error():
+    splits, pre, cfg = _tiny()
+    splits.val.y[:] = np.nan
+    with pytest.raises(RuntimeError, match="no finite validation loss"):
+        fit_model(splits, pre, cfg, TrainerConfig(), use_uplift=True)
+
+
+def test_inputs_are_read_from_the_lake_only(tmp_path):
+    """A samples partition without its training set is an error naming it (Feast is never called)."""
+    lake = Lake.open(str(tmp_path))
+    lake.write_partition("samples", "itemltv_samples", "2026-02-06", pd.DataFrame({"item_id": [1]}))
+    with pytest.raises(PartitionNotFound, match="samples/training_itemltv_v1/ds=2026-02-06"):
+        load_inputs(lake, "2026-02-06", 5)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from growthgr.core.catalog import report_key
 from growthgr.core.lake import Lake, ds_range
 from models.multigr import platform
 from models.multigr.beam import trie_table
@@ -40,7 +41,7 @@ def platform_lake(tmp_path_factory, spark_settings):
     lake = Lake.open(str(root))
     simulate(lake, settings.simulator, seed=1, start=START, days=DAYS, progress=False)
     for ds in ds_range(FIRST_SAMPLES, DS):
-        run_job(settings, "gr_samples", ds, lake)
+        run_job(lake, settings.spark, settings.storage, "gr_samples", ds)
     embed.embed_new_items(lake, LAST_TRAIN, settings.tokenizer)
     sids.fit(lake, LAST_TRAIN, settings.tokenizer)
     embed.embed_new_items(lake, DS, settings.tokenizer)
@@ -72,7 +73,7 @@ def test_platform_evaluation_on_held_out_days(platform_lake):
     print(result.stdout)
     assert "popularity" in result.stdout and f"reports/multigr/ds={DS}/metrics.json" in result.stdout
 
-    report = json.loads(lake.store.get_bytes(platform.REPORT_KEY.format(ds=DS)))
+    report = json.loads(lake.store.get_bytes(report_key("multigr", DS)))
     assert report["train_days"] == [FIRST_SAMPLES, LAST_TRAIN] and report["test_days"] == ["2026-01-17", DS]
     assert report["sid_snapshot"] == LAST_TRAIN and report["sid_version"] == "sid-20260116"
     assert report["train_examples"] > 100 and report["test_requests"] > 0 and report["epochs"] == EPOCHS

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
+from models.metrics import ranking_metrics
 from models.multigr.beam import trie_table
 from models.multigr.data import SFTDataModule
 from models.multigr.model import Vocab
-from models.multigr.platform import SidLookup, evaluate_samples, ranking_metrics_multi, sft_examples
+from models.multigr.platform import SidLookup, evaluate_samples, sft_examples
 from models.multigr.train import fit
 from models.tokenizer.trie import SidTrie
 
@@ -56,7 +57,7 @@ def test_sft_on_requests_learns_query_to_item_and_evaluates_both_labels():
 
 def test_multi_positive_metrics():
     ranked = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 9, 9]])
-    m = ranking_metrics_multi(ranked, [np.array([2, 4]), np.array([8, 100]), np.array([])], (2, 4))
+    m = ranking_metrics(ranked, [np.array([2, 4]), np.array([8, 100]), np.array([])], (2, 4))
     assert m["requests"] == 2
     assert m["recall@2"] == pytest.approx((0.5 + 0.0) / 2)
     assert m["recall@4"] == pytest.approx((1.0 + 0.5) / 2)

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
+from models.metrics import ranking_metrics
 from models.multigr.beam import beam_search, trie_table
 from models.multigr.data import (
     SequenceData,
@@ -21,7 +22,7 @@ from models.multigr.data import (
     sequence_examples,
 )
 from models.multigr.model import MultiGR, Vocab
-from models.multigr.train import fit, load_checkpoint, rank_items, ranking_metrics, save_checkpoint
+from models.multigr.train import fit, load_checkpoint, rank_items, save_checkpoint
 from models.tokenizer.trie import SidTrie
 
 N_ITEMS = 30

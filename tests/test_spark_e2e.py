@@ -89,7 +89,7 @@ def test_demo_feature_backfill_fills_the_history_training_sets(tiny_lake, tmp_pa
     shutil.copytree(settings.lake_root, tmp_path / "lake")
     settings = settings.model_copy(update={"lake_root": str(tmp_path / "lake")})
     lake = Lake.from_settings(settings)
-    training_set(settings, SERVICE, TINY_LAST)
+    training_set(settings.feast, lake, SERVICE, TINY_LAST, settings.spark.master)
     served = {date.fromisoformat(shift(TINY_LAST, d)) for d in (-9, -8)}   # see the snapshots of -10 and -9
 
     def coverage() -> float:
@@ -122,11 +122,11 @@ def test_label_range_job_writes_what_one_run_per_day_writes(tiny_lake, spark, tm
         single[ds] = {t: lake.read_partition("samples", t, ds) for t in tables}
     shutil.copytree(Path(settings.lake_root) / "raw", tmp_path / "raw")   # raw logs only
     spark_cfg = settings.spark.model_copy(update={"backfill_days_per_job": 2})    # two jobs: 2 days + 1
-    other = settings.model_copy(update={"lake_root": str(tmp_path), "spark": spark_cfg})
-    rows = run_days(other, "itemltv_labels", days)
+    other = Lake.open(str(tmp_path))
+    rows = run_days(other, spark_cfg, settings.storage, "itemltv_labels", days)
     assert list(rows) == days
     for ds in days:
         for table in tables:
-            got, expected = Lake.from_settings(other).read_partition("samples", table, ds), single[ds][table]
+            got, expected = other.read_partition("samples", table, ds), single[ds][table]
             assert rows[ds][table] == got.num_rows == expected.num_rows > 0
             assert got.equals(expected), (table, ds)

@@ -100,7 +100,7 @@ def test_backfill_equals_single_runs_and_rerun_is_identical(spark, spark_setting
     other = Lake.open(str(tmp_path / "other"))
     shutil.copytree(hand_lake.store.uri, other.store.uri, dirs_exist_ok=True)
     days = ["2026-03-03", "2026-03-04", "2026-03-05"]
-    rows = backfill(spark_settings, "item_daily_stats", days[0], days[-1], hand_lake)
+    rows = backfill(hand_lake, spark_settings.spark, spark_settings.storage, "item_daily_stats", days[0], days[-1])
     assert rows == {"2026-03-03": {"item_daily_stats": 2}, "2026-03-04": {"item_daily_stats": 2},
                     "2026-03-05": {"item_daily_stats": 1}}   # day 31: the order of item 3
     for ds in days:
@@ -108,7 +108,7 @@ def test_backfill_equals_single_runs_and_rerun_is_identical(spark, spark_setting
         assert hand_lake.read_partition("curated", "item_daily_stats", ds).equals(
             other.read_partition("curated", "item_daily_stats", ds))
     before = hand_lake.read_partition("curated", "item_daily_stats", days[1])
-    backfill(spark_settings, "item_daily_stats", days[1], days[1], hand_lake)
+    backfill(hand_lake, spark_settings.spark, spark_settings.storage, "item_daily_stats", days[1], days[1])
     assert hand_lake.read_partition("curated", "item_daily_stats", days[1]).equals(before)
     assert hand_lake.list_partitions("curated", "item_daily_stats") == days
 
@@ -136,14 +136,14 @@ def test_cli_job_names_match_the_registry():
 
 def test_spark_conf_local_and_s3a():
     local = load_settings("tiny", env={}, overrides={"lake_root": "/data/lake"})
-    conf = spark_conf(local)
+    conf = spark_conf(local.spark, local.storage, local.lake_root)
     assert conf["spark.sql.session.timeZone"] == "UTC" and conf["spark.sql.shuffle.partitions"] == "2"
     assert not any(k.startswith("spark.hadoop.fs.s3a") for k in conf)
     s3 = load_settings("large", env={}, overrides={
         "lake_root": "s3://bucket/lake", "storage": {"s3_endpoint_url": "http://127.0.0.1:9000"},
         "spark": {"master": "spark://10.0.0.1:7077", "jars_packages": ["org.apache.hadoop:hadoop-aws:3.4.2"],
                   "s3a_credentials_provider": "p.Provider"}})
-    conf = spark_conf(s3)
+    conf = spark_conf(s3.spark, s3.storage, s3.lake_root)
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
     assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"] == "p.Provider"

@@ -151,4 +151,5 @@ def test_dedup_last_level_moves_only_colliding_rows(lake, cfg, encoder):
 def test_disambiguation_continues_existing_groups():
     existing = pd.DataFrame({"c1": [1, 1, 2], "c2": [0, 0, 0], "c3": [3, 3, 3], "c4": [0, 1, 0]})
     new = np.array([[1, 0, 3], [5, 5, 5], [1, 0, 3], [2, 0, 3]])
-    assert sids.disambiguate(new, existing).tolist() == [2, 0, 3, 1]
+    codes, c4 = sids.unique_sids(new, 256, existing)
+    assert c4.tolist() == [2, 0, 3, 1] and codes.tolist() == new.tolist()

@@ -10,12 +10,19 @@ from growthgr.features import materialize, online_features, open_store, training
 app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
 
 
+def _store_args() -> tuple:
+    """(feast section, lake, Spark master) of this invocation's settings."""
+    from growthgr.cli.context import settings
+    from growthgr.core.lake import Lake
+
+    s = settings()
+    return s.feast, Lake.from_settings(s), s.spark.master
+
+
 @app.command("apply")
 def apply_cmd() -> None:
     """Register the definitions (no-op when unchanged since the last apply)."""
-    from growthgr.cli.context import settings
-
-    open_store(settings())
+    open_store(*_store_args())
     typer.echo("feature store up to date")
 
 
@@ -23,18 +30,16 @@ def apply_cmd() -> None:
 def training_set_cmd(service: str = typer.Option("itemltv_v1", "--service"),
                      ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
     """Point-in-time training set of a feature service for the samples of `ds`, written to the lake."""
-    from growthgr.cli.context import settings
-
-    out = training_set(settings(), service, ds)
+    cfg, lake, master = _store_args()
+    out = training_set(cfg, lake, service, ds, master)
     typer.echo(f"samples/training_{service}/ds={to_ds(ds)}: {len(out)} rows, {out.shape[1]} columns")
 
 
 @app.command("materialize")
 def materialize_cmd(ds: str = typer.Option(..., "--ds", help="Data interval [ds, ds+1) UTC.")) -> None:
     """Materialise one day of feature rows into the online store."""
-    from growthgr.cli.context import settings
-
-    materialize(settings(), ds)
+    cfg, lake, master = _store_args()
+    materialize(cfg, lake, ds, master)
     typer.echo(f"materialised {to_ds(ds)}")
 
 
@@ -43,9 +48,7 @@ def online_cmd(user: int | None = typer.Option(None, "--user"), item: int | None
                query: int | None = typer.Option(None, "--query"),
                service: str = typer.Option("itemltv_v1", "--service")) -> None:
     """Print the online features of one user / item / query."""
-    from growthgr.cli.context import settings
-
-    values = online_features(settings(), service, user_id=user, item_id=item, query_id=query)
+    cfg, lake, master = _store_args()
+    values = online_features(cfg, lake, service, master, user_id=user, item_id=item, query_id=query)
     for key, value in values.items():
         typer.echo(f"{key}: {value}")
-

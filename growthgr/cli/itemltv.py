@@ -10,31 +10,39 @@ app = typer.Typer(help="ItemLTV uplift model: train, evaluate, daily new-item po
 DS = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD (cohorts whose label window ended by then).")
 
 
+def _settings_and_lake():
+    from growthgr.cli.context import settings
+    from growthgr.core.lake import Lake
+
+    s = settings()
+    return s, Lake.from_settings(s)
+
+
 @app.command("train")
 def train_cmd(ds: str = DS) -> None:
     """Fit the "+uplift" and "base only" models; save safetensors checkpoints in the lake."""
-    from growthgr.cli.context import settings
     from models.itemltv.pipeline import run_train
 
-    out = run_train(settings(), ds)
-    typer.echo(json.dumps({k: v for k, v in out.items()}, indent=2, default=str))
+    s, lake = _settings_and_lake()
+    out = run_train(s.itemltv, s.trainer, lake, ds)
+    typer.echo(json.dumps(out, indent=2, default=str))
 
 
 @app.command("evaluate")
 def evaluate_cmd(ds: str = DS, as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON.")) -> None:
     """Held-out metrics vs the S/T-learner baselines and the truth; writes reports/itemltv/ds=<ds>/."""
-    from growthgr.cli.context import settings
     from models.itemltv.pipeline import metrics_table, run_evaluate
 
-    metrics = run_evaluate(settings(), ds)
+    s, lake = _settings_and_lake()
+    metrics = run_evaluate(s.itemltv, lake, ds)
     typer.echo(json.dumps(metrics, indent=2, default=float) if as_json else metrics_table(metrics))
 
 
 @app.command("pool")
 def pool_cmd(ds: str = DS) -> None:
     """Score the items in their new-item period with the base tower; write curated/new_item_pool."""
-    from growthgr.cli.context import settings
     from models.itemltv.pipeline import write_pool
 
-    pool = write_pool(settings(), ds)
+    s, lake = _settings_and_lake()
+    pool = write_pool(s.itemltv, lake, ds)
     typer.echo(f"new_item_pool ds={ds}: {len(pool)} items, top score {pool['score'].max():.4f}")

@@ -56,12 +56,14 @@ def train_cmd(
     from models.multigr.model import Vocab
     from models.multigr.train import fit, save_checkpoint
 
+    s = settings()
     data = load_sequences(inter, sids)
-    cfg = fit_config(settings().multigr, data.item_sids)
+    cfg = fit_config(s.multigr, data.item_sids)
     if epochs:
         cfg = cfg.model_copy(update={"max_epochs": epochs})
     split = leave_one_out(Vocab.from_config(cfg), data, cfg.max_history)
-    model, seconds = fit(cfg, SFTDataModule(split.train, cfg.batch_size, cfg.seed), max_minutes and max_minutes * 60)
+    model, seconds = fit(cfg, SFTDataModule(split.train, cfg.batch_size, cfg.seed), max_minutes and max_minutes * 60,
+                         trainer_cfg=s.trainer)
     save_checkpoint(model, out, {"train_examples": len(split.train), "training_time_s": round(seconds, 1)})
     typer.echo(json.dumps({"checkpoint": str(out), "params": model.num_params(), "training_time_s": round(seconds, 1)}))
 
@@ -77,9 +79,10 @@ def evaluate_cmd(
     """Recall@5/10 and NDCG@5/10 of full-ranking next-item retrieval (one line of JSON)."""
     import torch
 
+    from models.metrics import ranking_metrics
     from models.multigr.beam import SidItems, beam_search, trie_table
     from models.multigr.data import leave_one_out, left_pad, load_sequences
-    from models.multigr.train import load_checkpoint, ranking_metrics
+    from models.multigr.train import load_checkpoint
     from models.tokenizer.trie import SidTrie
 
     model = load_checkpoint(checkpoint)
@@ -110,10 +113,12 @@ def platform_cmd(
     """SFT on the train days, Recall/NDCG@10/100/1000 on the test days (search, all-net) vs popularity;
     writes reports/multigr/ds=<ds>/metrics.json."""
     from growthgr.cli.context import settings
+    from growthgr.core.catalog import report_key
     from growthgr.core.lake import Lake
-    from models.multigr.platform import REPORT_KEY, report_table, run_platform
+    from models.multigr.platform import report_table, run_platform
 
     s = settings()
-    report = run_platform(s, ds, train_days, test_days, epochs)
+    lake = Lake.from_settings(s)
+    report = run_platform(s.multigr, lake, ds, train_days, test_days, epochs, s.trainer)
     typer.echo(json.dumps(report, indent=2) if as_json else report_table(report))
-    typer.echo(f"report: {Lake.from_settings(s).store.url(REPORT_KEY.format(ds=report['ds']))}")
+    typer.echo(f"report: {lake.store.url(report_key('multigr', report['ds']))}")

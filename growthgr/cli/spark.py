@@ -24,12 +24,14 @@ def _command(name: str):
         end: str | None = typer.Option(None, "--end", help="Last day of a backfill (inclusive)."),
     ) -> None:
         from growthgr.cli.context import settings
+        from growthgr.core.lake import Lake
         from spark_jobs.common import InputError
         from spark_jobs.jobs import backfill
 
         first, last = _days(ds, start, end)
+        cfg = settings()
         try:
-            rows = backfill(settings(), name, first, last)
+            rows = backfill(Lake.from_settings(cfg), cfg.spark, cfg.storage, name, first, last)
         except InputError as err:
             typer.secho(f"input error: {err}", fg="red", err=True)
             raise typer.Exit(1) from None

@@ -27,6 +27,12 @@ class Dataset:
     keys: tuple[str, ...]
     writer: str                       # the module that writes it
     schema: pa.Schema | None = None   # fixed schemas (raw, truth); derived ones: see the writer
+    also_unique: tuple[tuple[str, ...], ...] = ()   # further column sets unique within a partition
+
+    @property
+    def unique_keys(self) -> list[list[str]]:
+        """Every column set that must be unique within a partition (the key first)."""
+        return [list(k) for k in (self.keys, *self.also_unique) if k]
 
     def __iter__(self) -> Iterator[str]:
         """`lake.read_partition(*DATASET, ds)` unpacks to (zone, table)."""
@@ -41,7 +47,9 @@ _RAW_KEYS = {"items": ("item_id",), "users": ("user_id",), "search_requests": ("
              "rank_candidates": ("request_id", "item_id"), "exposures": ("request_id", "item_id"),
              "clicks": ("request_id", "item_id"), "purchases": ("order_id",),
              "site_orders": ("order_id",)}
-RAW: dict[str, Dataset] = {t: Dataset("raw", t, _RAW_KEYS.get(t, ()), _SIM, s) for t, s in RAW_SCHEMAS.items()}
+_RAW_ALSO_UNIQUE = {"rank_candidates": (("request_id", "rank"),), "exposures": (("request_id", "position"),)}
+RAW: dict[str, Dataset] = {t: Dataset("raw", t, _RAW_KEYS[t], _SIM, s, _RAW_ALSO_UNIQUE.get(t, ()))
+                           for t, s in RAW_SCHEMAS.items()}
 TRUTH: dict[str, Dataset] = {t: Dataset("truth", t, (), _SIM, s) for t, s in TRUTH_SCHEMAS.items()}
 
 ITEM_DAILY_STATS = Dataset("curated", "item_daily_stats", ("item_id", "day"), "spark_jobs.item_daily_stats")
@@ -56,6 +64,9 @@ ITEMLTV_SAMPLES = Dataset("samples", "itemltv_samples", ("request_id", "item_id"
 ITEM_EMBEDDINGS = Dataset("curated", "item_embeddings", ("item_id",), "models.tokenizer.embed")
 ITEM_SIDS = Dataset("curated", "item_sids", ("item_id",), "models.tokenizer.sids")
 NEW_ITEM_POOL = Dataset("curated", "new_item_pool", ("item_id",), "models.itemltv.pipeline")
+# the point-in-time item features of the day's pool candidates (items in their new-item period, as of
+# the end of ds): built by the application (`growthgr.pipeline.training_set`) from Feast
+ITEMLTV_POOL_FEATURES = Dataset("samples", "itemltv_pool_features", ("item_id",), "growthgr.pipeline")
 
 
 def training_set(service: str) -> Dataset:

@@ -1,15 +1,21 @@
-"""Logging and telemetry set-up, done once per process."""
+"""Logging, telemetry and warning set-up, done once per process.
+
+Third-party warnings that say nothing to a GrowthGR user (deprecations inside the libraries,
+Lightning's advice about DataLoader workers on a 2-core machine, ...) are filtered here and only
+here, by the module that raises them; the project's own warnings are never filtered.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
+from pathlib import Path
 
 # Telemetry of every library off (DESIGN.md section 8); set before they are imported.
 TELEMETRY_OFF = {
     "GX_ANALYTICS_ENABLED": "False",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -17,6 +23,52 @@ TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
     "SCARF_ANALYTICS": "false",
 }
+
+
+# Libraries whose own deprecation / future warnings are not actionable for our users.
+THIRD_PARTY = ("airflow", "feast", "great_expectations", "dbt", "pyspark", "lightning", "lightning_fabric",
+               "pytorch_lightning", "torch", "pydantic", "sqlalchemy", "pandas", "sklearn", "faiss", "duckdb",
+               "transformers", "sentence_transformers", "boto3", "botocore", "moto", "ibis", "dask", "typer",
+               "altair", "marshmallow", "pkg_resources", "google", "jsonschema", "fsspec")
+# Known third-party messages that are advice for other set-ups (matched as regular expressions).
+THIRD_PARTY_MESSAGES = (
+    r".*does not have many workers.*",              # Lightning: we use 0 workers on purpose (determinism)
+    r".*LeafSpec.*",                                # torch pytree deprecation raised via Lightning
+    r".*Consider setting `persistent_workers=True`.*",
+    r".*GPU available but not used.*",
+    r".*The number of training batches.*",
+)
+
+
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning)
+_PROJECT = str(Path(__file__).resolve().parents[2])
+
+
+def _third_party(filename: str) -> bool:
+    return not filename.startswith(_PROJECT) or "site-packages" in filename
+
+
+def quiet_third_party_warnings() -> None:
+    """Ignore warnings raised inside third-party code (and the known messages above); keep ours.
+
+    Filters alone do not hold: some libraries put their own `once`/`default` filters in front
+    when imported. So the display hook also drops a quiet category whose frame is third-party
+    code; a warning attributed to our own code (our use of a library) is still shown.
+    """
+    pattern = r"(" + "|".join(THIRD_PARTY) + r")(\..*)?$"
+    for category in _QUIET:
+        warnings.filterwarnings("ignore", category=category, module=pattern)
+    for message in THIRD_PARTY_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
+    if getattr(warnings.showwarning, "__name__", "") != "_show_unless_third_party":
+        shown = warnings.showwarning
+
+        def _show_unless_third_party(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, _QUIET) and _third_party(str(filename)):
+                return
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = _show_unless_third_party
 
 
 def disable_telemetry() -> None:
@@ -37,3 +89,4 @@ def setup_logging(level: str | int = "INFO") -> None:
 
 
 disable_telemetry()
+quiet_third_party_warnings()

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from growthgr.simulator.world import NEW_ITEM_DAYS
+from growthgr.core.calendar import NEW_ITEM_DAYS
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from growthgr.core.calendar import NEW_ITEM_DAYS
 from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
@@ -96,7 +97,6 @@ from growthgr.simulator.text import (
     titles,
 )
 from growthgr.simulator.world import (
-    NEW_ITEM_DAYS,
     RECENT_QUERIES,
     World,
     append,

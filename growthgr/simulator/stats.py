@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from growthgr.core.calendar import NEW_ITEM_DAYS
 from growthgr.core.lake import Lake
 from growthgr.simulator.engine import affinity
-from growthgr.simulator.world import NEW_ITEM_DAYS, World, day_index
+from growthgr.simulator.world import World, day_index
 
 AGE_BUCKETS = (0, 5, 10, 15, 20, 25, 30)
 AFFINE = 0.4   # an exposure is "niche-affine" when the user's affinity to the item is at least this

@@ -24,12 +24,11 @@ from datetime import date, timedelta
 
 import numpy as np
 
+from growthgr.core.calendar import NEW_ITEM_DAYS
 from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, make_brands, make_niche_attributes
 
 EPOCH = date(1970, 1, 1)
-NEW_ITEM_DAYS = 30          # days 0..29 after listing
-LABEL_DAYS = range(30, 37)  # the label window, days 30..36
 RECENT_QUERIES = 3          # remembered per user for linking site-wide orders
 NICHE_SPREAD, MASS_SPREAD, NICHE_RADIUS = 0.35, 0.5, 1.6
 

@@ -1,8 +1,9 @@
 """ItemLTV inputs: the Feast training set plus lake context tables, encoded to arrays.
 
-Tables read (contract of `spark_jobs`, `growthgr.features` and the simulator):
+Tables read, from the lake only (contract of `spark_jobs`, the application step
+`growthgr.pipeline.training_set`, which builds the Feast training sets, and the simulator):
   samples/training_itemltv_v1  the Feast training set of feature service `itemltv_v1`, one
-                            partition per samples partition (built here when missing): every
+                            partition per samples partition (a missing one is an error): every
                             row of samples/itemltv_samples (one exposure of a cohort item in its
                             days 0..29: user_id, item_id, query_id, event_timestamp, treatment,
                             listing_date, ...) with the item, user and query features Feast
@@ -37,13 +38,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from growthgr.core import calendar, catalog
 from growthgr.core.lake import Lake, PartitionNotFound, to_ds
 from growthgr.core.sections.itemltv import ItemLTVConfig
 
 log = logging.getLogger(__name__)
 
 SERVICE = "itemltv_v1"                          # the Feast feature service of the training set
-TRAINING_TABLE = ("samples", f"training_{SERVICE}")
+TRAINING_TABLE = catalog.training_set(SERVICE)
 VIEW_GROUP = {"item_features": "item", "user_features": "user", "query_features": "ctx"}
 ID_FEATURES = {"category_id", "home_category_id", "intent_category_id"}    # numbers that are not quantities
 _WORD = re.compile(r"[a-z0-9]+")
@@ -153,44 +155,42 @@ def category_affinity(affinity: pa.ChunkedArray, category: pa.ChunkedArray) -> n
     return out
 
 
-def training_sets(settings, parts: list[str]) -> pa.Table:
-    """The Feast training sets of samples partitions `parts` (consecutive), building missing ones."""
-    from growthgr import features
-
-    lake = Lake.from_settings(settings)
-    for ds in parts:
-        if not lake.exists(*TRAINING_TABLE, ds):
-            features.training_set(settings, SERVICE, ds)
+def training_sets(lake: Lake, parts: list[str]) -> pa.Table:
+    """The Feast training sets of samples partitions `parts` (consecutive), read from the lake."""
+    missing = [ds for ds in parts if not lake.exists(*TRAINING_TABLE, ds)]
+    if missing:
+        raise PartitionNotFound(f"no training set {TRAINING_TABLE.key(missing[0])} ({len(missing)} of {len(parts)} "
+                                f"missing): build it first (`growthgr pipeline step training_set`)")
     table = lake.read_range(*TRAINING_TABLE, parts[0], parts[-1])
     return table.drop_columns([c for c in ("ds", "user_features__recent_item_ids") if c in table.column_names])
 
 
 def sample_partitions(lake: Lake, end_ds: str, n: int) -> list[str]:
     """The last `n` committed samples partitions with ds <= end_ds (one per cohort)."""
-    return lake.list_partitions("samples", "itemltv_samples", end=end_ds)[-n:]
+    return lake.list_partitions(*catalog.ITEMLTV_SAMPLES, end=to_ds(end_ds))[-n:]
 
 
-def load_inputs(settings, end_ds: str, n_cohorts: int, history_days: int = 60) -> Inputs:
+def load_inputs(lake: Lake, end_ds: str, n_cohorts: int, history_days: int = 60) -> Inputs:
     """Read the cohorts whose label window ended by `end_ds` (their Feast training sets), with
     what encoding them needs."""
-    lake = Lake.from_settings(settings)
-    parts = sample_partitions(lake, to_ds(end_ds), n_cohorts)
+    parts = sample_partitions(lake, end_ds, n_cohorts)
     if not parts:
-        raise PartitionNotFound(f"no samples/itemltv_samples partitions up to {end_ds}")
+        raise PartitionNotFound(f"no {catalog.ITEMLTV_SAMPLES.zone}/{catalog.ITEMLTV_SAMPLES.table} partitions "
+                                f"up to {end_ds}")
     first, last = parts[0], parts[-1]
-    samples = normalise_samples(feast_features(training_sets(settings, parts)))
+    samples = normalise_samples(feast_features(training_sets(lake, parts)))
     samples = samples.drop(columns=[c for c in ("y", "label") if c in samples])   # taken from the labels table
-    labels = lake.read_range("samples", "itemltv_labels", first, last).to_pandas()[["item_id", "y"]]
+    labels = lake.read_range(*catalog.ITEMLTV_LABELS, first, last).to_pandas()[["item_id", "y"]]
     samples = samples.merge(labels.drop_duplicates("item_id"), on="item_id", how="inner")
-    hist_start = (date.fromisoformat(first) - timedelta(days=36 + history_days)).isoformat()
+    hist_start = (date.fromisoformat(first) - timedelta(days=calendar.COHORT_OFFSET + history_days)).isoformat()
     return Inputs(samples=samples, **context_tables(lake, hist_start, last))
 
 
 def context_tables(lake: Lake, start: str, end: str) -> dict:
     """raw items and users up to `end`, raw clicks of `start`..`end` (the behaviour history)."""
-    items = lake.read_range("raw", "items", "0001-01-01", end).to_pandas().drop_duplicates("item_id", keep="last")
-    users = lake.read_range("raw", "users", "0001-01-01", end).to_pandas().drop_duplicates("user_id", keep="last")
-    clicks = _read(lake, "raw", "clicks", start, end)
+    items = lake.read_range(*catalog.RAW["items"], "0001-01-01", end).to_pandas().drop_duplicates("item_id", keep="last")
+    users = lake.read_range(*catalog.RAW["users"], "0001-01-01", end).to_pandas().drop_duplicates("user_id", keep="last")
+    clicks = _read(lake, *catalog.RAW["clicks"], start, end)
     clicks = pd.DataFrame(columns=["user_id", "item_id", "ts"]) if clicks is None else clicks
     return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]]}
 

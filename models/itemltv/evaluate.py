@@ -30,16 +30,18 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
-from sklearn.metrics import ndcg_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from growthgr.core import catalog  # noqa: E402
 from growthgr.core.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
 from models.itemltv.data import Encoded  # noqa: E402
 from models.itemltv.lit import ItemGroups  # noqa: E402
 from models.itemltv.model import item_labels, item_predictions  # noqa: E402
 from models.itemltv.train import Trained  # noqa: E402
+from models.metrics import graded_ndcg  # noqa: E402
 
 log = logging.getLogger(__name__)
+REPORT = "itemltv"     # the reports' subsystem name (`reports/itemltv/ds=<ds>/`)
 
 
 class Predictions(NamedTuple):
@@ -71,7 +73,7 @@ def predict(trained: Trained, enc: Encoded, items_per_batch: int = 256) -> Predi
 # -- label metrics -----------------------------------------------------------
 def label_metrics(items: pd.DataFrame) -> dict[str, float]:
     """MSE on y and mean per-cohort NDCG with true mean daily orders as gains."""
-    ndcgs = [ndcg_score(np.expm1(g["y"].to_numpy())[None], g["pred"].to_numpy()[None])
+    ndcgs = [graded_ndcg(np.expm1(g["y"].to_numpy()), g["pred"].to_numpy())
              for _, g in items.groupby("listing_date") if len(g) > 1]
     return {"mse": float(np.mean((items["pred"] - items["y"]) ** 2)), "ndcg": float(np.mean(ndcgs))}
 
@@ -99,7 +101,7 @@ def uplift_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 def attach_truth(lake: Lake, exposures: pd.DataFrame) -> pd.DataFrame:
     """Exposures with `true_uplift` from truth/click_effects (inner join)."""
     days = exposures["ts"].dt.date
-    truth = lake.read_range("truth", "click_effects", to_ds(days.min()), to_ds(days.max())).to_pandas()
+    truth = lake.read_range(*catalog.TRUTH["click_effects"], to_ds(days.min()), to_ds(days.max())).to_pandas()
     keys = ["request_id", "item_id"] if "request_id" in exposures else ["user_id", "item_id", "ts"]
     truth = truth.drop_duplicates(keys)[keys + ["true_uplift"]]
     return exposures.merge(truth, on=keys, how="inner")
@@ -203,13 +205,12 @@ def evaluate_models(lake: Lake, full: Trained, base: Trained, train: Encoded, te
 
 
 def write_report(lake: Lake, ds: str, metrics: dict, plots: dict[str, bytes]) -> list[str]:
-    """metrics.json + PNGs under reports/itemltv/ds=<ds>/; returns the keys written."""
-    prefix = f"reports/itemltv/ds={to_ds(ds)}"
-    keys = [f"{prefix}/metrics.json"]
+    """metrics.json + PNGs under `catalog.report_prefix("itemltv", ds)`; returns the keys written."""
+    keys = [catalog.report_key(REPORT, ds)]
     lake.store.put_bytes(keys[0], json.dumps(metrics, indent=2, default=float).encode())
     for name, png in plots.items():
-        lake.store.put_bytes(f"{prefix}/{name}", png)
-        keys.append(f"{prefix}/{name}")
+        keys.append(catalog.report_key(REPORT, ds, name))
+        lake.store.put_bytes(keys[-1], png)
     return keys
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from growthgr.core.sections.itemltv import ItemLTVConfig
 from models.itemltv.data import Encoded, Splits
 from models.itemltv.model import Batch, ItemLTV, loss_fn
 
@@ -51,14 +50,16 @@ def to_batch(enc: Encoded, rows: np.ndarray, group: np.ndarray, n_groups: int) -
 
 
 class ItemLTVData(L.LightningDataModule):
-    def __init__(self, splits: Splits, cfg: ItemLTVConfig):
+    """Train / validation loaders of `items_per_batch` items (`num_workers`: `TrainerConfig`)."""
+
+    def __init__(self, splits: Splits, items_per_batch: int, num_workers: int = 0):
         super().__init__()
-        self.splits, self.cfg = splits, cfg
+        self.splits, self.items_per_batch, self.num_workers = splits, items_per_batch, num_workers
 
     def _loader(self, enc: Encoded, shuffle: bool) -> DataLoader:
         ds = ItemGroups(enc)
-        return DataLoader(ds, batch_size=self.cfg.items_per_batch, shuffle=shuffle, collate_fn=ds.collate,
-                          num_workers=self.cfg.num_workers)
+        return DataLoader(ds, batch_size=self.items_per_batch, shuffle=shuffle, collate_fn=ds.collate,
+                          num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits.train, True)

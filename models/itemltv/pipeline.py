@@ -1,10 +1,14 @@
-"""The ItemLTV steps of the daily run, as plain functions of (settings, ds):
+"""The ItemLTV steps of the daily run, as plain functions of (config sections, lake, ds):
 
-    run_train(settings, ds)     fit "+uplift" and "base only" on the cohorts whose label
-                                window ended by ds; save models/itemltv[_base]/ds=<ds>
-    run_evaluate(settings, ds)  held-out metrics + plots -> reports/itemltv/ds=<ds>/
-    build_pool(settings, ds)    top-N items of age 0..new_item_days-1 by base growth
-    write_pool(settings, ds)    build_pool -> curated/new_item_pool/ds=<ds>
+    run_train(cfg, trainer_cfg, lake, ds)   fit "+uplift" and "base only" on the cohorts whose label
+                                            window ended by ds; save models/itemltv[_base]/ds=<ds>
+    run_evaluate(cfg, lake, ds)             held-out metrics + plots -> reports/itemltv/ds=<ds>/
+    build_pool(cfg, lake, ds)               top-N items in their new-item period by base growth
+    write_pool(cfg, lake, ds)               build_pool -> curated/new_item_pool/ds=<ds>
+
+`cfg` is `settings.itemltv`, `trainer_cfg` `settings.trainer`. Everything is read from the lake:
+the Feast training sets and the pool candidates' item features are built beforehand by the
+application step `growthgr.pipeline.training_set`.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
-from growthgr.core.lake import Lake, to_ds
+from growthgr.core import calendar, catalog
+from growthgr.core.lake import Lake, PartitionNotFound, to_ds
+from growthgr.core.sections.itemltv import ItemLTVConfig
+from growthgr.core.sections.trainer import TrainerConfig
 from models.itemltv.data import (
-    SERVICE,
     Inputs,
     encode,
     feast_features,
@@ -32,31 +37,27 @@ from models.itemltv.evaluate import evaluate_models, metrics_table, write_report
 from models.itemltv.train import BASE, FULL, fit_model, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
-POOL_TABLE = ("curated", "new_item_pool")
 
 
-def _inputs(settings, ds: str) -> Inputs:
-    cfg = settings.itemltv
-    return load_inputs(settings, ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts)
+def _inputs(cfg: ItemLTVConfig, lake: Lake, ds: str) -> Inputs:
+    return load_inputs(lake, ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts)
 
 
-def run_train(settings, ds: str) -> dict:
+def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: str) -> dict:
     """Fit both variants, save their checkpoints; returns losses and checkpoint keys."""
-    cfg, lake = settings.itemltv, Lake.from_settings(settings)
-    splits, pre = prepare(_inputs(settings, ds), cfg)
+    splits, pre = prepare(_inputs(cfg, lake, ds), cfg)
     out: dict = {"cohorts": splits.cohorts, "n_train_exposures": len(splits.train.y)}
     for name, use_uplift in ((FULL, True), (BASE, False)):
-        trained = fit_model(splits, pre, cfg, use_uplift)
+        trained = fit_model(splits, pre, cfg, trainer_cfg, use_uplift)
         out[name] = {"checkpoint": save_checkpoint(lake, name, ds, trained), "train_loss": trained.train_loss,
                      "val_loss": trained.val_loss, "best_epoch": trained.best_epoch}
     return out
 
 
-def run_evaluate(settings, ds: str) -> dict:
+def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: str) -> dict:
     """Evaluate the checkpoints of `ds` on its test cohorts; writes the report; returns the metrics."""
-    cfg, lake = settings.itemltv, Lake.from_settings(settings)
     full, base = load_checkpoint(lake, FULL, ds), load_checkpoint(lake, BASE, ds)
-    splits, _ = prepare(_inputs(settings, ds), cfg, full.pre)
+    splits, _ = prepare(_inputs(cfg, lake, ds), cfg, full.pre)
     metrics, plots = evaluate_models(lake, full, base, splits.train, splits.test, cfg.seed, cfg.gbm_max_iter)
     metrics["cohorts"] = splits.cohorts
     metrics["report_keys"] = write_report(lake, ds, metrics, plots)
@@ -64,19 +65,21 @@ def run_evaluate(settings, ds: str) -> dict:
     return metrics
 
 
-def _pool_inputs(settings, ds: str, days: int) -> Inputs:
-    """Every item listed in the last `days` days, as one pseudo-exposure at the end of `ds`
-    (no user, no click: only the item tower is used), with its item features from Feast."""
-    from growthgr import features
+def pool_candidates(lake: Lake, ds: str) -> pd.DataFrame:
+    """The items in their new-item period on `ds` (listed on ds - NEW_ITEM_DAYS + 1 .. ds), latest rows."""
+    end = date.fromisoformat(to_ds(ds))
+    first = (end - timedelta(days=calendar.NEW_ITEM_DAYS - 1)).isoformat()
+    return lake.read_range(*catalog.RAW["items"], first, to_ds(ds)).to_pandas().drop_duplicates("item_id", keep="last")
 
-    lake, end = Lake.from_settings(settings), date.fromisoformat(to_ds(ds))
-    items = lake.read_range("raw", "items", (end - timedelta(days=days - 1)).isoformat(), to_ds(ds)).to_pandas()
-    items = items.drop_duplicates("item_id", keep="last")
-    ts = pd.Timestamp(end + timedelta(days=1), tz="UTC")   # features of every event up to the end of ds
-    entities = pd.DataFrame({"item_id": items["item_id"].to_numpy(), "event_timestamp": ts})
-    store = features.open_store(settings)
-    feats = features.historical_features(store, entities, features.service_refs(store, SERVICE, {"item_features"}))
-    samples = feast_features(pa.Table.from_pandas(feats, preserve_index=False))
+
+def _pool_inputs(lake: Lake, ds: str) -> Inputs:
+    """Every pool candidate as one pseudo-exposure at the end of `ds` (no user, no click: only the
+    item tower is used), with its point-in-time item features (`catalog.ITEMLTV_POOL_FEATURES`)."""
+    if not lake.exists(*catalog.ITEMLTV_POOL_FEATURES, ds):
+        raise PartitionNotFound(f"no {catalog.ITEMLTV_POOL_FEATURES.key(ds)}: build it first "
+                                "(`growthgr pipeline step training_set`)")
+    items = pool_candidates(lake, ds)
+    samples = feast_features(lake.read_partition(*catalog.ITEMLTV_POOL_FEATURES, ds))
     samples = normalise_samples(samples.assign(user_id=-1, treatment=0.0)).merge(
         items[["item_id", "listing_date"]], on="item_id")
     users = pd.DataFrame({"user_id": [-1], "activity": [np.nan], "price_sensitivity": [np.nan], "segment": [""]})
@@ -84,14 +87,13 @@ def _pool_inputs(settings, ds: str, days: int) -> Inputs:
 
 
 @torch.no_grad()
-def build_pool(settings, ds: str) -> pd.DataFrame:
-    """Score every item of age 0..new_item_days-1 on `ds` with the base-growth tower; keep the top N.
+def build_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
+    """Score every item in its new-item period on `ds` with the base-growth tower; keep the top N.
 
     Columns: ds, item_id, score (predicted base growth on y), rank (1 = best), listing_date.
     """
-    cfg, lake = settings.itemltv, Lake.from_settings(settings)
     trained = load_checkpoint(lake, FULL, ds)
-    inputs = _pool_inputs(settings, ds, cfg.new_item_days)
+    inputs = _pool_inputs(lake, to_ds(ds))
     enc = encode(inputs, trained.pre, numeric_frame(inputs))
     t = torch.from_numpy
     scores = trained.model.base(t(enc.tokens[enc.item_row]), t(enc.category[enc.item_row]), t(enc.x["item"])).numpy()
@@ -102,10 +104,10 @@ def build_pool(settings, ds: str) -> pd.DataFrame:
         ["ds", "item_id", "score", "rank", "listing_date"]]
 
 
-def write_pool(settings, ds: str) -> pd.DataFrame:
-    pool = build_pool(settings, ds)
-    Lake.from_settings(settings).write_partition(*POOL_TABLE, ds, pool)
+def write_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
+    pool = build_pool(cfg, lake, ds)
+    lake.write_partition(*catalog.NEW_ITEM_POOL, ds, pool)
     return pool
 
 
-__all__ = ["run_train", "run_evaluate", "build_pool", "write_pool", "metrics_table"]
+__all__ = ["run_train", "run_evaluate", "pool_candidates", "build_pool", "write_pool", "metrics_table"]

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from growthgr.core.calendar import COHORT_OFFSET, LABEL_DAYS, NEW_ITEM_DAYS
 from growthgr.core.catalog import query_id
 from growthgr.core.lake import Lake
 
@@ -64,7 +65,7 @@ def n_niches_total(users: pd.DataFrame, items: pd.DataFrame) -> int:
 def make_exposures(rng, items, users, days: int, rate: float, niches: int) -> pd.DataFrame:
     """Every exposure of every live item (ages 0..days), with click and true uplift."""
     age = np.arange(days)[:, None] - items["listing_day"].to_numpy()[None, :]   # [D, I]
-    lam = np.where(age < 0, 0.0, np.where(age < 30, rate, rate / 3))
+    lam = np.where(age < 0, 0.0, np.where(age < NEW_ITEM_DAYS, rate, rate / 3))
     counts = rng.poisson(lam)
     day, idx = np.nonzero(counts)
     reps = counts[day, idx]
@@ -92,11 +93,11 @@ def make_exposures(rng, items, users, days: int, rate: float, niches: int) -> pd
 
 
 def outcomes(rng, items: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
-    new = exp[exp["age"] < 30]
+    new = exp[exp["age"] < NEW_ITEM_DAYS]
     gain = new[new["clicked"]].groupby("item_id")["true_uplift"].sum()
     y0 = np.clip(0.4 + 0.3 * items["quality"].to_numpy(), 0.05, None)
     ey = y0 + gain.reindex(items["item_id"]).fillna(0.0).to_numpy()
-    label = rng.poisson(np.repeat(np.expm1(ey)[:, None], 7, 1)).mean(1)
+    label = rng.poisson(np.repeat(np.expm1(ey)[:, None], LABEL_DAYS, 1)).mean(1)
     return pd.DataFrame({"item_id": items["item_id"], "y0": y0, "label": label, "y": np.log1p(label)})
 
 
@@ -132,19 +133,19 @@ def _write_raw(lake: Lake, day0: date, items, users, exp) -> None:
 
 
 def _write_truth_and_samples(lake: Lake, day0: date, days: int, items, exp, out) -> None:
-    new = exp[exp["age"] < 30]
+    new = exp[exp["age"] < NEW_ITEM_DAYS]
     for d, g in new.groupby("day"):
         lake.write_partition("truth", "click_effects", _ds(day0, d), g.assign(item_age_days=g["age"].astype(np.int32))[
             ["request_id", "user_id", "item_id", "ts", "item_age_days", "clicked", "true_uplift"]])
     meta = items[["item_id", "listing_day", "listing_date"]].merge(out, on="item_id")
     for d, g in meta.groupby("listing_day"):
         lake.write_partition("truth", "item_outcomes", _ds(day0, d), g[["item_id", "listing_date", "y0"]])
-        if d + 36 >= days:
+        if d + COHORT_OFFSET >= days:
             continue
         s = new[new["item_id"].isin(g["item_id"])].merge(g[["item_id", "listing_date"]], on="item_id")
-        lake.write_partition("samples", "itemltv_samples", _ds(day0, d + 36), s.assign(treatment=s["clicked"].astype(
+        lake.write_partition("samples", "itemltv_samples", _ds(day0, d + COHORT_OFFSET), s.assign(treatment=s["clicked"].astype(
             np.int8))[["request_id", "user_id", "query_text", "query_id", "item_id", "listing_date", "ts", "treatment"]])
-        lake.write_partition("samples", "itemltv_labels", _ds(day0, d + 36), g[["item_id", "listing_date", "label", "y"]])
+        lake.write_partition("samples", "itemltv_labels", _ds(day0, d + COHORT_OFFSET), g[["item_id", "listing_date", "label", "y"]])
 
 
 WINDOWS = (1, 7, 30)
@@ -184,7 +185,7 @@ def _item_snapshot(items: pd.DataFrame, exp: pd.DataFrame, d: int) -> pd.DataFra
     age = (d - live["listing_day"]).to_numpy(np.int64)
     out = pd.DataFrame({"item_id": live["item_id"].to_numpy(), "category_id": live["category_id"].astype(np.int64),
                         "brand": live["brand"], "price": live["price"].astype(float),
-                        "listing_date": live["listing_date"], "age_days": age, "is_new": age <= 29}).reset_index(drop=True)
+                        "listing_date": live["listing_date"], "age_days": age, "is_new": age < NEW_ITEM_DAYS}).reset_index(drop=True)
     daily = exp.groupby(["item_id", "day"], as_index=False)[["exposures", "clicks"]].sum()
     for w in WINDOWS:
         win = _window(daily, "item_id", d, w).reindex(out["item_id"]).fillna(0).to_numpy(np.int64)
@@ -223,7 +224,7 @@ def _query_snapshot(exp: pd.DataFrame, d: int) -> pd.DataFrame:
     month = exp[(exp["day"] > d - 30) & (exp["day"] <= d)]
     g = month.groupby(["query_id", "query_text"])
     out = g.agg(intent_category_id=("category_id", "min"), exposures_30d=("exposures", "sum"),
-                clicks_30d=("clicks", "sum"), new=("age", lambda a: float((a < 30).mean()))).reset_index()
+                clicks_30d=("clicks", "sum"), new=("age", lambda a: float((a < NEW_ITEM_DAYS).mean()))).reset_index()
     daily = month.groupby(["query_id", "day"], as_index=False)["exposures"].sum()
     for w in WINDOWS:
         out[f"requests_{w}d"] = _window(daily, "query_id", d, w)["exposures"].reindex(out["query_id"]).fillna(0) \

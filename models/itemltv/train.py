@@ -1,29 +1,34 @@
 """Fit ItemLTV with Lightning, keep the best epoch on validation, save safetensors checkpoints.
 
-Checkpoints live in the lake's `models` zone as one self-describing file,
-`models/<name>/ds=<ds>/model.safetensors` (weights + the model spec and the
-preprocessing as safetensors metadata); `name` is `itemltv` (base + uplift)
-or `itemltv_base` (the "base only" ablation).
+The Trainer comes from `models.training.build_trainer` (where it trains: `settings.trainer`);
+its `ModelCheckpoint` picks the best validation epoch. Checkpoints live in the lake's `models`
+zone as one self-describing file, `catalog.model_key(name, ds)` =
+`models/<name>/ds=<ds>/model.safetensors` (weights + the model spec and the preprocessing as
+safetensors metadata); `name` is `itemltv` (base + uplift) or `itemltv_base` (the "base only"
+ablation).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from growthgr.core import catalog
 from growthgr.core.lake import Lake, to_ds
 from growthgr.core.sections.itemltv import ItemLTVConfig
+from growthgr.core.sections.trainer import TrainerConfig
 from models.itemltv.data import Preprocess, Splits
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import ItemLTV
+from models.training import best_score, best_state, build_trainer
 
 log = logging.getLogger(__name__)
 FULL, BASE = "itemltv", "itemltv_base"
@@ -39,23 +44,19 @@ class Trained:
     best_epoch: int = 0
 
 
-class _Tracker(Callback):
-    """Epoch losses and the best validation state (kept in memory, no pickle files)."""
+class EpochLosses(Callback):
+    """Per-epoch train and validation losses (for the report; model selection is ModelCheckpoint's)."""
 
     def __init__(self):
-        self.train, self.val, self.best, self.best_epoch, self.state = [], [], float("inf"), 0, None
+        self.train: list[float] = []
+        self.val: list[float] = []
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.train.append(float(trainer.callback_metrics["train_loss"]))
 
     def on_validation_epoch_end(self, trainer, module) -> None:
-        if trainer.sanity_checking:
-            return
-        v = float(trainer.callback_metrics["val_loss"])
-        self.val.append(v)
-        if v < self.best:
-            self.best, self.best_epoch = v, trainer.current_epoch
-            self.state = copy.deepcopy(module.model.state_dict())
+        if not trainer.sanity_checking:
+            self.val.append(float(trainer.callback_metrics["val_loss"]))
 
 
 def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
@@ -64,29 +65,31 @@ def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
             "use_uplift": use_uplift, "objective": cfg.objective}
 
 
-def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, use_uplift: bool) -> Trained:
-    """Train one variant; returns the weights of the best validation epoch."""
+def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: TrainerConfig,
+              use_uplift: bool) -> Trained:
+    """Train one variant; returns the weights of the best validation epoch (an error if no
+    validation loss was finite)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = model_spec(cfg, pre, use_uplift)
-    kwargs = {k: v for k, v in spec.items() if k != "objective"}
-    lit = LitItemLTV(kwargs, cfg.objective, cfg.lr, cfg.weight_decay)
-    tracker = _Tracker()
-    trainer = L.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-        precision=cfg.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, gradient_clip_val=cfg.grad_clip or None,
-        callbacks=[tracker, EarlyStopping("val_loss", patience=cfg.patience)],
-    )
-    trainer.fit(lit, datamodule=ItemLTVData(splits, cfg))
-    lit.model.load_state_dict(tracker.state or lit.model.state_dict())
-    log.info("itemltv %s: best epoch %d val_loss %.4f", "full" if use_uplift else "base",
-             tracker.best_epoch, tracker.best)
-    return Trained(lit.model.cpu().eval(), pre, spec, tracker.train, tracker.val, tracker.best_epoch)
+    lit = LitItemLTV({k: v for k, v in spec.items() if k != "objective"}, cfg.objective, cfg.lr, cfg.weight_decay)
+    losses = EpochLosses()
+    trainer = build_trainer(trainer_cfg, max_epochs=cfg.max_epochs, monitor="val_loss", patience=cfg.patience,
+                            gradient_clip_val=cfg.grad_clip, callbacks=[losses])
+    trainer.fit(lit, datamodule=ItemLTVData(splits, cfg.items_per_batch, trainer_cfg.num_workers))
+    state, best = best_state(trainer), best_score(trainer)
+    if state is None or not math.isfinite(best):
+        raise RuntimeError(f"itemltv {'full' if use_uplift else 'base'}: no finite validation loss in "
+                           f"{len(losses.val)} epoch(s) ({losses.val}); no weights to keep")
+    lit.model.load_state_dict(state)
+    best_epoch = losses.val.index(min(v for v in losses.val if math.isfinite(v)))
+    log.info("itemltv %s: best epoch %d val_loss %.4f", "full" if use_uplift else "base", best_epoch, best)
+    return Trained(lit.model.cpu().eval(), pre, spec, losses.train, losses.val, best_epoch)
 
 
 # -- checkpoints -------------------------------------------------------------
 def checkpoint_key(name: str, ds: str) -> str:
-    return f"models/{name}/ds={to_ds(ds)}/model.safetensors"
+    """The lake key of the checkpoint `name` of `ds` (the catalog's `model_key`)."""
+    return catalog.model_key(name, ds)
 
 
 def save_checkpoint(lake: Lake, name: str, ds: str, trained: Trained) -> str:
@@ -103,7 +106,7 @@ def save_checkpoint(lake: Lake, name: str, ds: str, trained: Trained) -> str:
 
 def latest_checkpoint_ds(lake: Lake, name: str, ds: str) -> str:
     """The newest checkpoint date <= ds."""
-    found = sorted(m.group(1) for k in lake.store.list(f"models/{name}/")
+    found = sorted(m.group(1) for k in lake.store.list(catalog.model_prefix(name))
                    if (m := re.search(r"ds=(\d{4}-\d{2}-\d{2})/model\.safetensors$", k)) and m.group(1) <= to_ds(ds))
     if not found:
         raise FileNotFoundError(f"no {name} checkpoint at or before {ds} in {lake.store.uri}")

@@ -131,14 +131,29 @@ class _Batches(torch.utils.data.IterableDataset):
 
 
 class SFTDataModule(L.LightningDataModule):
-    """A plain datamodule over in-memory examples: seeded, length-bucketed shuffled batches."""
+    """A plain datamodule over in-memory examples: seeded, length-bucketed shuffled batches.
 
-    def __init__(self, train: Sequence[Example], batch_size: int, seed: int = 0):
+    `val`: optional (prompts, target item ids) for ranking validation, in batches of
+    (list of prompt arrays, targets (B,)) (see `train.MultiGRModule`).
+    """
+
+    def __init__(self, train: Sequence[Example], batch_size: int, seed: int = 0,
+                 val: tuple[Sequence[np.ndarray], np.ndarray] | None = None, val_batch_size: int = 256):
         super().__init__()
         self.batches = _Batches(train, batch_size, seed)
+        prompts, targets = val if val is not None else ([], np.zeros(0, np.int64))
+        self.val = [(list(prompts[i : i + val_batch_size]), np.asarray(targets[i : i + val_batch_size]))
+                    for i in range(0, len(targets), val_batch_size)]
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.batches, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=None, num_workers=0, collate_fn=_as_is)
+
+
+def _as_is(batch):
+    return batch
 
 
 class SequenceData(NamedTuple):

@@ -9,11 +9,12 @@ dropped from histories and targets.
 Labels (DESIGN.md section 7): `search` = `purchase_ids`; `all-net` = the
 site-wide orders linked to the request (`site_order_item_ids`) plus the
 search purchases. Recall@k = |relevant in top k| / |relevant|, averaged over the
-requests with at least one relevant item that has a SID; NDCG@k with binary gains.
+requests with at least one relevant item that has a SID; NDCG@k with binary gains
+(`models.metrics`).
 
 `run_platform` is the offline evaluation on held-out days of a lake (train on the
 days before, test on the newest days, against a popularity ranking); it writes
-`reports/multigr/ds=<ds>/metrics.json`.
+`reports/multigr/ds=<ds>/metrics.json` (`catalog.report_key("multigr", ds)`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW, report_key
 from growthgr.core.lake import Lake, PartitionNotFound, ds_range, to_ds
 from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.trainer import TrainerConfig
+from models.metrics import ranking_metrics
 from models.multigr.beam import SidItems, beam_search, trie_table
 from models.multigr.data import Example, SFTDataModule, context_tokens, left_pad, sample_example
 from models.multigr.model import MultiGR, Vocab
@@ -84,23 +88,6 @@ def sft_examples(model_vocab: Vocab, samples: pd.DataFrame, lookup: SidLookup, m
     return out
 
 
-def ranking_metrics_multi(ranked: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, float]:
-    """ranked: (U, n) item ids; relevant: U arrays of relevant ids (requests with none are skipped)."""
-    rows = [i for i, r in enumerate(relevant) if len(r)]
-    out = {"requests": float(len(rows))}
-    for k in ks:
-        rec, ndcg = [], []
-        for i in rows:
-            hit = np.isin(ranked[i, :k], relevant[i])
-            rel = np.unique(relevant[i])
-            rec.append(hit.sum() / len(rel))
-            ideal = (1.0 / np.log2(np.arange(min(len(rel), k)) + 2)).sum()
-            ndcg.append((hit / np.log2(np.arange(len(hit)) + 2)).sum() / ideal)
-        out[f"recall@{k}"] = float(np.mean(rec)) if rows else 0.0
-        out[f"ndcg@{k}"] = float(np.mean(ndcg)) if rows else 0.0
-    return out
-
-
 def relevant_sets(samples: pd.DataFrame, lookup: SidLookup) -> dict[str, list[np.ndarray]]:
     """Per label set, per request: the relevant items that have a SID (the retrievable ones)."""
     return {
@@ -131,13 +118,12 @@ def evaluate_samples(
         index.expand(beam_search(model, left_pad(prompts[i : i + batch_size]), widths, top, trie_next), top).items
         for i in range(0, len(prompts), batch_size)
     ])
-    return {name: ranking_metrics_multi(ranked, rel, ks) for name, rel in relevant_sets(samples, lookup).items()}
+    return {name: ranking_metrics(ranked, rel, ks) for name, rel in relevant_sets(samples, lookup).items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # Offline evaluation on held-out days of a lake (DESIGN.md section 7)
 
-REPORT_KEY = "reports/multigr/ds={ds}/metrics.json"
 KS = (10, 100, 1000)
 SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "history_item_ids", "click_ids",
                   "purchase_ids", "site_order_item_ids"]
@@ -154,10 +140,10 @@ def split_days(ds: str, train_days: int, test_days: int) -> tuple[list[str], lis
 
 def read_samples(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
     """The `samples/gr_samples` rows of `days` (every day must have a committed partition)."""
-    missing = [d for d in days if not lake.exists("samples", "gr_samples", d)]
+    missing = [d for d in days if not lake.exists(*GR_SAMPLES, d)]
     if missing:
         raise PartitionNotFound(f"no samples/gr_samples for {missing}: run the gr_samples Spark job for them")
-    return pd.concat([lake.read_partition("samples", "gr_samples", d, SAMPLE_COLUMNS).to_pandas() for d in days],
+    return pd.concat([lake.read_partition(*GR_SAMPLES, d, SAMPLE_COLUMNS).to_pandas() for d in days],
                      ignore_index=True)
 
 
@@ -169,9 +155,9 @@ def add_late_site_orders(lake: Lake, samples: pd.DataFrame, start: str, end: str
     without this the `all-net` label would hold no site order at all. Orders placed after
     `end` are not seen: the newest test day gets no late orders (a short label window).
     """
-    if not lake.list_partitions("raw", "site_orders", start, end):
+    if not lake.list_partitions(*RAW["site_orders"], start, end):
         return samples
-    orders = lake.read_range("raw", "site_orders", start, end, ["item_id", "ts", "linked_request_id"]).to_pandas()
+    orders = lake.read_range(*RAW["site_orders"], start, end, ["item_id", "ts", "linked_request_id"]).to_pandas()
     orders = orders[orders["linked_request_id"].notna()].sort_values(["ts", "item_id"], kind="stable")
     late = orders.groupby(orders["linked_request_id"].astype(np.int64))["item_id"].agg(list).to_dict()
     out = samples.copy()
@@ -223,7 +209,10 @@ def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> 
     train_ds, test_ds = split_days(ds, train_days, test_days)
     train, test = read_samples(lake, train_ds), read_samples(lake, test_ds)
     test = add_late_site_orders(lake, test, test_ds[0], test_ds[-1])
-    sid_ds, table = sids.latest_snapshot(lake, train_ds[-1])
+    parts = lake.list_partitions(*ITEM_SIDS, end=train_ds[-1])
+    if not parts:
+        raise PartitionNotFound(f"no {ITEM_SIDS.key(train_ds[-1])} or earlier: run `growthgr tokenizer fit`")
+    sid_ds, table = parts[-1], lake.read_partition(*ITEM_SIDS, parts[-1]).to_pandas()
     version = str(table["sid_version"].iloc[0])
     codes = sids.sid_matrix(table)
     lookup = SidLookup(table, list(sids.CODE_COLUMNS) + ["c4"] * (codes.shape[1] > len(sids.CODE_COLUMNS)))
@@ -231,7 +220,8 @@ def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> 
     return PlatformData(train_ds, test_ds, train, test, sid_ds, version, codes, lookup, codebook_size)
 
 
-def run_platform(settings, ds: str, train_days: int = 14, test_days: int = 2, epochs: int | None = None) -> dict:
+def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, test_days: int = 2,
+                 epochs: int | None = None, trainer_cfg: TrainerConfig = TrainerConfig()) -> dict:
     """Offline evaluation of MultiGR (SFT) on held-out days of the lake; writes and returns the report.
 
     Reads `samples/gr_samples` for the `train_days` days before the newest `test_days`
@@ -240,8 +230,8 @@ def run_platform(settings, ds: str, train_days: int = 14, test_days: int = 2, ep
     the tokenizer model in the lake); `raw/site_orders` of the test days (see
     `add_late_site_orders`).
 
-    Protocol: SFT (`settings.multigr` with the SID table's depth and codebook size;
-    `epochs` overrides `max_epochs`) on one example per (train request, purchased item
+    Protocol: SFT (`cfg` with the SID table's depth and codebook size, `epochs` overriding
+    `max_epochs`; device and precision from `trainer_cfg`) on one example per (train request, purchased item
     with a SID), for a fixed number of epochs: no validation day picks the epoch (on
     small lakes one day holds too few purchases to choose reliably, and holding it out
     costs training data). Every test request with a relevant item is decoded by
@@ -256,21 +246,20 @@ def run_platform(settings, ds: str, train_days: int = 14, test_days: int = 2, ep
     Departures from the paper: SFT only (its TIGER row; no MoPO), no DR, no `long-term`
     labels, retrieval over the whole catalog rather than the daily new-item pool, a
     short label window for late all-net orders, and simulated logs. Writes
-    `reports/multigr/ds=<ds>/metrics.json`.
+    `report_key("multigr", ds)`.
     """
     from models.multigr.train import fit
 
     ds = to_ds(ds)
-    lake = Lake.from_settings(settings)
     data = load_platform_data(lake, ds, train_days, test_days)
-    cfg = platform_config(settings.multigr, data.codes, data.codebook_size)
+    cfg = platform_config(cfg, data.codes, data.codebook_size)
     if epochs:
         cfg = cfg.model_copy(update={"max_epochs": epochs})
     lookup = data.lookup
     examples = sft_examples(Vocab.from_config(cfg), data.train, lookup, cfg.max_history, cfg.max_query_words)
     if not examples:
         raise ValueError(f"no purchase of an item with a SID in the train days {data.train_days}")
-    model, seconds = fit(cfg, SFTDataModule(examples, cfg.batch_size, cfg.seed))
+    model, seconds = fit(cfg, SFTDataModule(examples, cfg.batch_size, cfg.seed), trainer_cfg=trainer_cfg)
 
     relevant = relevant_sets(data.test, lookup)
     scored = data.test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)]
@@ -280,7 +269,7 @@ def run_platform(settings, ds: str, train_days: int = 14, test_days: int = 2, ep
                                KS, beam_widths=widths)
     eval_seconds = time.perf_counter() - started
     top = popularity_ranking(data.train, lookup)[: max(KS)]
-    popularity = {name: ranking_metrics_multi(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
+    popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
                   for name, rel in relevant.items()}
 
     bought = np.concatenate([np.asarray(v, np.int64) for v in data.test["purchase_ids"]] + [np.zeros(0, np.int64)])
@@ -304,7 +293,7 @@ def run_platform(settings, ds: str, train_days: int = 14, test_days: int = 2, ep
         "metrics": {"multigr_sft": multigr, "popularity": popularity},
         "config": cfg.model_dump(mode="json"),
     }
-    lake.store.put_bytes(REPORT_KEY.format(ds=ds), json.dumps(report, indent=2).encode())
+    lake.store.put_bytes(report_key("multigr", ds), json.dumps(report, indent=2).encode())
     return report
 
 

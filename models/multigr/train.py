@@ -1,4 +1,6 @@
-"""Supervised fine-tuning (SFT) of MultiGR by next-token prediction, checkpoints, offline metrics."""
+"""Supervised fine-tuning (SFT) of MultiGR by next-token prediction, checkpoints, ranking by beam search.
+
+Offline metrics (Recall@K, NDCG@K) come from `models.metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +18,41 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.trainer import TrainerConfig
+from models.metrics import ranking_metrics
 from models.multigr.beam import beam_search
 from models.multigr.data import SeqBatch, SFTDataModule, left_pad
 from models.multigr.model import MultiGR
+from models.training import best_state, build_trainer
 
 log = logging.getLogger(__name__)
 
+Ranker = Callable[[MultiGR, Sequence[np.ndarray]], np.ndarray]
+"""(model, prompts) -> (B, n) ranked item ids (e.g. `rank_items` with a fixed trie and beams)."""
+
 
 class MultiGRModule(L.LightningModule):
-    """Lightning wrapper: AdamW, linear warm-up then cosine decay to 10%, per-step schedule."""
+    """Lightning wrapper: AdamW, linear warm-up then cosine decay to 10%, per-step schedule.
 
-    def __init__(self, cfg: MultiGRConfig):
+    With a `rank` function, validation batches (prompts, target item ids) are ranked and
+    `val_recall@{val_k}` is logged per epoch (the metric that selects the checkpoint)."""
+
+    def __init__(self, cfg: MultiGRConfig, rank: Ranker | None = None, val_k: int = 10):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.rank, self.val_k = cfg, rank, val_k
         self.model = MultiGR(cfg)
 
     def training_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         loss = self.model.loss(batch.tokens, batch.targets)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch.tokens.shape[0])
         return loss
+
+    def validation_step(self, batch: tuple[list[np.ndarray], np.ndarray], batch_idx: int) -> None:
+        if self.rank is None:
+            return
+        prompts, targets = batch
+        recall = ranking_metrics(self.rank(self.model, prompts), np.asarray(targets), (self.val_k,))
+        self.log(f"val_recall@{self.val_k}", recall[f"recall@{self.val_k}"], prog_bar=True, batch_size=len(targets))
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "pos_emb" not in n]
@@ -61,26 +79,34 @@ def fit(
     dm: SFTDataModule,
     max_time_s: float | None = None,
     callbacks: Sequence[L.Callback] = (),
+    trainer_cfg: TrainerConfig = TrainerConfig(),
+    *,
+    rank: Ranker | None = None,
+    val_k: int = 10,
+    patience: int | None = None,
+    fast_dev_run: bool = False,
 ) -> tuple[MultiGR, float]:
-    """Seeded SFT on CPU; returns the trained model and the wall-clock training time (s)."""
+    """Seeded SFT (device and precision from `trainer_cfg`); returns the trained model (on CPU)
+    and the wall-clock training time (s).
+
+    With `rank` and validation data in `dm`, the weights of the epoch with the best
+    `val_recall@{val_k}` are returned (Lightning's ModelCheckpoint) and, with `patience`,
+    training stops after that many epochs without improvement.
+    """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(cfg.num_threads)
-    module = MultiGRModule(cfg)
-    trainer = L.Trainer(
-        max_epochs=cfg.max_epochs,
-        max_time={"seconds": int(max_time_s)} if max_time_s else None,
-        accelerator="cpu",
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
-        callbacks=list(callbacks),
+    module = MultiGRModule(cfg, rank, val_k)
+    trainer = build_trainer(
+        trainer_cfg, max_epochs=cfg.max_epochs, max_time_s=max_time_s, monitor=f"val_recall@{val_k}" if rank else None,
+        mode="max", patience=patience, gradient_clip_val=1.0, callbacks=callbacks, fast_dev_run=fast_dev_run,
+        **({} if rank else {"limit_val_batches": 0}),
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
-    return module.model, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if (best := best_state(trainer)) is not None:
+        module.model.load_state_dict(best)
+    return module.model.cpu(), seconds
 
 
 def save_checkpoint(model: MultiGR, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -99,18 +125,6 @@ def load_checkpoint(path: str | Path) -> MultiGR:
     model = MultiGR(cfg)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.eval()
-
-
-def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-    """ranked: (U, n) item ids (-1 padding); targets: (U,) one relevant item each -> Recall@k, NDCG@k."""
-    hit = ranked == targets[:, None]  # (U, n)
-    rank = np.where(hit.any(1), hit.argmax(1), np.iinfo(np.int64).max)  # 0-based, or never
-    out = {}
-    for k in ks:
-        found = rank < k
-        out[f"recall@{k}"] = float(found.mean())
-        out[f"ndcg@{k}"] = float(np.where(found, 1.0 / np.log2(np.minimum(rank, k) + 2.0), 0.0).mean())
-    return out
 
 
 def rank_items(

@@ -9,21 +9,24 @@ through gradient). Loss = MSE(x, x_hat) + sum_l ||sg[r_l] - e_l||^2
 Departures from the paper:
 - inputs are standardised per dimension (mean/std frozen with the model),
   so the reconstruction error reads as a fraction of variance;
-- k-means initialisation runs on the residuals of the whole training set
-  (the paper uses the first batch), with a seeded k-means++;
+- k-means initialisation (seeded `faiss.Kmeans`) runs on the residuals of the
+  whole training set (the paper uses the first batch; faiss subsamples to 256
+  points per code);
 - dead codes (unused for `dead_code_steps` training steps) are re-seeded with
   random residuals of the current batch, so level usage stays high;
 - the codes of the final model are taken in eval mode on the full set.
+
+Training runs on the `models.training` Trainer (`TrainerConfig`: CPU by default).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import struct
 import warnings
 from dataclasses import dataclass
 
+import faiss
 import lightning as L
 import numpy as np
 import torch
@@ -33,9 +36,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from growthgr.core.sections.tokenizer import TokenizerConfig
+from growthgr.core.sections.trainer import TrainerConfig
 from models.tokenizer.runtime import torch_threads
-
-log = logging.getLogger(__name__)
+from models.training import build_trainer
 
 
 def mlp(dims: list[int], dropout: float) -> nn.Sequential:
@@ -53,31 +56,19 @@ def sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.Tensor:
-    """Seeded k-means++ then Lloyd: (N, D) -> (k, D) centroids.
+def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+    """Seeded, deterministic `faiss.Kmeans`: (N, D) float32 -> (k, D) centroids.
 
-    With fewer distinct points than k, the extra centroids are points plus small noise.
+    With fewer points than k, the centroids are the points, then random points plus small noise.
     """
-    n = x.shape[0]
-    first = torch.randint(n, (1,), generator=gen)
-    centers = [x[first]]
-    d2 = ((x - centers[0]) ** 2).sum(1)                                   # (N,)
-    for _ in range(1, min(k, n)):
-        if float(d2.sum()) <= 0:
-            break
-        idx = torch.multinomial(d2 / d2.sum(), 1, generator=gen)
-        centers.append(x[idx])
-        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(1))
-    c = torch.cat(centers)                                                # (k', D)
-    for _ in range(iters):
-        assign = sq_dist(x, c).argmin(1)                             # (N,)
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=len(c)).unsqueeze(1)
-        c = torch.where(counts > 0, sums / counts.clamp(min=1), c)
-    if len(c) < k:
-        extra = x[torch.randint(n, (k - len(c),), generator=gen)]
-        c = torch.cat([c, extra + 1e-3 * torch.randn(extra.shape, generator=gen)])
-    return c
+    n, d = x.shape
+    if n < k:
+        rng = np.random.default_rng(seed)
+        extra = x[rng.integers(n, size=k - n)]
+        return np.concatenate([x, extra + 1e-3 * rng.standard_normal(extra.shape)]).astype(np.float32)
+    km = faiss.Kmeans(d, k, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1)
+    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    return km.centroids
 
 
 class ResidualQuantizer(nn.Module):
@@ -198,11 +189,10 @@ class RQVAEModule(L.LightningModule):
 @torch.no_grad()
 def kmeans_init(model: RQVAE, x: torch.Tensor, cfg: TokenizerConfig) -> None:
     """Initialise every level's codebook with k-means on that level's residuals of the whole set."""
-    gen = torch.Generator().manual_seed(cfg.seed)
     residual = model.encoder(model.standardise(x))                       # (N, D)
     for lvl in range(cfg.levels):
-        book = kmeans(residual, cfg.codebook_size, cfg.kmeans_iters, gen)  # (K, D)
-        model.quantizer.codebooks.data[lvl] = book
+        book = torch.from_numpy(kmeans(residual.numpy(), cfg.codebook_size, cfg.kmeans_iters, cfg.seed + lvl))
+        model.quantizer.codebooks.data[lvl] = book                        # (K, D)
         residual = residual - book[sq_dist(residual, book).argmin(1)]
 
 
@@ -214,20 +204,20 @@ class FitStats:
     codes_reseeded: int
 
 
-def _fit(module: RQVAEModule, loader: DataLoader, epochs: int, max_steps: int, progress: bool) -> L.Trainer:
-    trainer = L.Trainer(
-        max_epochs=epochs, max_steps=max_steps, accelerator="cpu", devices=1, deterministic=True, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-    )
+def _fit(module: RQVAEModule, loader: DataLoader, trainer_cfg: TrainerConfig, epochs: int, max_steps: int) -> L.Trainer:
+    trainer = build_trainer(trainer_cfg, max_epochs=epochs, max_steps=max_steps)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, loader)
+    module.model.cpu()
     return trainer
 
 
-def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> tuple[RQVAE, FitStats]:
-    """Fit an RQ-VAE on (N, In) inputs on CPU; deterministic for a fixed `cfg.seed`.
+def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False,
+                trainer_cfg: TrainerConfig = TrainerConfig()) -> tuple[RQVAE, FitStats]:
+    """Fit an RQ-VAE on (N, In) inputs (device and precision from `trainer_cfg`, CPU by default);
+    deterministic for a fixed `cfg.seed` on a given device.
 
     Phase 1 (`warmup_epochs`, a departure from TIGER): the plain auto-encoder, so that the
     k-means initialisation clusters meaningful latents rather than a random projection.
@@ -236,8 +226,8 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> 
     catalogs train for a bounded time.
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    if progress:
+        trainer_cfg = trainer_cfg.model_copy(update={"progress_bar": True})
     with torch_threads(cfg.torch_threads):
         xt = torch.as_tensor(x, dtype=torch.float32)
         model = RQVAE(xt.shape[1], cfg)
@@ -246,10 +236,11 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False) -> 
         loader = DataLoader(TensorDataset(xt), batch_size=min(cfg.batch_size, len(xt)), shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.seed), drop_last=False)
         if cfg.warmup_epochs:
-            _fit(RQVAEModule(model, cfg, quantize=False), loader, cfg.warmup_epochs, max(cfg.max_steps // 4, 1), progress)
+            _fit(RQVAEModule(model, cfg, quantize=False), loader, trainer_cfg, cfg.warmup_epochs,
+                 max(cfg.max_steps // 4, 1))
         kmeans_init(model, xt, cfg)
         module = RQVAEModule(model, cfg)
-        trainer = _fit(module, loader, cfg.epochs, cfg.max_steps, progress)
+        trainer = _fit(module, loader, trainer_cfg, cfg.epochs, cfg.max_steps)
     recon = float(trainer.callback_metrics.get("recon", torch.tensor(float("nan"))))
     model.eval()
     return model, FitStats(trainer.current_epoch, trainer.global_step, recon, module.n_reseeded)

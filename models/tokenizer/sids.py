@@ -10,17 +10,32 @@ in the lake's object store (its header holds the config, input dim and
 feature statistics).
 
 Collisions: first, with `dedup_last_level`, an item whose (c1, c2, c3) is taken
-moves to the nearest free c3 of its (c1, c2) prefix (`dedup_last_level`);
-only what is left collides. Disambiguation (mode a): items sharing (c1, c2, c3) get c4 = 0, 1, 2, ... in
-the order they were assigned (by item_id within one run); a new item takes
-the next free c4 of its group, so existing SIDs never change. When a group
-outgrows the codebook size, c4 wraps over K (a GX bound on collisions flags it).
+moves to the nearest free c3 of its (c1, c2) prefix; only what is left collides.
+Disambiguation (mode a, `unique_sids`) then makes every full SID (c1, c2, c3, c4)
+unique by construction, keeping every code in [0, K) so the trie and the
+catalog stay valid. Items are taken in row order (by item_id within one run),
+after the SIDs already assigned, which never move; an item with codes
+(c1, c2, c3) gets, in this order:
+  1. the smallest free c4 of its group (c1, c2, c3) -- c4 = 0, 1, 2, ... in
+     assignment order, so a new item continues its group;
+  2. when the group holds K items: the first c3' of the same (c1, c2), by
+     last-level residual distance (nearest first; |c3' - c3| without a model),
+     whose group has a free c4, and that group's smallest free c4;
+  3. when (c1, c2) holds all K * K SIDs: the first group with a free c4 in
+     lexicographic order after (c1, c2, K - 1), cyclically (the next c2, then
+     the next c1, ...), again with its smallest free c4.
+The rule is deterministic, and it fails only when all K^4 SIDs are taken. Both
+`fit` and `assign` refuse to write a snapshot whose item_id or full SID
+repeats (`DuplicateSids`); the GX gate `sid_unique` is the second line. In
+mode b ("shared") c4 is null and items may share a SID.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from growthgr.core import catalog
 from growthgr.core.lake import Lake, PartitionNotFound, to_ds
 from growthgr.core.sections.tokenizer import TokenizerConfig
 from models.tokenizer import embed
@@ -38,7 +54,7 @@ from models.tokenizer.trie import SidTrie
 
 log = logging.getLogger(__name__)
 
-ZONE, TABLE = "curated", "item_sids"
+ZONE, TABLE = catalog.ITEM_SIDS
 CODE_COLUMNS = ("c1", "c2", "c3")
 SIDS_SCHEMA = pa.schema([
     ("item_id", pa.int64()),
@@ -139,18 +155,80 @@ def dedup_last_level(codes: np.ndarray, model: RQVAE, x: np.ndarray, taken: set[
     return codes
 
 
-def disambiguate(codes: np.ndarray, existing: pd.DataFrame | None = None, k: int = 256) -> np.ndarray:
-    """c4 for new rows with `codes` (N, 3), in row order, after the groups' used c4 in `existing`."""
-    next_free: dict[tuple, int] = {}
-    if existing is not None and len(existing):
-        grp = existing.groupby(list(CODE_COLUMNS))["c4"].max()
-        next_free = {tuple(int(v) for v in key): int(c) + 1 for key, c in grp.items()}
-    out = np.empty(len(codes), np.int64)
-    for i, row in enumerate(map(tuple, codes.tolist())):
-        c = next_free.get(row, 0)
-        out[i] = c % k
-        next_free[row] = c + 1
-    return out
+def unique_sids(codes: np.ndarray, k: int, existing: pd.DataFrame | None = None,
+                last_dist: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, c4) of new rows with `codes` (N, L), in row order, with every full SID unique among
+    them and the rows of `existing` (CODE_COLUMNS + c4, never moved) -- the rule of the module
+    docstring. `last_dist(rows)` gives the (len(rows), K) last-level distances of those rows
+    (the order of step 2); None orders the last-level codes by |c3' - c3|."""
+    codes = np.array(codes, dtype=np.int64)
+    old = existing[[*CODE_COLUMNS, "c4"]].to_numpy(np.int64) if existing is not None and len(existing) else None
+    if len(codes) + (0 if old is None else len(old)) > k ** (codes.shape[1] + 1):
+        raise ValueError(f"{len(codes)} new items do not fit in the {k}^{codes.shape[1] + 1} SIDs")
+    used: dict[tuple, set[int]] = defaultdict(set)   # group (c1..cL) -> its c4 in use
+    low: dict[tuple, int] = {}                        # group -> every c4 below it is in use
+    for *group, c in ([] if old is None else old.tolist()):
+        used[tuple(group)].add(c)
+
+    def take(group: tuple) -> int | None:
+        """The smallest free c4 of `group`, now in use; None when all K are."""
+        c = low.get(group, 0)
+        while c in used[group]:
+            c += 1
+        low[group] = c
+        if c >= k:
+            return None
+        used[group].add(c)
+        return c
+
+    c4 = np.empty(len(codes), np.int64)
+    for i, row in enumerate(codes.tolist()):
+        c = take(tuple(row))                                           # 1. own group
+        if c is None:                                                  # 2. nearest c3' of the prefix
+            d = last_dist(np.array([i]))[0] if last_dist else np.abs(np.arange(k) - row[-1])
+            for code in np.argsort(d, kind="stable").tolist():
+                if (c := take((*row[:-1], code))) is not None:
+                    row[-1] = code
+                    break
+        if c is None:                                                  # 3. next groups, cyclically
+            n_groups = k ** len(row)
+            start = (int(np.dot(row[:-1], k ** np.arange(len(row) - 2, -1, -1))) + 1) * k
+            for v in range(start, start + n_groups):
+                group = [int(g) for g in np.unravel_index(v % n_groups, (k,) * len(row))]
+                if (c := take(tuple(group))) is not None:
+                    row = group
+                    break
+        codes[i], c4[i] = row, c
+    return codes, c4
+
+
+class DuplicateSids(ValueError):
+    """A SID snapshot whose item_id or full SID repeats."""
+
+
+def check_unique(df: pd.DataFrame, ds: str) -> None:
+    """Refuse a snapshot with a repeated item_id or, with the disambiguation token, full SID."""
+    keys = [["item_id"]] + ([[*CODE_COLUMNS, "c4"]] if df["c4"].notna().any() else [])
+    for cols in keys:
+        extra = df.duplicated(cols)
+        if extra.any():
+            dup = df[df.duplicated(cols, keep=False)].groupby(cols)["item_id"].apply(list)
+            shown = "; ".join(f"{k} items {v}" for k, v in list(dup.items())[:10])
+            raise DuplicateSids(f"refusing to write {ZONE}.{TABLE} [ds={ds}]: columns {','.join(cols)} not unique: "
+                                f"{int(extra.sum())} of {len(df)} rows repeat ({len(dup)} groups): {shown}")
+
+
+def write_snapshot(lake: Lake, ds: str, df: pd.DataFrame) -> None:
+    check_unique(df, ds)
+    lake.write_partition(ZONE, TABLE, ds, to_arrow(df))
+
+
+def last_level_dist(model: RQVAE, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """rows -> (len(rows), K) last-level residual distances of those rows of `x`."""
+    def dist(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.last_level_distances(torch.as_tensor(x[rows])).numpy()
+    return dist
 
 
 def sid_frame(item_ids: np.ndarray, codes: np.ndarray, sid_version: str, c4: np.ndarray | None) -> pd.DataFrame:
@@ -177,11 +255,17 @@ def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = Non
     sid_version = sid_version or default_version(ds)
     emb = embed.read_embeddings(lake, ds)
     tok = fit_codes(emb, cfg, sid_version, progress=len(emb) > 10_000)
+    codes, c4 = tok.codes, None
+    if cfg.collision_mode == "disambiguation_token":
+        with torch_threads(cfg.torch_threads):
+            codes, c4 = unique_sids(tok.codes, cfg.codebook_size, None, last_level_dist(tok.model, tok.inputs))
+    frame = sid_frame(tok.item_ids, codes, sid_version, c4)
+    check_unique(frame, ds)                      # refuse before the model or the snapshot is written
     lake.store.put_bytes(model_key(sid_version), model_to_bytes(tok.model, tok.meta))
-    c4 = disambiguate(tok.codes, None, cfg.codebook_size) if cfg.collision_mode == "disambiguation_token" else None
-    lake.write_partition(ZONE, TABLE, ds, to_arrow(sid_frame(tok.item_ids, tok.codes, sid_version, c4)))
-    report = sid_report(tok.codes, tok.recon_mse, categories=emb["category"].to_numpy(),
+    write_snapshot(lake, ds, frame)
+    report = sid_report(codes, tok.recon_mse, categories=emb["category"].to_numpy(),
                         codebook_size=cfg.codebook_size)
+    report["moved_on_overflow"] = int((codes != tok.codes).any(axis=1).sum())
     report["collisions_nearest_code"] = sid_report(tok.raw_codes)["collisions"]
     report.update(sid_version=sid_version, ds=ds)
     lake.store.put_bytes(f"models/tokenizer/{sid_version}/report.json", json.dumps(report, indent=2).encode())
@@ -216,11 +300,14 @@ def assign(lake: Lake, ds: str, cfg: TokenizerConfig | None = None) -> dict:
     emb = embed.read_embeddings(lake, ds)
     new = emb[~emb["item_id"].isin(base["item_id"])].reset_index(drop=True)
     codes = apply_codes(model, meta, new, taken=set(map(tuple, base[list(CODE_COLUMNS)].to_numpy().tolist())))
-    mode = TokenizerConfig(**meta["tokenizer"]).collision_mode
-    c4 = disambiguate(codes, base, meta["tokenizer"]["codebook_size"]) if mode == "disambiguation_token" else None
+    vcfg, c4 = TokenizerConfig(**meta["tokenizer"]), None
+    if vcfg.collision_mode == "disambiguation_token":
+        x = build_inputs(new, vcfg, tuple(meta["price_stats"]))
+        with torch_threads(vcfg.torch_threads):
+            codes, c4 = unique_sids(codes, vcfg.codebook_size, base, last_level_dist(model, x))
     rows = sid_frame(new["item_id"].to_numpy(np.int64), codes, versions[0], c4)
     snapshot = pd.concat([base.astype(rows.dtypes.to_dict()), rows], ignore_index=True).sort_values("item_id")
-    lake.write_partition(ZONE, TABLE, ds, to_arrow(snapshot))
+    write_snapshot(lake, ds, snapshot)
     log.info("assigned %d new items with SID version %s (base %s)", len(rows), versions[0], base_ds)
     return {"ds": ds, "sid_version": versions[0], "base_ds": base_ds, "new_items": int(len(rows)),
             "total_items": int(len(snapshot))}

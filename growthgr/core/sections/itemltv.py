@@ -38,16 +38,11 @@ class ItemLTVConfig(StrictModel):
     weight_decay: float = Field(1e-5, ge=0)
     patience: int = Field(6, ge=1)           # early stopping on validation loss
     grad_clip: float = Field(1.0, ge=0)      # gradient norm clipping (0 = off)
-    accelerator: str = "cpu"                 # "gpu" / "auto" to scale out
-    devices: int | str = 1
-    strategy: str = "auto"                   # "ddp" on several GPUs
-    precision: str = "32-true"               # "bf16-mixed" on GPUs
-    num_workers: int = Field(0, ge=0)
+    # where and how it trains (accelerator, devices, precision, workers): `settings.trainer`
     # -- evaluation ----------------------------------------------------------
     gbm_max_iter: int = Field(200, ge=1)     # meta-learner baselines
     # -- pool ----------------------------------------------------------------
-    pool_size: int = Field(500, ge=1)
-    new_item_days: int = Field(30, ge=1)     # ages 0..new_item_days-1 are "new"
+    pool_size: int = Field(500, ge=1)        # top N of the items in their new-item period (calendar)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
