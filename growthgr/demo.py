@@ -113,6 +113,15 @@ def summary(settings: Settings, days: list[str]) -> str:
     return "\n".join(lines)
 
 
+def airflow_ui_hint(airflow_home: Path, days: list[str]) -> str:
+    """How to look at the demo's DAG runs in the Airflow UI (same SQLite metadata DB)."""
+    home = airflow_home.absolute()
+    return (f"Airflow UI: AIRFLOW_HOME={home} AIRFLOW__CORE__DAGS_FOLDER={home.parent / 'dags'} "
+            f"AIRFLOW__CORE__LOAD_EXAMPLES=False .venv/bin/airflow standalone  (login printed at start-up; "
+            f"http://localhost:8080), then DAG growthgr_daily, runs with logical dates {days[0]}..{days[-1]} "
+            f"(and simulate_platform_day for the same days)")
+
+
 def main(
     profile: str = typer.Option("demo", "--profile", help="tiny | demo | large"),
     live_days: int = typer.Option(3, "--live-days", help="Days run through Airflow at the end."),
@@ -141,6 +150,7 @@ def main(
     if not all(o.ok for o in outcomes.values()):
         raise typer.Exit(1)
     typer.echo(summary(settings, days))
+    typer.echo(airflow_ui_hint(airflow_home, days))
     typer.echo(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
 
 

@@ -103,7 +103,7 @@ def tokenize(settings: Settings, ds: str) -> dict:
     new = embed.embed_new_items(lake, to_ds(ds), settings.tokenizer)
     if lake.list_partitions(sids.ZONE, sids.TABLE, end=to_ds(ds)):
         return {"embedded": new, **sids.assign(lake, to_ds(ds), settings.tokenizer)}
-    return {"embedded": new, **sids.fit(lake, to_ds(ds), settings.tokenizer)}
+    return {"embedded": new, **sids.fit(lake, to_ds(ds), settings.tokenizer, trainer_cfg=settings.trainer)}
 
 
 def training_set(settings: Settings, ds: str) -> dict:

@@ -13,6 +13,12 @@ import typer
 app = typer.Typer(help="Item tokenizer: text embeddings, RQ-VAE semantic IDs, SID table.", no_args_is_help=True)
 
 
+def _settings():
+    from growthgr.cli.context import settings
+
+    return settings()
+
+
 def _lake_and_cfg():
     from growthgr.cli.context import settings
     from growthgr.core.lake import Lake
@@ -51,7 +57,7 @@ def fit_cmd(
     lake, cfg = _lake_and_cfg()
     if embed_first:
         embed.embed_new_items(lake, ds, cfg)
-    _echo(sids.fit(lake, ds, cfg, sid_version=version), as_json)
+    _echo(sids.fit(lake, ds, cfg, sid_version=version, trainer_cfg=_settings().trainer), as_json)
 
 
 @app.command("assign")
@@ -94,7 +100,7 @@ def dataset_report(items: pd.DataFrame, cfg, cache: Path | None = None) -> dict:
         if cache is not None:
             embed.to_arrow(emb).to_pandas().to_parquet(cache)
     t1 = time.perf_counter()
-    tok = sids.fit_codes(emb, cfg, "report")
+    tok = sids.fit_codes(emb, cfg, "report", trainer_cfg=_settings().trainer)
     t2 = time.perf_counter()
     items = items.set_index("item_id").loc[tok.item_ids]
     labels = {c: items[c].to_numpy(dtype=object) if c in items else None for c in ("category", "brand")}

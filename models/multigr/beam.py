@@ -66,13 +66,15 @@ def beam_search(
     if len(beam_widths) != n_lv or beam_widths[-1] < top_k:
         raise ValueError(f"need {n_lv} beam widths with the last >= top_k={top_k}, got {list(beam_widths)}")
     model.eval()
-    h, prefix = model(prompts.tokens, prompts.positions, prompts.valid)  # (B, T, D), shared prompt cache
+    dev = next(model.parameters()).device  # search runs where the model is (CPU or GPU); results on CPU
+    trie_next = trie_next.to(dev) if trie_next is not None else None
+    h, prefix = model(prompts.tokens.to(dev), prompts.positions.to(dev), prompts.valid.to(dev))  # (B, T, D)
     b = h.shape[0]
     h = h[:, -1:]  # (B, w=1, D)
     past = None  # generated-token cache, (B, w, H, l, Dh) per layer
-    scores = torch.zeros(b, 1)  # (B, w)
-    nodes = torch.zeros(b, 1, dtype=torch.long)  # (B, w) trie node of each beam, root = 0
-    sids = torch.zeros(b, 1, 0, dtype=torch.long)  # (B, w, level)
+    scores = torch.zeros(b, 1, device=dev)  # (B, w)
+    nodes = torch.zeros(b, 1, dtype=torch.long, device=dev)  # (B, w) trie node of each beam, root = 0
+    sids = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)  # (B, w, level)
     for level in range(n_lv):
         w = scores.shape[1]
         cand = scores[:, :, None] + torch.log_softmax(model.sid_logits(h, level), dim=-1)  # (B, w, K)
@@ -89,7 +91,7 @@ def beam_search(
             h, past = model.decode_step(vocab.sid_offset + level * k_codes + code, prefix, past)  # (B, w', D)
     scores, sids, nodes = scores[:, :top_k], sids[:, :top_k], nodes[:, :top_k]
     dead = torch.isinf(scores)
-    return BeamResult(sids.masked_fill(dead[..., None], -1), scores, nodes.masked_fill(dead, -1))
+    return BeamResult(sids.masked_fill(dead[..., None], -1).cpu(), scores.cpu(), nodes.masked_fill(dead, -1).cpu())
 
 
 Reranker = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -46,6 +46,7 @@ import torch
 from growthgr.core import catalog
 from growthgr.core.lake import Lake, PartitionNotFound, to_ds
 from growthgr.core.sections.tokenizer import TokenizerConfig
+from growthgr.core.sections.trainer import TrainerConfig
 from models.tokenizer import embed
 from models.tokenizer.metrics import sid_report
 from models.tokenizer.rqvae import RQVAE, model_from_bytes, model_to_bytes, train_rqvae
@@ -92,13 +93,14 @@ def build_inputs(emb: pd.DataFrame, cfg: TokenizerConfig, price_stats: tuple[flo
     return np.concatenate([x, feats], axis=1).astype(np.float32)
 
 
-def fit_codes(emb: pd.DataFrame, cfg: TokenizerConfig, sid_version: str, progress: bool = False) -> Tokenized:
+def fit_codes(emb: pd.DataFrame, cfg: TokenizerConfig, sid_version: str, progress: bool = False,
+              trainer_cfg: TrainerConfig | None = None) -> Tokenized:
     """Train an RQ-VAE on the embedding rows and give every row its codes."""
     if cfg.levels != len(CODE_COLUMNS):
         log.warning("levels=%d: the SID table holds 3 code columns", cfg.levels)
     pstats = embed.price_stats(emb["price"]) if "price" in emb else (0.0, 1.0)
     x = build_inputs(emb, cfg, pstats)
-    model, stats = train_rqvae(x, cfg, progress=progress)
+    model, stats = train_rqvae(x, cfg, progress=progress, trainer_cfg=trainer_cfg or TrainerConfig())
     with torch_threads(cfg.torch_threads):
         raw, recon = model.encode_codes(torch.as_tensor(x))
         codes = dedup_last_level(raw, model, x) if cfg.dedup_last_level else raw
@@ -248,13 +250,14 @@ def default_version(ds: str) -> str:
     return "sid-" + to_ds(ds).replace("-", "")
 
 
-def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = None) -> dict:
+def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = None,
+        trainer_cfg: TrainerConfig | None = None) -> dict:
     """Train a codebook on every item embedded up to `ds`, save it as a new SID version,
     and write the SID snapshot for `ds`. Returns the report of the new assignment."""
     ds = to_ds(ds)
     sid_version = sid_version or default_version(ds)
     emb = embed.read_embeddings(lake, ds)
-    tok = fit_codes(emb, cfg, sid_version, progress=len(emb) > 10_000)
+    tok = fit_codes(emb, cfg, sid_version, progress=len(emb) > 10_000, trainer_cfg=trainer_cfg)
     codes, c4 = tok.codes, None
     if cfg.collision_mode == "disambiguation_token":
         with torch_threads(cfg.torch_threads):
