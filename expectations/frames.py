@@ -16,34 +16,78 @@ import pyarrow as pa
 from growthgr.core.lake import Lake
 
 _NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
+# What a corrupt, truncated or missing file (or a garbled commit marker) raises when read.
+READ_ERRORS = (OSError, ValueError, pa.ArrowException)
+
+
+class Unreadable(Exception):
+    """A committed partition whose files (or commit marker) cannot be read; the message names it."""
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow -> pandas keeping ints as ints when they hold nulls (so a null is a null, not a type change)."""
-    return table.to_pandas(types_mapper=_NULLABLE_INTS.get)
+    """Arrow -> pandas keeping ints as ints when they hold nulls (so a null is a null, not a type change).
+    Invalid UTF-8 in a string column becomes U+FFFD (the `text_control_chars` rule flags it)."""
+    return _utf8_repaired(table).to_pandas(types_mapper=_NULLABLE_INTS.get)
+
+
+def _utf8_repaired(table: pa.Table) -> pa.Table:
+    for i, f in enumerate(table.schema):
+        if pa.types.is_string(f.type):
+            try:
+                table.column(i).validate(full=True)
+            except pa.ArrowInvalid:
+                raw = table.column(i).cast(pa.binary()).to_pylist()
+                fixed = [None if v is None else v.decode("utf-8", "replace") for v in raw]
+                table = table.set_column(i, f, pa.array(fixed, pa.string()))
+    return table
+
+
+def read_table(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame:
+    """One committed partition as pandas; raises `Unreadable` naming it when it cannot be read."""
+    try:
+        return to_frame(lake.read_partition(zone, table, ds))
+    except READ_ERRORS as err:
+        raise Unreadable(f"cannot read {zone}/{table}/ds={ds}: {type(err).__name__}: {err}"[:300]) from None
 
 
 def read(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame | None:
-    """One committed partition as pandas, or None when it does not exist."""
-    return to_frame(lake.read_partition(zone, table, ds)) if lake.exists(zone, table, ds) else None
+    """One committed partition as pandas, or None when it does not exist (`Unreadable` if corrupt)."""
+    return read_table(lake, zone, table, ds) if lake.exists(zone, table, ds) else None
 
 
 def read_days(lake: Lake, zone: str, table: str, ds: str, lookback: int, columns: list[str]) -> pd.DataFrame:
     """`columns` of the partitions ds-lookback..ds that exist (empty frame if none)."""
     day = date.fromisoformat(ds)
-    frames = []
-    for back in range(lookback + 1):
-        d = (day - timedelta(days=back)).isoformat()
-        if lake.exists(zone, table, d):
-            t = lake.read_partition(zone, table, d)
-            frames.append(to_frame(t.select([c for c in columns if c in t.column_names])))
+    days = [(day - timedelta(days=back)).isoformat() for back in range(lookback + 1)]
+    return _concat(lake, zone, table, [d for d in days if lake.exists(zone, table, d)], columns)
+
+
+def read_up_to(lake: Lake, zone: str, table: str, ds: str, columns: list[str], *, before: bool = False
+               ) -> pd.DataFrame:
+    """`columns` of every committed partition up to ds (inclusive, or strictly `before` it)."""
+    days = [d for d in lake.list_partitions(zone, table, end=ds) if not (before and d == ds)]
+    return _concat(lake, zone, table, days, columns)
+
+
+def _concat(lake: Lake, zone: str, table: str, days: list[str], columns: list[str]) -> pd.DataFrame:
+    frames = [read_table(lake, zone, table, d) for d in days]
+    frames = [f[[c for c in columns if c in f.columns]] for f in frames]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def earlier_partitions(lake: Lake, zone: str, table: str, ds: str) -> list[str]:
+    return [d for d in lake.list_partitions(zone, table, end=ds) if d < ds]
 
 
 def previous_rows(lake: Lake, zone: str, table: str, ds: str) -> int | None:
     """Row count of the latest committed partition before `ds` (None on the first day)."""
-    earlier = [d for d in lake.list_partitions(zone, table, end=ds) if d < ds]
-    return lake.commit_info(zone, table, earlier[-1]).rows if earlier else None
+    earlier = earlier_partitions(lake, zone, table, ds)
+    if not earlier:
+        return None
+    try:
+        return lake.commit_info(zone, table, earlier[-1]).rows
+    except READ_ERRORS as err:
+        raise Unreadable(f"cannot read the commit marker of {zone}/{table}/ds={earlier[-1]}: {err}") from None
 
 
 def check_has_parent(child: pd.DataFrame, parent: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -72,3 +116,13 @@ def check_gmv(frame: pd.DataFrame, rel_tol: float = 1e-6) -> pd.Series:
 def check_first_of_group(frame: pd.DataFrame, columns: list[str], by: list[str]) -> pd.Series:
     """True for the first row of each distinct `columns` value within `by` (False = a collision)."""
     return ~frame.duplicated(subset=by + columns, keep="first")
+
+
+def check_in(values: pd.Series, allowed) -> pd.Series:
+    """True where the value occurs in `allowed` (a reference id set) or is null (not_null's job)."""
+    return values.isin(allowed) | values.isna()
+
+
+def check_not_in(values: pd.Series, earlier) -> pd.Series:
+    """True where the value does not occur in `earlier` (a key already used on a previous day)."""
+    return ~values.isin(earlier)

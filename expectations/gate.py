@@ -1,13 +1,20 @@
 """The gate runner: validate one dataset for one `ds`, summarise failures, store results and Data Docs.
 
-    result = validate(settings, "raw", "2026-01-05")     # every raw table
-    result = validate(settings, "clicks", "2026-01-05")  # one table
+    result = validate(settings.gates_config(), lake, "raw", "2026-01-05")     # every raw table
+    result = validate(settings.gates_config(), lake, "clicks", "2026-01-05")  # one table
     if not result.passed: print(result.summary())
 
 Datasets: `raw` (all raw tables), `labels` (itemltv_labels + itemltv_samples), `features` (the
 three feature tables), `pool`, `sids`, or any single table name. Results go to the lake as
 `validation/gate_results/ds=<ds>/<dataset>.json`, Data Docs (GX HTML) to
 `validation/data_docs/<dataset>/ds=<ds>/index.html`.
+
+A result names the write it validated: `writes` holds the write id of every partition, taken
+before it is read (`Lake.commit_info`), so a partition rewritten during or after the gate no
+longer matches and publish refuses the result. The stored result is overwritten with a
+`running` one (not passed) before validating, so a crash mid-gate never leaves an earlier pass.
+The raw gate also reports entries of a raw table's folder that are not partitions (rule
+`unknown_entry`: a stray copy such as `ds=2026-02-14 (copy)`; readers ignore them).
 
 GX runs in an ephemeral context per call (suites are rebuilt from code with `add_or_update`, so
 re-runs are idempotent and concurrent gates never share a context file).
@@ -51,6 +58,11 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "sids": ("item_sids",),
     **{t: (t,) for t in TABLE_BUILDERS},
 }
+ZONE_OF: dict[str, str] = {
+    **{t: "raw" for t in RAW_TABLES},
+    **{d.table: d.zone for d in (catalog.ITEMLTV_LABELS, catalog.ITEMLTV_SAMPLES, *catalog.FEATURE_TABLES.values(),
+                                 catalog.NEW_ITEM_POOL, catalog.ITEM_SIDS)},
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class GateResult:
     failures: list[Failure] = field(default_factory=list)
     suites: list[str] = field(default_factory=list)
     n_expectations: int = 0
+    writes: list[dict] = field(default_factory=list)   # {zone, table, ds, write_id} of each partition validated
     results_uri: str = ""
     data_docs_uri: str = ""
 
@@ -90,15 +103,31 @@ def validate(cfg: GatesConfig, lake: Lake, dataset: str, ds: str, *, build_docs:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     ds = to_ds(ds)
+    _store_results(lake, GateResult(dataset, ds, False), status="running")
+    writes = _current_writes(lake, DATASETS[dataset], ds)
     checks = [TABLE_BUILDERS[t](lake, ds, cfg) for t in DATASETS[dataset]]
     failures, n_exp, docs_dir = _run_gx(checks, build_docs=cfg.build_data_docs if build_docs is None else build_docs)
-    result = GateResult(dataset, ds, not failures, failures, [c.suite_name for c in checks], n_exp)
+    failures += _unknown_entries(lake, DATASETS[dataset])
+    result = GateResult(dataset, ds, not failures, failures, [c.suite_name for c in checks], n_exp, writes)
     result.results_uri = _store_results(lake, result)
     if docs_dir is not None:
         result.data_docs_uri = _upload_docs(lake, docs_dir, dataset, ds)
         shutil.rmtree(docs_dir, ignore_errors=True)
     log.info("gate %s ds=%s: %s, %d failures", dataset, ds, "passed" if result.passed else "FAILED", len(failures))
     return result
+
+
+def _current_writes(lake: Lake, tables: tuple[str, ...], ds: str) -> list[dict]:
+    """The committed write of each existing partition about to be validated."""
+    return [{"zone": ZONE_OF[t], "table": t, "ds": ds, "write_id": lake.commit_info(ZONE_OF[t], t, ds).write_id}
+            for t in tables if lake.exists(ZONE_OF[t], t, ds)]
+
+
+def _unknown_entries(lake: Lake, tables: tuple[str, ...]) -> list[Failure]:
+    """Entries of a raw table's folder that are not `ds=YYYY-MM-DD` partitions."""
+    return [Failure(f"raw.{t}", entry, "*", "unknown_entry",
+                    f"raw/{t}/{entry} is not a ds=YYYY-MM-DD partition (readers ignore it): move or delete it")
+            for t in tables if ZONE_OF[t] == "raw" for entry in lake.unknown_entries("raw", t)]
 
 
 def _run_gx(checks: list[suites.TableCheck], build_docs: bool) -> tuple[list[Failure], int, Path | None]:
@@ -182,9 +211,9 @@ def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: str) -> str:
     return lake.store.url(f"{prefix}/index.html")
 
 
-def _store_results(lake: Lake, result: GateResult) -> str:
+def _store_results(lake: Lake, result: GateResult, status: str = "done") -> str:
     key = catalog.gate_result_key(result.ds, result.dataset)
-    payload = {**asdict(result), "validated_at": datetime.now(UTC).isoformat()}
+    payload = {**asdict(result), "status": status, "validated_at": datetime.now(UTC).isoformat()}
     payload.pop("results_uri"), payload.pop("data_docs_uri")
     lake.store.put_bytes(key, json.dumps(payload, indent=1, default=str).encode())
     return lake.store.url(key)

@@ -6,12 +6,20 @@ Every expectation carries `meta = {"rule": ..., "column": ...}` so a failure sum
 the table, partition, column and rule without parsing GX internals.
 
 Column contracts: raw tables follow `growthgr.core.schemas.RAW_SCHEMAS` exactly; label, sample,
-feature, pool and SID tables follow the producers' documented columns (`REQUIRED_COLUMNS` below);
-extra columns are allowed there, missing required ones fail.
+feature, pool and SID tables follow their producers' documented schemas exactly (`DERIVED_SCHEMAS`
+below: an extra, renamed or retyped column fails `exact_schema`).
+
+Bad inputs every suite names (rule): a partition that cannot be read (`readable`), no rows
+(`row_count`), an id missing from the catalog up to ds (`ref_items`, `ref_users`,
+`ref_search_requests`), unbounded text (`text_length`, `text_control_chars`: control characters or
+invalid UTF-8), a key reused from an earlier day where the schema promises uniqueness across days
+(`unique_across_days`), a non-finite float (`finite`), rows dated another day than their partition
+(`event_date_matches_partition`; raw event timestamps: `ts_in_partition_day`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -35,17 +43,61 @@ FUNNEL: dict[str, tuple[str, list[str], str]] = {
     "clicks": ("exposures", ["request_id", "item_id"], "funnel_click_has_exposure"),
     "purchases": ("clicks", ["request_id", "item_id"], "funnel_purchase_has_click"),
 }
-# Non-raw tables: (zone, table) -> required columns (the producers' contracts).
-REQUIRED_COLUMNS: dict[tuple[str, str], list[str]] = {
-    tuple(catalog.ITEMLTV_LABELS): ["item_id", "listing_date", "label"],
-    tuple(catalog.ITEMLTV_SAMPLES): ["item_id", "user_id", "request_id", "treatment", "ts"],
-    ("features", "user_features"): ["user_id", "event_timestamp"],
-    ("features", "item_features"): ["item_id", "event_timestamp"],
-    ("features", "query_features"): ["query_id", "event_timestamp"],
-    tuple(catalog.NEW_ITEM_POOL): ["item_id", "score", "rank", "listing_date"],
-    tuple(catalog.ITEM_SIDS): ["item_id", "sid_version", "c1", "c2", "c3"],
+_I64, _I32, _F64, _STR, _DATE, _TS = pa.int64(), pa.int32(), pa.float64(), pa.string(), pa.date32(), pa.timestamp("us", tz="UTC")
+
+
+def _schema(*columns: str, **types) -> pa.Schema:
+    """Columns in order; each typed by `types` (by name), else int64."""
+    return pa.schema([(c, types.get(c, _I64)) for c in columns])
+
+
+_WINDOWS = [f"{m}_{w}d" for w in (1, 7, 30) for m in ("exposures", "clicks", "orders", "gmv", "ctr", "cvr")]
+# Non-raw tables: (zone, table) -> the exact schema its producer documents and writes.
+DERIVED_SCHEMAS: dict[tuple[str, str], pa.Schema] = {
+    tuple(catalog.ITEMLTV_LABELS): _schema(        # spark_jobs.itemltv_labels
+        "item_id", "listing_date", "category_id", "price", "label_window_start", "label_window_end",
+        "label_orders", "label_gmv", "label", "y", "new_period_exposures", "new_period_clicks",
+        listing_date=_DATE, category_id=_I32, price=_F64, label_window_start=_DATE, label_window_end=_DATE,
+        label_gmv=_F64, label=_F64, y=_F64),
+    tuple(catalog.ITEMLTV_SAMPLES): _schema(
+        "item_id", "listing_date", "request_id", "user_id", "query_text", "query_id", "intent_category_id",
+        "ts", "item_age_days", "position", "treatment", "label", "y",
+        listing_date=_DATE, query_text=_STR, intent_category_id=_I32, ts=_TS, item_age_days=_I32,
+        position=_I32, treatment=_I32, label=_F64, y=_F64),
+    tuple(catalog.USER_FEATURES): _schema(         # spark_jobs.features
+        "user_id", "event_timestamp", "segment", "home_category_id", "activity", "price_sensitivity",
+        "tenure_days", "requests_1d", "requests_7d", "requests_30d", "clicks_7d", "clicks_30d", "orders_30d",
+        "category_affinity", "price_level_30d", "recent_item_ids",
+        event_timestamp=_TS, segment=_STR, activity=_F64, price_sensitivity=_F64,
+        category_affinity=pa.list_(_F64), price_level_30d=_F64, recent_item_ids=pa.list_(_I64)),
+    tuple(catalog.ITEM_FEATURES): _schema(
+        "item_id", "event_timestamp", "category_id", "brand", "price", "listing_date", "age_days", "is_new",
+        *_WINDOWS, event_timestamp=_TS, brand=_STR, price=_F64, listing_date=_DATE, is_new=pa.bool_(),
+        **{c: _F64 for c in _WINDOWS if c.split("_")[0] in ("gmv", "ctr", "cvr")}),
+    tuple(catalog.QUERY_FEATURES): _schema(
+        "query_id", "event_timestamp", "query_text", "intent_category_id", "requests_1d", "requests_7d",
+        "requests_30d", "exposures_30d", "clicks_30d", "orders_30d", "ctr_30d", "cvr_30d",
+        "new_item_exposure_share_30d",
+        event_timestamp=_TS, query_text=_STR, ctr_30d=_F64, cvr_30d=_F64, new_item_exposure_share_30d=_F64),
+    tuple(catalog.NEW_ITEM_POOL): _schema(         # models.itemltv.pipeline
+        "ds", "item_id", "score", "rank", "listing_date", ds=_STR, score=_F64, rank=_I32, listing_date=_DATE),
+    tuple(catalog.ITEM_SIDS): _schema(             # models.tokenizer.sids (c4 null in "shared" mode)
+        "item_id", "sid_version", "c1", "c2", "c3", "c4", sid_version=_STR, c1=_I32, c2=_I32, c3=_I32, c4=_I32),
 }
 FEATURE_KEYS = {t: d.keys[0] for t, d in catalog.FEATURE_TABLES.items()}
+# Id columns and the raw catalog table that must hold every id up to ds (rule `ref_<table>`). A
+# funnel table's request_id is covered by its funnel rule, a table's own key by its key rules.
+ID_REFS = {"item_id": "items", "user_id": "users", "request_id": "search_requests",
+           "linked_request_id": "search_requests"}
+# Keys the schemas promise unique across all days, not only within a partition.
+CROSS_DAY_KEYS = {"items": "item_id", "users": "user_id", "search_requests": "request_id"}
+# A raw partition with no rows fails `row_count`, except `users` after its first day: a day without
+# signups is legitimate (the simulator draws Poisson(new_users_per_day) arrivals; tiny: mean 1).
+MAY_BE_EMPTY_AFTER_FIRST_DAY = {"users"}
+# Text bounds (characters); control characters (C0, DEL, C1) and U+FFFD (invalid UTF-8) never.
+TEXT_MAX_CHARS = {"title": 500, "query_text": 500, "attributes": 500}
+TEXT_DEFAULT_MAX_CHARS = 100
+CONTROL_CHARS = r"[\x00-\x1f\x7f-\x9f\ufffd]"
 
 
 @dataclass(frozen=True)
@@ -85,24 +137,97 @@ def _days_before(ds: str, n: int) -> date:
 # The type name GX observes for each contract type once read by `frames.to_frame` ("Timestamp" is
 # how GX names a tz-aware datetime column; a naive one reads "datetime64" and fails).
 _GX_TYPES = {pa.int64(): "int64", pa.int32(): "int32", pa.float64(): "float64", pa.string(): "object",
-             pa.date32(): "object", pa.bool_(): "bool", pa.timestamp("us", tz="UTC"): "Timestamp"}
+             pa.date32(): "object", pa.bool_(): "bool", pa.timestamp("us", tz="UTC"): "Timestamp",
+             pa.list_(pa.float64()): "object", pa.list_(pa.int64()): "object"}
 
 
-def schema_rules(schema: pa.Schema, frame: pd.DataFrame) -> list:
+def schema_rules(schema: pa.Schema, frame: pd.DataFrame, columns_rule: str = "schema_columns",
+                 type_rule: str = "schema_type") -> list:
     """Exact column set (plus our `_check_*` columns), each column present, each of its contract type."""
     derived = [c for c in frame.columns if c.startswith("_check_")]
-    out = [rule(gxe.ExpectTableColumnsToMatchSet, "schema_columns", column_set=schema.names + derived,
+    out = [rule(gxe.ExpectTableColumnsToMatchSet, columns_rule, column_set=schema.names + derived,
                 exact_match=True)]
     for f in schema:
         if f.name in frame.columns:   # the type rule of a present column implies it exists
-            out.append(rule(gxe.ExpectColumnValuesToBeOfType, "schema_type", f.name, type_=_GX_TYPES[f.type]))
+            out.append(rule(gxe.ExpectColumnValuesToBeOfType, type_rule, f.name, type_=_GX_TYPES[f.type]))
         else:
             out.append(rule(gxe.ExpectColumnToExist, "schema_column_exists", f.name))
     return out
 
 
-def required_rules(required: list[str]) -> list:
-    return [rule(gxe.ExpectColumnToExist, "schema_column_exists", c) for c in required]
+def exact_schema_rules(dataset, frame: pd.DataFrame) -> list:
+    """A derived table's documented schema, exactly: no extra, renamed or retyped column (`exact_schema`)."""
+    return schema_rules(DERIVED_SCHEMAS[tuple(dataset)], frame, "exact_schema", "exact_schema")
+
+
+def row_count_rule() -> list:
+    return [rule(gxe.ExpectTableRowCountToBeBetween, "row_count", min_value=1)]
+
+
+def text_rules(schema: pa.Schema, frame: pd.DataFrame) -> list:
+    """Every text column of the contract: 1..max characters, no control characters nor invalid UTF-8."""
+    out = []
+    for f in schema:
+        if pa.types.is_string(f.type) and f.name in frame.columns and frame[f.name].dtype == object:
+            out += [rule(gxe.ExpectColumnValueLengthsToBeBetween, "text_length", f.name, min_value=1,
+                         max_value=TEXT_MAX_CHARS.get(f.name, TEXT_DEFAULT_MAX_CHARS)),
+                    rule(gxe.ExpectColumnValuesToNotMatchRegex, "text_control_chars", f.name, regex=CONTROL_CHARS)]
+    return out
+
+
+def add_input_checks(lake: Lake, table: str, ds: str, frame: pd.DataFrame, nullable=()) -> pd.DataFrame:
+    """The `_check_*` columns of `input_rules`: finite floats (nulls allowed in `nullable`), ids known
+    to the raw catalog up to ds, keys not used on an earlier day."""
+    frame = frame.copy()
+    for c in list(frame.columns):
+        if pd.api.types.is_float_dtype(frame[c]):
+            frame[f"_check_finite_{c}"] = frames.check_finite(frame[c]) | (frame[c].isna() & (c in nullable))
+    for c, ref in ID_REFS.items():
+        own_key = ref == table or (c == "request_id" and table in FUNNEL)
+        if c in frame.columns and not own_key:
+            frame[f"_check_ref_{c}"] = frames.check_in(frame[c], catalog_ids(lake, ref, ds))
+    if table in CROSS_DAY_KEYS and CROSS_DAY_KEYS[table] in frame.columns:
+        key = CROSS_DAY_KEYS[table]
+        frame[f"_check_new_{key}"] = frames.check_not_in(frame[key], catalog_ids(lake, table, ds, before=True))
+    return frame
+
+
+def input_rules(frame: pd.DataFrame) -> list:
+    """`finite`, `ref_<table>` and `unique_across_days` on the columns `add_input_checks` made."""
+    out = []
+    for c in frame.columns:
+        if c.startswith("_check_finite_"):
+            out += all_true(frame, c, "finite", c.removeprefix("_check_finite_"))
+        elif c.startswith("_check_ref_"):
+            column = c.removeprefix("_check_ref_")
+            out += all_true(frame, c, f"ref_{ID_REFS[column]}", column)
+        elif c.startswith("_check_new_"):
+            out += all_true(frame, c, "unique_across_days", c.removeprefix("_check_new_"))
+    return out
+
+
+def catalog_ids(lake: Lake, table: str, ds: str, before: bool = False):
+    """The distinct keys of raw `table` (items, users, search_requests) over every day up to ds."""
+    key = catalog.RAW[table].keys[0]
+    return frames.read_up_to(lake, "raw", table, ds, [key], before=before)[key].dropna().unique()
+
+
+def reports_unreadable(zone: str, table: str | None = None):
+    """Builder decorator: an unreadable partition (its own or one it looks up) becomes the failed rule
+    `readable` of the checked table, naming the file's partition and error, instead of a crash.
+    Without `table` the builder's first argument after the lake is the table, the next one ds."""
+    def wrap(build):
+        @functools.wraps(build)
+        def guarded(lake: Lake, *args, **kwargs) -> TableCheck:
+            try:
+                return build(lake, *args, **kwargs)
+            except frames.Unreadable as err:
+                name, ds = (table, args[0]) if table else (args[0], args[1])
+                frame = pd.DataFrame({"error": [str(err)]})
+                return TableCheck(zone, name, ds, frame, [rule(gxe.ExpectColumnValuesToBeNull, "readable",
+                                                                "error", about="*")])
+        return guarded
+    return wrap
 
 
 def key_rules(frame: pd.DataFrame, keys: list[list[str]]) -> list:
@@ -154,17 +279,22 @@ def volume_rule(lake: Lake, zone: str, table: str, ds: str, cfg: GatesConfig) ->
 
 
 # -- raw tables -----------------------------------------------------------------------------------
+@reports_unreadable("raw")
 def raw_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableCheck:
-    """Schema, keys, not-null, ranges, funnel consistency and volume of one raw partition."""
+    """Schema, keys, not-null, ranges, funnel consistency, volume and bad inputs of one raw partition."""
     frame = frames.read(lake, "raw", table, ds)
     if frame is None:
         return TableCheck("raw", table, ds, None)
-    frame = _add_raw_checks(lake, table, ds, frame, cfg)
+    first_day = not frames.earlier_partitions(lake, "raw", table, ds)
     schema = RAW_SCHEMAS[table]
     nullable = RAW_NULLABLE.get(table, set())
+    frame = add_input_checks(lake, table, ds, _add_raw_checks(lake, table, ds, frame, cfg), nullable)
     exps = (schema_rules(schema, frame) + key_rules(frame, RAW_KEYS[table])
             + not_null_rules(frame, [c for c in schema.names if c not in nullable])
-            + _raw_value_rules(table, frame, ds, cfg))
+            + _raw_value_rules(table, frame, ds, cfg, first_day)
+            + text_rules(schema, frame) + input_rules(frame))
+    if first_day or table not in MAY_BE_EMPTY_AFTER_FIRST_DAY:
+        exps += row_count_rule()
     if table in FUNNEL:
         parent, keys, name = FUNNEL[table]
         exps += all_true(frame, "_check_funnel", name, ",".join(keys))
@@ -181,36 +311,44 @@ def _add_raw_checks(lake: Lake, table: str, ds: str, frame: pd.DataFrame, cfg: G
         has_null_key = frame[[k for k in keys if k in frame.columns]].isna().any(axis=1)
         # A row with a null key is reported by not_null, not as a funnel break.
         frame["_check_funnel"] = frames.check_has_parent(frame, parents, keys) | has_null_key
+    if table == "rank_candidates" and "request_id" in frame.columns:
+        # Candidates carry no timestamp: they belong to the day of their request.
+        today = frames.read_days(lake, "raw", "search_requests", ds, 0, ["request_id"])
+        frame["_check_same_day"] = frames.check_has_parent(frame, today, ["request_id"]) | frame["request_id"].isna()
     if table in ("purchases", "site_orders"):
         frame["_check_gmv"] = frames.check_gmv(frame)
-    if table == "rank_candidates" and "score" in frame.columns:
-        frame["_check_finite_score"] = frames.check_finite(frame["score"]) | frame["score"].isna()
     return frame
 
 
-def _raw_value_rules(table: str, frame: pd.DataFrame, ds: str, cfg: GatesConfig) -> list:
+def _raw_value_rules(table: str, frame: pd.DataFrame, ds: str, cfg: GatesConfig, first_day: bool) -> list:
     day = date.fromisoformat(ds)
-    _, day_end = day_bounds(ds)
+    day_start, day_end = day_bounds(ds)
     cat = {"min_value": 0, "max_value": cfg.n_categories - 1}
+    # Catalog rows are written on their listing / signup day; the first day also holds the initial ones.
+    listed = {"min_value": None if first_day else day, "max_value": day}
+    listed_at = {"min_value": None if first_day else day_start, "max_value": day_end}
     rules = {
         "items": lambda: (between(frame, "category_id", "category_range", **cat)
                           + between(frame, "price", "price_positive", min_value=0, strict_min=True)
                           + between(frame, "listing_date", "listed_not_in_future", max_value=day)
-                          + between(frame, "listed_at", "listed_not_in_future", max_value=day_end)),
+                          + between(frame, "listed_at", "listed_not_in_future", max_value=day_end)
+                          + between(frame, "listing_date", "event_date_matches_partition", **listed)
+                          + between(frame, "listed_at", "event_date_matches_partition", **listed_at)),
         "users": lambda: (between(frame, "home_category_id", "category_range", **cat)
                           + between(frame, "activity", "non_negative", min_value=0)
                           + between(frame, "price_sensitivity", "non_negative", min_value=0)
                           + between(frame, "signup_date", "signup_not_in_future", max_value=day)
+                          + between(frame, "signup_date", "event_date_matches_partition", **listed)
                           + in_set(frame, "segment", "segment_values", ["niche", "mass"])),
         "search_requests": lambda: (ts_in_day(frame, "ts", ds)
                                     + between(frame, "intent_category_id", "category_range", **cat)),
         "rank_candidates": lambda: (between(frame, "rank", "non_negative", min_value=0)
-                                    + all_true(frame, "_check_finite_score", "finite", "score")),
+                                    + all_true(frame, "_check_same_day", "event_date_matches_partition",
+                                               "request_id")),
         "exposures": lambda: ts_in_day(frame, "ts", ds) + between(frame, "position", "non_negative", min_value=0),
         "clicks": lambda: ts_in_day(frame, "ts", ds) + between(frame, "position", "non_negative", min_value=0),
         "purchases": lambda: ts_in_day(frame, "ts", ds) + _order_rules(frame),
-        "site_orders": lambda: (ts_in_day(frame, "ts", ds) + _order_rules(frame)
-                                + between(frame, "link_score", "finite", min_value=-1e300, max_value=1e300)),
+        "site_orders": lambda: ts_in_day(frame, "ts", ds) + _order_rules(frame),
     }
     return rules[table]()
 
@@ -221,47 +359,54 @@ def _order_rules(frame: pd.DataFrame) -> list:
             + all_true(frame, "_check_gmv", "gmv_equals_price_x_quantity", "gmv"))
 
 
+def derived_rules(dataset, frame: pd.DataFrame) -> list:
+    """What every derived table must satisfy: rows, its exact schema, bounded text, and the
+    `input_rules` (finite floats, known ids) of the columns `add_input_checks` added."""
+    return (row_count_rule() + exact_schema_rules(dataset, frame)
+            + text_rules(DERIVED_SCHEMAS[tuple(dataset)], frame) + input_rules(frame))
+
+
 # -- labels and samples ---------------------------------------------------------------------------
 def cohort_items(lake: Lake, ds: str, cfg: GatesConfig) -> set[int]:
     """Items listed on the cohort day of `ds` (ds - calendar.COHORT_OFFSET), from the raw catalog."""
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
-    found: set[int] = set()
-    for d in lake.list_partitions("raw", "items", end=cohort.isoformat()):
-        items = lake.read_partition("raw", "items", d, columns=["item_id", "listing_date"]).to_pandas()
-        found |= set(items.loc[items["listing_date"] == cohort, "item_id"].astype(int))
-    return found
+    items = frames.read_up_to(lake, "raw", "items", cohort.isoformat(), ["item_id", "listing_date"])
+    return set(items.loc[items["listing_date"] == cohort, "item_id"].astype(int)) if len(items) else set()
 
 
+@reports_unreadable(*catalog.ITEMLTV_LABELS)
 def labels_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     """label >= 0 and finite, one row per item x cohort, every cohort item has its label."""
     frame = frames.read(lake, *catalog.ITEMLTV_LABELS, ds)
     if frame is None:
         return TableCheck(*catalog.ITEMLTV_LABELS, ds, None)
-    frame = frame.copy()
+    frame = add_input_checks(lake, catalog.ITEMLTV_LABELS.table, ds, frame)
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
+    first, last = _days_before(ds, calendar.LABEL_DAYS - 1), date.fromisoformat(ds)   # the label window
     key = ["item_id", "listing_date"] if "listing_date" in frame.columns else ["item_id"]
-    if "label" in frame.columns:
-        frame["_check_finite_label"] = frames.check_finite(frame["label"])
-    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.ITEMLTV_LABELS)]) + key_rules(frame, [key])
+    exps = (derived_rules(catalog.ITEMLTV_LABELS, frame) + key_rules(frame, [key])
             + not_null_rules(frame, ["item_id", "listing_date", "label"])
             + between(frame, "label", "label_non_negative", min_value=0)
             + between(frame, "y", "label_non_negative", min_value=0)
-            + all_true(frame, "_check_finite_label", "finite", "label")
             + between(frame, "listing_date", "cohort_day", min_value=cohort, max_value=cohort)
+            + between(frame, "label_window_start", "event_date_matches_partition", min_value=first, max_value=first)
+            + between(frame, "label_window_end", "event_date_matches_partition", min_value=last, max_value=last)
             + [rule(gxe.ExpectTableRowCountToEqual, "cohort_complete", "item_id",
                     value=len(cohort_items(lake, ds, cfg)))])
     return TableCheck(*catalog.ITEMLTV_LABELS, ds, frame, exps)
 
 
+@reports_unreadable(*catalog.ITEMLTV_SAMPLES)
 def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
     """Treatment in {0, 1}; events inside the items' new-item period; items belong to the cohort."""
     frame = frames.read(lake, *catalog.ITEMLTV_SAMPLES, ds)
     if frame is None:
         return TableCheck(*catalog.ITEMLTV_SAMPLES, ds, None)
+    frame = add_input_checks(lake, catalog.ITEMLTV_SAMPLES.table, ds, frame)
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
     start = datetime.combine(cohort, datetime.min.time(), UTC)
     end = start + timedelta(days=calendar.NEW_ITEM_DAYS) - timedelta(microseconds=1)
-    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.ITEMLTV_SAMPLES)])
+    exps = (derived_rules(catalog.ITEMLTV_SAMPLES, frame)
             + key_rules(frame, [["request_id", "item_id", "ts"]])
             + not_null_rules(frame, ["item_id", "user_id", "request_id", "treatment", "ts"])
             + between(frame, "ts", "event_in_new_item_period", min_value=start, max_value=end)
@@ -275,15 +420,17 @@ def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
 
 
 # -- feature tables -------------------------------------------------------------------------------
+@reports_unreadable("features")
 def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableCheck:
     """Entity key unique and not null, fresh event timestamps, bounded null rate per feature."""
     frame = frames.read(lake, "features", table, ds)
     if frame is None:
         return TableCheck("features", table, ds, None)
     key = FEATURE_KEYS[table]
-    _, day_end = day_bounds(ds)
     features = [c for c in frame.columns if c not in (key, "event_timestamp", "ds", "created")]
-    exps = (required_rules(REQUIRED_COLUMNS[("features", table)]) + key_rules(frame, [[key]])
+    frame = add_input_checks(lake, table, ds, frame, nullable=features)   # a null feature: null_rate
+    _, day_end = day_bounds(ds)
+    exps = (derived_rules(catalog.FEATURE_TABLES[table], frame) + key_rules(frame, [[key]])
             + not_null_rules(frame, [key, "event_timestamp"])
             + not_null_rules(frame, features, mostly=1.0 - cfg.feature_max_null_rate)
             + between(frame, "event_timestamp", "freshness", max_value=day_end + timedelta(microseconds=1)))
@@ -294,46 +441,45 @@ def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableChe
 
 
 # -- daily pool and SIDs --------------------------------------------------------------------------
+@reports_unreadable(*catalog.NEW_ITEM_POOL)
 def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableCheck:
     """Pool size in [pool_min_size, max_size], unique items, only items in their new-item period, finite scores."""
     frame = frames.read(lake, *catalog.NEW_ITEM_POOL, ds)
     if frame is None:
         return TableCheck(*catalog.NEW_ITEM_POOL, ds, None)
-    frame = frame.copy()
-    if "score" in frame.columns:
-        frame["_check_finite_score"] = frames.check_finite(frame["score"])
+    frame = add_input_checks(lake, catalog.NEW_ITEM_POOL.table, ds, frame)
     first_new = _days_before(ds, calendar.NEW_ITEM_DAYS - 1)
-    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.NEW_ITEM_POOL)]) + key_rules(frame, [["item_id"]])
+    exps = (derived_rules(catalog.NEW_ITEM_POOL, frame) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "score", "rank", "listing_date"])
             + [rule(gxe.ExpectTableRowCountToBeBetween, "pool_size", min_value=cfg.pool_min_size,
                     max_value=max_size)]
             + between(frame, "listing_date", "only_new_items", min_value=first_new,
                       max_value=date.fromisoformat(ds))
-            + all_true(frame, "_check_finite_score", "finite", "score")
+            + in_set(frame, "ds", "event_date_matches_partition", [ds])
             + between(frame, "rank", "non_negative", min_value=0))
     return TableCheck(*catalog.NEW_ITEM_POOL, ds, frame, exps)
 
 
+@reports_unreadable(*catalog.ITEM_SIDS)
 def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int, max_collision_rate: float) -> TableCheck:
     """Every item exactly one row, codes int32 in [0, K), (c1, c2, c3) collision rate under a bound,
     and with the disambiguation token c4 the full SID unique (c4 wrapping over K breaks it)."""
     frame = frames.read(lake, *catalog.ITEM_SIDS, ds)
     if frame is None:
         return TableCheck(*catalog.ITEM_SIDS, ds, None)
-    frame = frame.copy()
+    frame = add_input_checks(lake, catalog.ITEM_SIDS.table, ds, frame)
     codes = [c for c in ("c1", "c2", "c3") if c in frame.columns]
     by = ["sid_version"] if "sid_version" in frame.columns else []
     if len(codes) == 3:
         frame["_check_no_collision"] = frames.check_first_of_group(frame, codes, by)
         if "c4" in frame.columns and frame["c4"].notna().any():
             frame["_check_sid_unique"] = frames.check_first_of_group(frame, [*codes, "c4"], by)
-    exps = (required_rules(REQUIRED_COLUMNS[tuple(catalog.ITEM_SIDS)]) + key_rules(frame, [["item_id"]])
+    exps = (derived_rules(catalog.ITEM_SIDS, frame) + key_rules(frame, [["item_id"]])
             + not_null_rules(frame, ["item_id", "sid_version", *codes])
             + all_true(frame, "_check_no_collision", "sid_collision_rate", "c1,c2,c3", mostly=1.0 - max_collision_rate)
             + all_true(frame, "_check_sid_unique", "sid_unique", "c1,c2,c3,c4"))
     for c in [*codes, "c4"]:
         if c in frame.columns:
-            exps += [rule(gxe.ExpectColumnValuesToBeOfType, "schema_type", c, type_="int32"),
-                     rule(gxe.ExpectColumnValuesToBeBetween, "code_in_range", c, min_value=0,
+            exps += [rule(gxe.ExpectColumnValuesToBeBetween, "code_in_range", c, min_value=0,
                           max_value=codebook_size - 1)]
     return TableCheck(*catalog.ITEM_SIDS, ds, frame, exps)

@@ -2,9 +2,11 @@
 one versioned feature service per model.
 
 The feature tables are the lake partitions written by `spark_jobs.features` (columns documented
-there): `<lake>/features/<table>/ds=YYYY-MM-DD/_w<write>/part-*.parquet`, one snapshot per entity
-and day with `event_timestamp` = the last microsecond of `ds` (UTC). A glob over the committed
-files is the file source (a partition's stale `_w*` folders are deleted on commit).
+there): `<lake>/features/<table>/ds=YYYY-MM-DD/`, one snapshot per entity and day with
+`event_timestamp` = the last microsecond of `ds` (UTC). A source's path names the lake table,
+`<lake>/features/<table>`: the offline store `growthgr.feast_offline.LakeOfflineStore`
+(feature_store.yaml) reads it as the table's committed files (`Lake.committed_files`), never a
+glob, so uncommitted writes and stray copies of a partition are not seen.
 
 The lake root comes from `GROWTHGR_LAKE_ROOT` (default `lake`), so `feast apply` inside this
 folder and `growthgr.features` (which calls `build(lake_root)`) see the same objects.
@@ -55,14 +57,17 @@ QUERY_FIELDS = [
 
 def source(lake_root: str, table: str, offline: str = "duckdb") -> FileSource | SparkSource:
     """The committed Parquet files of every `ds` partition of `features/<table>`: a `FileSource`
-    for the DuckDB offline store, a `SparkSource` (same files, `s3a://` on S3) for the Spark one."""
+    naming the lake table for the lake offline store (local), a `SparkSource` for the Spark one.
+
+    The Spark offline store (cluster, not exercised here) can only take a glob: it matches every
+    `ds=YYYY-MM-DD` folder but also the `_w*` folders of uncommitted writes, so a cluster
+    deployment needs the same lake-resolving reader before it is trusted with training sets."""
     root = lake_root if "://" in lake_root else str(Path(lake_root).resolve())
     if offline == "spark":
         root = root.replace("s3://", "s3a://", 1)
-        return SparkSource(name=f"{table}_source", path=f"{root}/features/{table}/ds=*/_w*/*.parquet",
+        return SparkSource(name=f"{table}_source", path=f"{root}/features/{table}/ds=????-??-??/_w*/*.parquet",
                            file_format="parquet", timestamp_field="event_timestamp")
-    return FileSource(name=f"{table}_source", path=f"{root}/features/{table}/ds=*/_w*/*.parquet",
-                      timestamp_field="event_timestamp")
+    return FileSource(name=f"{table}_source", path=f"{root}/features/{table}", timestamp_field="event_timestamp")
 
 
 def build(lake_root: str, offline: str = "duckdb") -> list:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pendulum
@@ -121,3 +121,204 @@ def run_day(dag_id: str, ds: str) -> RunOutcome:
     run = dag.test(logical_date=pendulum.parse(ds, tz="UTC"))
     tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     return RunOutcome(str(run.state), tasks)
+
+
+# --- a real scheduler on a local home (tests, demos) -------------------------------------------
+# `start_airflow(home)` runs what `airflow standalone` runs minus the triggerer: the API server
+# (Airflow 3 task workers report to its execution API), the DAG processor and the scheduler with
+# the LocalExecutor, each in its own session, all on 127.0.0.1. The task processes inherit the
+# caller's environment (GROWTHGR_* settings).
+
+FINISHED = ("success", "failed")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _airflow() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+@dataclass
+class LocalAirflow:
+    """A running scheduler + DAG processor + API server for one Airflow home (see `start_airflow`)."""
+
+    home: Path
+    env: dict[str, str]
+    port: int
+    procs: dict = field(default_factory=dict)  # name -> subprocess.Popen
+
+    @property
+    def db(self) -> Path:
+        return self.home / "airflow.db"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`airflow <args>` against this home (CLI commands talk to the metadata DB)."""
+        proc = subprocess.run([_airflow(), *args], env=self.env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        """A read-only query on the SQLite metadata DB (cheaper than polling with the CLI)."""
+        import sqlite3
+
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        """Every run of `dag_id`: run_id, state, run_type, ds (of the logical date) and backfill_id."""
+        rows = self.query("SELECT run_id, state, run_type, logical_date, backfill_id FROM dag_run "
+                          "WHERE dag_id = ? ORDER BY id", dag_id)
+        return [{"run_id": r, "state": s, "run_type": t, "ds": ld[:10] if ld else None, "backfill_id": b}
+                for r, s, t, ld, b in rows]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                               dag_id, run_id))
+
+    def wait(self, what: str, done, timeout: float, poll: float = 3.0):
+        """Poll `done()` until it returns something truthy; fail on timeout or when a service died."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            result = done()
+            if result:
+                return result
+            dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+            if dead:
+                raise RuntimeError(f"airflow services exited {dead} while waiting for {what}; logs in {self.home}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not done after {timeout:.0f}s; logs in {self.home / 'logs'}")
+            time.sleep(poll)
+
+    def wait_for_runs(self, dag_id: str, days: list[str], timeout: float = 600) -> dict[str, dict]:
+        """Wait until `dag_id` has a finished run for each ds in `days` (the latest per day); return them."""
+
+        def finished():
+            latest = {r["ds"]: r for r in self.dag_runs(dag_id) if r["ds"] in days}
+            if set(latest) == set(days) and all(r["state"] in FINISHED for r in latest.values()):
+                return latest
+            return None
+
+        return self.wait(f"runs of {dag_id} for {days}", finished, timeout)
+
+    def wait_for_backfills(self, dag_id: str, timeout: float = 120) -> None:
+        """Wait until the scheduler has marked every backfill of `dag_id` completed."""
+        self.wait(f"backfills of {dag_id} completed",
+                  lambda: not self.query("SELECT id FROM backfill WHERE dag_id = ? AND completed_at IS NULL", dag_id),
+                  timeout)
+
+    def stop(self, grace: float = 20) -> None:
+        """Terminate every service and everything they started, then kill what is left.
+
+        Task supervisors start their own sessions, so the process groups alone miss them: the
+        whole process tree is collected first."""
+        import signal
+
+        import psutil
+
+        procs = list((self.procs or {}).values())
+        tree = []
+        for proc in procs:
+            try:
+                parent = psutil.Process(proc.pid)
+                tree += [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in tree:
+            try:
+                tree += [c for c in p.children(recursive=True) if c not in tree]
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(tree, timeout=grace)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, cron: bool = False,
+                  parallelism: int = 2, timeout: float = 180) -> LocalAirflow:
+    """Prepare `home` and start its services; returns once the scheduler and DAG processor are
+    healthy and every DAG of the folder is serialized. Stop it with `.stop()`.
+
+    `cron=False` sets `[scheduler] use_job_schedule = False`: the scheduler creates no runs of its
+    own (unpausing a DAG would otherwise start a run for the latest interval, i.e. yesterday),
+    but still runs backfills and triggered runs."""
+    import json
+    import secrets
+    import urllib.request
+
+    prepare(home)  # also exports the home's env in this process
+    home = Path(home).absolute()
+    port = free_port()
+    secret = secrets.token_urlsafe(32)
+    env = {
+        **os.environ,
+        **airflow_env(home),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__API__SECRET_KEY": secret,
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(cron),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        **(extra_env or {}),
+    }
+    commands = {
+        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "dag-processor": ["dag-processor"],
+        "scheduler": ["scheduler", "--skip-serve-logs"],  # no log server on 0.0.0.0:8793
+    }
+    (home / "services").mkdir(exist_ok=True)
+    airflow = LocalAirflow(home, env, port, {})
+    try:
+        for name, args in commands.items():
+            log = open(home / "services" / f"{name}.log", "ab")
+            airflow.procs[name] = subprocess.Popen([_airflow(), *args], env=env, cwd=home, stdout=log,
+                                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                   start_new_session=True)
+
+        def healthy():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:
+                    health = json.load(r)
+            except OSError:
+                return False
+            return all((health.get(k) or {}).get("status") == "healthy" for k in ("scheduler", "dag_processor"))
+
+        airflow.wait("airflow services healthy", healthy, timeout)
+        dag_ids = {p.stem for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_")}
+        airflow.wait("DAGs serialized",
+                     lambda: dag_ids <= {d for (d,) in airflow.query("SELECT dag_id FROM serialized_dag")}, timeout)
+    except BaseException:
+        airflow.stop()
+        raise
+    return airflow

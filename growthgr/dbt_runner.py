@@ -57,11 +57,12 @@ def duckdb_path(lake_root: str) -> Path:
 
 
 def dbt_vars(lake_root: str) -> dict:
-    """`lake_root`, the DuckDB file, and the lake tables that have data (staging views of
-    the others are empty), and the label calendar (`growthgr.core.calendar`)."""
+    """`lake_root`, the DuckDB file, the committed files of each lake table the staging models
+    read (`lake_files`: the lake's list, never a glob; a table without files gives an empty
+    view), and the label calendar (`growthgr.core.calendar`)."""
     lake = Lake.open(lake_root)
-    present = [f"{z}/{t}" for z, t in LAKE_TABLES if lake.list_partitions(z, t)]
-    return {"lake_root": str(Path(lake_root).resolve()), "lake_tables": present,
+    files = {f"{z}/{t}": lake.committed_files(z, t) for z, t in LAKE_TABLES}
+    return {"lake_root": str(Path(lake_root).resolve()), "lake_files": files,
             "duckdb_path": str(duckdb_path(lake_root)), **calendar.dbt_vars()}
 
 
@@ -99,7 +100,7 @@ def _failures(res) -> list[str]:
 
 
 def invoke(lake_root: str, command: str, select: str | None = None) -> DbtResult:
-    """Run one dbt command on the lake of `settings`; raises DbtError naming what failed."""
+    """Run one dbt command on the lake at `lake_root`; raises DbtError naming what failed."""
     from dbt.cli.main import dbtRunner
 
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
@@ -128,11 +129,34 @@ def docs(lake_root: str) -> Path:
 
 
 def query(lake_root: str, sql_text: str):
-    """Run read-only SQL on the lake's DuckDB file; returns a pandas DataFrame."""
+    """Run ONE read-only SELECT on the lake's DuckDB file; returns a pandas DataFrame.
+
+    The statement is parsed first: anything but exactly one SELECT (COPY, ATTACH, SET, PRAGMA,
+    INSTALL, several statements...) is rejected. The connection is read-only, and DuckDB's
+    external access is off except for the lake directory (the staging views read its Parquet),
+    with the configuration locked, so `read_text('/etc/passwd')` or extensions fail.
+    Raises DbtError with DuckDB's message on any refusal or error."""
     import duckdb
 
     path = duckdb_path(lake_root)
     if not path.exists():
         raise DbtError(f"{path} does not exist: run `growthgr dbt build` first")
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(sql_text).df()
+    try:
+        with duckdb.connect() as parser:
+            statements = parser.extract_statements(sql_text)
+    except duckdb.Error as err:
+        raise DbtError(f"invalid SQL: {err}") from None
+    kinds = [s.type.name for s in statements]
+    if kinds != ["SELECT"]:
+        raise DbtError(f"only one read-only SELECT statement is allowed, got {', '.join(kinds) or 'none'}")
+    with duckdb.connect(str(path), read_only=True, config=_NO_EXTENSIONS) as con:
+        con.execute("set allowed_directories = $1", [[f"{warehouse_dir(lake_root).parent}/"]])
+        con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
+        try:
+            return con.execute(sql_text).df()
+        except duckdb.Error as err:
+            raise DbtError(f"query failed: {err}") from None
+
+
+_NO_EXTENSIONS = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}

@@ -149,7 +149,11 @@ def pool(settings: Settings, ds: str) -> dict:
 
 
 def publish(settings: Settings, ds: str) -> dict:
-    """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics and SID trie."""
+    """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics and SID trie.
+
+    Behind the data gates and the model gate; `current` in the result is the serving release
+    afterwards (an older day's release does not demote a newer one).
+    """
     from growthgr.core.releases import ReleaseStore
     from growthgr.publish import ReleaseInputs, publish_release
     from models.itemltv.train import FULL, checkpoint_key, latest_checkpoint_ds
@@ -176,8 +180,10 @@ def publish(settings: Settings, ds: str) -> dict:
             "item_sids.parquet": _parquet(sid_rows[sid_rows["item_id"].isin(frame["item_id"])]),
         },
     )
-    release = publish_release(ReleaseStore.from_settings(settings), inputs, stored_gates(lake, ds), settings.digest())
-    return {"release_id": release.release_id, "pool_size": len(frame)}
+    store = ReleaseStore.from_settings(settings)
+    release = publish_release(store, inputs, stored_gates(lake, ds), settings.digest(),
+                              max_regression=settings.gates.publish_max_regression)
+    return {"release_id": release.release_id, "pool_size": len(frame), "current": store.current_id()}
 
 
 def _headline(metrics: dict) -> dict:
@@ -209,12 +215,25 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 
 def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
-    """Pass/fail of the day's stored gate results (a missing result counts as failed)."""
+    """Pass/fail of the day's stored gate results. A result counts only if it passed and every
+    partition it validated is still at the write it validated (`writes`): a missing or running
+    result, or a partition rewritten (or deleted) since its gate, counts as failed."""
     out = {}
     for name in names:
         key = catalog.gate_result_key(ds, name)
-        out[name] = lake.store.exists(key) and bool(json.loads(lake.store.get_bytes(key))["passed"])
+        result = json.loads(lake.store.get_bytes(key)) if lake.store.exists(key) else {}
+        stale = [w for w in result.get("writes", []) if not _still_committed(lake, w)]
+        if stale:
+            log.warning("gate %s ds=%s validated writes that are no longer current: %s", name, ds, stale)
+        out[name] = bool(result.get("passed")) and bool(result.get("writes")) and not stale
     return out
+
+
+def _still_committed(lake: Lake, write: dict) -> bool:
+    """Whether the partition `write` names is still committed at that write id."""
+    if not lake.exists(write["zone"], write["table"], write["ds"]):
+        return False
+    return lake.commit_info(write["zone"], write["table"], write["ds"]).write_id == write["write_id"]
 
 
 def timed(step: Callable[[Settings, str], dict], settings: Settings, ds: str) -> dict:

@@ -1,10 +1,14 @@
 """Publishing a daily release: pool + model + FAISS index + metrics + manifest.
 
-A release is published only when every gate of the run passed (the caller
-hands over the gate results; a failed or missing gate publishes nothing and
-the previous release stays current). The release id is derived from the
-content (`ds=<ds>-<digest>`), so re-publishing identical inputs is a no-op
-(idempotent re-runs), while a changed input makes a new immutable release.
+A release is published only when every data gate of the run passed (the caller
+hands over the gate results) and the model gate passes (`model_gate`: finite
+weights and metrics, held-out quality no worse than the serving release's beyond
+`gates.publish_max_regression`; recorded in the manifest under `model_gate`).
+A failed or missing gate publishes nothing and the previous release stays
+current. The release id is derived from the content (`ds=<ds>-<digest>`), so
+re-publishing identical inputs is a no-op (idempotent re-runs), while a changed
+input makes a new immutable release. Publishing never demotes a newer release:
+`CURRENT` moves only to a ds >= the serving one (`ReleaseStore.advance`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +33,14 @@ log = logging.getLogger(__name__)
 
 class PublishRefused(RuntimeError):
     """A gate failed (or none ran): nothing was published."""
+
+
+class ModelGateFailed(PublishRefused):
+    """The model gate failed (non-finite weights or metrics, or a quality regression)."""
+
+
+# The headline held-out figure of the ItemLTV report (lower is better): test-cohort MSE on y.
+HEADLINE = ("with_uplift", "mse")
 
 
 @dataclass
@@ -97,10 +110,81 @@ def content_digest(files: Mapping[str, bytes], manifest: Mapping) -> str:
     return h.hexdigest()[:10]
 
 
+def _non_finite(value, path: str = "") -> list[str]:
+    """Paths of the non-finite numbers in a JSON-like value."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [] if math.isfinite(value) else [path or "<value>"]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
+
+
+def _tensors(data: bytes) -> dict[str, np.ndarray]:
+    try:
+        from safetensors.numpy import load
+
+        return load(data)
+    except KeyError:  # a dtype numpy lacks (bf16, fp8): torch reads it
+        from safetensors.torch import load
+
+        return {k: v.float().numpy() for k, v in load(data).items()}
+
+
+def _headline(metrics: Mapping) -> float | None:
+    value = metrics
+    for part in HEADLINE:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def model_gate(
+    files: Mapping[str, bytes], metrics: Mapping, serving: Release | None, max_regression: float
+) -> dict:
+    """Check a candidate release's models; returns the record for the manifest's `model_gate`.
+
+    `finite_weights`: every tensor of every `*.safetensors` file is finite.
+    `finite_metrics`: every number in `metrics` is finite.
+    `quality`: the headline held-out figure (`with_uplift.mse`, lower is better) is at most
+    the serving release's times (1 + `max_regression`); passes when nothing serves yet or the
+    serving release has no such figure. Raises `ModelGateFailed` naming the failed checks.
+    """
+    bad_tensors = [f"{name}:{key}" for name, data in sorted(files.items()) if name.endswith(".safetensors")
+                   for key, t in sorted(_tensors(data).items())
+                   if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t).all()]
+    bad_metrics = _non_finite(metrics)
+    candidate = _headline(metrics)
+    baseline = _headline(serving.manifest.get("metrics", {})) if serving else None
+    limit = None if baseline is None else baseline * (1 + max_regression)
+    quality = {
+        "metric": ".".join(HEADLINE), "candidate": candidate, "serving": baseline,
+        "serving_release": serving.release_id if serving else None, "max_regression": max_regression,
+        "limit": limit, "passed": candidate is not None and (limit is None or candidate <= limit),
+    }
+    checks = {
+        "finite_weights": {"passed": not bad_tensors, "non_finite": bad_tensors},
+        "finite_metrics": {"passed": not bad_metrics, "non_finite": bad_metrics},
+        "quality": quality,
+    }
+    failed = [name for name, check in checks.items() if not check["passed"]]
+    if failed:
+        details = {name: {k: v for k, v in checks[name].items() if k != "passed"} for name in failed}
+        raise ModelGateFailed(f"model gate failed: {', '.join(failed)}: {details}")
+    return {"passed": True, "checks": checks}
+
+
 def publish_release(
-    store: ReleaseStore, inputs: ReleaseInputs, gates: Mapping[str, bool], config_digest: str
+    store: ReleaseStore, inputs: ReleaseInputs, gates: Mapping[str, bool], config_digest: str, *,
+    max_regression: float,
 ) -> Release:
-    """Publish `inputs` if every gate passed; move `CURRENT` last. Idempotent per content."""
+    """Publish `inputs` if every data gate and the model gate pass; idempotent per content.
+
+    `CURRENT` moves last, and only forward (see `ReleaseStore.advance`): a backfill or re-run
+    of an older day publishes its release and leaves the newer one current.
+    """
     failed = sorted(name for name, ok in gates.items() if not ok)
     if not gates or failed:
         raise PublishRefused(f"not publishing ds={inputs.ds}: gates failed: {failed or ['<no gate ran>']}")
@@ -119,7 +203,8 @@ def publish_release(
     existing = {row["release_id"]: row for row in store.list()}
     if existing.get(release_id, {}).get("complete"):
         log.info("release %s already published with identical content", release_id)
-        if store.current_id() != release_id:
-            store.set_current(release_id)
+        store.advance(release_id)
         return store.get(release_id)
+    serving = store.get("current") if store.current_id() else None
+    manifest["model_gate"] = model_gate(files, inputs.metrics, serving, max_regression)
     return store.publish(release_id, files, manifest)

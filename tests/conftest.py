@@ -1,8 +1,11 @@
-"""Fixtures shared by every test: telemetry off, a real S3 API server on loopback."""
+"""Fixtures shared by every test: telemetry off, a real S3 API server on loopback, and the one
+simulated tiny world (seed 1) that every Spark / MultiGR / DAG test starts from."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +37,28 @@ def s3_bucket(s3_server, request):
     name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:50]
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
     return s3_server, f"s3://{name}"
+
+
+TINY_WORLD = {"seed": 1, "start": "2026-01-01", "days": 45}    # 2026-01-01 .. 2026-02-14
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """The tiny simulated platform, simulated once per test session (raw + truth + end-of-day
+    states, so copies can be continued day by day). Tests never write into it: they `copy_world`."""
+    from growthgr.core.config import load_settings
+    from growthgr.core.lake import Lake
+    from growthgr.simulator.run import simulate
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    simulate(Lake.open(str(root)), load_settings("tiny", env={}).simulator, progress=False, **TINY_WORLD)
+    return root
+
+
+@pytest.fixture(scope="session")
+def copy_world(tiny_world):
+    """`copy_world(dest)` -> dest: a private copy of the tiny world's lake."""
+    def copy(dest) -> Path:
+        shutil.copytree(tiny_world, dest)
+        return Path(dest)
+    return copy

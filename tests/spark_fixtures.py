@@ -173,19 +173,16 @@ def hand_lake(tmp_path, _hand_lake_template):
     return Lake.open(str(tmp_path / "lake"))
 
 
-TINY_START, TINY_DAYS = "2026-01-01", 45
 TINY_LAST = "2026-02-14"   # day 44: the cohort listed on 2026-01-09 closes on it
 
 
 @pytest.fixture(scope="session")
-def tiny_lake(tmp_path_factory, spark_settings):
-    """The tiny simulator (45 days, seed 1) plus every Spark job for its last day: (settings, lake)."""
-    from growthgr.simulator.run import simulate
+def tiny_lake(tmp_path_factory, spark_settings, copy_world):
+    """The tiny world (conftest: 45 days, seed 1) plus every Spark job for its last day: (settings, lake)."""
     from spark_jobs.jobs import run_all
 
-    root = tmp_path_factory.mktemp("tiny_lake")
+    root = copy_world(tmp_path_factory.mktemp("tiny_lake") / "lake")
     settings = spark_settings.model_copy(update={"lake_root": str(root)})
     lake = Lake.open(str(root))
-    simulate(lake, settings.simulator, seed=1, start=TINY_START, days=TINY_DAYS)
     rows = run_all(lake, settings.spark, settings.storage, TINY_LAST)
     return settings, lake, rows

@@ -80,7 +80,7 @@ def _use(monkeypatch, root):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, copy_world):
     from growthgr.simulator.run import simulate
     from spark_jobs.jobs import backfill
 
@@ -89,7 +89,8 @@ def world(tmp_path_factory):
     top = tmp_path_factory.mktemp("dag")
     prepare(top / "airflow")
     s = _use(mp, top / "base")
-    simulate(Lake.from_settings(s), s.simulator, seed=1, start="2026-01-01", days=46, progress=False)
+    copy_world(top / "base" / "lake")                        # the shared tiny world, 2026-01-01 .. 02-14
+    simulate(Lake.from_settings(s), s.simulator, seed=1, days=1, progress=False)   # + 2026-02-15
     backfill(Lake.from_settings(s), s.spark, s.storage, "itemltv_labels", "2026-02-06", "2026-02-14")
     for name, inject in (("A", ()), ("B", ("nulls",))):
         shutil.copytree(top / "base", top / name)

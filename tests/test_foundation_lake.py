@@ -1,11 +1,14 @@
 import io
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from growthgr.core.lake import Lake, PartitionNotFound, ds_range
+from growthgr.core.lake import LOCK, ConcurrentWrite, Lake, PartitionNotFound, ds_range
 
 DF1 = pd.DataFrame({"id": [1, 2, 3], "ts": pd.to_datetime(["2026-01-01 10:00"] * 3, utc=True), "v": [0.1, 0.2, 0.3]})
 DF2 = pd.DataFrame({"id": [9], "ts": pd.to_datetime(["2026-01-01 12:00"], utc=True), "v": [9.0]})
@@ -13,10 +16,16 @@ DF2 = pd.DataFrame({"id": [9], "ts": pd.to_datetime(["2026-01-01 12:00"], utc=Tr
 
 @pytest.fixture(params=["local", "s3"])
 def lake(request, tmp_path):
+    """A lake that deletes superseded writes at once (grace 0); `lake_with_grace` keeps them."""
     if request.param == "local":
-        return Lake.open(str(tmp_path / "lake"))
+        return Lake.open(str(tmp_path / "lake"), grace=timedelta(0))
     endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return Lake.open(f"{bucket}/lake", endpoint_url=endpoint)
+    return Lake.open(f"{bucket}/lake", endpoint_url=endpoint, grace=timedelta(0))
+
+
+@pytest.fixture
+def lake_with_grace(tmp_path):
+    return Lake.open(str(tmp_path / "lake"))   # default grace: one hour
 
 
 class Boom(RuntimeError):
@@ -83,12 +92,15 @@ def test_crash_before_commit_marker_keeps_previous(lake, monkeypatch):
 
 
 def test_staged_engine_output_is_committed(lake):
-    staging = lake.staging_key("samples", "s", "2026-01-02", "abc123")
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(DF1), buf)
-    lake.store.put_bytes(f"{staging}/part-0.parquet", buf.getvalue())
-    lake.commit_staged("samples", "s", "2026-01-02", "abc123", rows=3)
+    with lake.staged_write("samples", "s", "2026-01-02") as write_id:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(DF1), buf)
+        lake.store.put_bytes(f"{lake.staging_key('samples', 's', '2026-01-02', write_id)}/part-0.parquet", buf.getvalue())
+        lake.commit_staged("samples", "s", "2026-01-02", write_id, rows=3)
     assert lake.read_partition("samples", "s", "2026-01-02").num_rows == 3
+    assert not lake.store.exists(f"samples/s/ds=2026-01-02/{LOCK}")     # released
+    with pytest.raises(ConcurrentWrite, match="lost its lock"):         # committing outside the lock
+        lake.commit_staged("samples", "s", "2026-01-02", write_id, rows=3)
 
 
 def test_timestamps_are_microsecond_utc(lake):
@@ -99,3 +111,145 @@ def test_timestamps_are_microsecond_utc(lake):
 
 def test_ds_range_inclusive():
     assert ds_range("2026-01-30", "2026-02-02") == ["2026-01-30", "2026-01-31", "2026-02-01", "2026-02-02"]
+
+
+# -- committed files only -----------------------------------------------------------------------
+def _plant(lake: Lake, key: str, df: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    lake.store.put_bytes(key, buf.getvalue())
+
+
+def test_readers_see_only_committed_files_and_strays_are_named(lake):
+    lake.write_partition("raw", "t", "2026-01-01", DF1)
+    committed = lake.committed_files("raw", "t")
+    _plant(lake, "raw/t/ds=2026-01-01/_wdeadbeef/part-00000.parquet", DF2)          # a crashed write
+    _plant(lake, "raw/t/ds=2026-01-01 (copy)/_wcopy/part-00000.parquet", DF2)      # a stray copy...
+    lake.store.put_bytes("raw/t/ds=2026-01-01 (copy)/_SUCCESS", lake.store.get_bytes("raw/t/ds=2026-01-01/_SUCCESS"))
+    lake.store.put_bytes("raw/t/notes.txt", b"x")
+    _plant(lake, "raw/t/ds=2026-02-30/_wbad/part-00000.parquet", DF2)               # not a date
+    assert lake.committed_files("raw", "t") == committed and len(committed) == 1
+    assert lake.list_partitions("raw", "t") == ["2026-01-01"]
+    assert lake.read_range("raw", "t", "2026-01-01", "2026-01-31").num_rows == 3
+    assert lake.unknown_entries("raw", "t") == ["ds=2026-01-01 (copy)", "ds=2026-02-30", "notes.txt"]
+
+
+# -- one writer per partition -------------------------------------------------------------------
+def test_a_second_writer_fails_clearly_while_the_first_holds_the_partition(lake):
+    holding, done = threading.Event(), threading.Event()
+    outcome = {}
+
+    def first():
+        with lake.staged_write("raw", "t", "2026-01-01") as write_id:
+            _plant(lake, f"{lake.staging_key('raw', 't', '2026-01-01', write_id)}/part-0.parquet", DF1)
+            holding.set()
+            done.wait(30)
+            outcome["first"] = lake.commit_staged("raw", "t", "2026-01-01", write_id, rows=3)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert holding.wait(30)
+    with pytest.raises(ConcurrentWrite, match=r"raw/t/ds=2026-01-01 is being written by .* pid \d+ \(write \w+, since"):
+        lake.write_partition("raw", "t", "2026-01-01", DF2)
+    done.set()
+    thread.join(30)
+    assert lake.commit_info("raw", "t", "2026-01-01").write_id == outcome["first"].write_id
+    assert lake.read_partition("raw", "t", "2026-01-01").num_rows == 3             # its files were not touched
+    lake.write_partition("raw", "t", "2026-01-01", DF2)                             # free again
+    assert lake.read_partition("raw", "t", "2026-01-01").num_rows == 1
+
+
+def test_racing_writers_never_break_each_other(lake_with_grace):
+    lake, n = lake_with_grace, 8
+    barrier, won, lost = threading.Barrier(n), [], []
+
+    def writer(i: int):
+        barrier.wait()
+        try:
+            won.append(lake.write_partition("raw", "t", "2026-01-01", DF1.assign(v=float(i))))
+        except ConcurrentWrite as err:
+            lost.append(str(err))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert won and len(won) + len(lost) == n
+    current = lake.commit_info("raw", "t", "2026-01-01")
+    assert current.write_id in {c.write_id for c in won}
+    for commit in won:   # within the grace period no writer deleted another's files
+        assert all(lake.store.exists(f"raw/t/ds=2026-01-01/{f}") for f in commit.files)
+    assert lake.read_partition("raw", "t", "2026-01-01").num_rows == 3
+
+
+def test_a_stale_lock_is_taken_over(lake):
+    part = "raw/t/ds=2026-01-01"
+    old = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    lake.store.put_bytes(f"{part}/{LOCK}", f'{{"write_id": "x", "host": "elsewhere", "pid": 1, "acquired_at": "{old}"}}'.encode())
+    lake.write_partition("raw", "t", "2026-01-01", DF1)                             # expired by time
+    gone = 2 ** 22 + 12345                                                           # above pid_max: no such process
+    now = datetime.now(UTC).isoformat()
+    lake.store.put_bytes(f"{part}/{LOCK}", f'{{"write_id": "y", "host": "{socket.gethostname()}", "pid": {gone}, "acquired_at": "{now}"}}'.encode())
+    lake.write_partition("raw", "t", "2026-01-01", DF2)                             # its owner is gone
+    assert lake.read_partition("raw", "t", "2026-01-01").num_rows == 1
+
+
+# -- readers during an overwrite ----------------------------------------------------------------
+def test_old_files_outlive_an_overwrite_by_the_grace_period(lake_with_grace):
+    lake = lake_with_grace
+    first = lake.write_partition("raw", "t", "2026-01-01", DF1)
+    held_by_reader = lake.partition_files("raw", "t", "2026-01-01")               # a reader took the old list
+    second = lake.write_partition("raw", "t", "2026-01-01", DF2)
+    assert pq.read_table(held_by_reader[0]).num_rows == 3                           # still readable
+    assert set(second.retired) == {first.write_id}
+    lake.grace = timedelta(0)                                                        # the grace period has passed
+    third = lake.write_partition("raw", "t", "2026-01-01", DF1)
+    assert third.retired == {} and lake.store.list("raw/t/ds=2026-01-01/") == [
+        "raw/t/ds=2026-01-01/_SUCCESS", f"raw/t/ds=2026-01-01/{third.files[0]}"]
+
+
+def test_a_read_racing_an_overwrite_retries_through_the_new_marker(lake, monkeypatch):
+    lake.write_partition("raw", "t", "2026-01-01", DF1)
+    real_get = lake.store.get_bytes
+    raced = []
+
+    def get(key):
+        data = real_get(key)
+        if key.endswith("_SUCCESS") and not raced:   # the overwrite lands between marker and data reads
+            raced.append(key)
+            monkeypatch.setattr(lake.store, "get_bytes", real_get)
+            lake.write_partition("raw", "t", "2026-01-01", DF2)                       # grace 0: old files deleted
+            monkeypatch.setattr(lake.store, "get_bytes", get)
+        return data
+
+    monkeypatch.setattr(lake.store, "get_bytes", get)
+    assert lake.read_partition("raw", "t", "2026-01-01").to_pandas()["id"].tolist() == [9]
+    assert raced
+
+
+def test_readers_during_overwrites_see_a_whole_version(lake_with_grace):
+    lake, versions = lake_with_grace, {3: [1, 2, 3], 1: [9]}
+    lake.write_partition("raw", "t", "2026-01-01", DF1)
+    stop, errors, seen = threading.Event(), [], set()
+
+    def overwrite():
+        for i in range(20):
+            lake.write_partition("raw", "t", "2026-01-01", DF2 if i % 2 == 0 else DF1)
+        stop.set()
+
+    def read():
+        while not stop.is_set():
+            try:
+                ids = lake.read_partition("raw", "t", "2026-01-01").to_pandas()["id"].tolist()
+                assert ids == versions[len(ids)]
+                seen.add(len(ids))
+            except Exception as err:   # noqa: BLE001 (collected, asserted below)
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=overwrite), threading.Thread(target=read), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and seen

@@ -1,25 +1,34 @@
 import numpy as np
 import pandas as pd
 import pytest
+from safetensors.numpy import save
 
 from growthgr.core.releases import ReleaseStore
-from growthgr.publish import PublishRefused, ReleaseInputs, load_faiss_index, publish_release
+from growthgr.publish import ModelGateFailed, PublishRefused, ReleaseInputs, load_faiss_index, publish_release
+
+WEIGHTS = {"layer.weight": np.ones((4, 3), dtype="float32"), "steps": np.array([7], dtype="int64")}
 
 
-def _inputs(ds="2026-02-10", scale=1.0):
+def _inputs(ds="2026-02-10", scale=1.0, mse=None, weights=WEIGHTS):
     rng = np.random.default_rng(0)
     ids = np.arange(100, 120, dtype=np.int64)
     pool = pd.DataFrame({"item_id": ids, "score": np.linspace(1, 0, 20) * scale, "rank": np.arange(20)})
-    return ReleaseInputs(ds, pool, ids, rng.normal(size=(20, 8)).astype("float32"), {"mse": 0.5 * scale},
-                         ["raw/exposures/ds=2026-02-10"], "v1")
+    metrics = {"n_test_items": 20, "with_uplift": {"mse": 0.5 * scale if mse is None else mse, "ndcg": 0.9}}
+    return ReleaseInputs(ds, pool, ids, rng.normal(size=(20, 8)).astype("float32"), metrics,
+                         ["raw/exposures/ds=2026-02-10"], "v1", files={"itemltv.safetensors": save(weights)})
+
+
+def _publish(store, inputs, gates=None, tol=0.2):
+    return publish_release(store, inputs, gates or {"raw": True}, "cfg", max_regression=tol)
 
 
 def test_publish_writes_a_searchable_index_and_manifest(tmp_path):
     store = ReleaseStore.open(str(tmp_path))
-    rel = publish_release(store, _inputs(), {"raw": True, "pool": True}, "cfg")
+    rel = _publish(store, _inputs(), {"raw": True, "pool": True})
     assert store.current_id() == rel.release_id and rel.release_id.startswith("ds=2026-02-10-")
     m = store.get("current").manifest
-    assert m["pool_size"] == 20 and m["sid_version"] == "v1" and m["metrics"]["mse"] == 0.5
+    assert m["pool_size"] == 20 and m["sid_version"] == "v1" and m["metrics"]["with_uplift"]["mse"] == 0.5
+    assert m["model_gate"]["passed"] and m["model_gate"]["checks"]["quality"]["serving"] is None
     index = load_faiss_index(store.read("current", "index.faiss"))
     vecs = _inputs().embeddings[:3] / np.linalg.norm(_inputs().embeddings[:3], axis=1, keepdims=True)
     _, found = index.search(vecs.astype("float32"), 1)
@@ -28,18 +37,70 @@ def test_publish_writes_a_searchable_index_and_manifest(tmp_path):
 
 def test_failed_gate_publishes_nothing_and_keeps_current(tmp_path):
     store = ReleaseStore.open(str(tmp_path))
-    first = publish_release(store, _inputs(), {"raw": True}, "cfg")
+    first = _publish(store, _inputs())
     with pytest.raises(PublishRefused, match="raw"):
-        publish_release(store, _inputs(scale=2.0), {"raw": False, "pool": True}, "cfg")
+        _publish(store, _inputs(scale=2.0), {"raw": False, "pool": True})
     with pytest.raises(PublishRefused, match="no gate"):
-        publish_release(store, _inputs(scale=2.0), {}, "cfg")
+        publish_release(store, _inputs(scale=2.0), {}, "cfg", max_regression=0.2)
     assert store.current_id() == first.release_id and len(store.list()) == 1
 
 
 def test_republishing_identical_content_is_a_no_op(tmp_path):
     store = ReleaseStore.open(str(tmp_path))
-    a = publish_release(store, _inputs(), {"raw": True}, "cfg")
-    b = publish_release(store, _inputs(), {"raw": True}, "cfg")
+    a = _publish(store, _inputs())
+    b = _publish(store, _inputs())
     assert a.release_id == b.release_id and len(store.list()) == 1
-    c = publish_release(store, _inputs(scale=3.0), {"raw": True}, "cfg")
+    c = _publish(store, _inputs(scale=1.1))
     assert c.release_id != a.release_id and store.current_id() == c.release_id
+
+
+def test_an_older_day_or_a_rerun_never_demotes_the_newer_release(tmp_path):
+    store = ReleaseStore.open(str(tmp_path))
+    old = _publish(store, _inputs("2026-02-09"))
+    new = _publish(store, _inputs("2026-02-10", scale=1.1))
+    backfill = _publish(store, _inputs("2026-02-08", scale=0.9))
+    assert store.get(backfill.release_id).manifest["model_gate"]["passed"]
+    assert _publish(store, _inputs("2026-02-09")).release_id == old.release_id   # re-run: shortcut
+    assert store.current_id() == new.release_id
+
+
+@pytest.mark.parametrize("case, check", [
+    ("nan_weight", "finite_weights"), ("inf_metric", "finite_metrics"), ("regression", "quality"),
+    ("no_headline", "quality"),
+])
+def test_model_gate_refuses_and_publishes_nothing(tmp_path, case, check):
+    store = ReleaseStore.open(str(tmp_path))
+    first = _publish(store, _inputs(mse=0.5))
+    bad = {
+        "nan_weight": _inputs(scale=1.1, weights={**WEIGHTS, "layer.weight": np.full((4, 3), np.nan, "float32")}),
+        "inf_metric": _inputs(scale=1.1, mse=float("inf")),
+        "regression": _inputs(scale=1.1, mse=0.61),        # > 0.5 * 1.2
+        "no_headline": _inputs(scale=1.1),
+    }[case]
+    if case == "no_headline":
+        bad.metrics = {"mse": 0.1}
+    with pytest.raises(ModelGateFailed, match=f"model gate failed: {check}"):
+        _publish(store, bad)
+    assert store.current_id() == first.release_id and len(store.list()) == 1
+
+
+def test_model_gate_tolerance_and_manifest_record(tmp_path):
+    store = ReleaseStore.open(str(tmp_path))
+    first = _publish(store, _inputs(mse=0.5))
+    second = _publish(store, _inputs(scale=1.1, mse=0.59))       # within 20%
+    quality = store.get("current").manifest["model_gate"]["checks"]["quality"]
+    assert store.current_id() == second.release_id
+    assert quality == {"metric": "with_uplift.mse", "candidate": 0.59, "serving": 0.5,
+                       "serving_release": first.release_id, "max_regression": 0.2,
+                       "limit": pytest.approx(0.6), "passed": True}
+
+
+def test_bf16_weights_are_checked_too(tmp_path):
+    import torch
+    from safetensors.torch import save as torch_save
+
+    store = ReleaseStore.open(str(tmp_path))
+    inputs = _inputs()
+    inputs.files = {"m.safetensors": torch_save({"w": torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)})}
+    with pytest.raises(ModelGateFailed, match="m.safetensors:w"):
+        _publish(store, inputs)

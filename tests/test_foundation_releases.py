@@ -1,6 +1,10 @@
-import pytest
+import json
 
-from growthgr.core.releases import ReleaseError, ReleaseStore
+import pytest
+from typer.testing import CliRunner
+
+from growthgr.core.releases import HISTORY, POINTER, ReleaseError, ReleaseStore
+from growthgr.core.storage import InvalidKey, LocalStore, S3Store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -9,6 +13,12 @@ def store(request, tmp_path):
         return ReleaseStore.open(str(tmp_path / "releases"))
     endpoint, bucket = request.getfixturevalue("s3_bucket")
     return ReleaseStore.open(f"{bucket}/releases", endpoint_url=endpoint)
+
+
+def _day(store, ds, content=b"x"):
+    rid = f"ds={ds}-{content.hex()[:6]}"
+    store.publish(rid, {"pool.parquet": content}, {"ds": ds})
+    return rid
 
 
 def test_publish_moves_pointer_last_and_lists(store):
@@ -53,3 +63,128 @@ def test_releases_are_immutable_and_rollback_restores_previous(store):
 def test_rollback_without_history_is_an_error(store):
     with pytest.raises(ReleaseError, match="nothing to roll back"):
         store.rollback()
+
+
+def test_backfilling_three_past_days_leaves_current_on_the_newest_release(store):
+    newest = _day(store, "2026-03-10")
+    for ds in ("2026-03-07", "2026-03-08", "2026-03-09"):
+        _day(store, ds)
+        assert store.current_id() == newest
+    assert [r["complete"] for r in store.list()] == [True] * 4
+    # re-publishing an older day (identical content: advance) does not demote either
+    assert store.advance("ds=2026-03-08-78") is False and store.current_id() == newest
+    # the same day or a newer one moves it forward
+    same_day = _day(store, "2026-03-10", b"y")
+    assert store.current_id() == same_day
+    assert _day(store, "2026-03-11") == store.current_id()
+
+
+def test_promote_moves_back_explicitly_and_rollback_undoes_it(store):
+    old, new = _day(store, "2026-03-01"), _day(store, "2026-03-02")
+    store.set_current(old)
+    assert store.current_id() == old
+    assert store.rollback() == new
+
+
+def test_repeated_rollbacks_walk_back_never_forward(store):
+    r1, r2, r3 = (_day(store, f"2026-03-0{i}") for i in (1, 2, 3))
+    assert store.rollback() == r2
+    assert store.rollback() == r1
+    with pytest.raises(ReleaseError, match="nothing to roll back"):
+        store.rollback()
+    assert store.current_id() == r1
+    # a rolled-back release is not served again by a re-run of its day ...
+    assert store.advance(r3) is False and store.current_id() == r1
+    # ... but a new release of a later day is, and rollback from it skips the rolled-back ones
+    r4 = _day(store, "2026-03-04")
+    assert store.current_id() == r4 and store.rollback() == r1
+    assert store.advance(r4) is False and store.current_id() == r1
+    # promote clears a rollback: r3 is a rollback target again, r4 still is not
+    store.set_current(r3)
+    _day(store, "2026-03-05")
+    assert store.rollback() == r3
+
+
+def test_a_crash_between_history_and_pointer_does_not_break_rollback(store, monkeypatch):
+    r1, r2 = _day(store, "2026-03-01"), _day(store, "2026-03-02")
+    real = store.store.put_bytes
+
+    def crash_on_pointer(key, data):
+        if key == POINTER:
+            raise KeyboardInterrupt("killed")
+        real(key, data)
+
+    monkeypatch.setattr(store.store, "put_bytes", crash_on_pointer)
+    with pytest.raises(KeyboardInterrupt):
+        _day(store, "2026-03-03")  # complete, logged, but CURRENT never moved
+    with pytest.raises(KeyboardInterrupt):
+        store.rollback()           # logged, but CURRENT never moved
+    monkeypatch.undo()
+    assert store.current_id() == r2
+    assert len(store.store.get_bytes(HISTORY).splitlines()) == 4
+    assert store.rollback() == r1   # not to the never-served r3, not a no-op to r2
+    with pytest.raises(ReleaseError, match="nothing to roll back"):
+        store.rollback()
+
+
+def test_store_keys_are_validated(store):
+    for bad in ("../../x", "/etc/passwd", "a//b", "a/../../b", "", "./a", "a/"):
+        for call in (store.store.get_bytes, store.store.exists, store.store.delete):
+            with pytest.raises(InvalidKey, match="invalid store key"):
+                call(bad)
+        with pytest.raises(InvalidKey):
+            store.store.put_bytes(bad, b"x")
+    with pytest.raises(ReleaseError, match="invalid release id"):
+        store.get("../../x")
+    assert store.store.list("") == [] and store.store.list("a/") == []
+
+
+def test_releases_show_rejects_a_path_outside_the_store(tmp_path, monkeypatch):
+    from growthgr.cli import app
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "manifest.json").write_text(json.dumps({"secret": 1}))
+    monkeypatch.setenv("GROWTHGR_RELEASES_ROOT", str(tmp_path / "a" / "releases"))
+    out = CliRunner().invoke(app, ["releases", "show", "../../x"])
+    assert out.exit_code == 1 and "invalid release id" in out.output and "secret" not in out.output
+
+
+def test_promote_and_rollback_commands(tmp_path, monkeypatch):
+    from growthgr.cli import app
+
+    store = ReleaseStore.open(str(tmp_path))
+    old, new = _day(store, "2026-03-01"), _day(store, "2026-03-02")
+    monkeypatch.setenv("GROWTHGR_RELEASES_ROOT", str(tmp_path))
+    runner = CliRunner()
+    assert runner.invoke(app, ["releases", "promote", old]).exit_code == 0 and store.current_id() == old
+    out = runner.invoke(app, ["releases", "promote", "ds=2026-09-09-nope"])
+    assert out.exit_code == 1 and "missing or incomplete" in out.output
+    out = runner.invoke(app, ["releases", "rollback"])
+    assert out.exit_code == 0 and store.current_id() == new
+
+
+def test_s3_errors_other_than_missing_propagate(s3_bucket):
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+
+    endpoint, bucket = s3_bucket
+    s3 = S3Store(f"{bucket}/releases", endpoint_url=endpoint)
+    assert s3.exists("nope") is False
+    with pytest.raises(FileNotFoundError):
+        s3.get_bytes("nope")
+    with pytest.raises(ClientError, match="NoSuchBucket"):
+        S3Store("s3://no-such-bucket-here/releases", endpoint_url=endpoint).get_bytes("CURRENT")
+    with Stubber(s3.client) as stub:
+        stub.add_client_error("head_object", "AccessDenied", http_status_code=403)
+        stub.add_client_error("get_object", "SlowDown", http_status_code=503)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.exists("CURRENT")
+        with pytest.raises(ClientError, match="SlowDown"):
+            s3.get_bytes("CURRENT")
+
+
+def test_local_store_keeps_keys_inside_its_root(tmp_path):
+    local = LocalStore(tmp_path / "root")
+    with pytest.raises(InvalidKey):
+        local.put_bytes("../outside", b"x")
+    assert not (tmp_path / "outside").exists()

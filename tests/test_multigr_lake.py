@@ -25,21 +25,20 @@ from models.tokenizer.trie import SidTrie
 pytest_plugins = ("spark_fixtures",)
 pytestmark = pytest.mark.slow
 
-START, DAYS = "2026-01-01", 18
+DAYS = 18          # of the shared tiny world (2026-01-01 ..): what this test reads
 FIRST_SAMPLES, LAST_TRAIN, DS = "2026-01-07", "2026-01-16", "2026-01-18"
 TRAIN_DAYS, TEST_DAYS, EPOCHS = 10, 2, 20
 
 
 @pytest.fixture(scope="module")
-def platform_lake(tmp_path_factory, spark_settings):
-    from growthgr.simulator.run import simulate
+def platform_lake(tmp_path_factory, spark_settings, copy_world):
+    """The shared tiny world (its first DAYS days are what this test reads)."""
     from models.tokenizer import embed, sids
     from spark_jobs.jobs import run_job
 
-    root = tmp_path_factory.mktemp("multigr_lake")
+    root = copy_world(tmp_path_factory.mktemp("multigr_lake") / "lake")
     settings = spark_settings.model_copy(update={"lake_root": str(root)})
     lake = Lake.open(str(root))
-    simulate(lake, settings.simulator, seed=1, start=START, days=DAYS, progress=False)
     for ds in ds_range(FIRST_SAMPLES, DS):
         run_job(lake, settings.spark, settings.storage, "gr_samples", ds)
     embed.embed_new_items(lake, LAST_TRAIN, settings.tokenizer)

@@ -1,20 +1,26 @@
 {#
   lake_scan(zone, table, columns): a relation over the committed Parquet files of a lake table,
-  every `ds` partition, with a `ds` column (hive partitioning). Each partition's committed files
-  sit in one `_w<write>` folder (stale ones are deleted on commit), so a glob is exact while no
-  write is in progress. When `var('lake_tables')` lists the tables that exist and this one is
-  absent, the relation is empty with the given column types (so a fresh lake still builds).
+  every `ds` partition, with a `ds` column (hive partitioning: each file's path holds `ds=...`).
+  The files are the lake's own list (`Lake.committed_files`), passed by `growthgr dbt build` as
+  `var('lake_files')` ("zone/table" -> file URLs): never a glob, so files of uncommitted or
+  crashed writes and stray copies of a partition folder are not read. A table with no files is
+  an empty relation with the given column types (a fresh lake still builds). Without the var
+  (e.g. a plain `dbt parse`) the relation is empty too, and running it is an error.
   `columns` maps column name -> SQL type.
 #}
 {% macro lake_scan(zone, table, columns) -%}
-  {%- set key = zone ~ '/' ~ table -%}
-  {%- set present = var('lake_tables') -%}
-  {%- if present is not none and key not in present -%}
+  {%- set lake_files = var('lake_files') -%}
+  {%- if lake_files is none and execute -%}
+    {{ exceptions.raise_compiler_error("var 'lake_files' is not set: build through `growthgr dbt build`, which passes the lake's committed files") }}
+  {%- endif -%}
+  {%- set files = (lake_files or {}).get(zone ~ '/' ~ table, []) -%}
+  {%- if not files -%}
     (select {% for name, type in columns.items() %}cast(null as {{ type }}) as {{ name }}, {% endfor %}cast(null as varchar) as ds where false)
   {%- elif target.type == 'spark' -%}
-    parquet.`{{ var("lake_root") | replace("s3://", "s3a://") }}/{{ zone }}/{{ table }}/ds=*/_w*/*.parquet`
+    {#- Hadoop globs expand {a,b} (also across `/`); the documented production target, not run here -#}
+    parquet.`{{ '{' ~ (files | join(',') | replace("s3://", "s3a://")) ~ '}' }}`
   {%- else -%}
-    read_parquet('{{ var("lake_root") }}/{{ zone }}/{{ table }}/ds=*/_w*/*.parquet', hive_partitioning = true, union_by_name = true)
+    read_parquet([{% for f in files %}'{{ f | replace("'", "''") }}'{{ ', ' if not loop.last }}{% endfor %}], hive_partitioning = true, union_by_name = true)
   {%- endif -%}
 {%- endmacro %}
 

@@ -35,7 +35,8 @@ def docs_cmd() -> None:
 
 
 def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'.")) -> None:
-    """Query the analysts' DuckDB file (read-only)."""
+    """Run ONE read-only SELECT on the analysts' DuckDB file (files outside the lake, COPY,
+    ATTACH, SET and several statements are refused: exit 1)."""
     import pandas as pd
 
     from growthgr.cli.context import settings

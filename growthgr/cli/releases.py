@@ -1,4 +1,4 @@
-"""`growthgr releases list|show|rollback`."""
+"""`growthgr releases list|show|promote|rollback`."""
 
 from __future__ import annotations
 
@@ -28,25 +28,32 @@ def list_releases() -> None:
         typer.echo(f"{mark} {row['release_id']}  {state}")
 
 
+def _run(action):
+    """Run `action()`; a release error (or an invalid key) is a red message and exit code 1."""
+    from growthgr.core.releases import ReleaseError
+    from growthgr.core.storage import InvalidKey
+
+    try:
+        return action()
+    except (ReleaseError, InvalidKey) as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command("show")
 def show(release_id: str = typer.Argument("current", help="A release id, or 'current'.")) -> None:
     """Print a release's manifest."""
-    from growthgr.core.releases import ReleaseError
+    typer.echo(json.dumps(_run(lambda: _store().get(release_id)).manifest, indent=2, sort_keys=True))
 
-    try:
-        typer.echo(json.dumps(_store().get(release_id).manifest, indent=2, sort_keys=True))
-    except ReleaseError as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(1) from None
+
+@app.command("promote")
+def promote(release_id: str = typer.Argument(..., help="A complete release id.")) -> None:
+    """Point `current` at a release, also an older one (publishing alone never moves it back)."""
+    _run(lambda: _store().set_current(release_id))
+    typer.echo(f"current release is now {release_id}")
 
 
 @app.command("rollback")
 def rollback() -> None:
-    """Point `current` back at the previously current release."""
-    from growthgr.core.releases import ReleaseError
-
-    try:
-        typer.echo(f"current release is now {_store().rollback()}")
-    except ReleaseError as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(1) from None
+    """Point `current` back at the release served before it; repeated rollbacks keep walking back."""
+    typer.echo(f"current release is now {_run(lambda: _store().rollback())}")

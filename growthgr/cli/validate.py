@@ -1,4 +1,8 @@
-"""`growthgr validate <dataset> --ds YYYY-MM-DD`: run the GX gate, exit 1 when any rule fails."""
+"""`growthgr validate <dataset> --ds YYYY-MM-DD`: run the GX gate, exit 1 when any rule fails.
+
+Exit codes: 0 passed; 1 a rule failed (bad data of any kind, unreadable files included, or the
+gate itself broke); 2 a usage error (unknown dataset, malformed date).
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,23 @@ def validate_cmd(
     docs: bool = typer.Option(True, "--docs/--no-docs", help="Build GX Data Docs into the lake."),
 ) -> None:
     """Validate one dataset's partition; print a summary naming table, partition, column and rule."""
-    from expectations.gate import validate
+    from expectations.gate import DATASETS, validate
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
+    from growthgr.core.lake import Lake, to_ds
 
-    s = settings()
     try:
-        result = validate(s.gates_config(), Lake.from_settings(s), dataset, ds, build_docs=docs)
+        ds = to_ds(ds)
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     except ValueError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2) from None
+    s = settings()
+    try:
+        result = validate(s.gates_config(), Lake.from_settings(s), dataset, ds, build_docs=docs)
+    except Exception as err:  # noqa: BLE001 -- whatever broke, the data did not pass: exit 1
+        typer.secho(f"gate {dataset} ds={ds}: ERROR {type(err).__name__}: {err}", fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(result.summary())
     typer.echo(f"results: {result.results_uri}")
     if result.data_docs_uri:

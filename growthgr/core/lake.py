@@ -2,16 +2,33 @@
 
 One API for a local directory and for `s3://bucket/prefix` (see `growthgr.core.storage`).
 
-Atomic partitions. A write never touches the files of the previous version:
-  1. data files go to `ds=.../_w<write_id>/part-NNNNN.parquet` (new names);
-  2. the commit marker `ds=.../_SUCCESS` (one small JSON object: write id,
-     files, row count, time) is put in a single atomic object write;
-  3. only then are files of older writes deleted.
-Readers go through the marker, so they see the old partition or the new one,
-never a mix, and a crash before step 2 leaves the old partition intact (its
-orphaned files are cleaned by the next successful write). Engines that read
-files directly (Spark) take the file list from `partition_files`, and may
-write their own output into `staging_key` then call `commit_staged`.
+Atomic partitions. A write never touches the files of the current version:
+  1. the writer takes the partition's lock `ds=.../_LOCK` (owner, write id, time);
+  2. data files go to `ds=.../_w<write_id>/part-NNNNN.parquet` (new names);
+  3. the commit marker `ds=.../_SUCCESS` (one small JSON object: write id, files, row count,
+     time, and the retired writes) is put in a single atomic object write;
+  4. files of writes retired more than `grace` ago are deleted, then the lock is released.
+
+Committed files. The marker is the only definition of what a partition holds, and this class
+is the only reader of markers: `read_partition` / `read_range` (Lake API, GX), `partition_files`
+(Spark), `committed_files` (every partition of a table: dbt gets it as a var, Feast through
+`growthgr.feast_offline`). Nothing globs the lake, so the files of an uncommitted or crashed
+write, or a stray copy of a folder (`ds=2026-02-14 (copy)`), are never read; `unknown_entries`
+names such strays so the raw gate can report them.
+
+One writer per partition. A second writer of a partition whose lock is held fails with
+`ConcurrentWrite` naming the holder; a lock is stale after `lock_ttl` or when its owner process
+(same host) is gone. The object store has no conditional put, so two writers racing for a free
+lock may both put it: each re-reads the lock after taking it and again just before committing,
+and the one that finds another owner fails (a window of one put remains; S3's conditional
+writes would close it).
+
+Readers during an overwrite. A superseded write (and any write directory the marker does not
+name: a crashed or concurrent attempt) is only *retired*, with the time it was first seen
+retired, and its files are deleted by a later commit once `grace` has passed. A reader that read
+the old marker therefore still finds its files, and `read_partition` re-reads the marker once
+if a file has gone anyway. Writers never delete another write's files within `grace`, so
+`grace` must exceed the longest read and the longest write (default one hour).
 
 Timestamps are stored as microsecond UTC (`timestamp[us, tz=UTC]`), which is
 what Feast/DuckDB 2.x expect.
@@ -21,8 +38,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
-from dataclasses import dataclass
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
@@ -32,12 +53,18 @@ import pyarrow.parquet as pq
 from growthgr.core.storage import ObjectStore, new_write_id, open_store
 
 MARKER = "_SUCCESS"
-_DS_RE = re.compile(r"ds=(\d{4}-\d{2}-\d{2})/")
+LOCK = "_LOCK"
+_PARTITION_RE = re.compile(r"ds=(\d{4}-\d{2}-\d{2})")
+_WRITE_RE = re.compile(r"_w([0-9a-zA-Z]+)")
 ZONES = ("raw", "truth", "curated", "features", "samples", "models", "validation", "reports")
 
 
 class PartitionNotFound(FileNotFoundError):
     """The requested partition has no committed version."""
+
+
+class ConcurrentWrite(RuntimeError):
+    """Another writer holds (or took over) the lock of the partition being written."""
 
 
 def to_ds(value: str | date | datetime) -> str:
@@ -58,10 +85,10 @@ def ds_range(start: str | date, end: str | date) -> list[str]:
 def normalise_timestamps(table: pa.Table) -> pa.Table:
     """Cast every timestamp column to microsecond UTC (naive ones are taken as UTC)."""
     fields = []
-    for field in table.schema:
-        if pa.types.is_timestamp(field.type):
-            field = field.with_type(pa.timestamp("us", tz="UTC"))
-        fields.append(field)
+    for field_ in table.schema:
+        if pa.types.is_timestamp(field_.type):
+            field_ = field_.with_type(pa.timestamp("us", tz="UTC"))
+        fields.append(field_)
     schema = pa.schema(fields, metadata=table.schema.metadata)
     return table.cast(schema) if schema != table.schema else table
 
@@ -78,17 +105,46 @@ class Commit:
     files: list[str]
     rows: int
     written_at: str
+    retired: dict[str, str] = field(default_factory=dict)  # write id -> first seen retired (ISO time)
+
+
+@dataclass(frozen=True)
+class WriteLock:
+    """The content of `ds=.../_LOCK`: who writes the partition, since when."""
+
+    write_id: str
+    host: str
+    pid: int
+    acquired_at: str
+
+    def stale(self, ttl: timedelta) -> bool:
+        if datetime.now(UTC) - datetime.fromisoformat(self.acquired_at) > ttl:
+            return True
+        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Lake:
-    """Date-partitioned datasets in an object store."""
+    """Date-partitioned datasets in an object store (see the module docstring)."""
 
-    def __init__(self, store: ObjectStore):
+    def __init__(self, store: ObjectStore, *, grace: timedelta = timedelta(hours=1),
+                 lock_ttl: timedelta = timedelta(hours=1)):
         self.store = store
+        self.grace = grace
+        self.lock_ttl = lock_ttl
 
     @classmethod
-    def open(cls, root: str, endpoint_url: str | None = None, region: str = "us-east-1") -> Lake:
-        return cls(open_store(root, endpoint_url=endpoint_url, region=region))
+    def open(cls, root: str, endpoint_url: str | None = None, region: str = "us-east-1", **kwargs) -> Lake:
+        return cls(open_store(root, endpoint_url=endpoint_url, region=region), **kwargs)
 
     @classmethod
     def from_settings(cls, settings) -> Lake:
@@ -100,7 +156,7 @@ class Lake:
         return f"{zone}/{table}/ds={to_ds(ds)}"
 
     def staging_key(self, zone: str, table: str, ds: str | date, write_id: str) -> str:
-        """Where an engine may write the files of one attempt before `commit_staged`."""
+        """Where the files of one write attempt go before they are committed."""
         return f"{self.partition_key(zone, table, ds)}/_w{write_id}"
 
     # -- writes -----------------------------------------------------------
@@ -109,39 +165,98 @@ class Lake:
     ) -> Commit:
         """Atomically replace one partition with `data` (see the module docstring)."""
         arrow = _as_arrow(data)
-        write_id = new_write_id()
-        staging = self.staging_key(zone, table, ds, write_id)
-        files = []
-        for i, offset in enumerate(range(0, max(arrow.num_rows, 1), rows_per_file)):
-            buf = io.BytesIO()
-            pq.write_table(arrow.slice(offset, rows_per_file), buf, compression="zstd")
-            key = f"{staging}/part-{i:05d}.parquet"
-            self.store.put_bytes(key, buf.getvalue())
-            files.append(key)
-        return self._commit(zone, table, ds, write_id, files, arrow.num_rows)
+        with self.staged_write(zone, table, ds) as write_id:
+            staging = self.staging_key(zone, table, ds, write_id)
+            files = []
+            for i, offset in enumerate(range(0, max(arrow.num_rows, 1), rows_per_file)):
+                buf = io.BytesIO()
+                pq.write_table(arrow.slice(offset, rows_per_file), buf, compression="zstd")
+                key = f"{staging}/part-{i:05d}.parquet"
+                self.store.put_bytes(key, buf.getvalue())
+                files.append(key)
+            return self._commit(zone, table, ds, write_id, files, arrow.num_rows)
+
+    @contextmanager
+    def staged_write(self, zone: str, table: str, ds: str | date) -> Iterator[str]:
+        """Hold the partition's write lock for one attempt and yield its write id: an engine writes
+        Parquet files under `staging_key(..., write_id)`, then calls `commit_staged` inside."""
+        part, write_id = self.partition_key(zone, table, ds), new_write_id()
+        self._acquire(part, write_id)
+        try:
+            yield write_id
+        finally:
+            self._release(part, write_id)
 
     def commit_staged(self, zone: str, table: str, ds: str | date, write_id: str, rows: int) -> Commit:
-        """Commit the Parquet files an engine wrote under `staging_key(..., write_id)`."""
+        """Commit the Parquet files written under `staging_key(..., write_id)` (inside `staged_write`)."""
         staging = self.staging_key(zone, table, ds, write_id)
         files = [k for k in self.store.list(staging + "/") if k.endswith(".parquet")]
         return self._commit(zone, table, ds, write_id, files, rows)
 
     def _commit(self, zone: str, table: str, ds: str | date, write_id: str, files: list[str], rows: int) -> Commit:
         part = self.partition_key(zone, table, ds)
-        commit = Commit(write_id, [f[len(part) + 1:] for f in files], rows, datetime.now(UTC).isoformat())
-        self.store.put_bytes(f"{part}/{MARKER}", json.dumps(commit.__dict__).encode())
+        self._check_owner(part, write_id)
+        now = datetime.now(UTC)
+        retired = self._retired(part, write_id, now.isoformat())
+        expired = {w for w, at in retired.items() if now - datetime.fromisoformat(at) >= self.grace}
+        commit = Commit(write_id, [f[len(part) + 1:] for f in files], rows, now.isoformat(),
+                        {w: at for w, at in retired.items() if w not in expired})
+        self.store.put_bytes(f"{part}/{MARKER}", json.dumps(asdict(commit)).encode())
         for key in self.store.list(part + "/"):
-            if not key.endswith(MARKER) and not key.startswith(f"{part}/_w{write_id}/"):
+            if _write_of(part, key) in expired:
                 self.store.delete(key)
         return commit
 
+    def _retired(self, part: str, write_id: str, now: str) -> dict[str, str]:
+        """Every write of `part` other than `write_id`, with when it was first seen retired."""
+        previous = self._marker(part)
+        retired = dict(previous.retired) if previous else {}
+        dirs = {w for k in self.store.list(part + "/") if (w := _write_of(part, k))}
+        for other in dirs - {write_id}:
+            retired.setdefault(other, now)
+        retired.pop(write_id, None)
+        return {w: at for w, at in retired.items() if w in dirs}
+
+    # -- the write lock ---------------------------------------------------
+    def _lock(self, part: str) -> WriteLock | None:
+        try:
+            return WriteLock(**json.loads(self.store.get_bytes(f"{part}/{LOCK}")))
+        except FileNotFoundError:
+            return None
+
+    def _acquire(self, part: str, write_id: str) -> None:
+        held = self._lock(part)
+        if held is not None and not held.stale(self.lock_ttl):
+            raise ConcurrentWrite(f"{part} is being written by {held.host} pid {held.pid} (write {held.write_id}, "
+                                  f"since {held.acquired_at}); retry when it is done")
+        mine = WriteLock(write_id, socket.gethostname(), os.getpid(), datetime.now(UTC).isoformat())
+        self.store.put_bytes(f"{part}/{LOCK}", json.dumps(asdict(mine)).encode())
+        self._check_owner(part, write_id)
+
+    def _check_owner(self, part: str, write_id: str) -> None:
+        held = self._lock(part)
+        if held is None or held.write_id != write_id:
+            who = f"{held.host} pid {held.pid} (write {held.write_id})" if held else "nobody"
+            raise ConcurrentWrite(f"write {write_id} of {part} lost its lock: now held by {who}")
+
+    def _release(self, part: str, write_id: str) -> None:
+        held = self._lock(part)
+        if held is not None and held.write_id == write_id:
+            self.store.delete(f"{part}/{LOCK}")
+
     # -- reads ------------------------------------------------------------
-    def commit_info(self, zone: str, table: str, ds: str | date) -> Commit:
-        part = self.partition_key(zone, table, ds)
+    def _marker(self, part: str) -> Commit | None:
         try:
             return Commit(**json.loads(self.store.get_bytes(f"{part}/{MARKER}")))
         except FileNotFoundError:
-            raise PartitionNotFound(f"partition {part} does not exist in {self.store.uri}") from None
+            return None
+
+    def commit_info(self, zone: str, table: str, ds: str | date) -> Commit:
+        part = self.partition_key(zone, table, ds)
+        commit = self._marker(part)
+        if commit is None:
+            raise PartitionNotFound(f"partition {part} does not exist in {self.store.uri}")
+        return commit
 
     def exists(self, zone: str, table: str, ds: str | date) -> bool:
         return self.store.exists(f"{self.partition_key(zone, table, ds)}/{MARKER}")
@@ -151,7 +266,22 @@ class Lake:
         part = self.partition_key(zone, table, ds)
         return [self.store.url(f"{part}/{f}") for f in self.commit_info(zone, table, ds).files]
 
+    def committed_files(self, zone: str, table: str) -> list[str]:
+        """URLs of the committed files of every partition of a table, by `ds` (for dbt and Feast;
+        each URL holds `ds=YYYY-MM-DD/`, so engines can take `ds` from the path)."""
+        return [url for ds in self.list_partitions(zone, table) for url in self.partition_files(zone, table, ds)]
+
     def read_partition(self, zone: str, table: str, ds: str | date, columns: list[str] | None = None) -> pa.Table:
+        """The committed version of one partition (re-read through the marker once if an
+        overwrite retired the files of the version first read)."""
+        try:
+            return self._read_commit(zone, table, ds, columns)
+        except PartitionNotFound:
+            raise
+        except FileNotFoundError:
+            return self._read_commit(zone, table, ds, columns)
+
+    def _read_commit(self, zone: str, table: str, ds: str | date, columns: list[str] | None) -> pa.Table:
         part = self.partition_key(zone, table, ds)
         tables = [
             pq.read_table(io.BytesIO(self.store.get_bytes(f"{part}/{f}")), columns=columns)
@@ -175,11 +305,19 @@ class Lake:
         self, zone: str, table: str, start: str | date | None = None, end: str | date | None = None
     ) -> list[str]:
         """The committed `ds` values of a table, sorted, optionally within [start, end]."""
-        keys = self.store.list(f"{zone}/{table}/")
-        found = sorted({m.group(1) for k in keys if k.endswith("/" + MARKER) and (m := _DS_RE.search(k))})
+        prefix = f"{zone}/{table}/"
+        found = sorted({ds for k in self.store.list(prefix)
+                        if k.endswith("/" + MARKER) and (ds := _partition_ds(k[len(prefix):-len(MARKER) - 1]))})
         lo = to_ds(start) if start else "0000-00-00"
         hi = to_ds(end) if end else "9999-99-99"
         return [ds for ds in found if lo <= ds <= hi]
+
+    def unknown_entries(self, zone: str, table: str) -> list[str]:
+        """Entries of a table's directory that are not a `ds=YYYY-MM-DD` partition (a stray copy,
+        a misplaced file): readers ignore them; the raw gate reports them."""
+        prefix = f"{zone}/{table}/"
+        names = {k[len(prefix):].split("/")[0] for k in self.store.list(prefix)}
+        return sorted(n for n in names if not _partition_ds(n))
 
     def list_tables(self, zone: str) -> list[str]:
         return sorted({k.split("/")[1] for k in self.store.list(f"{zone}/") if "/ds=" in k})
@@ -188,3 +326,18 @@ class Lake:
         """Write several tables of one `ds` (each atomically; order is the dict's)."""
         return {name: self.write_partition(zone, name, ds, data) for name, data in tables.items()}
 
+
+def _partition_ds(name: str) -> str | None:
+    """The `ds` of a partition directory name `ds=YYYY-MM-DD` (a real date), else None."""
+    if not (m := _PARTITION_RE.fullmatch(name)):
+        return None
+    try:
+        return date.fromisoformat(m.group(1)).isoformat()
+    except ValueError:
+        return None
+
+
+def _write_of(part: str, key: str) -> str | None:
+    """The write id of a key under `part/_w<write_id>/`, else None (the marker, the lock)."""
+    m = _WRITE_RE.fullmatch(key[len(part) + 1:].split("/")[0])
+    return m.group(1) if m else None

@@ -4,18 +4,29 @@ Layout under the releases root (a directory or `s3://bucket/prefix`):
   <release_id>/<files...>      the artifacts (model, SID trie, FAISS index, pool, metrics)
   <release_id>/manifest.json   written after every artifact: its presence marks a complete release
   CURRENT                      {"release_id": ...}: the serving pointer, moved last
-  HISTORY.jsonl                every pointer move (for `rollback`)
+  HISTORY.jsonl                every pointer move {at, action, from, to}, written before the move
 
 A publish uploads every artifact, then the manifest, then moves `CURRENT` in
 one atomic object write. A failure at any point before that leaves the
 previous release current and intact; a release without a manifest is
 incomplete and can never become current.
+
+`CURRENT` never moves backwards by itself: a publish (`advance`) moves it only to a
+release whose `ds` is >= the current one's and that was not rolled back. Only an
+explicit `promote` (`set_current`) or `rollback` moves it anywhere else.
+
+Each move appends its history entry *before* writing `CURRENT`, so a crash in
+between leaves an entry for a move that never happened; `rollback` tells those
+apart (the next entry's `from`, or `CURRENT` itself, is not that entry's `to`) and
+only walks back over releases that really were current, skipping every release
+that was rolled back (until it is promoted again).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,7 +69,8 @@ class ReleaseStore:
     def publish(
         self, release_id: str, files: Mapping[str, bytes | Path], manifest: Mapping, *, make_current: bool = True
     ) -> Release:
-        """Upload `files`, then `manifest.json`, then (optionally) move `CURRENT`."""
+        """Upload `files`, then `manifest.json`, then (optionally) `advance` `CURRENT` to it."""
+        _check_id(release_id)
         if self.store.exists(f"{release_id}/{MANIFEST}"):
             raise ReleaseError(f"release {release_id} already exists; releases are immutable")
         sizes = {}
@@ -74,18 +86,44 @@ class ReleaseStore:
         }
         self.store.put_bytes(f"{release_id}/{MANIFEST}", json.dumps(full, indent=2, sort_keys=True).encode())
         if make_current:
-            self.set_current(release_id)
+            self.advance(release_id)
         return Release(release_id, full)
 
+    def advance(self, release_id: str) -> bool:
+        """Make a freshly published release current unless that moves `CURRENT` backwards.
+
+        Moves only if the release's `ds` is >= the current release's (a release without a
+        `ds` always moves) and it was never rolled back. Returns whether `CURRENT` moved.
+        """
+        new, current = self.get(release_id), self.current_id()
+        if current == release_id:
+            return False
+        if release_id in self._rolled_back(self._moves()):
+            log.info("not serving %s: it was rolled back (`promote` it to serve it again)", release_id)
+            return False
+        if current is not None:
+            new_ds, current_ds = release_ds(new), release_ds(self.get(current))
+            if new_ds and current_ds and new_ds < current_ds:
+                log.info("published %s; %s (ds=%s) stays current", release_id, current, current_ds)
+                return False
+        self._move(release_id, "publish")
+        return True
+
     def set_current(self, release_id: str) -> None:
-        """Point `CURRENT` at a complete release (one atomic write) and log the move."""
+        """Point `CURRENT` at any complete release (an explicit `promote`, backwards too)."""
+        self._move(self.get(release_id).release_id, "promote")
+
+    def _move(self, release_id: str, action: str) -> None:
+        """Log the move in `HISTORY.jsonl`, then point `CURRENT` at the (complete) release."""
         self.get(release_id)  # raises if missing or incomplete
         previous = self.current_id()
-        self.store.put_bytes(POINTER, json.dumps({"release_id": release_id}).encode())
-        entry = {"at": datetime.now(UTC).isoformat(), "from": previous, "to": release_id}
+        if previous == release_id:
+            return
+        entry = {"at": datetime.now(UTC).isoformat(), "action": action, "from": previous, "to": release_id}
         history = self.store.get_bytes(HISTORY) if self.store.exists(HISTORY) else b""
         self.store.put_bytes(HISTORY, history + (json.dumps(entry) + "\n").encode())
-        log.info("release pointer moved: %s -> %s", previous, release_id)
+        self.store.put_bytes(POINTER, json.dumps({"release_id": release_id}).encode())
+        log.info("release pointer moved (%s): %s -> %s", action, previous, release_id)
 
     def current_id(self) -> str | None:
         if not self.store.exists(POINTER):
@@ -99,6 +137,7 @@ class ReleaseStore:
             if current is None:
                 raise ReleaseError(f"no current release in {self.store.uri}")
             release_id = current
+        _check_id(release_id)
         try:
             manifest = json.loads(self.store.get_bytes(f"{release_id}/{MANIFEST}"))
         except FileNotFoundError:
@@ -122,12 +161,53 @@ class ReleaseStore:
         return rows
 
     def rollback(self) -> str:
-        """Make the release that was current before the last move current again."""
-        if not self.store.exists(HISTORY):
+        """Make current the release served before the current one, skipping rolled-back releases.
+
+        Repeated rollbacks keep walking back (never forward to a release they rolled back).
+        """
+        moves, current = self._moves(), self.current_id()
+        if not moves:
             raise ReleaseError("no release history: nothing to roll back to")
-        moves = [json.loads(line) for line in self.store.get_bytes(HISTORY).decode().splitlines() if line]
-        target = moves[-1]["from"]
-        if target is None:
-            raise ReleaseError(f"release {moves[-1]['to']} was the first release: nothing to roll back to")
-        self.set_current(target)
-        return target
+        skip = self._rolled_back(moves) | {current}
+        for rid in reversed(self._served(moves, current)):
+            if rid not in skip and self.store.exists(f"{rid}/{MANIFEST}"):
+                self._move(rid, "rollback")
+                return rid
+        raise ReleaseError(f"no release served before {current} that was not rolled back: nothing to roll back to")
+
+    def _moves(self) -> list[dict]:
+        if not self.store.exists(HISTORY):
+            return []
+        return [json.loads(line) for line in self.store.get_bytes(HISTORY).decode().splitlines() if line]
+
+    @staticmethod
+    def _served(moves: list[dict], current: str | None) -> list[str]:
+        """The releases that really were current, in order (a logged move whose pointer write
+        never happened is followed by an entry, or a `CURRENT`, that does not start from it)."""
+        after = [m.get("from") for m in moves[1:]] + [current]
+        return [m["to"] for m, nxt in zip(moves, after, strict=True) if nxt == m["to"]]
+
+    @staticmethod
+    def _rolled_back(moves: list[dict]) -> set[str]:
+        """Releases a rollback moved away from and no later `promote` brought back."""
+        out: set[str] = set()
+        for m in moves:
+            if m.get("action") == "rollback" and m.get("from"):
+                out.add(m["from"])
+            elif m.get("action") == "promote":
+                out.discard(m["to"])
+        return out
+
+
+def release_ds(release: Release) -> str | None:
+    """The data date of a release: its manifest's `ds`, else the `ds=YYYY-MM-DD` of its id."""
+    if release.manifest.get("ds"):
+        return str(release.manifest["ds"])
+    match = re.match(r"ds=(\d{4}-\d{2}-\d{2})", release.release_id)
+    return match.group(1) if match else None
+
+
+def _check_id(release_id: str) -> None:
+    """A release id is one key segment (it names a folder of the releases root)."""
+    if not release_id or "/" in release_id or release_id in (".", "..", POINTER, HISTORY):
+        raise ReleaseError(f"invalid release id {release_id!r}: expected one path segment like ds=YYYY-MM-DD-<hash>")

@@ -4,6 +4,10 @@ Both offer the same small API over `/`-separated keys: `put_bytes` (atomic for
 one object: a reader sees the old bytes or the new ones), `get_bytes`,
 `exists`, `list(prefix)`, `delete`. Multi-object atomicity is built on top of
 this by the callers (commit markers, pointers that move last).
+
+Every key is checked first (`check_key`): relative, no empty, `.` or `..` segment, so no
+key can reach outside the store's root. Only a missing object reads as missing
+(`FileNotFoundError`, `exists() is False`); any other error (denied, network) propagates.
 """
 
 from __future__ import annotations
@@ -14,6 +18,23 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+
+class InvalidKey(ValueError):
+    """A key that could name something outside the store (absolute, `..`, empty segment)."""
+
+
+def check_key(key: str, *, prefix: bool = False) -> str:
+    """`key` if it is a valid relative `/`-separated key, else `InvalidKey`.
+
+    A `prefix` (of `list`, `url`) may also be empty or end with one `/`.
+    """
+    body = key[:-1] if prefix and key.endswith("/") else key
+    if prefix and body == "":
+        return key
+    if any(seg in ("", ".", "..") for seg in body.split("/")):  # also catches "/abs" and "a//b"
+        raise InvalidKey(f"invalid store key {key!r}: keys are relative, with no empty, '.' or '..' segment")
+    return key
 
 
 class ObjectStore(Protocol):
@@ -34,8 +55,8 @@ class LocalStore:
         self.root = Path(root).absolute()
         self.uri = str(self.root)
 
-    def _path(self, key: str) -> Path:
-        return self.root / key
+    def _path(self, key: str, *, prefix: bool = False) -> Path:
+        return self.root / check_key(key, prefix=prefix)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -62,6 +83,7 @@ class LocalStore:
 
     def list(self, prefix: str = "") -> list[str]:
         # walk only the deepest directory the prefix names, not the whole root
+        check_key(prefix, prefix=True)
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return []
@@ -72,7 +94,7 @@ class LocalStore:
         self._path(key).unlink(missing_ok=True)
 
     def url(self, key: str) -> str:
-        return str(self._path(key))
+        return str(self._path(key, prefix=True))
 
 
 @dataclass
@@ -98,17 +120,22 @@ class S3Store:
         self.loc = S3Location.parse(uri)
         self.client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
 
-    def _key(self, key: str) -> str:
+    def _key(self, key: str, *, prefix: bool = False) -> str:
+        check_key(key, prefix=prefix)
         return f"{self.loc.prefix}/{key}" if self.loc.prefix else key
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.loc.bucket, Key=self._key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
         try:
             return self.client.get_object(Bucket=self.loc.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"{self.url(key)}: no such object") from None
+        except ClientError as err:
+            if _missing(err):
+                raise FileNotFoundError(f"{self.url(key)}: no such object") from None
+            raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -116,13 +143,15 @@ class S3Store:
         try:
             self.client.head_object(Bucket=self.loc.bucket, Key=self._key(key))
             return True
-        except ClientError:
-            return False
+        except ClientError as err:
+            if _missing(err):
+                return False
+            raise
 
     def list(self, prefix: str = "") -> list[str]:
         strip = len(self.loc.prefix) + 1 if self.loc.prefix else 0
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.loc.bucket, Prefix=self._key(prefix)
+            Bucket=self.loc.bucket, Prefix=self._key(prefix, prefix=True)
         )
         return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", []))
 
@@ -130,7 +159,15 @@ class S3Store:
         self.client.delete_object(Bucket=self.loc.bucket, Key=self._key(key))
 
     def url(self, key: str) -> str:
-        return f"{self.uri}/{key}"
+        return f"{self.uri}/{check_key(key, prefix=True)}"
+
+
+def _missing(err) -> bool:
+    """Whether a botocore `ClientError` says the object is absent (and nothing worse).
+
+    A HEAD carries no error body, so its bare 404 (missing key, or missing bucket) counts too.
+    """
+    return err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def open_store(uri: str, endpoint_url: str | None = None, region: str = "us-east-1") -> ObjectStore:

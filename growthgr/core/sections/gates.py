@@ -32,12 +32,18 @@ class GatesConfig(StrictModel):
     # SID table.
     sid_codebook_size: int = Field(256, ge=2)      # Settings.gates_config(): tokenizer.codebook_size
     sid_max_collision_rate: float = Field(0.05, ge=0, le=1)  # Settings.gates_config(): tokenizer's
+    # Model gate of publish: the held-out headline figure (ItemLTV test-cohort MSE, lower is
+    # better) may exceed the serving release's by at most this fraction. The test cohorts move
+    # with ds, so this also absorbs cohort-to-cohort variation.
+    publish_max_regression: float = Field(0.5, ge=0)
     build_data_docs: bool = True
 
 
 PROFILES: dict[str, dict[str, Any]] = {
     # tiny codebooks (tokenizer tiny: K=16 per level) collide far more often on the prefix
-    "tiny": {"volume_min_rows": 50, "pool_max_size": 1_000, "sid_max_collision_rate": 0.4},
+    # tiny: ~20 test items per cohort, the test MSE swings several-fold from day to day
+    "tiny": {"volume_min_rows": 50, "pool_max_size": 1_000, "sid_max_collision_rate": 0.4,
+             "publish_max_regression": 10.0},
     "demo": {},
     "large": {"volume_min_rows": 1_000, "pool_max_size": 1_000_000},
 }
