@@ -1,11 +1,15 @@
-"""Run the DAGs under a local Airflow 3 (SQLite metadata DB): for `make demo`, tests and backfills.
+"""Run the DAGs under a local Airflow 3 (SQLite metadata DB by default): for `make demo`, tests and backfills.
 
 `airflow_env(home)` gives the environment of a self-contained Airflow home
-(DAGs folder = this repo's `dags/`, no examples, SQLite DB in `home`);
+(DAGs folder = this repo's `dags/`, no examples, SQLite DB in `home`, or the
+SQLAlchemy URL passed as `sql_conn`, e.g. `postgresql+psycopg2://...`);
 `prepare(home)` migrates the DB and creates the single-slot pools;
 `run_day(dag_id, ds)` runs one DAG run in-process with `dag.test()` and
 returns its final state (dag.test logs task failures instead of raising, so
-callers must look at the state). Production uses a real scheduler with
+callers must look at the state); `start_airflow(home)` runs the real services
+(scheduler + LocalExecutor, DAG processor, API server on 127.0.0.1) for
+backfills and triggered runs driven with the `airflow` CLI, `.stop()` ends
+them. Production uses a real scheduler with
 PostgreSQL and the Celery or Kubernetes executor (see README).
 """
 
@@ -70,29 +74,31 @@ def raw_logs_asset():
     return Asset("growthgr://lake/raw")
 
 
-def airflow_env(home: str | Path) -> dict[str, str]:
+def airflow_env(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
+    """The environment of the Airflow home `home`; its metadata DB is `sql_conn` (a SQLAlchemy URL)
+    or, by default, `home/airflow.db` (SQLite)."""
     home = Path(home).absolute()
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_conn or f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "SCARF_ANALYTICS": "false",
     }
 
 
-def prepare(home: str | Path) -> dict[str, str]:
+def prepare(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
     """Migrate the metadata DB and create the pools (idempotent). Sets the env in this process."""
-    env = airflow_env(home)
+    env = airflow_env(home, sql_conn)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
     airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env={**os.environ}, check=True, capture_output=True)
-    for name, description in POOLS.items():
-        subprocess.run([airflow, "pools", "set", name, "1", description], env={**os.environ}, check=True,
-                       capture_output=True)
+    for args in (["db", "migrate"], *(["pools", "set", name, "1", text] for name, text in POOLS.items())):
+        proc = subprocess.run([airflow, *args], env={**os.environ}, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return env
 
 
@@ -144,6 +150,16 @@ def _airflow() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
 
+def as_ds(value) -> str | None:
+    """The day of a timestamp column as the metadata DB returns it: an ISO string (SQLite) or an
+    aware datetime (PostgreSQL)."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date().isoformat()
+    return value[:10] if value else None
+
+
 @dataclass
 class LocalAirflow:
     """A running scheduler + DAG processor + API server for one Airflow home (see `start_airflow`)."""
@@ -152,6 +168,7 @@ class LocalAirflow:
     env: dict[str, str]
     port: int
     procs: dict = field(default_factory=dict)  # name -> subprocess.Popen
+    sql_conn: str | None = None  # None: SQLite in home
 
     @property
     def db(self) -> Path:
@@ -165,7 +182,18 @@ class LocalAirflow:
         return proc
 
     def query(self, sql: str, *params) -> list[tuple]:
-        """A read-only query on the SQLite metadata DB (cheaper than polling with the CLI)."""
+        """A read-only query on the metadata DB (cheaper than polling with the CLI); `?` placeholders."""
+        if self.sql_conn and self.sql_conn.startswith("postgresql"):
+            import psycopg2
+
+            con = psycopg2.connect("postgresql:" + self.sql_conn.split(":", 1)[1], connect_timeout=30)
+            try:
+                con.set_session(readonly=True, autocommit=True)
+                with con.cursor() as cur:
+                    cur.execute(sql.replace("?", "%s"), params)
+                    return cur.fetchall()
+            finally:
+                con.close()
         import sqlite3
 
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
@@ -178,7 +206,7 @@ class LocalAirflow:
         """Every run of `dag_id`: run_id, state, run_type, ds (of the logical date) and backfill_id."""
         rows = self.query("SELECT run_id, state, run_type, logical_date, backfill_id FROM dag_run "
                           "WHERE dag_id = ? ORDER BY id", dag_id)
-        return [{"run_id": r, "state": s, "run_type": t, "ds": ld[:10] if ld else None, "backfill_id": b}
+        return [{"run_id": r, "state": s, "run_type": t, "ds": as_ds(ld), "backfill_id": b}
                 for r, s, t, ld, b in rows]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
@@ -263,9 +291,10 @@ class LocalAirflow:
 
 
 def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, cron: bool = False,
-                  parallelism: int = 2, timeout: float = 180) -> LocalAirflow:
+                  parallelism: int = 2, timeout: float = 180, sql_conn: str | None = None) -> LocalAirflow:
     """Prepare `home` and start its services; returns once the scheduler and DAG processor are
-    healthy and every DAG of the folder is serialized. Stop it with `.stop()`.
+    healthy and every DAG of the folder is serialized. Stop it with `.stop()`. `sql_conn`: the
+    metadata DB (a SQLAlchemy URL, e.g. a PostgreSQL one as in production; default SQLite in home).
 
     `cron=False` sets `[scheduler] use_job_schedule = False`: the scheduler creates no runs of its
     own (unpausing a DAG would otherwise start a run for the latest interval, i.e. yesterday),
@@ -274,13 +303,13 @@ def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, 
     import secrets
     import urllib.request
 
-    prepare(home)  # also exports the home's env in this process
+    prepare(home, sql_conn)  # also exports the home's env in this process
     home = Path(home).absolute()
     port = free_port()
     secret = secrets.token_urlsafe(32)
     env = {
         **os.environ,
-        **airflow_env(home),
+        **airflow_env(home, sql_conn),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
@@ -298,7 +327,7 @@ def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, 
         "scheduler": ["scheduler", "--skip-serve-logs"],  # no log server on 0.0.0.0:8793
     }
     (home / "services").mkdir(exist_ok=True)
-    airflow = LocalAirflow(home, env, port, {})
+    airflow = LocalAirflow(home, env, port, {}, sql_conn)
     try:
         for name, args in commands.items():
             log = open(home / "services" / f"{name}.log", "ab")

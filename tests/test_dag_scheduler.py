@@ -1,18 +1,23 @@
-"""The daily DAG under a real Airflow 3 scheduler, as a data engineer runs it (issue 22).
+"""The daily DAG under a real Airflow 3 scheduler, production-shaped (issues 22 and 19).
 
 `growthgr.airflow_local.start_airflow` starts an API server (the task workers report to its
-execution API), a DAG processor and a scheduler with the LocalExecutor on a temporary home
-(SQLite metadata DB), all on 127.0.0.1; every task runs in its own worker process, which
-inherits this environment (tiny profile, lake and release store under tmp). The world is the
-issue's reproduction: `growthgr simulate --profile tiny --start 2026-01-01 --days 45 --seed 11`
-with the label cohorts of the earlier days backfilled.
+execution API), a DAG processor and a scheduler with the LocalExecutor on a temporary home,
+all on 127.0.0.1; the metadata DB is PostgreSQL, as in production: a private cluster of the
+Debian `postgresql` package (`initdb` + `pg_ctl` on a free port, as the `postgres` user when
+run as root), started here and removed at the end. Every task runs in its own worker process,
+which inherits this environment (tiny profile, lake and release store under tmp, one retry
+with no delay). The world is the issue's reproduction: `growthgr simulate --profile tiny
+--start 2026-01-01 --days 45 --seed 11` with the label cohorts of the earlier days backfilled.
+Without the PostgreSQL binaries the test skips, except in CI (`CI=true`), where it fails.
 
 The scheduler does not create runs of its own (`[scheduler] use_job_schedule = False`):
 unpausing the DAG would otherwise start a run for yesterday's interval on a world that ends in
 February. Scenario, with the Airflow CLI:
   1. `airflow backfill create` of 2026-02-13..14 (one run at a time, as the DAG's
-     max_active_runs): both runs succeed, write ds=2026-02-13/14 and nothing else, and publish
-     one release each;
+     max_active_runs); while `spark_jobs` of 2026-02-13 runs Spark, its task process is killed
+     with SIGKILL: Airflow retries it (try 2) and its outputs equal those of an undisturbed run
+     (`growthgr.pipeline.spark` on a copy of the lake taken before); both runs succeed, write
+     ds=2026-02-13/14 and nothing else, and publish one release each;
   2. the platform delivers 2026-02-15; `airflow dags trigger --logical-date 2026-02-15` writes
      and publishes ds=2026-02-15 (not the day before "now");
   3. the same backfill again creates no run: lake and release store are unchanged.
@@ -20,12 +25,20 @@ February. Scenario, with the Airflow CLI:
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
-from growthgr.airflow_local import airflow_env, start_airflow
+from growthgr.airflow_local import airflow_env, as_ds, free_port, start_airflow
 from growthgr.core import catalog
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
@@ -40,11 +53,57 @@ MANUAL = "2026-02-15"
 RUN_DAYS = {*BACKFILL, MANUAL}
 TRAINING_SET = tuple(catalog.training_set(SERVICE))[:2]
 RUN_TIMEOUT = 600  # seconds per wait (one day takes 1.5-3 min on 2 busy cores)
+KILLED = (BACKFILL[0], "spark_jobs")  # the task whose process is killed (ds, task id)
+
+
+def _postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL server's bin/ (Debian: /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(found[-1]).parent if found else None
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """The issue's tiny world (45 days from 2026-01-01, seed 11) and a running local Airflow."""
+def postgres():
+    """A private PostgreSQL cluster on 127.0.0.1:<free port> with an `airflow` database; yields its
+    SQLAlchemy URL. PostgreSQL refuses to run as root: then the cluster belongs to `postgres`."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        reason = "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin; apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must run this test (.ci/run installs the package)")
+        pytest.skip(reason)
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    top = Path(tempfile.mkdtemp(prefix="growthgr-pg-"))  # not under pytest's root-only tmp
+    if as_user:
+        shutil.chown(top, "postgres", "postgres")
+    data, port = top / "data", free_port()
+
+    def pg(tool: str, *args: str) -> None:
+        subprocess.run([*as_user, str(bin_dir / tool), *args], check=True, capture_output=True, text=True,
+                       cwd=top)
+
+    try:
+        pg("initdb", "-D", str(data), "-U", "airflow", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={top} -c timezone=UTC "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")  # a throwaway cluster
+        pg("pg_ctl", "start", "-D", str(data), "-l", str(top / "postgres.log"), "-w", "-t", "60", "-o", options)
+        try:
+            pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow")
+            yield f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
+        finally:
+            pg("pg_ctl", "stop", "-D", str(data), "-m", "fast", "-w", "-t", "60")
+    except subprocess.CalledProcessError as exc:
+        log = (top / "postgres.log").read_text() if (top / "postgres.log").exists() else ""
+        raise RuntimeError(f"{exc.cmd} failed: {exc.stderr}\n{log}") from exc
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, postgres):
+    """The issue's tiny world (45 days from 2026-01-01, seed 11), the outputs of an undisturbed
+    `spark_jobs` for KILLED's day (on a copy of the lake) and a running local Airflow."""
+    from growthgr import pipeline
     from growthgr.simulator.run import simulate
     from spark_jobs.jobs import backfill
 
@@ -56,15 +115,23 @@ def world(tmp_path_factory):
         "GROWTHGR_RELEASES_ROOT": str(top / "releases"),
         "GROWTHGR_SPARK__DRIVER_HOST": "127.0.0.1",  # Spark in the task processes: loopback only
         "SPARK_LOCAL_IP": "127.0.0.1",
-        **airflow_env(top / "airflow"),  # start_airflow exports these here too: undone below
+        "GROWTHGR_ORCHESTRATION__RETRIES": "1",  # as in production (the tiny profile has none)
+        "GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES": "0",
+        **airflow_env(top / "airflow", postgres),  # start_airflow exports these here too: undone below
     }.items():
         mp.setenv(key, value)
     s = load_settings()
     simulate(Lake.from_settings(s), s.simulator, seed=11, start="2026-01-01", days=45, progress=False)
     backfill(Lake.from_settings(s), s.spark, s.storage, "itemltv_labels", "2026-02-06", "2026-02-12")
-    airflow = start_airflow(top / "airflow")
+    # the undisturbed run of the task to be killed, in this process (its Spark session is up)
+    reference = s.model_copy(update={"lake_root": str(top / "lake_reference")})
+    shutil.copytree(s.lake_root, reference.lake_root)
+    before = _snapshot(reference.lake_root)
+    pipeline.spark(reference, KILLED[0])
+    expected = {key for key in _changed(before, _snapshot(reference.lake_root)) if key[2] == KILLED[0]}
+    airflow = start_airflow(top / "airflow", sql_conn=postgres)
     try:
-        yield s, airflow
+        yield s, airflow, (Lake.open(reference.lake_root), expected)
     finally:
         airflow.stop()
         mp.undo()
@@ -80,13 +147,17 @@ def _snapshot(lake_root: str) -> dict:
             for z in zones for t in lake.list_tables(z) for ds in lake.list_partitions(z, t)}
 
 
+def _changed(before: dict, after: dict) -> set:
+    return {key for key, write_id in after.items() if before.get(key) != write_id}
+
+
 def _written(before: dict, after: dict) -> set:
     """Partitions (zone, table, ds) added or rewritten between two snapshots.
 
     Apart from the run's own ds, a run may only add training sets of earlier sample partitions
     that have none yet (`growthgr.pipeline.training_set`: the first run builds them for the
     label cohorts backfilled before it); it never rewrites another day."""
-    changed = {key for key, write_id in after.items() if before.get(key) != write_id}
+    changed = _changed(before, after)
     others = {key for key in changed if key[2] not in RUN_DAYS}
     assert all(key[:2] == TRAINING_SET and key not in before for key in others), sorted(others)
     return changed - others
@@ -96,25 +167,86 @@ def _release_ids(s) -> list[str]:
     return [r["release_id"] for r in ReleaseStore.from_settings(s).list() if r["complete"]]
 
 
+def _frame(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame:
+    """A partition's rows in a canonical order (sorted on every non-nested column)."""
+    data = lake.read_partition(zone, table, ds)
+    keys = [f.name for f in data.schema if not pa.types.is_nested(f.type)]
+    return data.sort_by([(k, "ascending") for k in keys]).to_pandas()
+
+
+def _kill_task_process(airflow, ds: str, task_id: str) -> dict:
+    """Wait until `task_id` of the run for `ds` runs Spark, then SIGKILL its task process (the
+    task runner the supervisor forked: pid in `task_instance.pid`, titled `airflow worker -- <ti
+    id>`; not the supervisor, the executor or the scheduler). Returns what was killed."""
+    import psutil
+
+    def running():
+        run = next((r for r in airflow.dag_runs(DAG) if r["ds"] == ds), None)
+        if run is None:
+            return None
+        rows = airflow.query("SELECT id, state, pid, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? "
+                             "AND task_id = ?", DAG, run["run_id"], task_id)
+        if not rows:
+            return None
+        ti_id, state, pid, try_number = rows[0]
+        assert state not in ("success", "failed", "up_for_retry"), f"{task_id} {ds} ended ({state}) before the kill"
+        if state != "running" or not pid:
+            return None
+        try:
+            proc = psutil.Process(pid)
+            spark = [c for c in proc.children(recursive=True) if c.name() == "java"]
+            if str(ti_id) in " ".join(proc.cmdline()) and spark:
+                return {"run_id": run["run_id"], "pid": pid, "try_number": try_number, "proc": proc, "jvm": spark}
+        except psutil.NoSuchProcess:
+            pass
+        return None
+
+    victim = airflow.wait(f"{task_id} of {ds} running Spark", running, RUN_TIMEOUT, poll=0.5)
+    victim["proc"].send_signal(signal.SIGKILL)
+    victim["proc"].wait(timeout=30)
+    # the Spark JVM exits when its Python driver's pipe closes (PySpark's gateway watches stdin)
+    _, orphans = psutil.wait_procs(victim["jvm"], timeout=60)
+    for p in orphans:
+        p.kill()
+    assert not orphans, f"the killed task's Spark JVM outlived it: {orphans}"
+    return victim
+
+
 def _failure(airflow, runs) -> str:
     return "; ".join(f"{r['run_id']}: {r['state']} {airflow.task_states(DAG, r['run_id'])}" for r in runs.values()) + \
         f" (task logs under {airflow.home / 'logs'})"
 
 
 def test_backfill_and_manual_run_under_the_scheduler(world):
-    s, airflow = world
+    s, airflow, (reference, expected) = world
     timings = {}
     before = _snapshot(s.lake_root)
 
-    # 1. backfill two days: run by the scheduler, one run at a time
+    # 1. backfill two days: run by the scheduler, one run at a time; one task process is killed
     t0 = time.monotonic()
     airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
                 "--max-active-runs", "1")
     airflow.cli("dags", "unpause", DAG)  # queued runs of a paused DAG never start
+    killed = _kill_task_process(airflow, *KILLED)
+    assert killed["try_number"] == 1
     runs = airflow.wait_for_runs(DAG, BACKFILL, timeout=RUN_TIMEOUT)
     timings["backfill"] = time.monotonic() - t0
     assert all(r["state"] == "success" and r["run_type"] == "backfill" for r in runs.values()), _failure(airflow, runs)
     assert all(set(airflow.task_states(DAG, r["run_id"]).values()) == {"success"} for r in runs.values())
+    # the killed try failed and was retried once; no other task needed a retry
+    tries = {(r["ds"], t): n for r in runs.values() for t, n in
+             airflow.query("SELECT task_id, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                           DAG, r["run_id"])}
+    assert tries.pop(KILLED) == 2 and set(tries.values()) == {1}, tries
+    history = airflow.query("SELECT try_number, state FROM task_instance_history WHERE dag_id = ? AND run_id = ? "
+                            "AND task_id = ?", DAG, killed["run_id"], KILLED[1])
+    assert [n for n, _ in history] == [1] and history[0][1] in ("up_for_retry", "failed"), history
+    # ... and the retry wrote what an undisturbed run writes
+    retried = {key for key in _changed(before, _snapshot(s.lake_root)) if key[2] == KILLED[0]}
+    assert expected and expected <= retried, sorted(expected - retried)
+    for zone, table, ds in sorted(expected):
+        pd.testing.assert_frame_equal(_frame(Lake.from_settings(s), zone, table, ds), _frame(reference, zone, table, ds),
+                                      obj=f"{zone}/{table}/ds={ds}")
 
     after_backfill = _snapshot(s.lake_root)
     written = _written(before, after_backfill)
@@ -149,7 +281,7 @@ def test_backfill_and_manual_run_under_the_scheduler(world):
                 "--max-active-runs", "1")
     skipped = airflow.query("SELECT logical_date, exception_reason FROM backfill_dag_run WHERE backfill_id = "
                             "(SELECT max(id) FROM backfill WHERE dag_id = ?)", DAG)
-    assert sorted((ld[:10], reason) for ld, reason in skipped) == [(d, "already exists") for d in BACKFILL]
+    assert sorted((as_ds(ld), reason) for ld, reason in skipped) == [(d, "already exists") for d in BACKFILL]
     assert len(airflow.dag_runs(DAG)) == n_runs
     assert _snapshot(s.lake_root) == lake_before
     assert _release_ids(s) == releases_before

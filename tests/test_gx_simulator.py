@@ -37,7 +37,7 @@ def clean(tmp_path_factory):
     return simulated(tmp_path_factory.mktemp("sim_clean"))
 
 
-@pytest.mark.parametrize("ds", [FAULT_DAY, NEXT_DAY])
+@pytest.mark.parametrize("ds", ["2026-01-01", FAULT_DAY, NEXT_DAY])   # the first day holds the initial catalog
 def test_clean_simulator_days_pass_every_raw_suite(clean, ds):
     result = validate(clean, "raw", ds, build_docs=False)
     assert result.passed, result.summary()

@@ -84,7 +84,7 @@ def setup_logging(level: str | int = "INFO") -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
-    for noisy in ("py4j", "botocore", "urllib3", "filelock", "fsspec"):
+    for noisy in ("py4j", "botocore", "urllib3", "filelock", "fsspec", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
