@@ -151,11 +151,13 @@ def pool(settings: Settings, ds: str) -> dict:
 def publish(settings: Settings, ds: str) -> dict:
     """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics and SID trie.
 
-    Behind the data gates and the model gate; `current` in the result is the serving release
-    afterwards (an older day's release does not demote a newer one).
+    Behind the data gates and the model gate (the day's checkpoint and the serving release's,
+    scored on the day's ItemLTV test cohorts: `score_checkpoints`); `current` in the result is the
+    serving release afterwards (an older day's release does not demote a newer one).
     """
     from growthgr.core.releases import ReleaseStore
     from growthgr.publish import ReleaseInputs, publish_release
+    from models.itemltv.pipeline import score_checkpoints
     from models.itemltv.train import FULL, checkpoint_key, latest_checkpoint_ds
     from models.tokenizer import embed, sids
 
@@ -182,8 +184,11 @@ def publish(settings: Settings, ds: str) -> dict:
     )
     store = ReleaseStore.from_settings(settings)
     release = publish_release(store, inputs, stored_gates(lake, ds), settings.digest(),
-                              max_regression=settings.gates.publish_max_regression)
-    return {"release_id": release.release_id, "pool_size": len(frame), "current": store.current_id()}
+                              max_regression=settings.gates.publish_max_regression,
+                              score=lambda blobs: score_checkpoints(settings.itemltv, lake, ds, blobs))
+    quality = release.manifest.get("model_gate", {}).get("checks", {}).get("quality")
+    return {"release_id": release.release_id, "pool_size": len(frame), "current": store.current_id(),
+            "quality": quality and {k: quality[k] for k in ("candidate", "serving", "limit", "serving_release")}}
 
 
 def _headline(metrics: dict) -> dict:

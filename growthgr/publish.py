@@ -2,8 +2,9 @@
 
 A release is published only when every data gate of the run passed (the caller
 hands over the gate results) and the model gate passes (`model_gate`: finite
-weights and metrics, held-out quality no worse than the serving release's beyond
-`gates.publish_max_regression`; recorded in the manifest under `model_gate`).
+weights and metrics, and the candidate's model scored no worse than the serving
+release's on the same held-out rows, beyond `gates.publish_max_regression`;
+recorded with its figures and data in the manifest under `model_gate`).
 A failed or missing gate publishes nothing and the previous release stays
 current. The release id is derived from the content (`ds=<ds>-<digest>`), so
 re-publishing identical inputs is a no-op (idempotent re-runs), while a changed
@@ -19,14 +20,14 @@ import json
 import logging
 import math
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from growthgr.core.releases import Release, ReleaseStore
+from growthgr.core.releases import Release, ReleaseStore, release_ds
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,11 @@ class ModelGateFailed(PublishRefused):
     """The model gate failed (non-finite weights or metrics, or a quality regression)."""
 
 
-# The headline held-out figure of the ItemLTV report (lower is better): test-cohort MSE on y.
-HEADLINE = ("with_uplift", "mse")
+# The model whose held-out quality the gate compares, and its figure (lower is better): MSE on y.
+MODEL, METRIC = "itemltv.safetensors", "mse"
+# Scores checkpoints (bytes by name: "candidate", "serving") on one set of held-out rows; returns
+# {"scores": {name: {METRIC: ...}}, **what the rows are} (`models.itemltv.pipeline.score_checkpoints`).
+Scorer = Callable[[Mapping[str, bytes]], Mapping]
 
 
 @dataclass
@@ -134,35 +138,47 @@ def _tensors(data: bytes) -> dict[str, np.ndarray]:
         return {k: v.float().numpy() for k, v in load(data).items()}
 
 
-def _headline(metrics: Mapping) -> float | None:
-    value = metrics
-    for part in HEADLINE:
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def held_out_scores(store: ReleaseStore, ds: str, files: Mapping[str, bytes], serving: Release | None,
+                    score: Scorer) -> dict:
+    """`score` the candidate's `MODEL` and, when comparable, the serving release's on the same rows.
+
+    The serving model is left out (`serving_skipped` says why) when nothing serves, the serving
+    release has no `MODEL`, or it is of a later day than `ds` (a backfill: its training cohorts may
+    include the candidate's held-out ones)."""
+    blobs, skipped = {"candidate": files[MODEL]} if MODEL in files else {}, None
+    if serving is None or MODEL not in serving.files:
+        skipped = "no serving model"
+    elif (release_ds(serving) or ds) > ds:
+        skipped = f"serving release is of a later day ({release_ds(serving)}): it may have trained on these rows"
+    else:
+        blobs["serving"] = store.read(serving.release_id, MODEL)
+    scored = dict(score(blobs)) if blobs else {"scores": {}}
+    return {**scored, "serving_release": serving.release_id if serving else None, "serving_skipped": skipped}
 
 
-def model_gate(
-    files: Mapping[str, bytes], metrics: Mapping, serving: Release | None, max_regression: float
-) -> dict:
+def model_gate(files: Mapping[str, bytes], metrics: Mapping, held_out: Mapping, max_regression: float) -> dict:
     """Check a candidate release's models; returns the record for the manifest's `model_gate`.
 
     `finite_weights`: every tensor of every `*.safetensors` file is finite.
     `finite_metrics`: every number in `metrics` is finite.
-    `quality`: the headline held-out figure (`with_uplift.mse`, lower is better) is at most
-    the serving release's times (1 + `max_regression`); passes when nothing serves yet or the
-    serving release has no such figure. Raises `ModelGateFailed` naming the failed checks.
+    `quality`: on the same held-out rows (`held_out`, from `held_out_scores`: the figures by model,
+    the serving release, and what the rows are), the candidate's `METRIC` is finite and at most
+    the serving model's times (1 + `max_regression`); passes without a comparison when no serving
+    model was scored. Raises `ModelGateFailed` naming the failed checks.
     """
     bad_tensors = [f"{name}:{key}" for name, data in sorted(files.items()) if name.endswith(".safetensors")
                    for key, t in sorted(_tensors(data).items())
                    if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t).all()]
     bad_metrics = _non_finite(metrics)
-    candidate = _headline(metrics)
-    baseline = _headline(serving.manifest.get("metrics", {})) if serving else None
+    scores = held_out.get("scores", {})
+    candidate = scores.get("candidate", {}).get(METRIC)
+    baseline = scores.get("serving", {}).get(METRIC)
     limit = None if baseline is None else baseline * (1 + max_regression)
     quality = {
-        "metric": ".".join(HEADLINE), "candidate": candidate, "serving": baseline,
-        "serving_release": serving.release_id if serving else None, "max_regression": max_regression,
-        "limit": limit, "passed": candidate is not None and (limit is None or candidate <= limit),
+        "metric": METRIC, "candidate": candidate, "serving": baseline, "max_regression": max_regression,
+        "limit": limit, "passed": candidate is not None and math.isfinite(candidate)
+        and (limit is None or candidate <= limit), **{k: v for k, v in held_out.items() if k != "scores"},
+        "figures": dict(scores),
     }
     checks = {
         "finite_weights": {"passed": not bad_tensors, "non_finite": bad_tensors},
@@ -178,9 +194,12 @@ def model_gate(
 
 def publish_release(
     store: ReleaseStore, inputs: ReleaseInputs, gates: Mapping[str, bool], config_digest: str, *,
-    max_regression: float,
+    max_regression: float, score: Scorer,
 ) -> Release:
     """Publish `inputs` if every data gate and the model gate pass; idempotent per content.
+
+    `score` measures the candidate's and the serving release's `MODEL` on the same held-out rows
+    (see `held_out_scores`); it runs only when a new release is about to be published.
 
     `CURRENT` moves last, and only forward (see `ReleaseStore.advance`): a backfill or re-run
     of an older day publishes its release and leaves the newer one current.
@@ -206,5 +225,6 @@ def publish_release(
         store.advance(release_id)
         return store.get(release_id)
     serving = store.get("current") if store.current_id() else None
-    manifest["model_gate"] = model_gate(files, inputs.metrics, serving, max_regression)
+    held_out = held_out_scores(store, inputs.ds, files, serving, score)
+    manifest["model_gate"] = model_gate(files, inputs.metrics, held_out, max_regression)
     return store.publish(release_id, files, manifest)

@@ -14,8 +14,9 @@ The scheduler does not create runs of its own (`[scheduler] use_job_schedule = F
 unpausing the DAG would otherwise start a run for yesterday's interval on a world that ends in
 February. Scenario, with the Airflow CLI:
   1. `airflow backfill create` of 2026-02-13..14 (one run at a time, as the DAG's
-     max_active_runs); while `spark_jobs` of 2026-02-13 runs Spark, its task process is killed
-     with SIGKILL: Airflow retries it (try 2) and its outputs equal those of an undisturbed run
+     max_active_runs); once `spark_jobs` of 2026-02-13 has committed item_daily_stats, its task
+     process is killed with SIGKILL in the middle of the next Spark job: Airflow retries it
+     (try 2) and its outputs equal those of an undisturbed run
      (`growthgr.pipeline.spark` on a copy of the lake taken before); both runs succeed, write
      ds=2026-02-13/14 and nothing else, and publish one release each;
   2. the platform delivers 2026-02-15; `airflow dags trigger --logical-date 2026-02-15` writes
@@ -124,6 +125,7 @@ def world(tmp_path_factory, postgres):
     simulate(Lake.from_settings(s), s.simulator, seed=11, start="2026-01-01", days=45, progress=False)
     backfill(Lake.from_settings(s), s.spark, s.storage, "itemltv_labels", "2026-02-06", "2026-02-12")
     # the undisturbed run of the task to be killed, in this process (its Spark session is up)
+    assert not Lake.from_settings(s).exists("curated", "item_daily_stats", KILLED[0])  # written by the task
     reference = s.model_copy(update={"lake_root": str(top / "lake_reference")})
     shutil.copytree(s.lake_root, reference.lake_root)
     before = _snapshot(reference.lake_root)
@@ -174,10 +176,11 @@ def _frame(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame:
     return data.sort_by([(k, "ascending") for k in keys]).to_pandas()
 
 
-def _kill_task_process(airflow, ds: str, task_id: str) -> dict:
-    """Wait until `task_id` of the run for `ds` runs Spark, then SIGKILL its task process (the
-    task runner the supervisor forked: pid in `task_instance.pid`, titled `airflow worker -- <ti
-    id>`; not the supervisor, the executor or the scheduler). Returns what was killed."""
+def _kill_task_process(airflow, ds: str, task_id: str, midway: tuple[Lake, str, str]) -> dict:
+    """Wait until `task_id` of the run for `ds` runs Spark and has committed its partition of
+    `midway` (lake, zone, table), then SIGKILL its task process (the task runner the supervisor
+    forked: pid in `task_instance.pid`, titled `airflow worker -- <ti id>`; not the supervisor,
+    the executor or the scheduler), in the middle of its next Spark job. Returns what was killed."""
     import psutil
 
     def running():
@@ -195,7 +198,7 @@ def _kill_task_process(airflow, ds: str, task_id: str) -> dict:
         try:
             proc = psutil.Process(pid)
             spark = [c for c in proc.children(recursive=True) if c.name() == "java"]
-            if str(ti_id) in " ".join(proc.cmdline()) and spark:
+            if str(ti_id) in " ".join(proc.cmdline()) and spark and midway[0].exists(*midway[1:], ds):
                 return {"run_id": run["run_id"], "pid": pid, "try_number": try_number, "proc": proc, "jvm": spark}
         except psutil.NoSuchProcess:
             pass
@@ -227,7 +230,7 @@ def test_backfill_and_manual_run_under_the_scheduler(world):
     airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
                 "--max-active-runs", "1")
     airflow.cli("dags", "unpause", DAG)  # queued runs of a paused DAG never start
-    killed = _kill_task_process(airflow, *KILLED)
+    killed = _kill_task_process(airflow, *KILLED, (Lake.from_settings(s), "curated", "item_daily_stats"))
     assert killed["try_number"] == 1
     runs = airflow.wait_for_runs(DAG, BACKFILL, timeout=RUN_TIMEOUT)
     timings["backfill"] = time.monotonic() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -21,9 +22,10 @@ from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
-from models.itemltv.pipeline import pool_candidates, run_evaluate, run_train, write_pool
+from models.itemltv.model import ItemLTV
+from models.itemltv.pipeline import pool_candidates, run_evaluate, run_train, score_checkpoints, write_pool
 from models.itemltv.synthetic import write_synthetic_lake
-from models.itemltv.train import FULL, load_checkpoint, save_checkpoint
+from models.itemltv.train import FULL, Trained, load_checkpoint, model_spec, save_checkpoint
 
 DS = "2026-02-13"   # 44 simulated days from 2026-01-01: cohorts 01-01..01-08 have closed labels
 
@@ -134,3 +136,23 @@ def test_checkpoint_round_trip_is_exact(settings, trained, metrics):
     splits, _ = prepare(load_inputs(lake, DS, 10), settings.itemltv, loaded.pre)
     assert label_metrics(predict(again, splits.test).items) == pytest.approx(metrics["with_uplift"])
     assert loaded.spec["use_uplift"] and loaded.spec["objective"] == "item"
+
+
+def test_checkpoints_are_scored_on_the_same_held_out_rows(settings, trained, metrics):
+    """The model gate's figures: the candidate and a (bad) serving model with other preprocessing
+    (hash buckets, feature columns, untrained weights) are scored on the same test rows of DS, the
+    candidate exactly as the report scores it, and scoring is repeatable."""
+    lake = Lake.from_settings(settings)
+    good = load_checkpoint(lake, FULL, DS)
+    pre = replace(good.pre, hash_buckets=64, columns={g: c[:2] for g, c in good.pre.columns.items()},
+                  mean={g: m[:2] for g, m in good.pre.mean.items()}, std={g: v[:2] for g, v in good.pre.std.items()})
+    spec = model_spec(settings.itemltv, pre, use_uplift=True)
+    torch.manual_seed(0)
+    untrained = ItemLTV(**{k: v for k, v in spec.items() if k != "objective"}).eval()
+    bad = lake.store.get_bytes(save_checkpoint(lake, "itemltv_untrained", DS, Trained(untrained, pre, spec)))
+    blob = lake.store.get_bytes(trained[FULL]["checkpoint"])
+    out = score_checkpoints(settings.itemltv, lake, DS, {"candidate": blob, "again": blob, "serving": bad})
+    assert out["scores"]["candidate"] == out["scores"]["again"] == pytest.approx(metrics["with_uplift"])
+    assert out["test_cohorts"] == metrics["cohorts"]["test"] and out["n_test_items"] == metrics["n_test_items"]
+    assert out["scores"]["serving"]["mse"] > 1.5 * out["scores"]["candidate"]["mse"]
+    assert score_checkpoints(settings.itemltv, lake, DS, {"serving": bad})["rows"] == out["rows"]

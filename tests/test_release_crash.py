@@ -37,7 +37,8 @@ def scenario(store) -> None:
         emb = np.random.default_rng(i).normal(size=(10, 4)).astype("float32")
         inputs = ReleaseInputs(ds, pool, ids, emb, {"with_uplift": {"mse": 0.1}}, [f"raw/x/ds={ds}"], "v1",
                                files={"itemltv.safetensors": save({"w": np.full((2, 2), i, "float32")})})
-        publish_release(store, inputs, {"raw": True}, "cfg", max_regression=0.0)
+        publish_release(store, inputs, {"raw": True}, "cfg", max_regression=0.0,
+                        score=lambda blobs: {"scores": {name: {"mse": 0.1} for name in blobs}})
 
 
 def count_puts(store, crash_at: int = 0) -> list[int]:

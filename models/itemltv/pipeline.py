@@ -3,6 +3,7 @@
     run_train(cfg, trainer_cfg, lake, ds)   fit "+uplift" and "base only" on the cohorts whose label
                                             window ended by ds; save models/itemltv[_base]/ds=<ds>
     run_evaluate(cfg, lake, ds)             held-out metrics + plots -> reports/itemltv/ds=<ds>/
+    score_checkpoints(cfg, lake, ds, blobs) checkpoints (bytes) scored on the same held-out rows of ds
     build_pool(cfg, lake, ds)               top-N items in their new-item period by base growth
     write_pool(cfg, lake, ds)               build_pool -> curated/new_item_pool/ds=<ds>
 
@@ -13,7 +14,9 @@ application step `growthgr.pipeline.training_set`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Mapping
 from datetime import date, timedelta
 
 import numpy as np
@@ -33,8 +36,15 @@ from models.itemltv.data import (
     numeric_frame,
     prepare,
 )
-from models.itemltv.evaluate import evaluate_models, metrics_table, write_report
-from models.itemltv.train import BASE, FULL, fit_model, load_checkpoint, save_checkpoint
+from models.itemltv.evaluate import evaluate_models, label_metrics, metrics_table, predict, write_report
+from models.itemltv.train import (
+    BASE,
+    FULL,
+    checkpoint_from_bytes,
+    fit_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,31 @@ def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: str) -> dict:
     metrics["report_keys"] = write_report(lake, ds, metrics, plots)
     log.info("itemltv evaluation %s\n%s", ds, metrics_table(metrics))
     return metrics
+
+
+def score_checkpoints(cfg: ItemLTVConfig, lake: Lake, ds: str, blobs: Mapping[str, bytes]) -> dict:
+    """Score ItemLTV checkpoints (safetensors bytes by name, e.g. a candidate and the serving
+    release's) on the test cohorts of `ds` (the split `run_evaluate` reports on) with the report's
+    label metrics. Each checkpoint encodes the same raw rows with its own preprocessing (stored in
+    it), so the figures are comparable; scored rows that differ between checkpoints are an error.
+
+    Returns {"ds", "test_cohorts", "n_test_items", "rows" (digest of the scored item ids and labels),
+    "scores": {name: {"mse", "ndcg"}}}.
+    """
+    if not blobs:
+        raise ValueError("no checkpoint to score")
+    inputs, scores, rows = _inputs(cfg, lake, ds), {}, set()
+    for name, blob in blobs.items():
+        trained = checkpoint_from_bytes(blob)
+        splits, _ = prepare(inputs, cfg, trained.pre)
+        items = predict(trained, splits.test).items
+        scores[name] = label_metrics(items)
+        rows.add(hashlib.sha256(items["item_id"].to_numpy("int64").tobytes()
+                                + items["y"].to_numpy("float32").tobytes()).hexdigest()[:16])
+    if len(rows) > 1:
+        raise RuntimeError(f"checkpoints {sorted(blobs)} were scored on different rows of ds={ds}")
+    return {"ds": to_ds(ds), "test_cohorts": splits.cohorts["test"], "n_test_items": len(items),
+            "rows": rows.pop(), "scores": scores}
 
 
 def pool_candidates(lake: Lake, ds: str) -> pd.DataFrame:
@@ -110,4 +145,4 @@ def write_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
     return pool
 
 
-__all__ = ["run_train", "run_evaluate", "pool_candidates", "build_pool", "write_pool", "metrics_table"]
+__all__ = ["run_train", "run_evaluate", "score_checkpoints", "pool_candidates", "build_pool", "write_pool", "metrics_table"]

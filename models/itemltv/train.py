@@ -121,7 +121,11 @@ def safetensors_metadata(blob: bytes) -> dict[str, str]:
 
 def load_checkpoint(lake: Lake, name: str, ds: str) -> Trained:
     """Load the newest checkpoint at or before `ds`."""
-    blob = lake.store.get_bytes(checkpoint_key(name, latest_checkpoint_ds(lake, name, ds)))
+    return checkpoint_from_bytes(lake.store.get_bytes(checkpoint_key(name, latest_checkpoint_ds(lake, name, ds))))
+
+
+def checkpoint_from_bytes(blob: bytes) -> Trained:
+    """A model from the bytes of a checkpoint (e.g. a release's copy), with its own spec and preprocessing."""
     meta = json.loads(safetensors_metadata(blob)["growthgr"])
     spec, pre = meta["spec"], Preprocess(**meta["preprocess"])
     model = ItemLTV(**{k: v for k, v in spec.items() if k != "objective"})

@@ -32,18 +32,18 @@ class GatesConfig(StrictModel):
     # SID table.
     sid_codebook_size: int = Field(256, ge=2)      # Settings.gates_config(): tokenizer.codebook_size
     sid_max_collision_rate: float = Field(0.05, ge=0, le=1)  # Settings.gates_config(): tokenizer's
-    # Model gate of publish: the held-out headline figure (ItemLTV test-cohort MSE, lower is
-    # better) may exceed the serving release's by at most this fraction. The test cohorts move
-    # with ds, so this also absorbs cohort-to-cohort variation.
-    publish_max_regression: float = Field(0.5, ge=0)
+    # Model gate of publish: the candidate ItemLTV's MSE on the day's test cohorts may exceed the
+    # serving release's model's MSE on the same rows by at most this fraction.
+    publish_max_regression: float = Field(0.10, ge=0)
     build_data_docs: bool = True
 
 
 PROFILES: dict[str, dict[str, Any]] = {
     # tiny codebooks (tokenizer tiny: K=16 per level) collide far more often on the prefix
-    # tiny: ~20 test items per cohort, the test MSE swings several-fold from day to day
+    # tiny: ~20-30 test items; retraining one day later scored 0.70-1.13x the previous model's
+    # MSE on the same rows (6 consecutive days measured), so 10% would refuse ordinary days
     "tiny": {"volume_min_rows": 50, "pool_max_size": 1_000, "sid_max_collision_rate": 0.4,
-             "publish_max_regression": 10.0},
+             "publish_max_regression": 0.25},
     "demo": {},
     "large": {"volume_min_rows": 1_000, "pool_max_size": 1_000_000},
 }
