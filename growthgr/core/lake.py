@@ -18,7 +18,9 @@ names such strays so the raw gate can report them.
 
 One writer per partition. A second writer of a partition whose lock is held fails with
 `ConcurrentWrite` naming the holder; a lock is stale after `lock_ttl` or when its owner process
-(same host) is gone. The object store has no conditional put, so two writers racing for a free
+(same host) is gone. A lock covers one partition's upload and commit only (seconds here), so
+`lock_ttl` defaults to 4 minutes: shorter than the daily DAG's retry delay (5 minutes), so a
+retry on another host (Celery, Kubernetes) takes over the lock of a writer that was killed. The object store has no conditional put, so two writers racing for a free
 lock may both put it: each re-reads the lock after taking it and again just before committing,
 and the one that finds another owner fails (a window of one put remains; S3's conditional
 writes would close it).
@@ -137,7 +139,7 @@ class Lake:
     """Date-partitioned datasets in an object store (see the module docstring)."""
 
     def __init__(self, store: ObjectStore, *, grace: timedelta = timedelta(hours=1),
-                 lock_ttl: timedelta = timedelta(hours=1)):
+                 lock_ttl: timedelta = timedelta(minutes=4)):
         self.store = store
         self.grace = grace
         self.lock_ttl = lock_ttl
