@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sysconfig
 import warnings
-from pathlib import Path
 
 # Telemetry of every library off (DESIGN.md section 8); set before they are imported.
 TELEMETRY_OFF = {
@@ -41,11 +41,23 @@ THIRD_PARTY_MESSAGES = (
 
 
 _QUIET = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning)
-_PROJECT = str(Path(__file__).resolve().parents[2])
+_STDLIB = sysconfig.get_paths()["stdlib"]
 
 
 def _third_party(filename: str) -> bool:
-    return not filename.startswith(_PROJECT) or "site-packages" in filename
+    """Installed libraries (site-packages) and the standard library, not our code or scripts."""
+    return "site-packages" in filename or "dist-packages" in filename or filename.startswith(_STDLIB)
+
+
+class _ThirdPartyWarningRecords(logging.Filter):
+    """Drops captured warnings ("<file>:<line>: <Category>: ...") of a quiet category raised in
+    third-party code: Feast, for one, puts `once` filters for DeprecationWarning in front of ours
+    when imported, and Airflow routes warnings through logging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        head = str(record.args[0] if record.args else record.msg).split(":", 3)
+        return not (len(head) > 2 and _third_party(head[0])
+                    and head[2].strip() in {c.__name__ for c in _QUIET})
 
 
 def quiet_third_party_warnings() -> None:
@@ -60,6 +72,9 @@ def quiet_third_party_warnings() -> None:
         warnings.filterwarnings("ignore", category=category, module=pattern)
     for message in THIRD_PARTY_MESSAGES:
         warnings.filterwarnings("ignore", message=message)
+    py_warnings = logging.getLogger("py.warnings")      # where `logging.captureWarnings` (Airflow) sends them
+    if not any(isinstance(f, _ThirdPartyWarningRecords) for f in py_warnings.filters):
+        py_warnings.addFilter(_ThirdPartyWarningRecords())
     if getattr(warnings.showwarning, "__name__", "") != "_show_unless_third_party":
         shown = warnings.showwarning
 
