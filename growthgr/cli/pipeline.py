@@ -65,7 +65,7 @@ def backfill_cmd(
 
 @app.command("step")
 def step_cmd(
-    name: str = typer.Argument(..., help="simulate_day, spark, dbt, gate_labels, materialize, tokenize, itemltv, "
+    name: str = typer.Argument(..., help="simulate_day, spark, dbt, gate_labels, materialize, training_set, tokenize, itemltv, "
                                           "pool, publish, or gate:<dataset>"),
     ds: str = typer.Option(..., "--ds"),
 ) -> None:
