@@ -30,7 +30,7 @@ import pyarrow as pa
 from expectations import frames
 from growthgr.core import calendar, catalog
 from growthgr.core.lake import Lake
-from growthgr.core.schemas import RAW_SCHEMAS
+from growthgr.core.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS
 from growthgr.core.sections.gates import GatesConfig
 
 EVENT_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
@@ -65,10 +65,10 @@ DERIVED_SCHEMAS: dict[tuple[str, str], pa.Schema] = {
         listing_date=_DATE, query_text=_STR, intent_category_id=_I32, ts=_TS, item_age_days=_I32,
         position=_I32, treatment=_I32, label=_F64, y=_F64),
     tuple(catalog.USER_FEATURES): _schema(         # spark_jobs.features
-        "user_id", "event_timestamp", "segment", "home_category_id", "activity", "price_sensitivity",
-        "tenure_days", "requests_1d", "requests_7d", "requests_30d", "clicks_7d", "clicks_30d", "orders_30d",
+        "user_id", "event_timestamp", "region", "age_band", "tenure_days", "requests_1d", "requests_7d",
+        "requests_30d", "active_days_30d", "clicks_7d", "clicks_30d", "orders_30d",
         "category_affinity", "price_level_30d", "recent_item_ids",
-        event_timestamp=_TS, segment=_STR, activity=_F64, price_sensitivity=_F64,
+        event_timestamp=_TS, region=_STR, age_band=_STR,
         category_affinity=pa.list_(_F64), price_level_30d=_F64, recent_item_ids=pa.list_(_I64)),
     tuple(catalog.ITEM_FEATURES): _schema(
         "item_id", "event_timestamp", "category_id", "brand", "price", "listing_date", "age_days", "is_new",
@@ -334,12 +334,9 @@ def _raw_value_rules(table: str, frame: pd.DataFrame, ds: str, cfg: GatesConfig,
                           + between(frame, "listed_at", "listed_not_in_future", max_value=day_end)
                           + between(frame, "listing_date", "event_date_matches_partition", **listed)
                           + between(frame, "listed_at", "event_date_matches_partition", **listed_at)),
-        "users": lambda: (between(frame, "home_category_id", "category_range", **cat)
-                          + between(frame, "activity", "non_negative", min_value=0)
-                          + between(frame, "price_sensitivity", "non_negative", min_value=0)
-                          + between(frame, "signup_date", "signup_not_in_future", max_value=day)
+        "users": lambda: (between(frame, "signup_date", "signup_not_in_future", max_value=day)
                           + between(frame, "signup_date", "event_date_matches_partition", **listed)
-                          + in_set(frame, "segment", "segment_values", ["niche", "mass"])),
+                          + profile_rules(frame)),
         "search_requests": lambda: (ts_in_day(frame, "ts", ds)
                                     + between(frame, "intent_category_id", "category_range", **cat)),
         "rank_candidates": lambda: (between(frame, "rank", "non_negative", min_value=0)
@@ -351,6 +348,12 @@ def _raw_value_rules(table: str, frame: pd.DataFrame, ds: str, cfg: GatesConfig,
         "site_orders": lambda: ts_in_day(frame, "ts", ds) + _order_rules(frame),
     }
     return rules[table]()
+
+
+def profile_rules(frame: pd.DataFrame) -> list:
+    """The declared profile fields of a user (raw/users, features/user_features) take known values."""
+    return (in_set(frame, "region", "region_values", list(REGIONS))
+            + in_set(frame, "age_band", "age_band_values", list(AGE_BANDS)))
 
 
 def _order_rules(frame: pd.DataFrame) -> list:
@@ -437,6 +440,8 @@ def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableChe
     if "event_timestamp" in frame.columns:
         exps.append(rule(gxe.ExpectColumnMinToBeBetween, "freshness", "event_timestamp",
                          min_value=day_end - timedelta(hours=cfg.feature_max_age_hours)))
+    if table == catalog.USER_FEATURES.table:
+        exps += profile_rules(frame) + between(frame, "active_days_30d", "active_days_range", min_value=0, max_value=30)
     return TableCheck("features", table, ds, frame, exps)
 
 

@@ -31,12 +31,13 @@ item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, de
 query = Entity(name="query", join_keys=["query_id"], value_type=ValueType.INT64,
                description="A query text, by its stable 60-bit hash (growthgr.core.catalog.query_id).")
 
+# Declared profile fields and behaviour only: the simulator's latent user parameters live in the
+# truth zone, which no feature reads.
 USER_FIELDS = [
-    Field(name="segment", dtype=String), Field(name="home_category_id", dtype=Int64),
-    Field(name="activity", dtype=Float64), Field(name="price_sensitivity", dtype=Float64),
+    Field(name="region", dtype=String), Field(name="age_band", dtype=String),
     Field(name="tenure_days", dtype=Int64), Field(name="requests_1d", dtype=Int64),
     Field(name="requests_7d", dtype=Int64), Field(name="requests_30d", dtype=Int64),
-    Field(name="clicks_7d", dtype=Int64), Field(name="clicks_30d", dtype=Int64),
+    Field(name="active_days_30d", dtype=Int64), Field(name="clicks_7d", dtype=Int64), Field(name="clicks_30d", dtype=Int64),
     Field(name="orders_30d", dtype=Int64), Field(name="category_affinity", dtype=Array(Float64)),
     Field(name="price_level_30d", dtype=Float64), Field(name="recent_item_ids", dtype=Array(Int64)),
 ]
@@ -84,17 +85,18 @@ def build(lake_root: str, offline: str = "duckdb") -> list:
     services = [
         # ItemLTV: item tower (static + rolling item stats), uplift tower (user and query context).
         FeatureService(name="itemltv_v1", features=[
-            i, u[["activity", "price_sensitivity", "category_affinity", "price_level_30d", "recent_item_ids"]],
+            i, u[["category_affinity", "price_level_30d", "recent_item_ids", "requests_30d", "clicks_30d",
+                  "orders_30d", "active_days_30d", "age_band"]],
             q[["intent_category_id", "requests_30d", "ctr_30d", "cvr_30d"]]],
             description="ItemLTV v1: item, user and query features at the exposure time."),
         # MultiGR: user/query feature tokens (the history SIDs come from gr_samples).
         FeatureService(name="multigr_v1", features=[
-            u[["segment", "home_category_id", "activity", "price_sensitivity", "category_affinity"]],
+            u[["region", "age_band", "category_affinity", "requests_30d", "active_days_30d"]],
             q[["intent_category_id", "requests_30d", "ctr_30d", "new_item_exposure_share_30d"]]],
             description="MultiGR v1: user and query context tokens."),
         # Dense retriever: user-query tower and item tower.
         FeatureService(name="dr_v1", features=[
-            u[["activity", "price_sensitivity", "category_affinity", "price_level_30d"]],
+            u[["requests_30d", "category_affinity", "price_level_30d", "active_days_30d"]],
             q[["intent_category_id", "ctr_30d", "cvr_30d"]],
             i[["category_id", "price", "age_days", "ctr_7d", "cvr_7d", "orders_30d"]]],
             description="DR v1: user-query tower and item tower features."),

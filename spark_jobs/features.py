@@ -8,15 +8,18 @@ days cover UTC days ds-w+1 .. ds (clipped at the first day of data). Ratios
 are 0 when their denominator is 0. An order is one order row.
 
 `features/user_features` (key `user_id`; every user signed up by `ds`):
-  user_id, event_timestamp, segment, home_category_id, activity,
-  price_sensitivity, tenure_days (ds - signup_date),
-  requests_1d, requests_7d, requests_30d, clicks_7d, clicks_30d,
+  user_id, event_timestamp, region, age_band (the declared profile fields of
+  raw/users), tenure_days (ds - signup_date),
+  requests_1d, requests_7d, requests_30d, active_days_30d (distinct UTC days
+  of ds-29 .. ds with a search request), clicks_7d, clicks_30d,
   orders_30d (search purchases + site orders),
   category_affinity (array<double>, length 16: share of the user's clicks and
   orders of the last 30 days per item category 0..15; all 0 when none),
   price_level_30d (mean price of items clicked or ordered in 30 days, 0 when none),
   recent_item_ids (array<int64>: the last `sequence_len` distinct items clicked
   or ordered in 30 days, most recent last).
+  Every user feature is declared by the user or derived from logged behaviour;
+  the simulator's latent user parameters (truth/users) are never read.
 
 `features/item_features` (key `item_id`; every item listed on or before `ds`):
   item_id, event_timestamp, category_id, brand, price, listing_date,
@@ -131,13 +134,14 @@ def user_features(
     users: DataFrame, items: DataFrame, search_requests: DataFrame, clicks: DataFrame, orders: DataFrame,
     ds: str, params: FeatureParams,
 ) -> DataFrame:
-    """Activity counts, category affinity, price level and behaviour sequence per user."""
+    """Declared profile, activity counts, category affinity, price level and behaviour sequence per user."""
     acts = clicks.select("user_id", "item_id", "ts", F.lit("click").alias("kind")).unionByName(
         orders.select("user_id", "item_id", "ts", F.lit("order").alias("kind"))
     ).withColumn("day", ts_day("ts"))
     acts = acts.join(items.select("item_id", "category_id", "price").dropDuplicates(["item_id"]), "item_id", "left")
     reqs = search_requests.withColumn("day", ts_day("ts")).groupBy("user_id").agg(
-        *[F.count(F.when(_since("day", ds, w), 1)).alias(f"requests_{w}d") for w in (1, 7, 30)]
+        *[F.count(F.when(_since("day", ds, w), 1)).alias(f"requests_{w}d") for w in (1, 7, 30)],
+        F.countDistinct(F.when(_since("day", ds, 30), F.col("day"))).alias("active_days_30d"),
     )
     counts = acts.groupBy("user_id").agg(
         *[F.count(F.when(_since("day", ds, w) & (F.col("kind") == "click"), 1)).alias(f"clicks_{w}d") for w in (7, 30)],
@@ -150,10 +154,9 @@ def user_features(
         .join(_category_affinity(acts), "user_id", "left").join(_recent_items(acts, params.sequence_len), "user_id", "left")
         .fillna(0).fillna(0.0)
         .select(
-            "user_id", F.lit(end_of_day(ds)).alias("event_timestamp"), "segment",
-            F.col("home_category_id").cast("long"), "activity", "price_sensitivity",
+            "user_id", F.lit(end_of_day(ds)).alias("event_timestamp"), "region", "age_band",
             F.datediff(F.lit(day(ds)), F.col("signup_date")).cast("long").alias("tenure_days"),
-            *[F.col(f"requests_{w}d").cast("long") for w in (1, 7, 30)],
+            *[F.col(f"requests_{w}d").cast("long") for w in (1, 7, 30)], F.col("active_days_30d").cast("long"),
             F.col("clicks_7d").cast("long"), F.col("clicks_30d").cast("long"), F.col("orders_30d").cast("long"),
             F.coalesce("category_affinity", zeros).alias("category_affinity"),
             F.col("price_level_30d").cast("double"),

@@ -97,8 +97,7 @@ def hand_built_rows() -> dict[str, list[dict]]:
     ]
     items = [_item(1, L), _item(2, L, category_id=5, price=20.0), _item(3, L + timedelta(days=1)),
              _item(4, L - timedelta(days=1))]
-    users = [dict(user_id=u, signup_date=date(2026, 1, 1), segment="mass", home_category_id=3, activity=1.0,
-                  price_sensitivity=0.5) for u in (100, 101, 102)]
+    users = [dict(user_id=u, signup_date=date(2026, 1, 1), region="region_3", age_band="25-34") for u in (100, 101, 102)]
     candidates = [dict(request_id=e["request_id"], item_id=e["item_id"], rank=e["position"], score=1.0 - e["position"],
                        channel="prod") for e in exposures]
     candidates.append(dict(request_id=10, item_id=3, rank=2, score=0.1, channel="prod"))

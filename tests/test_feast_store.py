@@ -83,10 +83,10 @@ def test_point_in_time_join_sees_only_past_values_and_respects_ttl(feast_setting
                             ts("2026-01-05 10:00")],               # day 1 snapshot is > 2 days (TTL) old -> missing
         "row": [0, 1, 2, 3, 4],
     })
-    out = historical_features(store, entity_df, ["user_features:activity", "user_features:requests_7d"])
+    out = historical_features(store, entity_df, ["user_features:price_level_30d", "user_features:requests_7d"])
     out = out.sort_values("row").reset_index(drop=True)
-    assert out["user_features__activity"].isna().tolist() == [True, False, False, False, True]
-    assert out["user_features__activity"].tolist()[1:4] == [10.5, 10.5, 11.5]
+    assert out["user_features__price_level_30d"].isna().tolist() == [True, False, False, False, True]
+    assert out["user_features__price_level_30d"].tolist()[1:4] == [10.5, 10.5, 11.5]
     assert out["user_features__requests_7d"].tolist()[1:4] == [10, 10, 11]
 
 
@@ -98,7 +98,7 @@ def test_feature_service_training_rows_keep_their_own_time(feast_settings):
     assert out["item_features__price"].tolist() == [30.5, 31.5]           # item 3, day 0 then day 1
     assert out["query_features__ctr_30d"].tolist() == [40.5, 41.5]       # query 4
     assert out["item_features__ctr_30d"].tolist() == [30.5, 31.5]
-    assert out["user_features__price_sensitivity"].tolist() == [20.5, 21.5]
+    assert out["user_features__price_level_30d"].tolist() == [20.5, 21.5]
 
 
 def test_item_features_at_one_time_are_point_in_time_per_item(feast_settings):

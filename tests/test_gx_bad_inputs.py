@@ -166,11 +166,19 @@ def test_item_id_listed_again_on_a_later_day(lake_root):
 
 # -- finite numbers -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("table", "column"), [("items", "price"), ("purchases", "price"),
-                                               ("rank_candidates", "score"), ("users", "activity"),
+                                               ("rank_candidates", "score"), ("site_orders", "gmv"),
                                                ("site_orders", "link_score")])
 def test_infinite_number_fails_finite(lake_root, table, column):
     rewrite(lake_root, table, D1, lambda t: set_value(t, column, 1, float("inf")))
     assert_fails(validate(table, D1), table, D1, column, "finite")
+
+
+# -- declared profile fields ----------------------------------------------------------------------
+@pytest.mark.parametrize(("column", "value", "rule"), [("region", "region_8", "region_values"),
+                                                       ("age_band", "17-", "age_band_values")])
+def test_unknown_profile_value_is_named(lake_root, column, value, rule):
+    rewrite(lake_root, "users", D1, lambda t: set_value(t, column, 0, value))
+    assert_fails(validate("users", D1), "users", D1, column, rule)
 
 
 # -- event date vs partition ----------------------------------------------------------------------

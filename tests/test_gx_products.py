@@ -68,7 +68,8 @@ def samples() -> pd.DataFrame:
 def user_features() -> pd.DataFrame:
     return conform("features", "user_features", pd.DataFrame({
         "user_id": np.arange(40, dtype="int64"), "event_timestamp": [END_OF_DS] * 40,
-        "activity": np.linspace(0, 3, 40), "segment": ["niche", "mass"] * 20,
+        "price_level_30d": np.linspace(0, 3, 40), "region": ["region_0", "region_7"] * 20,
+        "age_band": ["18-24", "55+"] * 20, "active_days_30d": np.arange(40, dtype="int64") % 31,
         "category_affinity": [[1.0 / 16] * 16] * 40, "recent_item_ids": [[1, 2]] * 40}))
 
 
@@ -124,7 +125,7 @@ def _stale_features(df):
 
 
 def _sparse_feature(df):
-    df.loc[::2, "activity"] = np.nan
+    df.loc[::2, "price_level_30d"] = np.nan
     return df
 
 
@@ -165,7 +166,10 @@ CASES = [
     ("itemltv_labels", lambda df: pd.concat([df, df.iloc[:1]]), "labels", "item_id,listing_date", "unique_key"),
     ("itemltv_samples", _late_sample, "labels", "ts", "event_in_new_item_period"),
     ("user_features", _stale_features, "features", "event_timestamp", "freshness"),
-    ("user_features", _sparse_feature, "user_features", "activity", "null_rate"),
+    ("user_features", _sparse_feature, "user_features", "price_level_30d", "null_rate"),
+    ("user_features", lambda df: df.assign(region="region_8"), "features", "region", "region_values"),
+    ("user_features", lambda df: df.assign(age_band="17-"), "features", "age_band", "age_band_values"),
+    ("user_features", lambda df: df.assign(active_days_30d=31), "features", "active_days_30d", "active_days_range"),
     ("new_item_pool", _old_item_in_pool, "pool", "listing_date", "only_new_items"),
     ("new_item_pool", _nan_score, "pool", "score", "finite"),
     ("new_item_pool", lambda df: pd.concat([df, df.iloc[:1]]), "pool", "item_id", "unique_key"),
@@ -187,9 +191,9 @@ CASES = [
     ("item_sids", lambda df: df.assign(c4=df["c4"].astype("Int64")), "sids", "c4", "exact_schema"),
     ("new_item_pool", lambda df: df.drop(columns=["ds"]), "pool", "*", "exact_schema"),
     ("itemltv_samples", lambda df: df.assign(query_text="red\tshoe"), "labels", "query_text", "text_control_chars"),
-    ("user_features", lambda df: df.assign(segment="m" * 101), "features", "segment", "text_length"),
+    ("user_features", lambda df: df.assign(region="m" * 101), "features", "region", "text_length"),
     ("itemltv_labels", lambda df: df.assign(label=np.inf), "labels", "label", "finite"),
-    ("user_features", lambda df: df.assign(activity=-np.inf), "features", "activity", "finite"),
+    ("user_features", lambda df: df.assign(price_level_30d=-np.inf), "features", "price_level_30d", "finite"),
     ("new_item_pool", lambda df: df.assign(item_id=df["item_id"] + 1000), "pool", "item_id", "ref_items"),
     ("item_sids", lambda df: df.assign(item_id=df["item_id"] + 1000), "sids", "item_id", "ref_items"),
     ("user_features", lambda df: df.assign(user_id=df["user_id"] + 1000), "features", "user_id", "ref_users"),

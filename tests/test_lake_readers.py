@@ -115,10 +115,10 @@ def test_feast_training_rows_ignore_leftovers_and_stray_copies(tmp_path):
     bogus = snapshot(views["user_features"], "user_id", FEAST_DAYS[1], 1)
     at = pd.Timestamp(f"{FEAST_DAYS[1]} 12:00", tz="UTC").as_unit("us")
     pollute(lake, "features", "user_features", FEAST_DAYS[1],
-            leftover=bogus.assign(activity=999.0, event_timestamp=at),
-            copy=bogus.assign(activity=777.0, event_timestamp=at + pd.Timedelta(minutes=30)))
+            leftover=bogus.assign(price_level_30d=999.0, event_timestamp=at),
+            copy=bogus.assign(price_level_30d=777.0, event_timestamp=at + pd.Timedelta(minutes=30)))
     entities = pd.DataFrame({"user_id": [1, 1, 2], "event_timestamp": [pd.Timestamp(t, tz="UTC") for t in (
         f"{FEAST_DAYS[1]} 13:00", f"{FEAST_DAYS[1]} 23:59:59.999999", "2026-01-03 10:00")]})
-    out = historical_features(open_store(settings.feast, lake), entities, ["user_features:activity"])
+    out = historical_features(open_store(settings.feast, lake), entities, ["user_features:price_level_30d"])
     out = out.sort_values(["user_id", "event_timestamp"])
-    assert out["user_features__activity"].tolist() == [10.5, 11.5, 21.5]   # day 0, day 1, day 1: committed only
+    assert out["user_features__price_level_30d"].tolist() == [10.5, 11.5, 21.5]   # day 0, day 1, day 1: committed only

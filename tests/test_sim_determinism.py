@@ -6,6 +6,7 @@ import pytest
 from sim_fixtures import START, tiny_config
 
 from growthgr.core.lake import Lake
+from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 from growthgr.simulator.run import StateMismatch, saved_states, simulate
 
 DAYS = 4
@@ -34,7 +35,7 @@ def test_same_seed_gives_byte_identical_partitions(long_run, tmp_path):
     lake = Lake.open(str(tmp_path))
     simulate(lake, tiny_config(), seed=5, start=START, days=DAYS, progress=False)
     again = partition_bytes(lake)
-    assert len(again) == 10 * DAYS
+    assert len(again) == (len(RAW_SCHEMAS) + len(TRUTH_SCHEMAS)) * DAYS
     assert again == long_run
 
 

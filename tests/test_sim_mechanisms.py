@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sim_fixtures import final_world, read_all, tiny_lake
 
+from growthgr.core.schemas import AGE_BANDS, REGIONS
 from growthgr.simulator.engine import simulate_day
 from growthgr.simulator.run import default_channels
 from growthgr.simulator.stats import (
@@ -51,13 +52,27 @@ def test_new_items_arrive_every_day():
 
 
 def test_niche_enthusiasts_and_mass_consumers():
-    users, reqs = read_all("users"), read_all("search_requests")
+    users, reqs = read_all("users", "truth"), read_all("search_requests")    # the latent segment: truth only
     assert set(users["segment"]) == {"niche", "mass"}
     r = reqs.merge(users[["user_id", "segment", "home_category_id"]], on="user_id")
     at_home = (r["intent_category_id"] == r["home_category_id"]).groupby(r["segment"]).mean()
     assert at_home["niche"] > at_home["mass"] + 0.1
     has_attr = r["query_text"].str.split().apply(lambda ws: any(w in ATTRIBUTES for w in ws))
     assert has_attr.groupby(r["segment"]).mean()["niche"] > has_attr.groupby(r["segment"]).mean()["mass"]
+
+
+def test_declared_profile_correlates_with_latents_without_revealing_them():
+    raw, latent = read_all("users"), read_all("users", "truth")
+    assert raw["user_id"].tolist() == latent["user_id"].tolist()
+    assert (raw["signup_date"] == latent["signup_date"]).all() and (raw["ds"] == latent["ds"]).all()
+    u = raw.merge(latent, on="user_id")
+    assert set(u["region"]) <= set(REGIONS) and set(u["age_band"]) <= set(AGE_BANDS)
+    home_region = u["region"] == "region_" + (u["home_category_id"] % 8).astype(str)
+    assert 0.45 < home_region.mean() < 0.7                        # 1/2 + 1/2 * 1/8 = 0.5625
+    young = u["age_band"].isin(AGE_BANDS[:2]).groupby(u["segment"]).mean()
+    assert young["niche"] > young["mass"] + 0.1                   # niche enthusiasts skew younger ...
+    bands = pd.crosstab(u["segment"], u["age_band"])
+    assert (bands > 0).all().all()                                # ... but every band holds both segments
 
 
 def test_exposure_concentration_and_matthew_effect():
@@ -144,7 +159,7 @@ def test_true_uplift_positive_larger_for_niche_affine_users_and_falling_with_age
     assert all(a > b for a, b in zip(by_age[:-1], by_age[1:], strict=False))
     assert by_age[0] > 3 * by_age[-1]
     # niche enthusiasts on items of their own niche vs mass consumers on the same items
-    users = read_all("users").set_index("user_id")["segment"]
+    users = read_all("users", "truth").set_index("user_id")["segment"]
     seg = effects["user_id"].map(users)
     w = final_world()
     niche_item = w.items["niche"][effects["item_id"].to_numpy() - 1] >= 0

@@ -72,6 +72,10 @@ def test_feature_tables_hand_computed(raw_dfs):
     assert (u.requests_1d, u.requests_7d, u.requests_30d, u.clicks_7d, u.clicks_30d, u.orders_30d) == (1, 1, 1, 1, 1, 5)
     assert u.category_affinity == [0.0, 0.0, 0.0, 1.0] + [0.0] * 12
     assert u.price_level_30d == 10.0 and u.tenure_days == 68
+    assert (u.region, u.age_band) == ("region_3", "25-34")           # declared, copied from raw/users
+    # distinct days of ds-29 .. ds (days 7..36) with a request: 100 on day 36 (day 0 is out),
+    # 101 only on day 5 (out), 102 on days 29 and 30
+    assert {uid: r.active_days_30d for uid, r in users.items()} == {100: 1, 101: 0, 102: 2}
     assert u.recent_item_ids == [4, 3, 1]   # order 4 on day 37 is after ds: not a feature of ds
     items = {r.item_id: r for r in out.item_features.collect()}
     i1 = items[1]

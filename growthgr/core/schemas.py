@@ -4,6 +4,10 @@ between the simulator, the Spark jobs and the GX raw suites.
 Every raw table is partitioned by `ds` (the UTC calendar day of its events;
 `items` and `users` by the day the row first appears). Ids are int64,
 timestamps microsecond UTC. A `request_id` is unique across all days.
+
+Raw tables hold only what a real platform logs (ids, declared profile fields,
+texts, prices, events); every latent parameter of the simulator is in the
+`truth` zone (TRUTH_SCHEMAS), which training code never reads.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
+
+# Declared profile fields of raw/users (what a user states at signup; coarse, not the latent traits).
+REGIONS: tuple[str, ...] = tuple(f"region_{r}" for r in range(8))
+AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55+")
 
 RAW_SCHEMAS: dict[str, pa.Schema] = {
     # Catalog rows, written on the day the item is listed (the first simulated
@@ -29,10 +37,8 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
     "users": pa.schema([
         ("user_id", pa.int64()),
         ("signup_date", pa.date32()),
-        ("segment", pa.string()),        # "niche" | "mass"
-        ("home_category_id", pa.int32()),
-        ("activity", pa.float64()),      # expected searches per day
-        ("price_sensitivity", pa.float64()),
+        ("region", pa.string()),         # declared, one of REGIONS
+        ("age_band", pa.string()),       # declared, one of AGE_BANDS
     ]),
     "search_requests": pa.schema([
         ("request_id", pa.int64()),
@@ -104,6 +110,16 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
         ("item_id", pa.int64()),
         ("listing_date", pa.date32()),
         ("y0", pa.float64()),            # expected log(1 + mean daily orders, days 30..36) with no click
+    ]),
+    # The latent parameters of each user, written on the day the user's raw/users row first appears.
+    "users": pa.schema([
+        ("user_id", pa.int64()),
+        ("signup_date", pa.date32()),
+        ("segment", pa.string()),        # "niche" | "mass"
+        ("home_category_id", pa.int32()),
+        ("niche_id", pa.int32()),        # niche within the home category; -1 for mass users
+        ("activity", pa.float64()),      # expected searches per day
+        ("price_sensitivity", pa.float64()),
     ]),
 }
 

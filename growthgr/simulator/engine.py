@@ -4,6 +4,10 @@ Per day `t` (all draws from `day_rng(seed, t)`, so a day depends only on the
 state at the end of day t-1 and the seed):
 
 1. Arrivals: new users; new items (Poisson(new_items_per_day), age 0).
+   raw/users holds only declared profile fields (region, age band: noisy
+   correlates of the home category and the niche/mass segment, drawn from
+   their own stream `PROFILE_STREAM`); the latent user parameters (segment,
+   home category, niche, activity, price sensitivity) go to truth/users.
 2. Requests: each user searches Poisson(activity) times; the intent is the
    home category (85% for niche enthusiasts, 60% for mass consumers) or a
    category drawn by popularity; the query position is the user's taste
@@ -84,7 +88,7 @@ import numpy as np
 import pyarrow as pa
 
 from growthgr.core.calendar import NEW_ITEM_DAYS
-from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from growthgr.core.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS, TRUTH_SCHEMAS
 from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
 from growthgr.simulator.text import (
@@ -110,6 +114,10 @@ US_PER_DAY = 86_400_000_000
 US = 1_000_000
 LINK_LOOKBACK_DAYS = 7
 MAIN = "main"
+PROFILE_STREAM = 4          # day_rng stream of the declared profile fields (raw/users)
+# P(age band) for niche enthusiasts and mass consumers (overlapping; niche skews younger).
+AGE_BAND_P_NICHE = (0.32, 0.30, 0.18, 0.12, 0.08)
+AGE_BAND_P_MASS = (0.16, 0.24, 0.24, 0.20, 0.16)
 
 
 @dataclass(frozen=True)
@@ -480,7 +488,7 @@ def table(name: str, columns: dict, truth: bool = False) -> pa.Table:
 
 
 def catalog_tables(w: World, day: int) -> dict[str, pa.Table]:
-    """Items and users first announced on `day` (the first day also carries the initial population)."""
+    """Raw items and users first announced on `day` (the first day also carries the initial population)."""
     it, us, s = w.items, w.users, w.structure
     rows = np.flatnonzero(it["announce_day"] == day)
     cat = it["category"][rows]
@@ -494,16 +502,41 @@ def catalog_tables(w: World, day: int) -> dict[str, pa.Table]:
         "attributes": attribute_strings(it["attrs"][rows]), "price": it["price"][rows],
     })
     u = np.flatnonzero(us["announce_day"] == day)
+    region, age_band = declared_profile(us["home_cat"][u], us["niche"][u] >= 0, day_rng(w.seed, day, PROFILE_STREAM))
     users = table("users", {
         "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
-        "segment": np.where(us["niche"][u] >= 0, "niche", "mass").tolist(), "home_category_id": us["home_cat"][u],
-        "activity": us["activity"][u], "price_sensitivity": us["price_sens"][u],
+        "region": region, "age_band": age_band,
     })
+    return {"items": items, "users": users}
+
+
+def declared_profile(home_cat: np.ndarray, is_niche: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
+    """The profile fields users declare (region, age band): correlated with the latent traits,
+    never revealing them. Region = home category mod 8 with probability 1/2, else uniform over
+    the 8 regions; the age band skews younger for niche enthusiasts than for mass consumers.
+    Drawn from their own stream (`PROFILE_STREAM`), so no other draw of the day changes."""
+    n = len(home_cat)
+    region = np.where(rng.random(n) < 0.5, home_cat % len(REGIONS), rng.integers(0, len(REGIONS), n))
+    cdf = np.cumsum(np.where(is_niche[:, None], AGE_BAND_P_NICHE, AGE_BAND_P_MASS), axis=1)
+    band = np.minimum((rng.random(n)[:, None] >= cdf).sum(axis=1), len(AGE_BANDS) - 1)
+    return [REGIONS[r] for r in region.tolist()], [AGE_BANDS[b] for b in band.tolist()]
+
+
+def catalog_truth(w: World, day: int) -> dict[str, pa.Table]:
+    """Truth rows of the items and users first announced on `day`: item outcomes, user latents."""
+    it, us = w.items, w.users
+    rows = np.flatnonzero(it["announce_day"] == day)
     outcomes = table("item_outcomes", {
         "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
         "y0": np.log1p(it["base_demand"][rows]),
     }, truth=True)
-    return {"items": items, "users": users, "item_outcomes": outcomes}
+    u = np.flatnonzero(us["announce_day"] == day)
+    users = table("users", {
+        "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
+        "segment": np.where(us["niche"][u] >= 0, "niche", "mass").tolist(), "home_category_id": us["home_cat"][u],
+        "niche_id": us["niche"][u], "activity": us["activity"][u], "price_sensitivity": us["price_sens"][u],
+    }, truth=True)
+    return {"item_outcomes": outcomes, "users": users}
 
 
 def order_columns(first_id: int, price: np.ndarray, rng: np.random.Generator) -> dict:
@@ -581,14 +614,14 @@ def simulate_day(w: World, day: int, channels: Sequence[ChannelSlot] = (),
     site = site_orders(w, day, fun.site_n, rng)
     names = [spec.channel.name for spec in channels]
     tables = funnel_tables(w, req, user_row, req_ts, slate, fun, site, names, rng) | catalog_tables(w, day)
+    truth = catalog_truth(w, day)
     delta = increments(w, slate, user_row, fun)
     grow = growth_clicks(w.items["item_id"], slate, req, fun, intervention) & (fun.age < NEW_ITEM_DAYS)
     orders = np.bincount(slate.item[fun.bought], minlength=w.n_items) + fun.site_n
     exposures = np.bincount(slate.item[fun.exposed], minlength=w.n_items)
     update_items(w, orders, exposures, np.bincount(slate.item[grow], weights=delta[grow], minlength=w.n_items))
     update_recent_queries(w, day, req, user_row)
-    truth = {"click_effects": click_effects_table(w, req, req_ts, slate, fun, delta),
-             "item_outcomes": tables.pop("item_outcomes")}
+    truth = {"click_effects": click_effects_table(w, req, req_ts, slate, fun, delta)} | truth
     w.next_request_id += len(req.request_id)
     w.next_order_id += int(fun.bought.sum()) + len(site.item)
     w.last_day = day

@@ -9,6 +9,11 @@ users have a home niche. An exposure's true uplift is
 with y = log1p(mean of 7 daily Poisson orders). Clicks are likelier for close
 users and good items, so clicked items have a higher label: the confounding the
 uplift model must see through.
+
+Like the simulator, raw/users holds only declared profile fields (region, age
+band: noisy correlates of the home niche and segment, drawn from their own
+generator so every other draw is unchanged); the latent user parameters go to
+truth/users, and the user features are behaviour-derived.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pandas as pd
 from growthgr.core.calendar import COHORT_OFFSET, LABEL_DAYS, NEW_ITEM_DAYS
 from growthgr.core.catalog import query_id
 from growthgr.core.lake import Lake
+from growthgr.core.schemas import AGE_BANDS, REGIONS
 
 CATS = ["shoes", "phone", "lamp", "shirt", "mug", "watch", "bag", "chair"]
 QUALITY_WORDS = np.array(["basic", "standard", "premium"])
@@ -56,6 +62,18 @@ def make_users(rng: np.random.Generator, n: int, n_niches: int) -> pd.DataFrame:
         "segment": np.where(rng.random(n) < 0.5, "niche", "mass"), "activity": rng.gamma(2.0, 1.0, n),
         "price_sensitivity": rng.random(n),
     })
+
+
+def declared_profile(users: pd.DataFrame, seed: int, niches: int) -> pd.DataFrame:
+    """region (home category mod 8 with probability 1/2, else uniform) and age band (younger for
+    niche users), from a generator of their own: the main stream of draws is untouched."""
+    rng = np.random.default_rng([seed, 4])
+    n, home_cat = len(users), users["home_niche"].to_numpy() // niches
+    region = np.where(rng.random(n) < 0.5, home_cat % len(REGIONS), rng.integers(0, len(REGIONS), n))
+    p = np.where((users["segment"] == "niche").to_numpy()[:, None], [0.32, 0.30, 0.18, 0.12, 0.08],
+                 [0.16, 0.24, 0.24, 0.20, 0.16])
+    band = np.minimum((rng.random(n)[:, None] >= np.cumsum(p, axis=1)).sum(axis=1), len(AGE_BANDS) - 1)
+    return pd.DataFrame({"region": np.array(REGIONS)[region], "age_band": np.array(AGE_BANDS)[band]})
 
 
 def n_niches_total(users: pd.DataFrame, items: pd.DataFrame) -> int:
@@ -104,17 +122,18 @@ def outcomes(rng, items: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
 def write_synthetic_lake(lake: Lake, *, days: int = 45, items_per_day: int = 30, n_users: int = 300,
                          niches: int = 4, rate: float = 2.0, seed: int = 0, start: str = "2026-01-01") -> None:
     """Write raw/items|users|clicks, samples/itemltv_samples|labels, features/item|user|query_features,
-    truth/click_effects|item_outcomes for `days` simulated days starting at `start`."""
+    truth/click_effects|item_outcomes|users for `days` simulated days starting at `start`."""
     rng = np.random.default_rng(seed)
     day0 = date.fromisoformat(start)
     items = make_items(rng, days, items_per_day, niches, day0)
     users = make_users(rng, n_users, len(CATS) * niches)
+    users = pd.concat([users, declared_profile(users, seed, niches)], axis=1)
     exp = make_exposures(rng, items, users, days, rate, niches)
     exp["ts"] = _day_ts(day0, exp["day"].to_numpy(), rng)
     exp["query_id"] = exp["query_text"].map(query_id).astype(np.int64)
     out = outcomes(rng, items, exp)
     _write_raw(lake, day0, items, users, exp)
-    _write_truth_and_samples(lake, day0, days, items, exp, out)
+    _write_truth_and_samples(lake, day0, days, items, users, exp, out)
     _write_features(lake, day0, days, items, users, exp)
 
 
@@ -126,13 +145,17 @@ def _write_raw(lake: Lake, day0: date, items, users, exp) -> None:
     raw_items = items.assign(listed_at=pd.to_datetime(items["listing_date"]).dt.tz_localize("UTC"))
     for d, g in raw_items.groupby("listing_day"):
         lake.write_partition("raw", "items", _ds(day0, d), g.drop(columns=["listing_day", "niche", "quality"]))
-    lake.write_partition("raw", "users", _ds(day0, 0), users.drop(columns=["home_niche"]).assign(
-        signup_date=day0, home_category_id=(users["home_niche"] // 4).astype(np.int32)))
+    lake.write_partition("raw", "users", _ds(day0, 0), users[["user_id"]].assign(
+        signup_date=day0, region=users["region"], age_band=users["age_band"]))
     for d, g in exp[exp["clicked"]].groupby("day"):
         lake.write_partition("raw", "clicks", _ds(day0, d), g[["request_id", "user_id", "item_id", "position", "ts"]])
 
 
-def _write_truth_and_samples(lake: Lake, day0: date, days: int, items, exp, out) -> None:
+def _write_truth_and_samples(lake: Lake, day0: date, days: int, items, users, exp, out) -> None:
+    lake.write_partition("truth", "users", _ds(day0, 0), users[["user_id"]].assign(
+        signup_date=day0, segment=users["segment"], home_category_id=(users["home_niche"] // 4).astype(np.int32),
+        niche_id=(users["home_niche"] % 4).astype(np.int32), activity=users["activity"].astype(float),
+        price_sensitivity=users["price_sensitivity"].astype(float)))
     new = exp[exp["age"] < NEW_ITEM_DAYS]
     for d, g in new.groupby("day"):
         lake.write_partition("truth", "click_effects", _ds(day0, d), g.assign(item_age_days=g["age"].astype(np.int32))[
@@ -196,14 +219,15 @@ def _item_snapshot(items: pd.DataFrame, exp: pd.DataFrame, d: int) -> pd.DataFra
 
 
 def _user_snapshot(users: pd.DataFrame, items: pd.DataFrame, exp: pd.DataFrame, d: int) -> pd.DataFrame:
-    out = pd.DataFrame({"user_id": users["user_id"].to_numpy(), "segment": users["segment"].to_numpy(),
-                        "home_category_id": (users["home_niche"] // 4).to_numpy(np.int64),
-                        "activity": users["activity"].astype(float), "price_sensitivity": users["price_sensitivity"],
-                        "tenure_days": np.int64(d)})
+    out = pd.DataFrame({"user_id": users["user_id"].to_numpy(), "region": users["region"].to_numpy(),
+                        "age_band": users["age_band"].to_numpy(), "tenure_days": np.int64(d)})
     daily = exp.groupby(["user_id", "day"], as_index=False)[["exposures", "clicks"]].sum()
     for w in WINDOWS:
         out[f"requests_{w}d"] = _window(daily, "user_id", d, w)["exposures"].reindex(out["user_id"]).fillna(0) \
             .to_numpy(np.int64)
+    month = daily[(daily["day"] > d - 30) & (daily["day"] <= d)]
+    out["active_days_30d"] = month.groupby("user_id")["day"].nunique().reindex(out["user_id"]).fillna(0) \
+        .to_numpy(np.int64)
     out["clicks_7d"] = _window(daily, "user_id", d, 7)["clicks"].reindex(out["user_id"]).fillna(0).to_numpy(np.int64)
     out["clicks_30d"] = _window(daily, "user_id", d, 30)["clicks"].reindex(out["user_id"]).fillna(0).to_numpy(np.int64)
     out["orders_30d"] = np.int64(0)
