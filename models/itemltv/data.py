@@ -13,10 +13,16 @@ Tables read, from the lake only (contract of `spark_jobs`, the application step
   raw/items, raw/users      item content (title, category, price, listing date), user attributes
   raw/clicks                the users' behaviour history (clicked items before the exposure)
 
-Feast columns become model inputs by view: `item_features__x` -> `item__f_x` (item tower),
-`user_features__x` -> `user__f_x`, `query_features__x` -> `ctx__f_x` (uplift tower); numeric
-and boolean features only, ids left out; the user's `category_affinity` vector becomes one
-number, the affinity to the exposed item's category (`ctx__f_user_category_affinity`).
+Feast columns become model inputs by view: the item's listing-time attributes
+(`PRE_TREATMENT_ITEM_FEATURES`) -> `item__f_x` (base tower); every other item feature (exposures,
+clicks, orders, CTR/CVR, age: the treatment and its mediators) -> `ctx__f_item_x` (uplift tower
+only); `user_features__x` -> `user__f_x`, `query_features__x` -> `ctx__f_x` (uplift tower);
+numeric and boolean features only, ids left out; the user's `category_affinity` vector becomes
+one number, the affinity to the exposed item's category (`ctx__f_user_category_affinity`).
+The base tower therefore sees only what was known when the item was listed (content, category,
+brand words, price), never a count the clicks it is asked to separate out could have moved.
+User inputs are what a platform observes: declared profile fields of raw/users (`age_band`,
+tenure) and behaviour (features, the click history); never a simulator latent.
 
 Departures from the paper: items are represented by their content (hashed title words +
 category), never by an id embedding, so brand-new items and history items share one encoder.
@@ -48,6 +54,8 @@ SERVICE = "itemltv_v1"                          # the Feast feature service of t
 TRAINING_TABLE = catalog.training_set(SERVICE)
 VIEW_GROUP = {"item_features": "item", "user_features": "user", "query_features": "ctx"}
 ID_FEATURES = {"category_id", "home_category_id", "intent_category_id"}    # numbers that are not quantities
+PRE_TREATMENT_ITEM_FEATURES = {"price"}          # item features fixed at listing time (base tower)
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")   # raw/users.age_band, as an ordinal
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -57,7 +65,7 @@ class Inputs:
 
     samples: pd.DataFrame            # user_id, item_id, ts, treatment, listing_date, y, *__f_* Feast features
     items: pd.DataFrame              # item_id, title, category_id, price, listing_date
-    users: pd.DataFrame              # user_id, activity, price_sensitivity, segment
+    users: pd.DataFrame              # user_id, signup_date, age_band (declared profile)
     clicks: pd.DataFrame             # user_id, item_id, ts
 
 
@@ -136,7 +144,9 @@ def feast_features(table: pa.Table) -> pd.DataFrame:
         elif feat == "category_affinity" and "item_features__category_id" in cols:
             out["ctx__f_user_category_affinity"] = category_affinity(table[name], table["item_features__category_id"])
         elif pa.types.is_integer(t := table[name].type) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-            out[f"{VIEW_GROUP[view]}__f_{feat}"] = table[name].cast(pa.float64()).to_numpy(zero_copy_only=False)
+            column = (f"ctx__f_item_{feat}" if view == "item_features" and feat not in PRE_TREATMENT_ITEM_FEATURES
+                      else f"{VIEW_GROUP[view]}__f_{feat}")
+            out[column] = table[name].cast(pa.float64()).to_numpy(zero_copy_only=False)
     return pd.DataFrame(out)
 
 
@@ -251,10 +261,14 @@ def numeric_frame(inputs: Inputs) -> pd.DataFrame:
     s = s.assign(listing_date=listing.dt.date, age_days=(s["ts"] - listing).dt.days.clip(lower=0),
                  item__log_price=np.log1p(s["price"].astype(float)))
     s = prior_activity(s.assign(ctx__age=s["age_days"] / 30.0))
-    u = inputs.users
-    user_cols = {"user__activity": u["activity"], "user__price_sensitivity": u["price_sensitivity"],
-                 "user__is_niche": (u["segment"] == "niche").astype(float)}
-    return s.merge(pd.DataFrame({"user_id": u["user_id"], **user_cols}), on="user_id", how="left")
+    return s.merge(profile_columns(inputs.users), on="user_id", how="left")
+
+
+def profile_columns(users: pd.DataFrame) -> pd.DataFrame:
+    """user_id + the declared profile as numbers: `user__age_band` (ordinal 0..4, NaN unknown)."""
+    band = users["age_band"] if "age_band" in users else pd.Series(np.nan, index=users.index)
+    ordinal = band.map({b: float(i) for i, b in enumerate(AGE_BANDS)})
+    return pd.DataFrame({"user_id": users["user_id"].to_numpy(np.int64), "user__age_band": ordinal.to_numpy(float)})
 
 
 def fit_preprocess(frame: pd.DataFrame, cfg: ItemLTVConfig) -> Preprocess:

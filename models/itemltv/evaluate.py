@@ -9,9 +9,14 @@
   AUUC / Qini computed with the true effects (rank exposures by predicted
   uplift; the gain of targeting the top k is the sum of their true uplifts;
   AUUC = area under that curve / the oracle's; Qini = area above the random
-  line / the oracle's), next to S- and T-learners (HistGradientBoosting) fitted
-  on the same training cohorts and the same flat features (item/user/context
-  numerics, category, and two history summaries in place of attention).
+  line / the oracle's; `auuc_random` is the random ranking's AUUC), and the mean
+  within-item Spearman correlation across users (which users' clicks help an
+  item most: the targeting decision), next to the baselines of
+  `models.itemltv.baselines` fitted on the same training cohorts and references
+  (predict zero; predict the true mean uplift, an oracle constant).
+
+The daily report evaluates the day's checkpoints once; `models.itemltv.study` repeats
+training over seeds and reports mean +- sd.
 """
 
 from __future__ import annotations
@@ -29,12 +34,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
-from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from growthgr.core import catalog  # noqa: E402
 from growthgr.core.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
-from models.itemltv.data import Encoded  # noqa: E402
+from models.itemltv.baselines import baseline_uplifts  # noqa: E402
+from models.itemltv.data import Encoded, Splits  # noqa: E402
 from models.itemltv.lit import ItemGroups  # noqa: E402
 from models.itemltv.model import item_labels, item_predictions  # noqa: E402
 from models.itemltv.train import Trained  # noqa: E402
@@ -64,7 +68,8 @@ def predict(trained: Trained, enc: Encoded, items_per_batch: int = 256) -> Predi
         first.append(ds.order[ds.bounds[groups]])
     rows, first = np.concatenate(rows_all), np.concatenate(first)
     exposures = enc.meta.iloc[rows].reset_index(drop=True).assign(
-        base=np.concatenate(base), uplift=np.concatenate(uplift), treatment=enc.treatment[rows])
+        base=np.concatenate(base), uplift=np.concatenate(uplift), treatment=enc.treatment[rows], row=rows)
+    exposures = exposures.sort_values("row", kind="stable").reset_index(drop=True)   # the rows of `enc`, in order
     items = enc.meta.iloc[first][["item_id", "listing_date"]].reset_index(drop=True).assign(
         y=np.concatenate(item_y), pred=np.concatenate(item_pred))
     return Predictions(exposures, items)
@@ -85,66 +90,54 @@ def uplift_curve(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.cumsum(true[order]) / len(true)
 
 
-def uplift_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+def within_item_spearman(pred: np.ndarray, true: np.ndarray, item: np.ndarray, min_rows: int = 3) -> float:
+    """Mean over items with >= `min_rows` exposures and varying true uplift of the Spearman
+    correlation between predicted and true uplift across the item's exposures (0 for an item
+    whose predictions do not vary)."""
+    f = pd.DataFrame({"p": pred, "t": true, "i": item})
+    g = f.groupby("i")
+    f = f.assign(p=g["p"].rank(), t=g["t"].rank())                       # Spearman = Pearson of ranks
+    g = f.groupby("i")
+    centred = f[["p", "t"]] - g[["p", "t"]].transform("mean")
+    sums = centred.assign(pt=centred["p"] * centred["t"], pp=centred["p"] ** 2, tt=centred["t"] ** 2, n=1).groupby(
+        f["i"])[["pt", "pp", "tt", "n"]].sum()
+    sums = sums[(sums["n"] >= min_rows) & (sums["tt"] > 0)]
+    if sums.empty:
+        return float("nan")
+    rho = np.where(sums["pp"] > 0, sums["pt"] / np.sqrt(sums["pp"] * sums["tt"]).where(sums["pp"] > 0, 1.0), 0.0)
+    return float(np.mean(rho))
+
+
+def uplift_metrics(pred: np.ndarray, true: np.ndarray, item: np.ndarray | None = None) -> dict[str, float]:
     model, oracle = uplift_curve(pred, true).mean(), uplift_curve(true, true).mean()
     random = true.mean() * (len(true) + 1) / (2 * len(true))
-    return {
+    out = {
         "pehe": float(np.sqrt(np.mean((pred - true) ** 2))),
-        "pearson": float(pearsonr(pred, true)[0]) if np.std(pred) > 0 else 0.0,
-        "spearman": float(spearmanr(pred, true)[0]) if np.std(pred) > 0 else 0.0,
+        "pearson": float(pearsonr(pred, true)[0]) if np.ptp(pred) > 0 else 0.0,
+        "spearman": float(spearmanr(pred, true)[0]) if np.ptp(pred) > 0 else 0.0,
         "auuc": float(model / oracle) if oracle else 0.0,
+        "auuc_random": float(random / oracle) if oracle else 0.0,
         "qini": float((model - random) / (oracle - random)) if oracle != random else 0.0,
         "mean_pred": float(pred.mean()), "mean_true": float(true.mean()),
     }
+    if item is not None:
+        out["within_item_spearman"] = within_item_spearman(pred, true, item)
+    return out
 
 
-def attach_truth(lake: Lake, exposures: pd.DataFrame) -> pd.DataFrame:
-    """Exposures with `true_uplift` from truth/click_effects (inner join)."""
+def references(true: np.ndarray) -> dict[str, np.ndarray]:
+    """Reference predictions: zero, and the true mean uplift (an oracle constant)."""
+    return {"ref_zero": np.zeros_like(true), "ref_true_mean": np.full_like(true, true.mean())}
+
+
+def attach_truth(lake: Lake, exposures: pd.DataFrame, how: str = "inner") -> pd.DataFrame:
+    """Exposures with `true_uplift` from truth/click_effects (inner join; `left` keeps every row,
+    in order, NaN where the truth has none)."""
     days = exposures["ts"].dt.date
     truth = lake.read_range(*catalog.TRUTH["click_effects"], to_ds(days.min()), to_ds(days.max())).to_pandas()
     keys = ["request_id", "item_id"] if "request_id" in exposures else ["user_id", "item_id", "ts"]
     truth = truth.drop_duplicates(keys)[keys + ["true_uplift"]]
-    return exposures.merge(truth, on=keys, how="inner")
-
-
-# -- meta-learner baselines --------------------------------------------------
-def flat_features(enc: Encoded, chunk: int = 20_000) -> np.ndarray:
-    """[N, F] numerics + category + share of history items of the same category and title-word overlap."""
-    cat = enc.category[enc.item_row]
-    hist_cat, valid = enc.category[enc.hist_rows], enc.hist_rows > 0                  # [N, L]
-    n_valid = valid.sum(1).clip(min=1)
-    same_cat = ((hist_cat == cat[:, None]) & valid).sum(1) / n_valid
-    overlap = np.zeros(len(cat))
-    for s in range(0, len(cat), chunk):
-        it, ht = enc.tokens[enc.item_row[s:s + chunk]], enc.tokens[enc.hist_rows[s:s + chunk]]  # [n,W], [n,L,W]
-        hits = ((it[:, None, :, None] == ht[:, :, None, :]) & (it[:, None, :, None] > 0)).any(-1).sum(-1)
-        overlap[s:s + chunk] = (hits * valid[s:s + chunk]).sum(1) / n_valid[s:s + chunk]   # [n]
-    return np.column_stack([enc.x["item"], enc.x["user"], enc.x["ctx"], cat, same_cat, overlap, valid.sum(1)])
-
-
-def _gbm(seed: int, max_iter: int) -> HistGradientBoostingRegressor:
-    return HistGradientBoostingRegressor(max_iter=max_iter, random_state=seed, early_stopping=False)
-
-
-def _fit(model: HistGradientBoostingRegressor, x: np.ndarray, y: np.ndarray) -> HistGradientBoostingRegressor:
-    """Fit single-threaded: OpenMP spin-waiting on a shared small machine costs more than it gains."""
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return model.fit(x, y)
-
-
-def s_learner(train: Encoded, test: Encoded, seed: int, max_iter: int) -> np.ndarray:
-    """One model f(x, T); uplift = f(x, 1) - f(x, 0)."""
-    x, xt = flat_features(train), flat_features(test)
-    f = _fit(_gbm(seed, max_iter), np.column_stack([x, train.treatment]), train.y)
-    ones, zeros = np.ones(len(xt)), np.zeros(len(xt))
-    return f.predict(np.column_stack([xt, ones])) - f.predict(np.column_stack([xt, zeros]))
-
-
-def t_learner(train: Encoded, test: Encoded, seed: int, max_iter: int) -> np.ndarray:
-    """Two models fitted on treated / control exposures; uplift = f1(x) - f0(x)."""
-    x, xt, t = flat_features(train), flat_features(test), train.treatment > 0.5
-    f1, f0 = _fit(_gbm(seed, max_iter), x[t], train.y[t]), _fit(_gbm(seed, max_iter), x[~t], train.y[~t])
-    return f1.predict(xt) - f0.predict(xt)
+    return exposures.merge(truth, on=keys, how=how)
 
 
 # -- plots -------------------------------------------------------------------
@@ -179,28 +172,32 @@ def _png(fig) -> bytes:
 
 
 # -- the report --------------------------------------------------------------
-def evaluate_models(lake: Lake, full: Trained, base: Trained, train: Encoded, test: Encoded,
-                    seed: int = 0, gbm_max_iter: int = 200) -> tuple[dict, dict[str, bytes]]:
-    """The metrics dict (JSON-able) and the PNG plots of one held-out split."""
+def evaluate_models(lake: Lake, full: Trained, base: Trained, splits: Splits, seed: int = 0,
+                    gbm_max_iter: int = 200) -> tuple[dict, dict[str, bytes]]:
+    """The metrics dict (JSON-able) and the PNG plots of one held-out split (baselines fitted on
+    `splits.train`, tuned on `splits.val`)."""
+    test = splits.test
     p_full, p_base = predict(full, test), predict(base, test)
     metrics: dict = {"n_test_items": len(p_full.items), "n_test_exposures": len(p_full.exposures),
                      "base_only": label_metrics(p_base.items), "with_uplift": label_metrics(p_full.items)}
     plots: dict[str, bytes] = {}
     try:
-        ex = attach_truth(lake, p_full.exposures.assign(s_learner=s_learner(train, test, seed, gbm_max_iter),
-                                                        t_learner=t_learner(train, test, seed, gbm_max_iter)))
+        ex = attach_truth(lake, p_full.exposures, how="left")
     except PartitionNotFound:
         log.warning("no truth/click_effects: uplift metrics skipped (real data)")
         return metrics, plots
+    base_preds, chosen = baseline_uplifts(splits.train, splits.val, test, seed, gbm_max_iter, full.pre.hash_buckets)
+    known = ex["true_uplift"].notna().to_numpy()
+    ex = ex[known].reset_index(drop=True)
     true = ex["true_uplift"].to_numpy()
-    preds = {"itemltv": ex["uplift"].to_numpy(), "s_learner": ex["s_learner"].to_numpy(),
-             "t_learner": ex["t_learner"].to_numpy()}
-    metrics["uplift"] = {name: uplift_metrics(p, true) for name, p in preds.items()}
-    metrics["pehe_reference"] = {"zero": float(np.sqrt(np.mean(true**2))), "constant_true_mean": float(true.std())}
+    preds = {"itemltv": ex["uplift"].to_numpy(), **{k: v[known] for k, v in base_preds.items()}, **references(true)}
+    metrics["uplift"] = {name: uplift_metrics(p, true, ex["item_id"].to_numpy()) for name, p in preds.items()}
+    metrics["baseline_hyperparameters"] = chosen
     metrics["n_truth_exposures"] = len(ex)
     metrics["uplift_by_age"] = ex.groupby("age_days")[["uplift", "true_uplift"]].mean().round(5).reset_index(
     ).to_dict("list")
-    plots = {"uplift_vs_age.png": plot_uplift_vs_age(ex), "qini.png": plot_qini(true, preds)}
+    shown = {k: preds[k] for k in ("itemltv", "ridge_clicks", "gbm_clicks", "s_learner")}
+    plots = {"uplift_vs_age.png": plot_uplift_vs_age(ex), "qini.png": plot_qini(true, shown)}
     return metrics, plots
 
 
@@ -219,7 +216,11 @@ def metrics_table(metrics: dict) -> str:
     lines = [f"{'variant':<14}{'MSE':>8}{'NDCG':>8}",
              *(f"{k:<14}{metrics[k]['mse']:>8.4f}{metrics[k]['ndcg']:>8.4f}" for k in ("base_only", "with_uplift"))]
     if "uplift" in metrics:
-        lines += ["", f"{'uplift model':<14}{'PEHE':>9}{'pearson':>9}{'spearman':>9}{'AUUC':>8}{'Qini':>8}"]
-        lines += [f"{k:<14}{v['pehe']:>9.4f}{v['pearson']:>9.3f}{v['spearman']:>9.3f}{v['auuc']:>8.3f}{v['qini']:>8.3f}"
+        lines += ["", f"{'uplift model':<16}{'PEHE':>9}{'pearson':>9}{'spearman':>9}{'in-item':>9}{'AUUC':>8}"
+                      f"{'Qini':>8}"]
+        lines += [f"{k:<16}{v['pehe']:>9.4f}{v['pearson']:>9.3f}{v['spearman']:>9.3f}"
+                  f"{v.get('within_item_spearman', float('nan')):>9.3f}{v['auuc']:>8.3f}{v['qini']:>8.3f}"
                   for k, v in metrics["uplift"].items()]
+        random = next(iter(metrics["uplift"].values())).get("auuc_random", float("nan"))
+        lines.append(f"(random ranking AUUC {random:.3f})")
     return "\n".join(lines)

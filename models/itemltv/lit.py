@@ -7,6 +7,8 @@ exposures of `items_per_batch` items.
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import numpy as np
 import torch
@@ -68,15 +70,26 @@ class ItemLTVData(L.LightningDataModule):
         return self._loader(self.splits.val, False)
 
 
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.05):
+    """LR multiplier: linear warm-up over `warmup_steps`, then cosine decay to `floor` at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
 class LitItemLTV(L.LightningModule):
-    def __init__(self, model_kwargs: dict, objective: str, lr: float, weight_decay: float):
+    def __init__(self, model_kwargs: dict, objective: str, lr: float, weight_decay: float,
+                 lr_schedule: str = "constant", warmup_epochs: float = 0.0, huber_delta: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.model = ItemLTV(**model_kwargs)
         self.objective = objective
 
     def _step(self, b: Batch, stage: str) -> torch.Tensor:
-        loss = loss_fn(self.model(b, treated_only=True), b, self.objective)
+        loss = loss_fn(self.model(b, treated_only=True), b, self.objective, self.hparams.huber_delta)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=b.n_groups, sync_dist=True)
         return loss
 
@@ -87,4 +100,10 @@ class LitItemLTV(L.LightningModule):
         return self._step(b, "val")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, max(1, warmup)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

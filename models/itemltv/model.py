@@ -1,6 +1,9 @@
 """The ItemLTV two-tower uplift model (one readable file).
 
     item tower   : item content -> embedding e_i -> MLP([e_i, item numerics]) -> base(i)
+                   (pre-treatment inputs only: title words, brand, category, price - what is
+                   known at listing; the item's exposures, clicks, orders and rates, the
+                   treatment and its mediators, go to the uplift tower's context or nowhere)
     uplift tower : attention(query = e_i, keys/values = embeddings of the user's
                    clicked-item history) -> MLP([attn, e_i, attn * e_i, user numerics,
                    context numerics]) -> uplift(u, q, i)
@@ -18,6 +21,12 @@ Departures from the paper:
 - the last layer of the uplift MLP starts at zero, so training starts from
   the base-only model and the summed uplifts of the `item` objective do not
   swamp the label at initialisation;
+- the uplift is bounded, `bound * tanh(raw / bound)` (`uplift_bound`, 0 = off): with the `item`
+  objective an item's prediction sums hundreds of clicks' uplifts, and an unbounded head let a
+  few extreme values swing the validation loss from epoch to epoch;
+- the loss may be Huber instead of MSE (`huber_delta`): a handful of items collect hundreds of
+  clicks (90% of new items get at most one), and under MSE those few items decided both the
+  gradient and which epoch validation kept;
 - objective `item` (the default here) sums base-per-item and the clicked exposures'
   uplifts per item (y_hat_i = mean base + sum_clicked uplift) instead of the
   paper's per-exposure MSE (`exposure`), which makes the uplift a
@@ -54,6 +63,9 @@ class Batch(NamedTuple):
 _UPLIFT_FIELDS = ("item_tokens", "item_cat", "hist_tokens", "hist_cat", "hist_mask", "user_x", "ctx_x")
 
 
+UPLIFT_START = -3.0    # the "exp" link starts at bound * sigmoid(-3) ~ 0.05 * bound per click
+
+
 class Output(NamedTuple):
     base: Tensor          # [N]
     uplift: Tensor        # [N] (zeros when the uplift tower is off)
@@ -82,16 +94,25 @@ class ItemEncoder(nn.Module):
 
 class ItemLTV(nn.Module):
     def __init__(self, *, buckets: int, n_categories: int, dims: dict[str, int], emb_dim: int = 32,
-                 hidden_dim: int = 64, heads: int = 2, dropout: float = 0.1, use_uplift: bool = True):
+                 hidden_dim: int = 64, heads: int = 2, dropout: float = 0.1, use_uplift: bool = True,
+                 uplift_bound: float = 0.0, uplift_link: str = "tanh", factored: bool = False):
         super().__init__()
-        self.use_uplift = use_uplift
+        self.use_uplift, self.uplift_bound, self.uplift_link = use_uplift, uplift_bound, uplift_link
         self.encoder = ItemEncoder(buckets, n_categories, emb_dim)
         self.base_head = mlp(emb_dim + dims["item"], hidden_dim, dropout)
         self.empty = nn.Parameter(torch.zeros(1, 1, emb_dim))
         self.attn = nn.MultiheadAttention(emb_dim, heads, dropout=dropout, batch_first=True)
-        self.uplift_head = mlp(3 * emb_dim + dims["user"] + dims["ctx"], hidden_dim, dropout)
-        nn.init.zeros_(self.uplift_head[-1].weight)
-        nn.init.zeros_(self.uplift_head[-1].bias)
+        self.factored = factored
+        if factored:      # raw = lifecycle(context) + match(user, item): multiplicative under the exp link
+            self.uplift_head = mlp(3 * emb_dim + dims["user"], hidden_dim, dropout)
+            self.lifecycle_head = mlp(dims["ctx"], hidden_dim // 2, dropout)
+            heads = [self.uplift_head, self.lifecycle_head]
+        else:
+            self.uplift_head = mlp(3 * emb_dim + dims["user"] + dims["ctx"], hidden_dim, dropout)
+            heads = [self.uplift_head]
+        for head in heads:
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
 
     def base(self, item_tokens: Tensor, item_cat: Tensor, item_x: Tensor) -> Tensor:
         """Base growth of items from their content and numerics: [N]."""
@@ -106,7 +127,14 @@ class ItemLTV(nn.Module):
         pad = torch.cat([torch.zeros_like(b.hist_mask[:, :1]), ~b.hist_mask], 1)  # [N, L+1]
         a, _ = self.attn(e.unsqueeze(1), h, h, key_padding_mask=pad, need_weights=False)  # [N, 1, D]
         a = a.squeeze(1)
-        return self.uplift_head(torch.cat([a, e, a * e, b.user_x, b.ctx_x], -1)).squeeze(-1)
+        if self.factored:
+            raw = (self.uplift_head(torch.cat([a, e, a * e, b.user_x], -1))
+                   + self.lifecycle_head(b.ctx_x)).squeeze(-1)
+        else:
+            raw = self.uplift_head(torch.cat([a, e, a * e, b.user_x, b.ctx_x], -1)).squeeze(-1)
+        if self.uplift_link == "exp":     # positive and multiplicative in its factors, <= bound
+            return self.uplift_bound * torch.sigmoid(raw + UPLIFT_START)
+        return self.uplift_bound * torch.tanh(raw / self.uplift_bound) if self.uplift_bound > 0 else raw
 
     def forward(self, b: Batch, treated_only: bool = False) -> Output:
         """Base and uplift per exposure. With `treated_only` the uplift is computed for the clicked
@@ -141,8 +169,13 @@ def item_labels(b: Batch) -> Tensor:
     return segment_sum(b.y, b.group, b.n_groups) / count
 
 
-def loss_fn(out: Output, b: Batch, objective: str) -> Tensor:
-    """MSE: per exposure of base + T * uplift (the paper), or per item (`item`)."""
+def loss_fn(out: Output, b: Batch, objective: str, huber_delta: float = 0.0) -> Tensor:
+    """MSE (or Huber with `huber_delta` > 0): per exposure of base + T * uplift (the paper), or
+    per item (`item`)."""
     if objective == "item":
-        return torch.mean((item_predictions(out, b, objective) - item_labels(b)) ** 2)
-    return torch.mean((out.base + b.treatment * out.uplift - b.y) ** 2)
+        pred, target = item_predictions(out, b, objective), item_labels(b)
+    else:
+        pred, target = out.base + b.treatment * out.uplift, b.y
+    if huber_delta > 0:
+        return nn.functional.huber_loss(pred, target, delta=huber_delta)
+    return torch.mean((pred - target) ** 2)

@@ -68,7 +68,7 @@ def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: str) -> dict:
     """Evaluate the checkpoints of `ds` on its test cohorts; writes the report; returns the metrics."""
     full, base = load_checkpoint(lake, FULL, ds), load_checkpoint(lake, BASE, ds)
     splits, _ = prepare(_inputs(cfg, lake, ds), cfg, full.pre)
-    metrics, plots = evaluate_models(lake, full, base, splits.train, splits.test, cfg.seed, cfg.gbm_max_iter)
+    metrics, plots = evaluate_models(lake, full, base, splits, cfg.seed, cfg.gbm_max_iter)
     metrics["cohorts"] = splits.cohorts
     metrics["report_keys"] = write_report(lake, ds, metrics, plots)
     log.info("itemltv evaluation %s\n%s", ds, metrics_table(metrics))
@@ -117,7 +117,7 @@ def _pool_inputs(lake: Lake, ds: str) -> Inputs:
     samples = feast_features(lake.read_partition(*catalog.ITEMLTV_POOL_FEATURES, ds))
     samples = normalise_samples(samples.assign(user_id=-1, treatment=0.0)).merge(
         items[["item_id", "listing_date"]], on="item_id")
-    users = pd.DataFrame({"user_id": [-1], "activity": [np.nan], "price_sensitivity": [np.nan], "segment": [""]})
+    users = pd.DataFrame({"user_id": [-1], "age_band": [None]})
     return Inputs(samples, items, users, pd.DataFrame(columns=["user_id", "item_id", "ts"]))
 
 

@@ -1,7 +1,8 @@
 """Fit ItemLTV with Lightning, keep the best epoch on validation, save safetensors checkpoints.
 
 The Trainer comes from `models.training.build_trainer` (where it trains: `settings.trainer`);
-its `ModelCheckpoint` picks the best validation epoch. Checkpoints live in the lake's `models`
+its `ModelCheckpoint` picks the best validation epoch. Training uses a warm-up + cosine learning rate and an EMA of the weights (`ItemLTVConfig`);
+the EMA weights are the ones validated, selected and saved. Checkpoints live in the lake's `models`
 zone as one self-describing file, `catalog.model_key(name, ds)` =
 `models/<name>/ds=<ds>/model.safetensors` (weights + the model spec and the preprocessing as
 safetensors metadata); `name` is `itemltv` (base + uplift) or `itemltv_base` (the "base only"
@@ -17,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -62,7 +63,8 @@ class EpochLosses(Callback):
 def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
     return {"buckets": pre.hash_buckets, "n_categories": 64, "dims": pre.dims(), "emb_dim": cfg.emb_dim,
             "hidden_dim": cfg.hidden_dim, "heads": cfg.attn_heads, "dropout": cfg.dropout,
-            "use_uplift": use_uplift, "objective": cfg.objective}
+            "use_uplift": use_uplift, "uplift_bound": cfg.uplift_bound,
+            "uplift_link": cfg.uplift_link, "factored": cfg.factored_uplift, "objective": cfg.objective}
 
 
 def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: TrainerConfig,
@@ -71,10 +73,13 @@ def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: 
     validation loss was finite)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = model_spec(cfg, pre, use_uplift)
-    lit = LitItemLTV({k: v for k, v in spec.items() if k != "objective"}, cfg.objective, cfg.lr, cfg.weight_decay)
+    lit = LitItemLTV({k: v for k, v in spec.items() if k != "objective"}, cfg.objective, cfg.lr, cfg.weight_decay,
+                     cfg.lr_schedule, cfg.warmup_epochs, cfg.huber_delta)
     losses = EpochLosses()
+    # EMA first: it swaps the averaged weights in before the loss callback and ModelCheckpoint read them
+    ema = [EMAWeightAveraging(decay=cfg.ema_decay)] if cfg.ema_decay > 0 else []
     trainer = build_trainer(trainer_cfg, max_epochs=cfg.max_epochs, monitor="val_loss", patience=cfg.patience,
-                            gradient_clip_val=cfg.grad_clip, callbacks=[losses])
+                            gradient_clip_val=cfg.grad_clip, callbacks=[*ema, losses])
     trainer.fit(lit, datamodule=ItemLTVData(splits, cfg.items_per_batch, trainer_cfg.num_workers))
     state, best = best_state(trainer), best_score(trainer)
     if state is None or not math.isfinite(best):

@@ -31,13 +31,20 @@ class ItemLTVConfig(StrictModel):
     hidden_dim: int = Field(64, ge=4)
     attn_heads: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    uplift_link: Literal["tanh", "exp"] = "tanh"   # exp: bound * sigmoid(raw - 3), positive, log-additive factors
+    factored_uplift: bool = True             # uplift = link(lifecycle(context) + match(user, item))
+    uplift_bound: float = Field(0.5, ge=0.0)  # |uplift per click| <= bound (scaled tanh); 0 = unbounded
     # -- training ------------------------------------------------------------
     max_epochs: int = Field(30, ge=1)
     items_per_batch: int = Field(64, ge=1)   # a batch holds every exposure of these items
+    huber_delta: float = Field(0.1, ge=0)    # Huber loss on the label (0 = MSE)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     patience: int = Field(6, ge=1)           # early stopping on validation loss
     grad_clip: float = Field(1.0, ge=0)      # gradient norm clipping (0 = off)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"   # cosine: linear warm-up, then decay to 5% over max_epochs
+    warmup_epochs: float = Field(1.0, ge=0)
+    ema_decay: float = Field(0.98, ge=0.0, lt=1.0)  # EMA of the weights per step, used for validation and kept (0 = off)
     # where and how it trains (accelerator, devices, precision, workers): `settings.trainer`
     # -- evaluation ----------------------------------------------------------
     gbm_max_iter: int = Field(200, ge=1)     # meta-learner baselines
