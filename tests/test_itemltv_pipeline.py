@@ -24,9 +24,11 @@ from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
 from models.itemltv.model import ItemLTV
 from models.itemltv.pipeline import pool_candidates, run_evaluate, run_train, score_checkpoints, write_pool
+from models.itemltv.study import run_study, study_table
 from models.itemltv.synthetic import write_synthetic_lake
 from models.itemltv.train import FULL, Trained, load_checkpoint, model_spec, save_checkpoint
 
+LATENT = ("segment", "home_category", "activity", "price_sensitivity", "niche", "quality", "base_demand")
 DS = "2026-02-13"   # 44 simulated days from 2026-01-01: cohorts 01-01..01-08 have closed labels
 
 
@@ -76,17 +78,24 @@ def test_inputs_come_from_the_feast_training_set(settings, built, trained):
     assert ts.loc[first_day, "item_features__exposures_7d"].isna().all()
     assert ts.loc[~first_day, "item_features__exposures_7d"].notna().mean() > 0.95
     pre = load_checkpoint(lake, FULL, DS).pre
-    assert {"item__f_exposures_7d", "item__f_ctr_7d"} <= set(pre.columns["item"])
-    assert {"user__f_price_level_30d", "ctx__f_user_category_affinity", "ctx__f_ctr_30d"} <= set(
-        pre.columns["user"] + pre.columns["ctx"])
+    # the base tower gets listing-time attributes only; the item's funnel (treatment, mediators) the uplift side
+    assert set(pre.columns["item"]) == {"item__log_price", "item__f_price"}
+    assert {"ctx__f_item_exposures_7d", "ctx__f_item_ctr_7d", "ctx__f_item_orders_30d"} <= set(pre.columns["ctx"])
+    assert {"user__f_price_level_30d", "user__f_active_days_30d", "ctx__f_user_category_affinity",
+            "ctx__f_ctr_30d"} <= set(pre.columns["user"] + pre.columns["ctx"])
+    inputs = [c for cols in pre.columns.values() for c in cols]
+    assert not [c for c in inputs if any(latent in c for latent in LATENT)], inputs
 
 
 def test_evaluate_reports_every_metric(settings, metrics):
     for variant in ("base_only", "with_uplift"):
         assert set(metrics[variant]) == {"mse", "ndcg"} and all(math.isfinite(v) for v in metrics[variant].values())
-    assert set(metrics["uplift"]) == {"itemltv", "s_learner", "t_learner"}
+    assert set(metrics["uplift"]) == {"itemltv", "ridge_clicks", "gbm_clicks", "age_heuristic", "s_learner",
+                                      "t_learner", "ref_zero", "ref_true_mean"}
     for m in metrics["uplift"].values():
-        assert {"pehe", "pearson", "spearman", "auuc", "qini"} <= set(m) and all(math.isfinite(v) for v in m.values())
+        assert {"pehe", "pearson", "spearman", "within_item_spearman", "auuc", "auuc_random", "qini"} <= set(m)
+        assert all(math.isfinite(v) for v in m.values()), m
+    assert set(metrics["baseline_hyperparameters"]["ridge_clicks"]) == {"alpha", "val_mse"}
     assert metrics["n_truth_exposures"] == metrics["n_test_exposures"] > 0
     lake = Lake.from_settings(settings)
     stored = json.loads(lake.store.get_bytes(f"reports/itemltv/ds={DS}/metrics.json"))
@@ -99,6 +108,21 @@ def test_learned_uplift_tracks_the_true_uplift(metrics):
     ours = metrics["uplift"]["itemltv"]
     assert ours["pearson"] > 0.1 and ours["qini"] > 0.05, ours
     assert metrics["with_uplift"]["mse"] < metrics["base_only"]["mse"]
+
+
+def test_study_reports_mean_and_sd_over_seeds(settings, built):
+    """`growthgr itemltv evaluate`: every model and baseline over 2 seeds, written to the reports zone."""
+    lake = Lake.from_settings(settings)
+    result = run_study(settings.itemltv, settings.trainer, lake, DS, seeds=[0, 1])
+    m = result["models"]
+    assert {"itemltv", "itemltv_exposure", "base_only", "ridge_clicks", "ref_zero"} <= set(m)
+    assert m["itemltv"]["pehe"]["n"] == 2 and m["itemltv"]["pehe"]["sd"] > 0       # seeds differ
+    assert m["ridge_clicks"]["pehe"]["sd"] == 0                                    # deterministic
+    assert m["ref_zero"]["pehe"]["mean"] > 0 and "pehe" not in m["base_only"]
+    assert set(result["verdict"]) >= {"pehe_ratio", "pearson_mean", "pearson_sd", "uplift_beats_base_mse"}
+    table = lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.md").decode()
+    assert table == study_table(result) and "| itemltv_exposure |" in table and "±" in table
+    assert json.loads(lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.json"))["seeds"] == [0, 1]
 
 
 def test_pool_candidates_features_are_point_in_time_at_the_end_of_the_day(settings, built):

@@ -29,13 +29,27 @@ def train_cmd(ds: str = DS) -> None:
 
 
 @app.command("evaluate")
-def evaluate_cmd(ds: str = DS, as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON.")) -> None:
-    """Held-out metrics vs the S/T-learner baselines and the truth; writes reports/itemltv/ds=<ds>/."""
-    from models.itemltv.pipeline import metrics_table, run_evaluate
-
+def evaluate_cmd(
+    ds: str = DS,
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Train and evaluate every model and baseline with seeds "
+                              "0..N-1; figures are mean ± sd."),
+    checkpoint: bool = typer.Option(False, "--checkpoint", help="Instead: evaluate the day's saved checkpoints "
+                                    "once (the daily report, reports/itemltv/ds=<ds>/metrics.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON."),
+) -> None:
+    """ItemLTV vs fair baselines, meta-learners and references against the simulator's truth on the
+    held-out cohorts of --ds; writes reports/itemltv/ds=<ds>/study.{json,md} (or metrics.json)."""
     s, lake = _settings_and_lake()
-    metrics = run_evaluate(s.itemltv, lake, ds)
-    typer.echo(json.dumps(metrics, indent=2, default=float) if as_json else metrics_table(metrics))
+    if checkpoint:
+        from models.itemltv.pipeline import metrics_table, run_evaluate
+
+        metrics = run_evaluate(s.itemltv, lake, ds)
+        typer.echo(json.dumps(metrics, indent=2, default=float) if as_json else metrics_table(metrics))
+        return
+    from models.itemltv.study import run_study, study_table
+
+    result = run_study(s.itemltv, s.trainer, lake, ds, seeds=list(range(seeds)))
+    typer.echo(json.dumps(result, indent=2, default=float) if as_json else study_table(result))
 
 
 @app.command("pool")

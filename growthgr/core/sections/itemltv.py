@@ -33,6 +33,7 @@ class ItemLTVConfig(StrictModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     uplift_link: Literal["tanh", "exp"] = "tanh"   # exp: bound * sigmoid(raw - 3), positive, log-additive factors
     factored_uplift: bool = True             # uplift = link(lifecycle(context) + match(user, item))
+    match_item: bool = False                 # the match head also sees the item embedding alone
     uplift_bound: float = Field(0.5, ge=0.0)  # |uplift per click| <= bound (scaled tanh); 0 = unbounded
     # -- training ------------------------------------------------------------
     max_epochs: int = Field(30, ge=1)
