@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from growthgr.core import calendar, catalog
 from growthgr.core.lake import Lake, PartitionNotFound, to_ds
+from growthgr.core.schemas import AGE_BANDS
 from growthgr.core.sections.itemltv import ItemLTVConfig
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ TRAINING_TABLE = catalog.training_set(SERVICE)
 VIEW_GROUP = {"item_features": "item", "user_features": "user", "query_features": "ctx"}
 ID_FEATURES = {"category_id", "home_category_id", "intent_category_id"}    # numbers that are not quantities
 PRE_TREATMENT_ITEM_FEATURES = {"price"}          # item features fixed at listing time (base tower)
-AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")   # raw/users.age_band, as an ordinal
 _WORD = re.compile(r"[a-z0-9]+")
 
 
