@@ -26,7 +26,7 @@ from models.itemltv.data import SERVICE, TRAINING_TABLE, load_inputs, prepare, s
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import loss_fn
 from models.itemltv.synthetic import write_synthetic_lake
-from models.itemltv.train import model_spec
+from models.itemltv.train import model_kwargs, model_spec
 from models.training import build_trainer
 
 
@@ -70,7 +70,7 @@ def main() -> None:
             features.training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
     splits, pre = prepare(load_inputs(lake, args.ds, 1000), cfg)
     spec = model_spec(cfg, pre, True)
-    kwargs = {k: v for k, v in spec.items() if k != "objective"}
+    kwargs = model_kwargs(spec)
     n = len(splits.train.y) * args.epochs
     times = {}
     for name, loop in (("bare", bare_loop), ("lightning", lightning_loop)):

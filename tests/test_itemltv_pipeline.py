@@ -26,7 +26,7 @@ from models.itemltv.model import ItemLTV
 from models.itemltv.pipeline import pool_candidates, run_evaluate, run_train, score_checkpoints, write_pool
 from models.itemltv.study import run_study, study_table
 from models.itemltv.synthetic import write_synthetic_lake
-from models.itemltv.train import FULL, Trained, load_checkpoint, model_spec, save_checkpoint
+from models.itemltv.train import FULL, Trained, load_checkpoint, model_kwargs, model_spec, save_checkpoint
 
 LATENT = ("segment", "home_category", "activity", "price_sensitivity", "niche", "quality", "base_demand")
 DS = "2026-02-13"   # 44 simulated days from 2026-01-01: cohorts 01-01..01-08 have closed labels
@@ -172,7 +172,7 @@ def test_checkpoints_are_scored_on_the_same_held_out_rows(settings, trained, met
                   mean={g: m[:2] for g, m in good.pre.mean.items()}, std={g: v[:2] for g, v in good.pre.std.items()})
     spec = model_spec(settings.itemltv, pre, use_uplift=True)
     torch.manual_seed(0)
-    untrained = ItemLTV(**{k: v for k, v in spec.items() if k != "objective"}).eval()
+    untrained = ItemLTV(**model_kwargs(spec)).eval()
     bad = lake.store.get_bytes(save_checkpoint(lake, "itemltv_untrained", DS, Trained(untrained, pre, spec)))
     blob = lake.store.get_bytes(trained[FULL]["checkpoint"])
     out = score_checkpoints(settings.itemltv, lake, DS, {"candidate": blob, "again": blob, "serving": bad})

@@ -12,6 +12,7 @@ import torch
 from growthgr.core.lake import Lake, PartitionNotFound
 from growthgr.core.sections.itemltv import ItemLTVConfig
 from growthgr.core.sections.trainer import TrainerConfig
+from models.itemltv.baselines import ridge_clicks
 from models.itemltv.data import (
     Encoded,
     Preprocess,
@@ -23,11 +24,10 @@ from models.itemltv.data import (
     load_inputs,
     standardise,
 )
-from models.itemltv.baselines import ridge_clicks
 from models.itemltv.evaluate import label_metrics, uplift_metrics, within_item_spearman
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import Batch, ItemLTV, item_predictions, loss_fn
-from models.itemltv.train import fit_model, model_spec
+from models.itemltv.train import fit_model, model_kwargs, model_spec
 from models.training import build_trainer
 
 
@@ -201,7 +201,7 @@ def test_fast_dev_run_smoke():
     """One training and one validation batch through `build_trainer(..., fast_dev_run=True)`."""
     splits, pre, cfg = _tiny()
     spec = model_spec(cfg, pre, use_uplift=True)
-    lit = LitItemLTV({k: v for k, v in spec.items() if k != "objective"}, cfg.objective, cfg.lr, cfg.weight_decay)
+    lit = LitItemLTV(model_kwargs(spec), cfg.objective, cfg.lr, cfg.weight_decay)
     trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, monitor="val_loss", patience=cfg.patience,
                             gradient_clip_val=cfg.grad_clip, fast_dev_run=True)
     trainer.fit(lit, datamodule=ItemLTVData(splits, cfg.items_per_batch))

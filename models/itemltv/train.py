@@ -68,13 +68,19 @@ def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
             "match_item": cfg.match_item, "objective": cfg.objective}
 
 
+def model_kwargs(spec: dict) -> dict:
+    """The `ItemLTV` constructor arguments of a spec (the rest is how predictions are formed)."""
+    return {k: v for k, v in spec.items() if k not in ("objective", "label_range")}
+
+
 def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: TrainerConfig,
               use_uplift: bool) -> Trained:
     """Train one variant; returns the weights of the best validation epoch (an error if no
     validation loss was finite)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    spec = model_spec(cfg, pre, use_uplift)
-    lit = LitItemLTV({k: v for k, v in spec.items() if k != "objective"}, cfg.objective, cfg.lr, cfg.weight_decay,
+    # the training labels' range: item predictions are clipped to it (see `evaluate.predict`)
+    spec = {**model_spec(cfg, pre, use_uplift), "label_range": [float(splits.train.y.min()), float(splits.train.y.max())]}
+    lit = LitItemLTV(model_kwargs(spec), cfg.objective, cfg.lr, cfg.weight_decay,
                      cfg.lr_schedule, cfg.warmup_epochs, cfg.huber_delta)
     losses = EpochLosses()
     # EMA first: it swaps the averaged weights in before the loss callback and ModelCheckpoint read them
@@ -134,7 +140,7 @@ def checkpoint_from_bytes(blob: bytes) -> Trained:
     """A model from the bytes of a checkpoint (e.g. a release's copy), with its own spec and preprocessing."""
     meta = json.loads(safetensors_metadata(blob)["growthgr"])
     spec, pre = meta["spec"], Preprocess(**meta["preprocess"])
-    model = ItemLTV(**{k: v for k, v in spec.items() if k != "objective"})
+    model = ItemLTV(**model_kwargs(spec))
     model.load_state_dict(st_load(blob))
     return Trained(model.eval(), pre, spec)
 
