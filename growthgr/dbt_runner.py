@@ -1,13 +1,23 @@
 """Run the `dbt/` project programmatically (dbt-core's `dbtRunner`), and query its DuckDB file.
 
-The project reads the lake's Parquet directly (see `dbt/README.md`). Everything
-run-specific lives under the lake, never in the repository:
-  `<lake>/warehouse/growthgr.duckdb`    the DuckDB file analysts query
-  `<lake>/warehouse/dbt_target/`        dbt's target dir (manifest, docs: index.html)
-  `<lake>/warehouse/dbt_logs/`          dbt's logs
+The project reads the lake's committed Parquet files (see `dbt/README.md`). Everything
+run-specific lives in the lake's local state directory (`Lake.state_dir`: the lake root of a
+local lake), never in the repository:
+  `<state>/warehouse/growthgr.duckdb`    the DuckDB file analysts query
+  `<state>/warehouse/dbt_target/`        dbt's target dir (manifest, docs: index.html)
+  `<state>/warehouse/dbt_logs/`          dbt's logs
 The profiles dir is the project dir (`dbt/profiles.yml`, target `duckdb`; a
 documented `spark` target is the production one). Telemetry is off.
 
+An `s3://` lake: DuckDB's httpfs extension is not bundled with the pinned wheel (and cannot be
+downloaded here), so before each build the committed files of every table the staging models
+read are copied into the DuckDB file (`mirror_lake`: schema `lake_mirror`, read with pyarrow
+through `Lake.read_files`), and the staging models select from those tables instead of
+`read_parquet` (var `lake_mirror`). Same committed-file view, taken at build time; departs from
+the local lake in that the copy is a full one per build, and a partition written later appears
+only after the next build (as with the local views' file lists).
+
+Functions take a `Lake` (or a local lake root, opened as `Lake.open(root)`).
 DuckDB allows one writer per file: callers must not run two builds on one lake
 at once (the Airflow DAG runs dbt in a single-slot pool).
 """
@@ -26,6 +36,7 @@ from growthgr.core.lake import Lake
 log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"
+MIRROR_SCHEMA = "lake_mirror"
 # Tables the staging models read: (zone, table).
 LAKE_TABLES = (
     ("raw", "items"), ("raw", "search_requests"), ("curated", "item_daily_stats"), ("samples", "itemltv_labels"),
@@ -45,32 +56,74 @@ class DbtResult:
     warehouse: str = ""
 
 
-def warehouse_dir(lake_root: str) -> Path:
-    if lake_root.startswith("s3://"):
-        raise DbtError("dbt-duckdb reads a local lake; for an s3:// lake use the documented `spark` target")
-    return Path(lake_root).resolve() / "warehouse"
+def _lake(lake: Lake | str) -> Lake:
+    return lake if isinstance(lake, Lake) else Lake.open(lake)
 
 
-def duckdb_path(lake_root: str) -> Path:
+def warehouse_dir(lake: Lake | str) -> Path:
+    """`<state>/warehouse`: the local directory of dbt's DuckDB file, target and logs."""
+    return _lake(lake).state_dir / "warehouse"
+
+
+def duckdb_path(lake: Lake | str) -> Path:
     """The DuckDB file of the lake (created by the first build)."""
-    return warehouse_dir(lake_root) / "growthgr.duckdb"
+    return warehouse_dir(lake) / "growthgr.duckdb"
 
 
-def dbt_vars(lake_root: str) -> dict:
+def is_remote(lake: Lake) -> bool:
+    return lake.store.uri.startswith("s3://")
+
+
+def lake_files(lake: Lake) -> dict[str, list[str]]:
+    """`zone/table` -> the committed files of each lake table the staging models read."""
+    return {f"{z}/{t}": lake.committed_files(z, t) for z, t in LAKE_TABLES}
+
+
+def mirror_table(key: str) -> str:
+    """The DuckDB table that holds lake table `zone/table` of an `s3://` lake."""
+    return f'{MIRROR_SCHEMA}."{key.replace("/", "__")}"'
+
+
+def dbt_vars(lake: Lake | str, files: dict[str, list[str]] | None = None) -> dict:
     """`lake_root`, the DuckDB file, the committed files of each lake table the staging models
     read (`lake_files`: the lake's list, never a glob; a table without files gives an empty
-    view), and the label calendar (`growthgr.core.calendar`)."""
-    lake = Lake.open(lake_root)
-    files = {f"{z}/{t}": lake.committed_files(z, t) for z, t in LAKE_TABLES}
-    return {"lake_root": str(Path(lake_root).resolve()), "lake_files": files,
-            "duckdb_path": str(duckdb_path(lake_root)), **calendar.dbt_vars()}
+    view), the mirror schema for an `s3://` lake (`lake_mirror`, else null), and the label
+    calendar (`growthgr.core.calendar`)."""
+    lake = _lake(lake)
+    remote = is_remote(lake)
+    return {"lake_root": lake.store.uri if remote else str(Path(lake.store.uri).resolve()),
+            "lake_files": lake_files(lake) if files is None else files,
+            "lake_mirror": MIRROR_SCHEMA if remote else None,
+            "duckdb_path": str(duckdb_path(lake)), **calendar.dbt_vars()}
 
 
-def _args(lake_root: str, command: str, select: str | None) -> list[str]:
-    wh = warehouse_dir(lake_root)
+def mirror_lake(lake: Lake, files: dict[str, list[str]], path: Path) -> dict[str, int]:
+    """Replace each mirror table with exactly `files[key]` (read by pyarrow, `ds` from the path);
+    a table with no files is dropped (the staging model is then an empty typed relation).
+    Returns rows per table."""
+    import duckdb
+
+    rows = {}
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"create schema if not exists {MIRROR_SCHEMA}")
+        for key, urls in files.items():
+            if not urls:
+                con.execute(f"drop table if exists {mirror_table(key)}")
+                continue
+            table = lake.read_files(urls)
+            con.register("growthgr_mirror_src", table)
+            con.execute(f"create or replace table {mirror_table(key)} as select * from growthgr_mirror_src")
+            con.unregister("growthgr_mirror_src")
+            rows[key] = table.num_rows
+    log.info("dbt: mirrored %s into %s", rows, path)
+    return rows
+
+
+def _args(lake: Lake, command: str, select: str | None, files: dict[str, list[str]]) -> list[str]:
+    wh = warehouse_dir(lake)
     args = [*command.split(), "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
             "--target-path", str(wh / "dbt_target"), "--log-path", str(wh / "dbt_logs"),
-            "--vars", json.dumps(dbt_vars(lake_root)), "--quiet"]
+            "--vars", json.dumps(dbt_vars(lake, files)), "--quiet"]
     return args + (["--select", select] if select else [])
 
 
@@ -99,46 +152,53 @@ def _failures(res) -> list[str]:
     return out
 
 
-def invoke(lake_root: str, command: str, select: str | None = None) -> DbtResult:
-    """Run one dbt command on the lake at `lake_root`; raises DbtError naming what failed."""
+def invoke(lake: Lake | str, command: str, select: str | None = None) -> DbtResult:
+    """Run one dbt command on `lake` (an `s3://` lake is mirrored first); raises DbtError
+    naming what failed."""
     from dbt.cli.main import dbtRunner
 
+    lake = _lake(lake)
     os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-    warehouse_dir(lake_root).mkdir(parents=True, exist_ok=True)
+    warehouse_dir(lake).mkdir(parents=True, exist_ok=True)
+    files = lake_files(lake)
+    if is_remote(lake):
+        mirror_lake(lake, files, duckdb_path(lake))
     try:
-        res = dbtRunner().invoke(_args(lake_root, command, select))
+        res = dbtRunner().invoke(_args(lake, command, select, files))
     finally:
         _release_duckdb()
     results = getattr(res.result, "results", None) or []
-    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(lake_root)))
+    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(lake)))
     if not res.success:
         raise DbtError(f"dbt {command} failed:\n  " + "\n  ".join(out.failures or ["(no details)"]))
     log.info("dbt %s: %d nodes ok -> %s", command, out.nodes, out.warehouse)
     return out
 
 
-def build(lake_root: str, select: str | None = None) -> DbtResult:
+def build(lake: Lake | str, select: str | None = None) -> DbtResult:
     """`dbt build` (seeds, models, tests, unit tests) over the lake."""
-    return invoke(lake_root, "build", select)
+    return invoke(lake, "build", select)
 
 
-def docs(lake_root: str) -> Path:
+def docs(lake: Lake | str) -> Path:
     """`dbt docs generate`; returns the path of the generated `index.html`."""
-    invoke(lake_root, "docs generate")
-    return warehouse_dir(lake_root) / "dbt_target" / "index.html"
+    invoke(lake, "docs generate")
+    return warehouse_dir(lake) / "dbt_target" / "index.html"
 
 
-def query(lake_root: str, sql_text: str):
+def query(lake: Lake | str, sql_text: str):
     """Run ONE read-only SELECT on the lake's DuckDB file; returns a pandas DataFrame.
 
     The statement is parsed first: anything but exactly one SELECT (COPY, ATTACH, SET, PRAGMA,
     INSTALL, several statements...) is rejected. The connection is read-only, and DuckDB's
-    external access is off except for the lake directory (the staging views read its Parquet),
-    with the configuration locked, so `read_text('/etc/passwd')` or extensions fail.
+    external access is off except for the lake's state directory (the root of a local lake,
+    whose Parquet the staging views read; an `s3://` lake's views read the mirror tables inside
+    the file), with the configuration locked, so `read_text('/etc/passwd')` or extensions fail.
     Raises DbtError with DuckDB's message on any refusal or error."""
     import duckdb
 
-    path = duckdb_path(lake_root)
+    lake = _lake(lake)
+    path = duckdb_path(lake)
     if not path.exists():
         raise DbtError(f"{path} does not exist: run `growthgr dbt build` first")
     try:
@@ -150,7 +210,7 @@ def query(lake_root: str, sql_text: str):
     if kinds != ["SELECT"]:
         raise DbtError(f"only one read-only SELECT statement is allowed, got {', '.join(kinds) or 'none'}")
     with duckdb.connect(str(path), read_only=True, config=_NO_EXTENSIONS) as con:
-        con.execute("set allowed_directories = $1", [[f"{warehouse_dir(lake_root).parent}/"]])
+        con.execute("set allowed_directories = $1", [[f"{warehouse_dir(lake).parent}/"]])
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
         try:

@@ -6,6 +6,11 @@ source's path names a lake table, `<lake root>/<zone>/<table>` (see `feature_rep
 and every read resolves it to `Lake.committed_files` at that moment: training sets, point-in-time
 joins and `materialize` see exactly the committed partitions, with no `feast apply` per write.
 
+An `s3://` lake: DuckDB's httpfs extension is not bundled with the pinned wheel, so the committed
+files are read with pyarrow (`Lake.read_files`, endpoint and region from the store config's
+`s3_endpoint_url` / `s3_region`, credentials from the environment or an instance role) and handed
+to ibis as an in-memory table: the same rows, read whole on every call (no pushdown).
+
 Selected in `feature_repo/feature_store.yaml` as `type: growthgr.feast_offline.LakeOfflineStore`
 (Feast imports the class by that name, and this module only when it does: it loads Feast).
 """
@@ -21,6 +26,7 @@ from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores import ibis as feast_ibis
 
 from growthgr.core.lake import Lake, PartitionNotFound
+from growthgr.core.storage import FileReader
 
 TYPE = "growthgr.feast_offline.LakeOfflineStore"
 _DuckDB = feast_duckdb.DuckDBOfflineStore
@@ -31,13 +37,17 @@ def table_path(lake_root: str, zone: str, table: str) -> str:
     return f"{lake_root.rstrip('/')}/{zone}/{table}"
 
 
-def read_lake_table(data_source, repo_path: str):
-    """An ibis table over the committed files of the lake table `data_source.path` names."""
+def read_lake_table(data_source, repo_path: str, files: FileReader = FileReader()):
+    """An ibis table over the committed files of the lake table `data_source.path` names (an
+    `s3://` one read by pyarrow through `files`, see the module docstring)."""
     root, zone, table = data_source.path.rsplit("/", 2)
-    files = Lake.open(root).committed_files(zone, table)
-    if not files:
+    lake = Lake.open(root, files.endpoint_url, files.region)
+    urls = lake.committed_files(zone, table)
+    if not urls:
         raise PartitionNotFound(f"{data_source.name}: no committed partition of {zone}/{table} in {root}")
-    return ibis.read_parquet(files)
+    if root.startswith("s3://"):
+        return ibis.memtable(lake.read_files(urls))
+    return ibis.read_parquet(urls)
 
 
 def _through_lake(ibis_fn, duckdb_method):
@@ -49,7 +59,8 @@ def _through_lake(ibis_fn, duckdb_method):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         store = bound.arguments["config"].offline_store
-        return ibis_fn(**bound.arguments, data_source_reader=read_lake_table,
+        reader = functools.partial(read_lake_table, files=FileReader(store.s3_endpoint_url, store.s3_region))
+        return ibis_fn(**bound.arguments, data_source_reader=reader,
                        data_source_writer=feast_duckdb._write_data_source,
                        staging_location=store.staging_location,
                        staging_location_endpoint_override=store.staging_location_endpoint_override)
@@ -59,6 +70,8 @@ def _through_lake(ibis_fn, duckdb_method):
 
 class LakeOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
     type: Literal["growthgr.feast_offline.LakeOfflineStore"] = TYPE
+    s3_endpoint_url: str | None = None     # an s3:// lake's endpoint (None: AWS)
+    s3_region: str = "us-east-1"
 
 
 class LakeOfflineStore(_DuckDB):

@@ -11,10 +11,11 @@ Every function takes the `settings.feast` section (`FeatureStoreConfig`), the `L
 the Spark offline store may be used, the Spark master URL (`settings.spark.master`).
 
 Environments (`FeatureStoreConfig.environment`): `local` = `feature_repo/feature_store.yaml`
-(DuckDB over the lake Parquet, SQLite online store, registry file under `<lake>/feast/`), `cluster`
+(DuckDB over the lake's committed Parquet, local or `s3://`; SQLite online store and registry file
+under `<state>/feast/`, where `<state>` = `Lake.state_dir`, the root of a local lake), `cluster`
 = `feature_store.cluster.yaml` (Spark offline store, Redis online store). `online_store: redis`
 swaps only the online store (the Redis test uses it). Every Feast writer (apply, materialize) holds
-`<lake>/feast/.writer.lock`: the file registry and the SQLite store are single-writer.
+`<state>/feast/.writer.lock`: the file registry and the SQLite store are single-writer.
 Timestamps handed to Feast are microsecond UTC (nanosecond ones break DuckDB 2.x materialise).
 """
 
@@ -41,26 +42,35 @@ from growthgr.core.sections.feast import FeatureStoreConfig
 log = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
 YAML_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
+LAKE_OFFLINE = "growthgr.feast_offline.LakeOfflineStore"   # the type name; the module loads Feast
 
 
 # -- configuration -----------------------------------------------------------------------------------
 def feast_dir(lake: Lake) -> Path:
-    """`<lake>/feast`: registry, SQLite online store, apply hash and writer lock (local lakes only)."""
-    if "://" in lake.store.uri:
-        raise ValueError("the local Feast environment needs a local lake root; use environment=cluster")
-    path = Path(lake.store.uri).resolve() / "feast"
+    """`<state>/feast` (`Lake.state_dir`: the lake root of a local lake, a local directory for an
+    `s3://` lake): registry, SQLite online store, apply hash and writer lock."""
+    path = lake.state_dir / "feast"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def lake_root(lake: Lake) -> str:
+    """The root the feature views' sources name: the `s3://` URI, or the resolved local path."""
+    uri = lake.store.uri
+    return uri if "://" in uri else str(Path(uri).resolve())
+
+
 def repo_config_dict(cfg: FeatureStoreConfig, lake: Lake, spark_master: str = "local[*]") -> dict[str, Any]:
-    """The environment's feature_store.yaml with `${...}` filled in."""
+    """The environment's feature_store.yaml with `${...}` filled in; for an `s3://` lake the lake
+    offline store also gets the endpoint and region it reads the files with (no credentials)."""
     text = (REPO_DIR / YAML_FILES[cfg.environment]).read_text()
-    values = {"LAKE_ROOT": str(feast_dir(lake).parent), "REDIS_CONNECTION": cfg.redis_connection,
-              "SPARK_MASTER": spark_master}
+    values = {"LAKE_ROOT": lake_root(lake), "FEAST_DIR": str(feast_dir(lake)),
+              "REDIS_CONNECTION": cfg.redis_connection, "SPARK_MASTER": spark_master}
     for key, value in values.items():
         text = text.replace("${" + key + "}", value)
     data = yaml.safe_load(text)
+    if data["offline_store"]["type"] == LAKE_OFFLINE and lake.store.uri.startswith("s3://"):
+        data["offline_store"].update(s3_endpoint_url=lake.store.files.endpoint_url, s3_region=lake.store.files.region)
     if cfg.online_store == "redis":
         data["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection}
     elif cfg.online_store == "sqlite":
@@ -73,7 +83,7 @@ def load_definitions(lake: Lake, offline: str) -> list:
     spec = importlib.util.spec_from_file_location("growthgr_feature_repo", REPO_DIR / "definitions.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build(str(feast_dir(lake).parent), offline)
+    return module.build(lake_root(lake), offline)
 
 
 def definitions_hash(config: dict[str, Any]) -> str:

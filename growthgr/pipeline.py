@@ -76,7 +76,7 @@ def dbt(settings: Settings, ds: str) -> dict:
 
     from growthgr.dbt_runner import build
 
-    return asdict(build(settings.lake_root))
+    return asdict(build(Lake.from_settings(settings)))
 
 
 def gate_labels(settings: Settings, ds: str) -> dict:

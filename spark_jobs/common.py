@@ -5,20 +5,21 @@ Every job is extract -> pure `transform(dataframes..., params) -> DataFrame` ->
 load. Extract reads committed partitions through `Lake.partition_files` and
 checks each one against `growthgr.core.schemas` first: a missing or malformed
 partition raises `InputError` naming the table, the partition and the problem,
-before anything is written. Load sorts the output by its key, collects it to
+before anything is written. A local lake is read with `spark.read.parquet`; an
+`s3://` lake through the lake data source (`spark_jobs.lake_source`, pyarrow in
+the executors), or through Hadoop's S3A connector when the session has it
+(`spark.s3_connector`, see `read_connector`). Load sorts the output by its key, collects it to
 Arrow and replaces exactly one `ds` partition with `Lake.write_partition`
 (atomic, idempotent; fine at demo scale).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -26,7 +27,9 @@ from pyspark.sql import types as T
 from growthgr.core.catalog import RAW
 from growthgr.core.lake import Lake, to_ds
 from growthgr.core.schemas import RAW_SCHEMAS
-from spark_jobs.session import spark_url
+from spark_jobs import lake_source
+from spark_jobs.lake_source import Footer
+from spark_jobs.session import S3_CONNECTOR_CONF, spark_url
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,6 @@ def spark_schema(schema: pa.Schema) -> T.StructType:
     return T.StructType([T.StructField(f.name, _ARROW_TO_SPARK[f.type], True) for f in schema])
 
 
-def _file_schema(lake: Lake, url: str) -> pa.Schema:
-    if "://" not in url:
-        return pq.read_schema(url)
-    key = url[len(lake.store.uri) + 1:]
-    return pq.read_schema(io.BytesIO(lake.store.get_bytes(key)))
-
-
 def schema_problem(found: pa.Schema, expected: pa.Schema) -> str | None:
     """What is wrong with `found` against the contract, or None (extra columns are allowed)."""
     have = {f.name: f.type for f in found}
@@ -89,20 +85,28 @@ def schema_problem(found: pa.Schema, expected: pa.Schema) -> str | None:
     return f"wrong column types {wrong}" if wrong else None
 
 
-def checked_files(lake: Lake, zone: str, table: str, ds: str, expected: pa.Schema) -> list[str]:
-    """The committed files of one partition after checking it exists and matches `expected`."""
+def checked_footers(lake: Lake, zone: str, table: str, ds: str, expected: pa.Schema) -> list[Footer]:
+    """The footers of the committed files of one partition, after checking it exists and
+    every file matches `expected` (an `s3://` file: only its footer is fetched)."""
     where = f"{zone}/{table}/ds={ds}"
     if not lake.exists(zone, table, ds):
         raise InputError(f"{where}: partition is missing (no committed _SUCCESS marker in {lake.store.uri})")
-    files = lake.partition_files(zone, table, ds)
-    for url in files:
+    footers = []
+    for url in lake.partition_files(zone, table, ds):
         try:
-            problem = schema_problem(_file_schema(lake, url), expected)
+            footer, found = Footer.read(lake.store.files, url)
+            problem = schema_problem(found, expected)
         except (OSError, pa.ArrowException) as err:
             problem = f"unreadable Parquet file {url}: {err}"
         if problem:
             raise InputError(f"{where}: malformed partition: {problem}")
-    return files
+        footers.append(footer)
+    return footers
+
+
+def checked_files(lake: Lake, zone: str, table: str, ds: str, expected: pa.Schema) -> list[str]:
+    """The committed files of one partition after checking it exists and matches `expected`."""
+    return [f.url for f in checked_footers(lake, zone, table, ds, expected)]
 
 
 # -- extract ----------------------------------------------------------------
@@ -112,11 +116,36 @@ def read_table(
 ) -> DataFrame:
     """The union of the given partitions of one table, checked, with the contract's columns."""
     expected = schema if schema is not None else RAW_SCHEMAS[table]
-    files = [f for ds in ds_list for f in checked_files(lake, zone, table, ds, expected)]
+    footers = [f for ds in ds_list for f in checked_footers(lake, zone, table, ds, expected)]
     sschema = spark_schema(expected)
-    if not files:
+    if not footers:
         return spark.createDataFrame([], sschema)
-    return spark.read.schema(sschema).parquet(*[spark_url(f) for f in files]).select(*expected.names)
+    if read_connector(spark, lake) == "arrow":
+        return lake_source.read_files(spark, footers, sschema, lake.store.files).select(*expected.names)
+    return spark.read.schema(sschema).parquet(*[spark_url(f.url) for f in footers]).select(*expected.names)
+
+
+S3A_CLASS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+
+
+def read_connector(spark: SparkSession, lake: Lake) -> str:
+    """How the session reads `lake`'s files: `files` (Spark's own reader: a local lake), `s3a`, or
+    `arrow` (the lake data source). For an `s3://` lake `spark.s3_connector` decides; `auto` takes
+    S3A when its class loads in the driver, else `arrow`."""
+    if not lake.store.uri.startswith("s3://"):
+        return "files"
+    choice = spark.conf.get(S3_CONNECTOR_CONF, "auto")
+    if choice == "auto":
+        choice = "s3a" if _loadable(spark, S3A_CLASS) else "arrow"
+    return choice
+
+
+def _loadable(spark: SparkSession, class_name: str) -> bool:
+    """Whether the driver JVM can load `class_name` (False without a JVM, e.g. Spark Connect)."""
+    try:
+        return bool(spark.sparkContext._jvm.org.apache.spark.util.Utils.classIsLoadable(class_name))
+    except Exception:  # noqa: BLE001 - no JVM gateway or no such helper: treat as absent
+        return False
 
 
 def history_days(lake: Lake, table: str, ds: str, lookback: int, zone: str = "raw") -> list[str]:

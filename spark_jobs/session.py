@@ -4,21 +4,30 @@ sections and the lake root.
 One session per process (`getOrCreate`): `local[*]` by default, any master URL
 from config (`spark://...`, `yarn`, `k8s://...`) with no code change. Session
 time zone is UTC (every day boundary in the jobs is a UTC midnight), logs are
-quiet (WARN), shuffle partitions come from the profile (2 for `tiny`).
+quiet (WARN), shuffle partitions come from the profile (2 for `tiny`). Python
+workers (the lake data source's executor side) run `spark.python`: in local mode
+this interpreter by default, on a cluster its own `PYSPARK_PYTHON`.
 
-S3: a lake rooted at `s3://bucket/prefix` is read by Spark as `s3a://...`
-(`spark_url`); `spark_conf` sets the S3A endpoint, path-style access and the
-credentials provider from config. The `hadoop-aws` jars are not bundled with
-pyspark: add them with `spark.jars_packages` or ship them in the cluster image.
+S3: a lake rooted at `s3://bucket/prefix` is read through the lake data source
+(`spark_jobs.lake_source`, no jars needed) unless the session has Hadoop's S3A
+connector (`spark.s3_connector`, recorded in the session conf as
+`S3_CONNECTOR_CONF`); with S3A, lake URLs become `s3a://...` (`spark_url`) and
+`spark_conf` sets the S3A endpoint, path-style access and credentials provider
+from config. The `hadoop-aws` jars are not bundled with pyspark: add them with
+`spark.jars_packages` or ship them in the cluster image.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Mapping
 
 from growthgr.core.config import SparkConfig, StorageConfig
 
 log = logging.getLogger(__name__)
+S3_CONNECTOR_CONF = "spark.growthgr.s3Connector"
 
 
 def spark_url(url: str) -> str:
@@ -44,6 +53,7 @@ def spark_conf(cfg: SparkConfig, storage: StorageConfig, lake_root: str) -> dict
     if cfg.jars_packages:
         conf["spark.jars.packages"] = ",".join(cfg.jars_packages)
     if lake_root.startswith("s3://"):
+        conf[S3_CONNECTOR_CONF] = cfg.s3_connector
         conf.update(_s3a_conf(cfg, storage))
     conf.update(cfg.extra_conf)
     return conf
@@ -65,6 +75,13 @@ def _s3a_conf(cfg: SparkConfig, storage: StorageConfig) -> dict[str, str]:
     return conf
 
 
+def python_exec(cfg: SparkConfig, env: Mapping[str, str]) -> str | None:
+    """The Python the session's Python workers run: `spark.python`, else `PYSPARK_PYTHON`, else
+    this interpreter in local mode (pyspark would take `python3` from PATH, which may lack the
+    project), else None (the cluster's default)."""
+    return cfg.python or env.get("PYSPARK_PYTHON") or (sys.executable if cfg.master.startswith("local") else None)
+
+
 def get_spark(cfg: SparkConfig, storage: StorageConfig, lake_root: str):
     """The process-wide SparkSession (created on first call, reused afterwards).
 
@@ -74,6 +91,8 @@ def get_spark(cfg: SparkConfig, storage: StorageConfig, lake_root: str):
     from pyspark.sql import SparkSession
 
     conf = spark_conf(cfg, storage, lake_root)
+    if python := python_exec(cfg, os.environ):
+        os.environ["PYSPARK_PYTHON"] = python    # read once, when the SparkContext starts
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -81,5 +100,6 @@ def get_spark(cfg: SparkConfig, storage: StorageConfig, lake_root: str):
     spark.sparkContext.setLogLevel(cfg.log_level)
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.shuffle.partitions", conf["spark.sql.shuffle.partitions"])
+    spark.conf.set(S3_CONNECTOR_CONF, conf.get(S3_CONNECTOR_CONF, "auto"))
     log.debug("spark session %s on %s", spark.sparkContext.applicationId, spark.sparkContext.master)
     return spark

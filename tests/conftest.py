@@ -12,6 +12,20 @@ import pytest
 from growthgr.core.logs import disable_telemetry
 
 disable_telemetry()
+# Fake credentials for the S3 API server, set before any JVM starts: Spark executors (Python
+# workers of a session started by any earlier test) read an s3:// lake with the environment's.
+for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):
+    os.environ.setdefault(_key, _value)
+
+# The longest modules first: `make test` runs `pytest -n 2 --dist loadfile` (each module on one
+# worker), and a worker that picked the Airflow modules up last would finish minutes after the other.
+LONGEST_FIRST = ("test_dag_scheduler.py", "test_dag_daily.py", "test_s3_pipeline.py", "test_release_crash.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST
+               else len(LONGEST_FIRST))
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +33,6 @@ def s3_server():
     """moto's S3 API server bound to 127.0.0.1 on a free port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

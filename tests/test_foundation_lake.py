@@ -120,6 +120,28 @@ def _plant(lake: Lake, key: str, df: pd.DataFrame) -> None:
     lake.store.put_bytes(key, buf.getvalue())
 
 
+def test_read_files_gives_the_committed_files_with_their_ds_like_hive_partitioning(lake):
+    """What dbt and Feast get for an s3:// lake (pyarrow through `store.files`): the same rows as the
+    Lake API, each with its partition's ds; a new column of a later partition is null before."""
+    lake.write_partition("raw", "t", "2026-01-01", DF1)
+    lake.write_partition("raw", "t", "2026-01-02", DF2.assign(extra=["x"]))
+    got = lake.read_files(lake.committed_files("raw", "t")).to_pandas()
+    assert got["ds"].tolist() == ["2026-01-01"] * 3 + ["2026-01-02"]
+    assert got["extra"].tolist() == [None, None, None, "x"]
+    expected = lake.read_range("raw", "t", "2026-01-01", "2026-01-02").to_pandas()
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
+    assert lake.read_files([]).num_rows == 0
+
+
+def test_state_dir_is_the_local_root_or_a_local_folder_for_s3(tmp_path, monkeypatch):
+    from growthgr.core.storage import local_state_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert Lake.open(str(tmp_path / "lake")).state_dir == (tmp_path / "lake").resolve()
+    assert local_state_dir("s3://b/some/lake") == (tmp_path / ".growthgr-state" / "b" / "some" / "lake").resolve()
+    assert local_state_dir("s3://b/lake", tmp_path / "st") == (tmp_path / "st").resolve()
+
+
 def test_readers_see_only_committed_files_and_strays_are_named(lake):
     lake.write_partition("raw", "t", "2026-01-01", DF1)
     committed = lake.committed_files("raw", "t")

@@ -1,5 +1,6 @@
-"""Every reader sees only committed files (dbt, Feast, GX through the lake), and gate results
-name the writes they validated (publish refuses a result whose partitions were rewritten)."""
+"""Every reader sees only committed files (dbt, Feast, GX through the lake; Spark and Feast also
+on an `s3://` lake), and gate results name the writes they validated (publish refuses a result
+whose partitions were rewritten)."""
 
 from __future__ import annotations
 
@@ -105,9 +106,34 @@ def test_dbt_marts_ignore_leftovers_and_stray_copies(tiny_lake, tmp_path):
     assert query(str(root), "select sum(exposures) as e from fct_search_funnel_daily").e[0] == stats.exposures.sum()
 
 
+# -- Spark on S3 ----------------------------------------------------------------------------------
+def test_spark_reads_only_committed_files_of_an_s3_lake(spark, s3_bucket):
+    """No S3A connector here: the lake data source reads the marker's files with pyarrow."""
+    from spark_jobs.common import read_connector, read_table
+
+    endpoint, bucket = s3_bucket
+    lake = Lake.open(f"{bucket}/lake", endpoint)
+    day = make_raw_day(DS, 0)
+    lake.write_many("raw", DS, day)
+    pollute(lake, "raw", "clicks", DS, leftover=pd.DataFrame({"request_id": [-1]}))
+    assert read_connector(spark, lake) == "arrow"
+    got = read_table(spark, lake, "clicks", [DS]).toArrow()
+    assert got.sort_by("request_id").equals(day["clicks"].select(got.column_names).sort_by("request_id"))
+
+
 # -- Feast --------------------------------------------------------------------------------------
-def test_feast_training_rows_ignore_leftovers_and_stray_copies(tmp_path):
-    settings = load_settings("tiny", overrides={"lake_root": str(tmp_path / "lake")})
+@pytest.fixture(params=["local", "s3"])
+def lake_settings(request, tmp_path):
+    """tiny settings on a local lake, or on an `s3://` lake (moto) with a local state directory."""
+    if request.param == "local":
+        return load_settings("tiny", overrides={"lake_root": str(tmp_path / "lake")})
+    endpoint, bucket = request.getfixturevalue("s3_bucket")
+    return load_settings("tiny", overrides={"lake_root": f"{bucket}/lake", "storage": {
+        "s3_endpoint_url": endpoint, "state_dir": str(tmp_path / "state")}})
+
+
+def test_feast_training_rows_ignore_leftovers_and_stray_copies(lake_settings):
+    settings = lake_settings
     lake = Lake.from_settings(settings)
     views = {o.name: o for o in load_definitions(lake, "duckdb") if hasattr(o, "ttl")}
     for i, ds in enumerate(FEAST_DAYS):

@@ -1,13 +1,18 @@
 """item_daily_stats, feature tables and gr_samples on the hand-built world of
 `spark_fixtures` (expected values computed by hand), the Spark config, the CLI,
-idempotence and backfill."""
+idempotence and backfill, and the lake data source's partition plan (Spark's own)."""
 
 from __future__ import annotations
 
 import math
 import shutil
+import sys
 from datetime import date
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from spark_fixtures import DS, at
@@ -19,7 +24,8 @@ from growthgr.core.lake import Lake
 from spark_jobs import features, gr_samples, item_daily_stats
 from spark_jobs.common import end_of_day, query_id_col
 from spark_jobs.jobs import JOBS, backfill
-from spark_jobs.session import spark_conf, spark_url
+from spark_jobs.lake_source import FileConf, Footer, plan, read_files
+from spark_jobs.session import S3_CONNECTOR_CONF, python_exec, spark_conf, spark_url
 
 pytest_plugins = ("spark_fixtures",)
 D30, D33 = date(2026, 3, 4), date(2026, 3, 7)
@@ -155,3 +161,53 @@ def test_spark_conf_local_and_s3a():
     assert conf["spark.sql.shuffle.partitions"] == "16"
     assert spark_url("s3://bucket/lake/raw/x.parquet") == "s3a://bucket/lake/raw/x.parquet"
     assert spark_url("/data/lake/raw/x.parquet") == "/data/lake/raw/x.parquet"
+    assert conf[S3_CONNECTOR_CONF] == "auto" and S3_CONNECTOR_CONF not in spark_conf(local.spark, local.storage, "/l")
+
+
+def test_python_workers_run_this_interpreter_in_local_mode():
+    local = load_settings("tiny", env={}).spark
+    cluster = local.model_copy(update={"master": "spark://10.0.0.1:7077"})
+    assert python_exec(local, {}) == sys.executable
+    assert python_exec(local, {"PYSPARK_PYTHON": "/opt/py"}) == "/opt/py"
+    assert python_exec(cluster, {}) is None
+    assert python_exec(cluster.model_copy(update={"python": "/venv/bin/python"}), {}) == "/venv/bin/python"
+
+
+def _spark_read_layout(spark, files):
+    """(partition, file, rows) of each file part `spark.read.parquet` reads, in read order."""
+    df = spark.read.parquet(*files).select(F.spark_partition_id().alias("p"), F.input_file_name().alias("f"),
+                                           F.monotonically_increasing_id().alias("i"))
+    rows = df.groupBy("p", "f").agg(F.count("*").alias("n"), F.min("i").alias("i")).orderBy("p", "i").collect()
+    return [(r.p, r.f.removeprefix("file://"), r.n) for r in rows]
+
+
+def _planned_layout(footers, conf):
+    return [(p, url, sum(pq.read_metadata(url).row_group(g).num_rows for g in groups))
+            for p, part in enumerate(plan(footers, conf)) for url, groups in part if groups]
+
+
+@pytest.mark.parametrize("max_bytes, open_cost", [("200000", "4MB"), ("200000", "10000"), ("1000000", "10000"),
+                                                  ("128MB", "4MB")])
+def test_lake_source_plans_the_input_partitions_of_sparks_file_source(spark, tmp_path, max_bytes, open_cost):
+    """Same splits (a row group goes to the split holding its midpoint), same packing, same order:
+    the S3 reader hands each task the rows `spark.read.parquet` would, so sums agree bit for bit."""
+    from growthgr.core.storage import FileReader
+
+    rng = np.random.default_rng(0)
+    files = []
+    for k, n in enumerate([50_000, 3_000, 120_000, 800, 70_000]):
+        files.append(str(tmp_path / f"f{k}.parquet"))
+        pq.write_table(pa.table({"x": rng.integers(0, 1 << 40, n), "y": rng.random(n)}), files[-1], row_group_size=7_000)
+    conf = {"spark.sql.files.maxPartitionBytes": max_bytes, "spark.sql.files.openCostInBytes": open_cost}
+    try:
+        for key, value in conf.items():
+            spark.conf.set(key, value)
+        footers = [Footer.read(FileReader(), f)[0] for f in files]
+        assert _planned_layout(footers, FileConf.of(spark)) == _spark_read_layout(spark, files)
+        schema = spark.read.parquet(files[0]).schema
+        ours = read_files(spark, footers, schema, FileReader()).agg(F.sum("y").alias("s"), F.count("*").alias("n"))
+        theirs = spark.read.parquet(*files).agg(F.sum("y").alias("s"), F.count("*").alias("n"))
+        assert ours.collect() == theirs.collect()
+    finally:
+        for key in conf:
+            spark.conf.unset(key)

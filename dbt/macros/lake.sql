@@ -6,6 +6,8 @@
   crashed writes and stray copies of a partition folder are not read. A table with no files is
   an empty relation with the given column types (a fresh lake still builds). Without the var
   (e.g. a plain `dbt parse`) the relation is empty too, and running it is an error.
+  An `s3://` lake on DuckDB (no httpfs extension): `growthgr dbt build` copies exactly those
+  files into `<var('lake_mirror')>."zone__table"` first, and the relation is that table.
   `columns` maps column name -> SQL type.
 #}
 {% macro lake_scan(zone, table, columns) -%}
@@ -16,6 +18,8 @@
   {%- set files = (lake_files or {}).get(zone ~ '/' ~ table, []) -%}
   {%- if not files -%}
     (select {% for name, type in columns.items() %}cast(null as {{ type }}) as {{ name }}, {% endfor %}cast(null as varchar) as ds where false)
+  {%- elif var('lake_mirror', none) and target.type == 'duckdb' -%}
+    {{ var('lake_mirror') }}."{{ zone ~ '__' ~ table }}"
   {%- elif target.type == 'spark' -%}
     {#- Hadoop globs expand {a,b} (also across `/`); the documented production target, not run here -#}
     parquet.`{{ '{' ~ (files | join(',') | replace("s3://", "s3a://")) ~ '}' }}`

@@ -9,13 +9,19 @@ from growthgr.dbt_runner import DbtError, build, docs, query
 app = typer.Typer(help="dbt models for analysts (dbt-duckdb over the lake).", no_args_is_help=True)
 
 
+def _lake():
+    """The configured lake (root, S3 endpoint, local state directory)."""
+    from growthgr.cli.context import settings
+    from growthgr.core.lake import Lake
+
+    return Lake.from_settings(settings())
+
+
 @app.command("build")
 def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="dbt node selection.")) -> None:
     """Run and test every model (dbt build)."""
-    from growthgr.cli.context import settings
-
     try:
-        res = build(settings().lake_root, select)
+        res = build(_lake(), select)
     except DbtError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None
@@ -25,10 +31,8 @@ def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="db
 @app.command("docs")
 def docs_cmd() -> None:
     """Generate the dbt docs site (catalog + lineage)."""
-    from growthgr.cli.context import settings
-
     try:
-        typer.echo(f"dbt docs: {docs(settings().lake_root)}")
+        typer.echo(f"dbt docs: {docs(_lake())}")
     except DbtError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None
@@ -39,10 +43,8 @@ def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'sel
     ATTACH, SET and several statements are refused: exit 1)."""
     import pandas as pd
 
-    from growthgr.cli.context import settings
-
     try:
-        frame = query(settings().lake_root, statement)
+        frame = query(_lake(), statement)
     except DbtError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None

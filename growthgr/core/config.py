@@ -50,10 +50,12 @@ class SparkConfig(StrictModel):
     """How Spark runs (`spark_jobs.session.get_spark`): `local[*]` by default, any master URL
     (`spark://host:7077`, `yarn`, `k8s://...`) for a cluster, with no code change.
 
-    S3: when the lake root is `s3://...`, Spark reads it as `s3a://...`; the
-    `s3a_*` keys (plus `storage.s3_endpoint_url`) configure Hadoop's S3A connector,
-    whose jars (`hadoop-aws`) must be on the classpath (`jars_packages` or the
-    cluster image).
+    S3 (`s3_connector`): pyspark ships no S3A connector, so by default (`auto`) the jobs read an
+    `s3://` lake through the lake's data source (`spark_jobs.lake_source`: pyarrow in the
+    executors, endpoint and region from `storage`); `auto` switches to Hadoop's S3A connector
+    (`s3a://` URLs) when its class loads in the driver (jars from `jars_packages` or the cluster
+    image), configured by the `s3a_*` keys plus `storage.s3_endpoint_url`; `arrow` / `s3a` force
+    one. Outputs are always written by the driver through the lake's commit protocol.
     """
 
     master: str = "local[*]"
@@ -63,17 +65,29 @@ class SparkConfig(StrictModel):
     backfill_days_per_job: int = Field(31, ge=1)   # days one range job builds (jobs with `run_range`)
     log_level: str = "WARN"
     driver_host: str | None = None          # e.g. 127.0.0.1 when a cluster must call back
+    # Python of the Python workers (the lake data source runs there): None = this interpreter in
+    # local mode, the cluster's own (PYSPARK_PYTHON) otherwise; it must import `growthgr`.
+    python: str | None = None
     jars_packages: list[str] = Field(default_factory=list)  # e.g. org.apache.hadoop:hadoop-aws:3.4.2
     s3a_credentials_provider: str | None = None  # None: Hadoop's default chain (env, profile, IAM role)
     s3a_path_style_access: bool = True
+    s3_connector: Literal["auto", "arrow", "s3a"] = "auto"
     extra_conf: dict[str, str] = Field(default_factory=dict)
 
 
 class StorageConfig(StrictModel):
-    """S3 connection settings, used when a root is an `s3://bucket/prefix` URI."""
+    """S3 connection settings, used when a root is an `s3://bucket/prefix` URI.
+
+    Credentials are never configured here: boto3 and pyarrow take them from AWS's default chain
+    (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, shared config files, instance or pod roles).
+    `state_dir`: local directory for the single-writer state of the lake (dbt's DuckDB file,
+    Feast's registry and SQLite online store); default the lake root for a local lake,
+    `.growthgr-state/<bucket>/<prefix>` under the working directory for an `s3://` lake.
+    """
 
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    state_dir: str | None = None
 
 
 class OrchestrationConfig(StrictModel):
@@ -176,7 +190,7 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         key = name[len(ENV_PREFIX):]
         path = _TOP_LEVEL_ENV.get(key) or tuple(part.lower() for part in key.split("__"))
-        value = raw if path[-1].endswith(("root", "url")) else yaml.safe_load(raw)
+        value = raw if path[-1].endswith(("root", "url", "dir")) else yaml.safe_load(raw)
         _set_path(out, path, value)
     return out
 

@@ -32,6 +32,12 @@ the old marker therefore still finds its files, and `read_partition` re-reads th
 if a file has gone anyway. Writers never delete another write's files within `grace`, so
 `grace` must exceed the longest read and the longest write (default one hour).
 
+Engines without access to the store (DuckDB without its httpfs extension, ibis in Feast) get a
+table's committed files as one Arrow table, `read_files`, each row with its partition's `ds`.
+Single-writer state that cannot live in an object store (dbt's DuckDB file, Feast's registry and
+SQLite online store) goes under `state_dir`: the root of a local lake, a local directory for an
+`s3://` lake (`storage.state_dir`, see `growthgr.core.storage.local_state_dir`).
+
 Timestamps are stored as microsecond UTC (`timestamp[us, tz=UTC]`), which is
 what Feast/DuckDB 2.x expect.
 """
@@ -47,12 +53,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from growthgr.core.storage import ObjectStore, new_write_id, open_store
+from growthgr.core.storage import ObjectStore, local_state_dir, new_write_id, open_store
 
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"
@@ -139,10 +146,11 @@ class Lake:
     """Date-partitioned datasets in an object store (see the module docstring)."""
 
     def __init__(self, store: ObjectStore, *, grace: timedelta = timedelta(hours=1),
-                 lock_ttl: timedelta = timedelta(minutes=4)):
+                 lock_ttl: timedelta = timedelta(minutes=4), state_dir: str | Path | None = None):
         self.store = store
         self.grace = grace
         self.lock_ttl = lock_ttl
+        self.state_dir = local_state_dir(store.uri, state_dir)
 
     @classmethod
     def open(cls, root: str, endpoint_url: str | None = None, region: str = "us-east-1", **kwargs) -> Lake:
@@ -150,7 +158,8 @@ class Lake:
 
     @classmethod
     def from_settings(cls, settings) -> Lake:
-        return cls.open(settings.lake_root, settings.storage.s3_endpoint_url, settings.storage.s3_region)
+        storage = settings.storage
+        return cls.open(settings.lake_root, storage.s3_endpoint_url, storage.s3_region, state_dir=storage.state_dir)
 
     # -- keys -------------------------------------------------------------
     @staticmethod
@@ -273,6 +282,18 @@ class Lake:
         each URL holds `ds=YYYY-MM-DD/`, so engines can take `ds` from the path)."""
         return [url for ds in self.list_partitions(zone, table) for url in self.partition_files(zone, table, ds)]
 
+    def read_files(self, urls: list[str]) -> pa.Table:
+        """The files `urls` (from `committed_files` / `partition_files`) as one table, columns
+        united by name, with each row's `ds` (string, from its `ds=` folder), like DuckDB's hive
+        partitioning of the same list; read through `store.files` (pyarrow). Empty input: no rows."""
+        parts = []
+        for url in urls:
+            t = self.store.files.read_parquet(url)
+            parts.append(t.append_column("ds", pa.array([url_ds(url)] * t.num_rows, pa.string())))
+        if not parts:
+            return pa.table({"ds": pa.array([], pa.string())})
+        return pa.concat_tables(parts, promote_options="default")
+
     def read_partition(self, zone: str, table: str, ds: str | date, columns: list[str] | None = None) -> pa.Table:
         """The committed version of one partition (re-read through the marker once if an
         overwrite retired the files of the version first read)."""
@@ -337,6 +358,14 @@ def _partition_ds(name: str) -> str | None:
         return date.fromisoformat(m.group(1)).isoformat()
     except ValueError:
         return None
+
+
+def url_ds(url: str) -> str:
+    """The `ds` of a committed file's URL (`.../ds=YYYY-MM-DD/_w.../part-N.parquet`)."""
+    found = [ds for name in url.split("/") if (ds := _partition_ds(name))]
+    if not found:
+        raise ValueError(f"{url}: no ds=YYYY-MM-DD folder in the path")
+    return found[-1]
 
 
 def _write_of(part: str, key: str) -> str | None:

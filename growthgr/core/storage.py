@@ -8,16 +8,27 @@ this by the callers (commit markers, pointers that move last).
 Every key is checked first (`check_key`): relative, no empty, `.` or `..` segment, so no
 key can reach outside the store's root. Only a missing object reads as missing
 (`FileNotFoundError`, `exists() is False`); any other error (denied, network) propagates.
+
+Engines that read lake files by URL in other processes (Spark executors, the dbt and Feast
+readers of an `s3://` lake) use a `FileReader` (`store.files`): plain settings, no client and no
+credentials, so it can be pickled to an executor; there pyarrow's `S3FileSystem` takes the
+credentials from AWS's default chain (environment, shared config files, instance role).
+`local_state_dir` names the local directory for what cannot live in an object store (single-writer
+files: dbt's DuckDB file, Feast's registry and SQLite online store).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 class InvalidKey(ValueError):
@@ -37,8 +48,62 @@ def check_key(key: str, *, prefix: bool = False) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class FileReader:
+    """Reads one lake file by URL in any process: a local path directly, `s3://bucket/key`
+    through pyarrow's `S3FileSystem` at `endpoint_url` (None: AWS) in `region`.
+
+    Holds settings only (picklable, shipped to Spark executors); credentials come from AWS's
+    default chain in the reading process and are never part of it.
+    """
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+    def filesystem(self):
+        """pyarrow's `S3FileSystem` for this endpoint (one per process and endpoint)."""
+        return _s3_filesystem(self.endpoint_url, self.region)
+
+    def open(self, url: str):
+        """A readable random-access file for `url` (close it, or use it in `with`)."""
+        if not url.startswith("s3://"):
+            return pa.OSFile(url, "rb")
+        return self.filesystem().open_input_file(url[len("s3://"):])
+
+    def read_parquet(self, url: str, columns: list[str] | None = None,
+                     row_groups: list[int] | None = None) -> pa.Table:
+        """The Parquet file at `url` (only `columns` and `row_groups`, when given)."""
+        with self.open(url) as f:
+            if row_groups is None:
+                return pq.read_table(f, columns=columns, partitioning=None)
+            return pq.ParquetFile(f).read_row_groups(row_groups, columns=columns)
+
+    def read_footer(self, url: str) -> tuple[int, pq.FileMetaData]:
+        """The size in bytes and the footer metadata of the Parquet file at `url` (an `s3://`
+        file: ranged reads of its tail only)."""
+        with self.open(url) as f:
+            return f.size(), pq.read_metadata(f)
+
+    def read_schema(self, url: str) -> pa.Schema:
+        """The Arrow schema in the footer of the Parquet file at `url`."""
+        return self.read_footer(url)[1].schema.to_arrow_schema()
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(endpoint_url: str | None, region: str):
+    """pyarrow's `S3FileSystem` at `endpoint_url` (path-style addressing, as MinIO/moto need)."""
+    from pyarrow import fs
+
+    if not endpoint_url:
+        return fs.S3FileSystem(region=region)
+    scheme, _, host = endpoint_url.partition("://")
+    return fs.S3FileSystem(region=region, scheme=scheme, endpoint_override=host.rstrip("/"),
+                           force_virtual_addressing=False)
+
+
 class ObjectStore(Protocol):
     uri: str
+    files: FileReader
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
@@ -54,6 +119,7 @@ class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
         self.uri = str(self.root)
+        self.files = FileReader()
 
     def _path(self, key: str, *, prefix: bool = False) -> Path:
         return self.root / check_key(key, prefix=prefix)
@@ -118,6 +184,7 @@ class S3Store:
 
         self.uri = uri.rstrip("/")
         self.loc = S3Location.parse(uri)
+        self.files = FileReader(endpoint_url, region)
         self.client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
 
     def _key(self, key: str, *, prefix: bool = False) -> str:
@@ -175,6 +242,18 @@ def open_store(uri: str, endpoint_url: str | None = None, region: str = "us-east
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url=endpoint_url, region=region)
     return LocalStore(uri)
+
+
+def local_state_dir(uri: str, configured: str | Path | None = None) -> Path:
+    """The local directory for the single-writer state of the store at `uri`: `configured` when
+    given, else the root itself for a local store, else `.growthgr-state/<bucket>/<prefix>` under
+    the working directory for `s3://bucket/prefix`."""
+    if configured:
+        return Path(configured).resolve()
+    if not uri.startswith("s3://"):
+        return Path(uri).resolve()
+    loc = S3Location.parse(uri)
+    return Path(".growthgr-state", loc.bucket, *[p for p in loc.prefix.split("/") if p]).resolve()
 
 
 def new_write_id() -> str:
