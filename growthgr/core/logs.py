@@ -99,7 +99,8 @@ def setup_logging(level: str | int = "INFO") -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
-    for noisy in ("py4j", "botocore", "urllib3", "filelock", "fsspec", "faiss.loader"):
+    # feast.infra.registry.registry: "Registry cache expired, so refreshing" on every query
+    for noisy in ("py4j", "botocore", "urllib3", "filelock", "fsspec", "faiss.loader", "feast.infra.registry.registry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
