@@ -330,7 +330,11 @@ def cohort_split(listing_dates: pd.Series, cfg: ItemLTVConfig) -> dict[str, list
     cohorts = sorted(listing_dates.astype(str).unique())
     n_hold = cfg.val_cohorts + cfg.test_cohorts
     if len(cohorts) < n_hold + 1:
-        raise ValueError(f"need at least {n_hold + 1} cohorts, found {len(cohorts)}")
+        raise ValueError(
+            f"need at least {n_hold + 1} closed listing-day cohorts (itemltv.val_cohorts={cfg.val_cohorts} + "
+            f"test_cohorts={cfg.test_cohorts} + 1 to train), found {len(cohorts)} in samples/itemltv_samples: "
+            f"a cohort closes {calendar.COHORT_OFFSET} days after listing; backfill the label job for the closable "
+            f"days (`growthgr spark itemltv_labels --start ... --end ...`)")
     return {"train": cohorts[:-n_hold][-cfg.train_cohorts:], "val": cohorts[-n_hold:-cfg.test_cohorts],
             "test": cohorts[-cfg.test_cohorts:]}
 
