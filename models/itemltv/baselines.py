@@ -133,8 +133,9 @@ def age_heuristic(train: Encoded, val: Encoded, tests: list[Encoded], buckets: i
     return _ridge(train, val, tests, phi, buckets)
 
 
-def _gbm_design(enc: Encoded, n_clicks: np.ndarray, mean_z: np.ndarray) -> np.ndarray:
-    rows = _first_rows(enc)
+def _gbm_design(enc: Encoded, rows: np.ndarray, n_clicks: np.ndarray, mean_z: np.ndarray) -> np.ndarray:
+    """Item-level GBM inputs of `rows` (one exposure row per design row): item numerics, category,
+    click count, mean click features."""
     return np.column_stack([enc.x["item"][rows], enc.category[enc.item_row[rows]], n_clicks, mean_z])
 
 
@@ -146,7 +147,7 @@ def _click_stats(enc: Encoded, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def gbm_clicks(train: Encoded, val: Encoded, tests: list[Encoded], seed: int) -> tuple[list[np.ndarray], dict]:
     z = {id(e): click_context(e) for e in (train, val, *tests)}
     stats = {id(e): _click_stats(e, z[id(e)]) for e in (train, val, *tests)}
-    x = {id(e): _gbm_design(e, *stats[id(e)]) for e in (train, val, *tests)}
+    x = {id(e): _gbm_design(e, _first_rows(e), *stats[id(e)]) for e in (train, val)}
     scores, models = {}, {}
     for i, params in enumerate(GBM_GRID):
         models[i] = _fit(HistGradientBoostingRegressor(random_state=seed, early_stopping=False, **params),
@@ -160,9 +161,8 @@ def gbm_clicks(train: Encoded, val: Encoded, tests: list[Encoded], seed: int) ->
         n_e = n[g] + 1 - e.treatment                      # clicks with this exposure's click added
         sum_e = mean[g] * n[g][:, None] + z[id(e)] * (1 - e.treatment)[:, None]
         rows = _first_rows(e)[g]
-        with_click = np.column_stack([e.x["item"][rows], e.category[e.item_row[rows]], n_e, sum_e / n_e[:, None]])
-        without = np.column_stack([e.x["item"][rows], e.category[e.item_row[rows]], n_e - 1,
-                                   (sum_e - z[id(e)]) / np.maximum(n_e - 1, 1)[:, None]])
+        with_click = _gbm_design(e, rows, n_e, sum_e / n_e[:, None])
+        without = _gbm_design(e, rows, n_e - 1, (sum_e - z[id(e)]) / np.maximum(n_e - 1, 1)[:, None])
         out.append(models[best].predict(with_click) - models[best].predict(without))
     return out, {**GBM_GRID[best], "val_mse": scores[best]}
 

@@ -73,9 +73,8 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: st
             if uplift:
                 record(name, uplift_metrics(p.exposures["uplift"].to_numpy()[known], true, items))
         preds, chosen = baseline_uplifts(splits.train, splits.val, test, seed, cfg.gbm_max_iter, pre.hash_buckets)
-        for name, pred in {**preds, **references(true)}.items():
-            full = pred if len(pred) == len(true) else pred[known]
-            record(name, uplift_metrics(full, true, items))
+        for name, pred in {**{k: v[known] for k, v in preds.items()}, **references(true)}.items():
+            record(name, uplift_metrics(pred, true, items))
         record("_hyperparameters", {f"{k}.{p}": v for k, c in chosen.items() for p, v in c.items()})
         log.info("itemltv study %s: seed %d done in %.0f s", ds, seed, time.perf_counter() - t0)
 
