@@ -64,6 +64,8 @@ ITEMLTV_SAMPLES = Dataset("samples", "itemltv_samples", ("request_id", "item_id"
 ITEM_EMBEDDINGS = Dataset("curated", "item_embeddings", ("item_id",), "models.tokenizer.embed")
 ITEM_SIDS = Dataset("curated", "item_sids", ("item_id",), "models.tokenizer.sids")
 NEW_ITEM_POOL = Dataset("curated", "new_item_pool", ("item_id",), "models.itemltv.pipeline")
+# ItemLTV's scores of every pool candidate of the day (item_id, base, uplift): MoPO's long-term reward
+ITEM_UPLIFT = Dataset("curated", "item_uplift", ("item_id",), "models.itemltv.pipeline")
 # the point-in-time item features of the day's pool candidates (items in their new-item period, as of
 # the end of ds): built by the application (`growthgr.pipeline.training_set`) from Feast
 ITEMLTV_POOL_FEATURES = Dataset("samples", "itemltv_pool_features", ("item_id",), "growthgr.pipeline")

@@ -1,10 +1,45 @@
 """Config section of the MultiGR generative retriever (models.multigr)."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from growthgr.core.strict import StrictModel
+
+
+class MoPOConfig(StrictModel):
+    """MoPO alignment after SFT (models.multigr.mopo; DESIGN.md section 6).
+
+    The ablation switches (`use_ltv`, `use_ciw`, `use_funnel`) and `reward="conversion"`
+    (plain GRPO on purchases) produce the rows of the paper's Tables 3-5.
+    """
+
+    steps: int = Field(150, ge=0)                  # optimiser steps; 0 = no alignment (SFT only)
+    contexts_per_step: int = Field(32, ge=1)       # training contexts (requests) per step
+    group_size: int = Field(8, ge=2)               # G SIDs drawn per context from pi_old
+    rollout: Literal["top_p", "beam"] = "top_p"    # constrained top-p sampling or constrained beam search
+    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    refresh_every: int = Field(10, ge=1)           # K: pi_old <- pi_theta every K steps
+    clip_eps: float = Field(0.2, gt=0)
+    kl_coef: float = Field(0.0, ge=0)              # optional KL to the frozen SFT model
+    lr: float = Field(1e-4, gt=0)
+    ciw_floor: float = Field(1.0, gt=0)            # CIW = clip(-log pi_old(sid | x), floor, cap)
+    ciw_cap: float = Field(8.0, gt=0)
+    ltv_weight: float = Field(1.0, ge=0)           # weight of the long-term reward
+    reward: Literal["mopo", "conversion"] = "mopo"
+    use_ltv: bool = True
+    use_ciw: bool = True
+    use_funnel: bool = True
+
+
+class MultiGRDailyConfig(StrictModel):
+    """The daily MultiGR step of the pipeline (growthgr.pipeline: multigr_train / _evaluate / gate)."""
+
+    train_days: int = Field(7, ge=1)               # gr_samples days of the first (from-scratch) SFT
+    refresh_epochs: int = Field(1, ge=1)           # SFT epochs on the new day's samples (warm start)
+    eval_days: int = Field(2, ge=1)                # fixed held-out days for the gate
+    max_recall_drop: float = Field(0.02, ge=0)     # gate: Recall@10 may drop at most this much (absolute)
 
 
 class MultiGRConfig(StrictModel):
@@ -39,6 +74,8 @@ class MultiGRConfig(StrictModel):
     # decoding: one beam width per SID level (narrow first, the paper's dynamic beam)
     beam_widths: list[int] = Field(default_factory=lambda: [20, 50, 100])
     top_k: int = Field(100, ge=1)
+    mopo: MoPOConfig = Field(default_factory=MoPOConfig)
+    daily: MultiGRDailyConfig = Field(default_factory=MultiGRDailyConfig)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -60,6 +97,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "num_threads": 1,
         "beam_widths": [4, 8, 10],
         "top_k": 10,
+        "mopo": {"steps": 20, "contexts_per_step": 8, "group_size": 4, "refresh_every": 5, "lr": 1e-3},
+        "daily": {"train_days": 2, "eval_days": 1, "max_recall_drop": 0.05},
     },
     "demo": {},
     "large": {
