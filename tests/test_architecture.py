@@ -31,6 +31,7 @@ FLOORS: list[tuple[str, int, str]] = [
     ("models.itemltv", SUBSYSTEM, "itemltv"),
     ("models.tokenizer", SUBSYSTEM, "tokenizer"),
     ("models.multigr", SUBSYSTEM, "multigr"),
+    ("models.dense", SUBSYSTEM, "dense"),
     ("growthgr.cli", APPLICATION, "app"),
     ("growthgr.pipeline", APPLICATION, "app"),
     ("growthgr.publish", APPLICATION, "app"),
@@ -42,7 +43,10 @@ FLOORS: list[tuple[str, int, str]] = [
 ALLOWED_PEERS = {("multigr", "tokenizer"): ("models.tokenizer", "models.tokenizer.trie", "models.tokenizer.sids"),
                  ("itemltv", "models"): ("models.training", "models.metrics"),
                  ("tokenizer", "models"): ("models.training", "models.metrics"),
-                 ("multigr", "models"): ("models.training", "models.metrics")}
+                 ("multigr", "models"): ("models.training", "models.metrics"),
+                 ("dense", "models"): ("models.training", "models.metrics"),
+                 # DR reuses MultiGR's query-word hashing and serves as its collision re-ranker
+                 ("dense", "multigr"): ("models.multigr.model", "models.multigr.beam")}
 HEAVY = ("pyspark", "feast", "torch", "airflow", "great_expectations", "lightning", "dbt")
 
 

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from growthgr.core.sections.dense import PROFILES as DENSE_PROFILES
+from growthgr.core.sections.dense import DenseConfig
 from growthgr.core.sections.feast import FeatureStoreConfig
 from growthgr.core.sections.gates import PROFILES as GATES_PROFILES
 from growthgr.core.sections.gates import GatesConfig
@@ -113,6 +115,7 @@ class Settings(StrictModel):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     itemltv: ItemLTVConfig = Field(default_factory=ItemLTVConfig)
     multigr: MultiGRConfig = Field(default_factory=MultiGRConfig)
+    dense: DenseConfig = Field(default_factory=DenseConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
     def gates_config(self) -> GatesConfig:
@@ -146,6 +149,7 @@ _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "tokenizer": TOKENIZER_PROFILES,
     "itemltv": ITEMLTV_PROFILES,
     "multigr": MULTIGR_PROFILES,
+    "dense": DENSE_PROFILES,
     "trainer": TRAINER_PROFILES,
 }
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
