@@ -6,7 +6,9 @@ for several days (jobs in `RANGE_JOBS` build up to `cfg.backfill_days_per_job` d
 one Spark job, the others one job per day; each day its own idempotent overwrite);
 `backfill` runs a range of days through `run_days` (or `run_all` per day); `run_all` runs
 every job for one day in dependency-free order, skipping `itemltv_labels` while the raw
-data does not reach back to the cohort's listing day (`ds - calendar.COHORT_OFFSET`).
+data does not reach back to the cohort's listing day (`ds - calendar.COHORT_OFFSET`) and
+otherwise catching up the label partitions of every earlier closable day that has none
+(`label_days`: a young lake's first daily run labels all cohorts closed so far).
 """
 
 from __future__ import annotations
@@ -58,15 +60,31 @@ def label_ready(lake: Lake, ds: str) -> bool:
     return bool(first) and first[0] <= day(ds, -calendar.COHORT_OFFSET).isoformat()
 
 
+def label_days(lake: Lake, ds: str) -> list[str]:
+    """`ds` and every earlier closable day (raw data back to its cohort's listing day) whose
+    `itemltv_labels` partition is missing; empty while no cohort can close on `ds`."""
+    first = lake.list_partitions(*catalog.RAW["search_requests"])
+    if not label_ready(lake, ds):
+        return []
+    closable = ds_range(day(first[0], calendar.COHORT_OFFSET).isoformat(), to_ds(ds))
+    return [d for d in closable if d == to_ds(ds) or not lake.exists(*catalog.ITEMLTV_LABELS, d)]
+
+
 def run_all(lake: Lake, cfg: SparkConfig, storage: StorageConfig, ds: str) -> dict[str, int]:
-    """Every job for `ds` (labels only once a cohort can close); returns rows per output table."""
+    """Every job for `ds` (labels only once a cohort can close, catching up missed label days);
+    returns rows per output table of `ds`."""
     out: dict[str, int] = {}
     for name in JOBS:
-        if name == "itemltv_labels" and not label_ready(lake, ds):
+        if name != "itemltv_labels":
+            out.update(run_job(lake, cfg, storage, name, ds))
+        elif not (days := label_days(lake, ds)):
             log.warning("itemltv_labels ds=%s skipped: raw data does not reach back to ds-%d",
                         ds, calendar.COHORT_OFFSET)
-            continue
-        out.update(run_job(lake, cfg, storage, name, ds))
+        else:
+            if len(days) > 1:
+                log.info("itemltv_labels: catching up %d closable day(s) without labels: %s..%s",
+                         len(days) - 1, days[0], days[-2])
+            out.update(run_days(lake, cfg, storage, name, days)[to_ds(ds)])
     return out
 
 

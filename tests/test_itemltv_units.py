@@ -74,6 +74,17 @@ def test_features_the_training_rows_mostly_lack_are_left_out():
     assert np.abs(standardise(later, pre)["item"]).max() < 2
 
 
+def test_young_lakes_hold_out_fewer_cohorts_down_to_three():
+    from models.itemltv.data import holdout_sizes
+
+    cfg = ItemLTVConfig(val_cohorts=2, test_cohorts=2)
+    assert holdout_sizes(9, cfg) == holdout_sizes(5, cfg) == (2, 2)
+    assert holdout_sizes(4, cfg) == (1, 1)        # two left to train
+    assert holdout_sizes(3, cfg) == (1, 1)
+    with pytest.raises(ValueError, match="need at least 3 closed listing-day cohorts.*found 2.*itemltv_labels"):
+        holdout_sizes(2, cfg)
+
+
 def test_hash_title_is_stable_padded_and_in_range():
     ids = hash_title("Red Shoes shoes", width=5, buckets=64)
     assert ids[0] != ids[1] and ids[1] == ids[2] and ids[3:] == [0, 0]

@@ -34,6 +34,20 @@ def test_every_job_writes_its_tables(tiny_lake):
     assert rows["user_features"] == users.user_id.nunique()
 
 
+def test_run_all_catches_up_every_closable_label_day(tiny_lake):
+    """The fixture ran `run_all` for the last day only: the earlier closable days (raw data back to
+    their cohort's listing day, 2026-01-01 + 36 = 2026-02-06) were labelled too, so a young lake's
+    first daily run has every cohort closed so far."""
+    from growthgr.core.lake import ds_range
+    from spark_jobs.jobs import label_days
+
+    _, lake, _ = tiny_lake
+    closable = ds_range("2026-02-06", TINY_LAST)
+    assert set(closable) <= set(lake.list_partitions("samples", "itemltv_labels"))
+    assert label_days(lake, TINY_LAST) == [TINY_LAST]          # only the day itself is (re)built now
+    assert label_days(lake, "2026-02-05") == []                 # no cohort can close yet
+
+
 def test_labels_match_an_independent_pandas_computation(tiny_lake):
     _, lake, _ = tiny_lake
     items = _raw(lake, "items", "2026-01-01", TINY_LAST)

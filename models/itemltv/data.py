@@ -325,18 +325,35 @@ class Splits:
     cohorts: dict[str, list[str]]    # split -> listing dates
 
 
-def cohort_split(listing_dates: pd.Series, cfg: ItemLTVConfig) -> dict[str, list[str]]:
-    """Chronological split by listing-day cohort: newest `test`, the ones before `val`, then `train`."""
-    cohorts = sorted(listing_dates.astype(str).unique())
-    n_hold = cfg.val_cohorts + cfg.test_cohorts
-    if len(cohorts) < n_hold + 1:
+def holdout_sizes(n_cohorts: int, cfg: ItemLTVConfig) -> tuple[int, int]:
+    """(val, test) cohort counts: the configured ones when `n_cohorts` leaves at least one to train;
+    on a young lake (a platform's first weeks) fewer, down to one each, so that three closed cohorts
+    already train, select and test a model. Fewer than three is an error that says how to get more."""
+    if n_cohorts >= cfg.val_cohorts + cfg.test_cohorts + 1:
+        return cfg.val_cohorts, cfg.test_cohorts
+    if n_cohorts < 3:
         raise ValueError(
-            f"need at least {n_hold + 1} closed listing-day cohorts (itemltv.val_cohorts={cfg.val_cohorts} + "
-            f"test_cohorts={cfg.test_cohorts} + 1 to train), found {len(cohorts)} in samples/itemltv_samples: "
-            f"a cohort closes {calendar.COHORT_OFFSET} days after listing; backfill the label job for the closable "
-            f"days (`growthgr spark itemltv_labels --start ... --end ...`)")
-    return {"train": cohorts[:-n_hold][-cfg.train_cohorts:], "val": cohorts[-n_hold:-cfg.test_cohorts],
-            "test": cohorts[-cfg.test_cohorts:]}
+            f"need at least 3 closed listing-day cohorts (1 to train, 1 to validate, 1 to test; "
+            f"{cfg.val_cohorts + cfg.test_cohorts + 1} for itemltv.val_cohorts={cfg.val_cohorts} + "
+            f"test_cohorts={cfg.test_cohorts} + 1), found {n_cohorts} in samples/itemltv_samples: a cohort closes "
+            f"{calendar.COHORT_OFFSET} days after listing; backfill the label job for the closable days "
+            f"(`growthgr spark itemltv_labels --start ... --end ...`)")
+    test = min(cfg.test_cohorts, (n_cohorts - 1) // 2)
+    return min(cfg.val_cohorts, max(1, (n_cohorts - 1 - test) // 2)), test
+
+
+def cohort_split(listing_dates: pd.Series, cfg: ItemLTVConfig) -> dict[str, list[str]]:
+    """Chronological split by listing-day cohort: newest `test`, the ones before `val`, then `train`
+    (sizes from `holdout_sizes`)."""
+    cohorts = sorted(listing_dates.astype(str).unique())
+    n_val, n_test = holdout_sizes(len(cohorts), cfg)
+    if (n_val, n_test) != (cfg.val_cohorts, cfg.test_cohorts):
+        log.warning("only %d closed cohorts: holding out %d for validation and %d for test "
+                    "(itemltv.val_cohorts=%d, test_cohorts=%d need %d)", len(cohorts), n_val, n_test,
+                    cfg.val_cohorts, cfg.test_cohorts, cfg.val_cohorts + cfg.test_cohorts + 1)
+    n_hold = n_val + n_test
+    return {"train": cohorts[:-n_hold][-cfg.train_cohorts:], "val": cohorts[-n_hold:-n_test],
+            "test": cohorts[-n_test:]}
 
 
 def prepare(inputs: Inputs, cfg: ItemLTVConfig, pre: Preprocess | None = None) -> tuple[Splits, Preprocess]:
