@@ -51,6 +51,7 @@ def _register() -> None:
         multigr,
         pipeline,
         releases,
+        report,
         simulate,
         spark,
         tokenizer,
@@ -63,6 +64,7 @@ def _register() -> None:
         app.add_typer(module.app, name=name)
     app.command("sql")(dbt.sql)
     app.command("validate")(validate.validate_cmd)
+    app.command("report")(report.report_cmd)
 
 
 _register()

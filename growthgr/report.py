@@ -1,0 +1,185 @@
+"""`growthgr report`: one self-contained HTML page of everything a day's run measured.
+
+The page is assembled from what the subsystems already write into the lake, so it never
+restates a figure: for every subsystem under `reports/<subsystem>/ds=<ds>/` (ItemLTV, MultiGR,
+the dense retriever, the A/B tests, ...) its markdown files become HTML (tables included),
+its PNG plots are embedded as data URIs and a JSON file without a markdown twin becomes a
+table of its scalar fields; then the day's gate results (`validation/gate_results/ds=<ds>/`)
+and the serving release's manifest. Known subsystems come first in `ORDER`, any other
+one after them, so a new report shows up without touching this module.
+
+The page has no external reference (no script, no stylesheet, no image URL): it opens
+offline, from S3 or attached to a mail. Written to `catalog.report_key("summary", ds,
+"index.html")`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from growthgr.core import catalog
+from growthgr.core.lake import Lake, to_ds
+
+log = logging.getLogger(__name__)
+
+REPORT = "summary"                                   # reports/summary/ds=<ds>/index.html
+ORDER = ("itemltv", "multigr", "dense", "abtest", "pipeline")   # sections first, in this order
+TITLES = {"itemltv": "ItemLTV (uplift model, new-item pool)", "multigr": "MultiGR (generative retriever)",
+          "dense": "Dense retriever", "abtest": "A/B tests in the simulated platform",
+          "pipeline": "Pipeline timings"}
+
+
+@dataclass
+class Section:
+    """One heading of the page and its HTML fragments, in order."""
+
+    title: str
+    anchor: str
+    parts: list[str] = field(default_factory=list)
+
+
+def markdown_html(text: str) -> str:
+    """Markdown (tables included) -> HTML; raw HTML in the input is escaped."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "breaks": True}).enable("table").render(text)
+
+
+def image_html(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(name)}</figcaption></figure>")
+
+
+def _scalars(obj: object, prefix: str = "") -> Iterable[tuple[str, object]]:
+    """The scalar leaves of nested dicts as (dotted key, value); lists are summarised by length."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _scalars(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj) and len(obj) <= 8:
+            yield prefix, ", ".join(map(str, obj))
+        else:
+            yield prefix, f"[{len(obj)} entries]"
+    else:
+        yield prefix, obj
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def json_html(name: str, data: object, max_rows: int = 60) -> str:
+    """A JSON document as a two-column table of its scalar fields (the first `max_rows`), folded
+    (`<details>`): the markdown tables and plots are what a reader looks at first."""
+    rows = list(_scalars(data))
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows[:max_rows])
+    more = f"<p class='note'>{len(rows) - max_rows} more fields in {html.escape(name)}</p>" if len(rows) > max_rows else ""
+    return (f"<details><summary>{html.escape(name)} ({len(rows)} fields)</summary>"
+            f"<table><tr><th>field</th><th>value</th></tr>{body}</table>{more}</details>")
+
+
+def subsystem_section(lake: Lake, subsystem: str, ds: str) -> Section | None:
+    """The section of one subsystem's report directory for `ds` (None when it has no file)."""
+    prefix = catalog.report_prefix(subsystem, ds) + "/"
+    keys = sorted(k for k in lake.store.list(prefix) if "/" not in k[len(prefix):])
+    if not keys:
+        return None
+    section = Section(TITLES.get(subsystem, subsystem), subsystem)
+    markdown = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".md")}
+    for key in keys:
+        if key.endswith(".md"):
+            section.parts.append(markdown_html(lake.store.get_bytes(key).decode("utf-8")))
+    for key in keys:
+        name = key[len(prefix):]
+        if key.endswith(".json") and key.rsplit(".", 1)[0] not in markdown:
+            try:
+                section.parts.append(json_html(name, json.loads(lake.store.get_bytes(key))))
+            except json.JSONDecodeError as exc:
+                section.parts.append(f"<p class='bad'>{html.escape(name)}: not JSON ({html.escape(str(exc))})</p>")
+    for key in keys:
+        if key.endswith(".png"):
+            section.parts.append(image_html(key[len(prefix):], lake.store.get_bytes(key)))
+    return section
+
+
+def gates_section(lake: Lake, ds: str) -> Section | None:
+    """The day's stored gate results: gate, passed, expectations, failures."""
+    prefix = catalog.gate_result_key(ds, "x").rsplit("/", 1)[0] + "/"
+    keys = sorted(k for k in lake.store.list(prefix) if k.endswith(".json"))
+    if not keys:
+        return None
+    rows = []
+    for key in keys:
+        result = json.loads(lake.store.get_bytes(key))
+        failures = result.get("failures") or []
+        status = "passed" if result.get("passed") else "FAILED"
+        detail = "; ".join(str(f.get("summary", f)) if isinstance(f, dict) else str(f) for f in failures[:5])
+        rows.append(f"<tr class='{status.lower()}'><td>{html.escape(str(result.get('dataset', key)))}</td>"
+                    f"<td>{status}</td><td>{result.get('n_expectations', '')}</td><td>{html.escape(detail)}</td></tr>")
+    table = ("<table><tr><th>gate</th><th>result</th><th>expectations</th><th>failures</th></tr>"
+             + "".join(rows) + "</table>")
+    return Section("Data-quality and model gates", "gates", [table])
+
+
+def release_section(manifest: dict | None) -> Section | None:
+    """The serving release: id, day, files and the metrics recorded in its manifest."""
+    if not manifest:
+        return None
+    return Section("Serving release", "release", [json_html(str(manifest.get("release_id", "manifest")), manifest)])
+
+
+def collect(lake: Lake, ds: str, manifest: dict | None = None) -> list[Section]:
+    """Every section of the page for `ds`, known subsystems first."""
+    ds = to_ds(ds)
+    found = {k.split("/")[1] for k in lake.store.list("reports/") if f"/ds={ds}/" in k}
+    names = [s for s in ORDER if s in found] + sorted(found - set(ORDER) - {REPORT})
+    sections = [s for s in (subsystem_section(lake, n, ds) for n in names) if s]
+    return sections + [s for s in (gates_section(lake, ds), release_section(manifest)) if s]
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{border-bottom:2px solid #2a6;padding-bottom:.2em} h2{margin-top:2em;color:#175}
+table{border-collapse:collapse;margin:.8em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left} th{background:#eef5f0} tr.failed td{background:#fdd}
+img{max-width:100%;border:1px solid #ddd} figure{display:inline-block;margin:.5em;max-width:48%;vertical-align:top}
+figcaption{font-size:.8em;color:#555} summary{cursor:pointer;margin:.6em 0;color:#175} .note{color:#666;font-size:.85em} .bad{color:#a00} nav a{margin-right:1em}
+"""
+
+
+def render(sections: list[Section], ds: str, title: str = "GrowthGR daily report") -> str:
+    """The self-contained page."""
+    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{"".join(s.parts)}</section>'
+                   for s in sections) or "<p class='bad'>no report was found for this day</p>"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)} {ds}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}: ds={ds}</h1>"
+            f"<p class='note'>generated {stamp} from the lake's reports zone</p><nav>{nav}</nav>{body}</body></html>")
+
+
+def write_report(lake: Lake, ds: str, manifest: dict | None = None) -> str:
+    """Render the page for `ds` into the lake; returns its key."""
+    ds = to_ds(ds)
+    sections = collect(lake, ds, manifest)
+    page = render(sections, ds)
+    key = catalog.report_key(REPORT, ds, "index.html")
+    lake.store.put_bytes(key, page.encode("utf-8"))
+    log.info("report ds=%s: %d sections, %.0f kB -> %s", ds, len(sections), len(page) / 1024, lake.store.url(key))
+    return key
+
+
+def page_stats(page: str) -> dict[str, int]:
+    """What a reader (or a test) checks first: how many tables, embedded images and sections."""
+    return {"tables": len(re.findall(r"<table", page)), "images": len(re.findall(r"<img ", page)),
+            "sections": len(re.findall(r"<section ", page))}

@@ -1,0 +1,105 @@
+"""`growthgr report`: the day's reports gathered into one self-contained HTML page, rendered by a
+real headless Chromium (the Debian package; `.ci/run` installs it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from growthgr.core import catalog
+from growthgr.core.lake import Lake
+from growthgr.report import REPORT, page_stats, write_report
+
+DS = "2026-02-16"
+
+
+def _png() -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2, 3], [0.1, 0.4, 0.35, 0.8], marker="o")
+    ax.set_title("Recall@K")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    lake = Lake.open(str(tmp_path / "lake"))
+    put = lake.store.put_bytes
+    put(catalog.report_key("itemltv", DS, "study.md"),
+        b"ItemLTV study\n\n| model | PEHE |\n|---|---|\n| itemltv | 0.0500 |\n| ridge | 0.0394 |\n\n<script>x</script>\n")
+    put(catalog.report_key("itemltv", DS, "study.json"), b'{"shadowed": "by study.md"}')
+    put(catalog.report_key("itemltv", DS, "qini.png"), _png())
+    put(catalog.report_key("abtest", DS, "user.json"),
+        json.dumps({"design": "user", "new_item_gmv": {"delta_pct": 4.2, "ci95": [1.1, 7.3]}}).encode())
+    put(catalog.report_key("itemltv", "2026-02-15", "study.md"), b"| other day |\n|---|\n| x |\n")
+    put(catalog.gate_result_key(DS, "raw"), json.dumps({"dataset": "raw", "passed": True, "n_expectations": 196,
+                                                        "failures": []}).encode())
+    put(catalog.gate_result_key(DS, "pool"), json.dumps({
+        "dataset": "pool", "passed": False, "n_expectations": 9,
+        "failures": [{"summary": "curated/new_item_pool ds=2026-02-16 column score: expect_column_values_to_not_be_null"}],
+    }).encode())
+    return lake
+
+
+def test_page_gathers_every_report_of_the_day_and_nothing_else(lake):
+    key = write_report(lake, DS, {"release_id": "ds=2026-02-16-abc", "files": {"pool.parquet": {"bytes": 10}}})
+    assert key == catalog.report_key(REPORT, DS, "index.html")
+    page = lake.store.get_bytes(key).decode()
+    stats = page_stats(page)
+    assert stats == {"tables": 4, "images": 1, "sections": 4}   # study.md, abtest json, gates, release; qini.png
+    assert page.index('id="itemltv"') < page.index('id="abtest"') < page.index('id="gates"') < page.index('id="release"')
+    assert "<td>0.0500</td>" in page and "new_item_gmv.delta_pct" in page and "1.1, 7.3" in page
+    assert "shadowed" not in page and "other day" not in page
+    assert "<script>" not in page and "&lt;script&gt;" in page           # report text is never executed
+    assert "expect_column_values_to_not_be_null" in page and "FAILED" in page
+    assert "src=\"http" not in page and "<link" not in page              # self-contained
+    assert "data:image/png;base64," in page
+
+
+def test_a_day_without_reports_says_so(tmp_path):
+    lake = Lake.open(str(tmp_path / "empty"))
+    page = lake.store.get_bytes(write_report(lake, DS)).decode()
+    assert page_stats(page)["sections"] == 0 and "no report was found" in page
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("headless Chromium is missing: .ci/run installs the Debian package `chromium`")
+        pytest.skip("no chromium on this machine (`apt-get install chromium`)")
+    return found
+
+
+def test_headless_chromium_renders_the_tables_and_images(lake, tmp_path):
+    from PIL import Image
+
+    chromium = _chromium()
+    page = tmp_path / "index.html"
+    page.write_bytes(lake.store.get_bytes(write_report(lake, DS)))
+    shot = tmp_path / "shot.png"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert dom.count("<table") == 3 and dom.count("<img ") == 1 and "ItemLTV" in dom
+    image = Image.open(shot).convert("L")
+    assert image.size == (1280, 1600)
+    low, high = image.getextrema()
+    assert high - low > 100                                  # not a blank page: text, table borders, the plot
+    histogram = image.histogram()
+    assert sum(histogram[:200]) > 0.01 * image.size[0] * image.size[1]   # a visible amount of ink
