@@ -30,7 +30,7 @@ import torch
 from growthgr.core.sections.multigr import MultiGRConfig
 from growthgr.core.sections.trainer import TrainerConfig
 from models.metrics import ranking_metrics
-from models.multigr.beam import _sid_keys, trie_table
+from models.multigr.beam import sid_keys, trie_table
 from models.multigr.data import SFTDataModule, leave_one_out, load_sequences
 from models.multigr.model import Vocab
 from models.multigr.train import fit, rank_items, save_checkpoint
@@ -45,7 +45,7 @@ log = logging.getLogger("multigr_beauty")
 
 def leaf_item_map(trie: SidTrie, item_sids: np.ndarray) -> np.ndarray:
     """(num_nodes,) item id of each trie leaf, -1 for inner nodes (SIDs are unique per item)."""
-    rows = np.searchsorted(_sid_keys(trie.sids, trie.codebook_size), _sid_keys(item_sids, trie.codebook_size))
+    rows = np.searchsorted(sid_keys(trie.sids, trie.codebook_size), sid_keys(item_sids, trie.codebook_size))
     out = np.full(trie.num_nodes, -1, dtype=np.int64)
     out[trie.first_leaf + rows] = np.arange(len(item_sids))
     return out

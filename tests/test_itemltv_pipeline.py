@@ -147,6 +147,11 @@ def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
     assert stored["score"].is_monotonic_decreasing and (stored["ds"] == DS).all()
     first_new = date.fromisoformat(DS) - timedelta(days=29)
     assert all(first_new <= d <= date.fromisoformat(DS) for d in stored["listing_date"])
+    scores = lake.read_partition(*catalog.ITEM_UPLIFT, DS).to_pandas()     # every candidate, base and uplift
+    assert scores["item_id"].tolist() == sorted(pool_candidates(lake, DS)["item_id"])
+    assert np.isfinite(scores[["base", "uplift"]].to_numpy()).all() and scores["uplift"].std() > 0
+    top = scores.set_index("item_id").loc[stored["item_id"], "base"].to_numpy()
+    assert top == pytest.approx(stored["score"].to_numpy(), abs=1e-6)
 
 
 def test_checkpoint_round_trip_is_exact(settings, trained, metrics):

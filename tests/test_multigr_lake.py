@@ -2,8 +2,8 @@
 `gr_samples` -> text encoder + RQ-VAE SIDs -> SFT -> Recall/NDCG, through `growthgr multigr platform`.
 
 The lake: the tiny simulator for 18 days, `gr_samples` for the last 12 (10 train days,
-2 test days), SIDs fitted on the last train day and assigned again on the last test day
-(a newer snapshot that the evaluation must not use).
+2 test days), SIDs fitted on the last train day and assigned again on the last test day with the
+frozen tokenizer (the snapshot of evaluation: items listed on the test days are retrievable).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def untrained_recall(settings, lake: Lake, label: str, k: int) -> float:
     cfg = platform.platform_config(settings.multigr, data.codes, data.codebook_size)
     L.seed_everything(cfg.seed, verbose=False)
     model = MultiGR(cfg)
-    scored = data.test[[len(r) > 0 for r in platform.relevant_sets(data.test, data.lookup)[label]]]
-    trie_next = trie_table(SidTrie.from_sids(data.codes, cfg.codebook_size))
-    out = platform.evaluate_samples(model, scored, data.lookup, trie_next, platform.KS,
+    scored = data.test[[len(r) > 0 for r in platform.relevant_sets(data.test, data.eval_lookup)[label]]]
+    trie_next = trie_table(SidTrie.from_sids(data.eval_lookup.codes, cfg.codebook_size))
+    out = platform.evaluate_samples(model, scored, data.eval_lookup, trie_next, platform.KS,
                                    beam_widths=[max(platform.KS)] * cfg.sid_levels)
     return out[label][f"recall@{k}"]
 
@@ -75,6 +75,7 @@ def test_platform_evaluation_on_held_out_days(platform_lake):
     report = json.loads(lake.store.get_bytes(report_key("multigr", DS)))
     assert report["train_days"] == [FIRST_SAMPLES, LAST_TRAIN] and report["test_days"] == ["2026-01-17", DS]
     assert report["sid_snapshot"] == LAST_TRAIN and report["sid_version"] == "sid-20260116"
+    assert report["eval_sid_snapshot"] == DS and report["new_items_with_sid"] > 0
     assert report["train_examples"] > 100 and report["test_requests"] > 0 and report["epochs"] == EPOCHS
     metrics = report["metrics"]
     assert set(metrics) == {"multigr_sft", "popularity"}

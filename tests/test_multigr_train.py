@@ -131,7 +131,7 @@ def test_cli_train_and_evaluate(tmp_path):
                               "--out", str(tmp_path / "ck"), "--epochs", "2"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["params"] > 0
-    res = runner.invoke(app, ["-p", "tiny", "multigr", "evaluate", "--checkpoint", str(tmp_path / "ck"),
+    res = runner.invoke(app, ["-p", "tiny", "multigr", "evaluate-seq", "--checkpoint", str(tmp_path / "ck"),
                               "--inter", str(inter), "--sids", str(sids)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])

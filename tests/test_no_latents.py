@@ -21,7 +21,7 @@ USER_LATENTS = ("segment", "home_category_id", "niche_id", "activity", "price_se
 # Feature and training code: never reads truth/ (evaluation of ItemLTV and the synthetic-lake
 # writer are the exceptions; the simulator writes it).
 NO_TRUTH_SOURCES = ("spark_jobs", "models", "growthgr/features.py", "growthgr/feast_offline.py", "feature_repo")
-TRUTH_READERS = ("models/itemltv/evaluate.py", "models/itemltv/synthetic.py")
+TRUTH_READERS = ("models/itemltv/evaluate.py", "models/itemltv/synthetic.py", "models/multigr/labels.py")
 TRUTH_SYMBOLS = {"TRUTH", "TRUTH_SCHEMAS"}
 
 

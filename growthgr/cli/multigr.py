@@ -1,9 +1,10 @@
 """`growthgr multigr ...`: SFT training and offline evaluation.
 
-`train` / `evaluate` read item-sequence data in the Amazon datasets' format:
+`train` / `evaluate-seq` read item-sequence data in the Amazon datasets' format:
 `{user: [item, ...]}` in time order and `{item: [c1, ..., cL]}` SIDs; the split is
-leave-one-out (see `data.leave_one_out`). `platform` reads the lake: held-out days of
-`samples/gr_samples` (see `platform.run_platform`).
+leave-one-out (see `data.leave_one_out`). `platform` (SFT vs popularity) and `evaluate`
+(the paper's Tables 3-5: SFT, GRPO, MoPO and its ablations over seeds) read the lake:
+held-out days of `samples/gr_samples` (see `platform.run_platform`, `offline.run_offline`).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def train_cmd(
     typer.echo(json.dumps({"checkpoint": str(out), "params": model.num_params(), "training_time_s": round(seconds, 1)}))
 
 
-@app.command("evaluate")
-def evaluate_cmd(
+@app.command("evaluate-seq")
+def evaluate_seq_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", exists=True, file_okay=False),
     inter: Path = INTER,
     sids: Path = SIDS,
@@ -122,3 +123,37 @@ def platform_cmd(
     report = run_platform(s.multigr, lake, ds, train_days, test_days, epochs, s.trainer)
     typer.echo(json.dumps(report, indent=2) if as_json else report_table(report))
     typer.echo(f"report: {lake.store.url(report_key('multigr', report['ds']))}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    ds: str = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD: the last held-out test day."),
+    train_days: int = typer.Option(14, "--train-days", min=1, help="days of gr_samples before the test days"),
+    test_days: int = typer.Option(2, "--test-days", min=1, help="newest days up to --ds, held out"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 (init, batch order, rollouts)"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="override multigr.max_epochs (SFT)"),
+    steps: int | None = typer.Option(None, "--steps", min=0, help="override multigr.mopo.steps"),
+    rows: str | None = typer.Option(None, "--rows", help="comma-separated aligned rows (default: all)"),
+    max_test_requests: int | None = typer.Option(None, "--max-test-requests", min=1,
+                                                 help="decode at most this many test requests per label set"),
+    as_json: bool = typer.Option(False, "--json", help="print the report JSON instead of the tables"),
+) -> None:
+    """The paper's Tables 3-5 on held-out days (popularity, SFT, GRPO on conversion, MoPO and its
+    ablations, top-p vs beam rollouts; labels search, all-net, long-term, long-term-true), mean and
+    95% interval over seeds; writes reports/multigr/ds=<ds>/offline.{json,md,png}."""
+    from growthgr.cli.context import settings
+    from growthgr.core.catalog import report_key
+    from growthgr.core.lake import Lake
+    from models.multigr.offline import VARIANTS, offline_markdown, run_offline
+
+    s = settings()
+    cfg = s.multigr if steps is None else s.multigr.model_copy(
+        update={"mopo": s.multigr.mopo.model_copy(update={"steps": steps})})
+    variants = tuple(VARIANTS) if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip())
+    if unknown := sorted(set(variants) - set(VARIANTS)):
+        raise typer.BadParameter(f"unknown rows {unknown}; choose from {sorted(VARIANTS)}")
+    lake = Lake.from_settings(s)
+    report = run_offline(cfg, lake, ds, train_days, test_days, list(range(seeds)), s.trainer, epochs, variants,
+                         max_test_requests, progress=s.trainer.progress_bar)
+    typer.echo(json.dumps(report, indent=2) if as_json else offline_markdown(report))
+    typer.echo(f"report: {lake.store.url(report_key('multigr', report['ds'], 'offline.md'))}")

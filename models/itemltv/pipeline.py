@@ -4,8 +4,10 @@
                                             window ended by ds; save models/itemltv[_base]/ds=<ds>
     run_evaluate(cfg, lake, ds)             held-out metrics + plots -> reports/itemltv/ds=<ds>/
     score_checkpoints(cfg, lake, ds, blobs) checkpoints (bytes) scored on the same held-out rows of ds
+    score_candidates(lake, ds)              base and context-free uplift of every item in its new-item period
     build_pool(cfg, lake, ds)               top-N items in their new-item period by base growth
-    write_pool(cfg, lake, ds)               build_pool -> curated/new_item_pool/ds=<ds>
+    write_pool(cfg, lake, ds)               build_pool -> curated/new_item_pool/ds=<ds>, scores ->
+                                            curated/item_uplift/ds=<ds>
 
 `cfg` is `settings.itemltv`, `trainer_cfg` `settings.trainer`. Everything is read from the lake:
 the Feast training sets and the pool candidates' item features are built beforehand by the
@@ -122,27 +124,48 @@ def _pool_inputs(lake: Lake, ds: str) -> Inputs:
 
 
 @torch.no_grad()
-def build_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
-    """Score every item in its new-item period on `ds` with the base-growth tower; keep the top N.
+def score_candidates(lake: Lake, ds: str) -> pd.DataFrame:
+    """ItemLTV's scores of every item in its new-item period on `ds`, with the "+uplift" checkpoint of `ds`.
 
-    Columns: ds, item_id, score (predicted base growth on y), rank (1 = best), listing_date.
+    Columns: item_id, base (the base-growth tower), uplift (the uplift tower on the same
+    pseudo-exposure: no user, no history, so the context-free uplift of one click),
+    listing_date; in item-id order.
     """
     trained = load_checkpoint(lake, FULL, ds)
     inputs = _pool_inputs(lake, to_ds(ds))
     enc = encode(inputs, trained.pre, numeric_frame(inputs))
-    t = torch.from_numpy
-    scores = trained.model.base(t(enc.tokens[enc.item_row]), t(enc.category[enc.item_row]), t(enc.x["item"])).numpy()
-    pool = pd.DataFrame({"ds": to_ds(ds), "item_id": enc.meta["item_id"].astype("int64"), "score": scores.astype(float),
-                         "listing_date": enc.meta["listing_date"].to_numpy()})
+    exposures = predict(trained, enc).exposures
+    return pd.DataFrame({"item_id": exposures["item_id"].astype("int64"), "base": exposures["base"].astype(float),
+                         "uplift": exposures["uplift"].astype(float),
+                         "listing_date": exposures["listing_date"].to_numpy()}
+                        ).sort_values("item_id", kind="stable").reset_index(drop=True)
+
+
+def pool_from_scores(cfg: ItemLTVConfig, ds: str, scores: pd.DataFrame) -> pd.DataFrame:
+    """The top `pool_size` candidates by base growth (ties: item id).
+
+    Columns: ds, item_id, score (predicted base growth on y), rank (1 = best), listing_date.
+    """
+    pool = scores.rename(columns={"base": "score"}).assign(ds=to_ds(ds))
     pool = pool.sort_values(["score", "item_id"], ascending=[False, True]).head(cfg.pool_size).reset_index(drop=True)
     return pool.assign(rank=np.arange(1, len(pool) + 1, dtype=np.int32))[
         ["ds", "item_id", "score", "rank", "listing_date"]]
 
 
+def build_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
+    """Score every item in its new-item period on `ds` with the base-growth tower; keep the top N
+    (`pool_from_scores`)."""
+    return pool_from_scores(cfg, ds, score_candidates(lake, ds))
+
+
 def write_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
-    pool = build_pool(cfg, lake, ds)
+    """Write `curated/new_item_pool` (the top N, returned) and `curated/item_uplift` (ds, item_id,
+    base, uplift of every candidate: MoPO's long-term reward) for `ds`."""
+    scores = score_candidates(lake, ds)
+    pool = pool_from_scores(cfg, ds, scores)
+    lake.write_partition(*catalog.ITEM_UPLIFT, ds, scores.assign(ds=to_ds(ds))[["ds", "item_id", "base", "uplift"]])
     lake.write_partition(*catalog.NEW_ITEM_POOL, ds, pool)
     return pool
 
 
-__all__ = ["run_train", "run_evaluate", "score_checkpoints", "pool_candidates", "build_pool", "write_pool", "metrics_table"]
+__all__ = ["run_train", "run_evaluate", "score_checkpoints", "pool_candidates", "score_candidates", "build_pool", "write_pool", "metrics_table"]

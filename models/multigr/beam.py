@@ -46,7 +46,7 @@ def trie_table(trie: SidTrie) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(trie.next_node))
 
 
-def _children(trie_next: Tensor, nodes: Tensor) -> Tensor:
+def trie_children(trie_next: Tensor, nodes: Tensor) -> Tensor:
     """(B, w) node ids (-1 = dead) -> (B, w, K) child node ids (-1 = invalid)."""
     child = trie_next[nodes.clamp(min=0)].long()
     return child.masked_fill((nodes < 0)[..., None], -1)
@@ -79,7 +79,7 @@ def beam_search(
         w = scores.shape[1]
         cand = scores[:, :, None] + torch.log_softmax(model.sid_logits(h, level), dim=-1)  # (B, w, K)
         if trie_next is not None:
-            child = _children(trie_next, nodes)  # (B, w, K)
+            child = trie_children(trie_next, nodes)  # (B, w, K)
             cand = cand.masked_fill(child < 0, NEG_INF)
         width = min(beam_widths[level], w * k_codes)
         scores, flat = cand.view(b, -1).topk(width, dim=1)  # (B, w'), ties broken by index order
@@ -103,7 +103,7 @@ class ItemList(NamedTuple):
     scores: np.ndarray  # (B, n) the SID's beam score of each item, -inf padding
 
 
-def _sid_keys(sids: np.ndarray, k_codes: int) -> np.ndarray:
+def sid_keys(sids: np.ndarray, k_codes: int) -> np.ndarray:
     """(..., L) codes -> (...,) int64 mixed-radix keys (-1 for any negative code)."""
     keys = np.zeros(sids.shape[:-1], dtype=np.int64)
     for level in range(sids.shape[-1]):
@@ -116,7 +116,7 @@ class SidItems:
 
     def __init__(self, item_sids: np.ndarray, codebook_size: int, item_ids: np.ndarray | None = None):
         """item_sids: (N, L) codes of items `item_ids` (N,) (default 0..N-1)."""
-        keys = _sid_keys(np.asarray(item_sids, dtype=np.int64), codebook_size)  # (N,)
+        keys = sid_keys(np.asarray(item_sids, dtype=np.int64), codebook_size)  # (N,)
         order = np.argsort(keys, kind="stable")
         self.order = order if item_ids is None else np.asarray(item_ids, dtype=np.int64)[order]  # grouped by SID
         self.keys, self.starts = np.unique(keys[order], return_index=True)  # (S,), (S,)
@@ -128,7 +128,7 @@ class SidItems:
     ) -> ItemList:
         """SIDs in beam order -> up to `top_n` items per request; ties inside a SID by `reranker`."""
         b, k = result.scores.shape
-        keys = _sid_keys(result.sids.numpy(), self.codebook_size)  # (B, k)
+        keys = sid_keys(result.sids.numpy(), self.codebook_size)  # (B, k)
         pos = np.clip(np.searchsorted(self.keys, keys), 0, len(self.keys) - 1)
         found = self.keys[pos] == keys
         counts = np.where(found, self.ends[pos] - self.starts[pos], 0).reshape(-1)  # (B * k,)

@@ -3,8 +3,9 @@
 A request's prompt is BOS, two user feature tokens (hashed user id and the
 query's intent category), the SIDs of the user's last `max_history` history
 items, and the query words. SFT targets are the items purchased through the
-request (one example per purchased item). Items without a SID on that day are
-dropped from histories and targets.
+request (one example per purchased item). Items without a SID in the snapshot used
+are dropped from histories and targets (evaluation uses the snapshot of the last test
+day, in which the frozen tokenizer gave new items their SIDs: `eval_lookup`).
 
 Labels (DESIGN.md section 7): `search` = `purchase_ids`; `all-net` = the
 site-wide orders linked to the request (`site_order_item_ids`) plus the
@@ -108,24 +109,31 @@ def evaluate_samples(
 ) -> dict[str, dict[str, float]]:
     """Full-pool retrieval metrics per label set. Beam widths: `beam_widths`, else the config's
     with the last widened to max(ks) (the last width must cover max(ks) SIDs)."""
+    ranked = rank_samples(model, samples, lookup, trie_next, max(ks), batch_size, beam_widths)
+    return {name: ranking_metrics(ranked, rel, ks) for name, rel in relevant_sets(samples, lookup).items()}
+
+
+def rank_samples(model: MultiGR, samples: pd.DataFrame, lookup: SidLookup, trie_next, top: int,
+                 batch_size: int = 64, beam_widths: Sequence[int] | None = None) -> np.ndarray:
+    """(requests, top) item ids by trie-constrained beam search over the SIDs of `lookup` (see
+    `evaluate_samples` for the beam widths); items sharing a SID in item-id order."""
     cfg = model.cfg
     index = lookup.index(cfg.codebook_size)
-    top = max(ks)
     prompts = [request_prompt(model.vocab, r, lookup, cfg.max_history, cfg.max_query_words)
                for r in samples.itertuples(index=False)]
     widths = list(beam_widths or list(cfg.beam_widths[:-1]) + [max(cfg.beam_widths[-1], top)])
-    ranked = np.concatenate([
+    return np.concatenate([
         index.expand(beam_search(model, left_pad(prompts[i : i + batch_size]), widths, top, trie_next), top).items
         for i in range(0, len(prompts), batch_size)
-    ])
-    return {name: ranking_metrics(ranked, rel, ks) for name, rel in relevant_sets(samples, lookup).items()}
+    ] or [np.zeros((0, top), np.int64)])
 
 
 # ---------------------------------------------------------------------------------------------
 # Offline evaluation on held-out days of a lake (DESIGN.md section 7)
 
 KS = (10, 100, 1000)
-SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "history_item_ids", "click_ids",
+SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "history_item_ids",
+                  "rank_candidate_ids", "exposure_ids", "click_ids",
                   "purchase_ids", "site_order_item_ids"]
 
 
@@ -195,11 +203,39 @@ class PlatformData(NamedTuple):
     test_days: list[str]
     train: pd.DataFrame          # gr_samples rows of the train days
     test: pd.DataFrame           # gr_samples rows of the test days, all-net completed by later site orders
-    sid_ds: str                  # the item_sids snapshot used
+    sid_ds: str                  # the item_sids snapshot used for training (as of the last train day)
     sid_version: str
-    codes: np.ndarray            # (N, L) SIDs of the snapshot (c4 included when present)
+    codes: np.ndarray            # (N, L) SIDs of that snapshot (c4 included when present)
     lookup: SidLookup
     codebook_size: int           # of the SID version's tokenizer
+    eval_sid_ds: str             # the snapshot of evaluation (as of the last test day, see `eval_lookup`)
+    eval_lookup: SidLookup
+
+
+def code_columns(table: pd.DataFrame) -> list[str]:
+    """The SID code columns of an `item_sids` table: c1..c3, and c4 when every row has one."""
+    from models.tokenizer import sids
+
+    has_c4 = "c4" in table and len(table) and table["c4"].notna().all()
+    return list(sids.CODE_COLUMNS) + ["c4"] * bool(has_c4)
+
+
+def eval_lookup(train_sids: pd.DataFrame, test_sids: pd.DataFrame) -> SidLookup:
+    """The SIDs of evaluation: the snapshot as of the last test day, which `sids.assign` extends with
+    the new items' SIDs from the frozen tokenizer (item content only), so items listed on the test
+    days are retrievable. Refused when it is another SID version or moved an item of the train snapshot."""
+    versions = set(train_sids["sid_version"]) | set(test_sids["sid_version"])
+    if len(versions) != 1:
+        raise ValueError(f"train and test SID snapshots mix SID versions {sorted(versions)}")
+    cols = code_columns(train_sids)
+    if code_columns(test_sids) != cols:
+        raise ValueError(f"train and test SID snapshots have different code columns {cols}")
+    both = train_sids[["item_id", *cols]].merge(test_sids[["item_id", *cols]], on="item_id", suffixes=("", "_t"))
+    moved = (both[cols].to_numpy(np.int64) != both[[f"{c}_t" for c in cols]].to_numpy(np.int64)).any(1)
+    if len(both) < len(train_sids) or moved.any():
+        raise ValueError(f"the test SID snapshot moved or dropped {int(moved.sum()) + len(train_sids) - len(both)} "
+                         "items of the train snapshot")
+    return SidLookup(test_sids, cols)
 
 
 def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> PlatformData:
@@ -214,10 +250,12 @@ def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> 
         raise PartitionNotFound(f"no {ITEM_SIDS.key(train_ds[-1])} or earlier: run `growthgr tokenizer fit`")
     sid_ds, table = parts[-1], lake.read_partition(*ITEM_SIDS, parts[-1]).to_pandas()
     version = str(table["sid_version"].iloc[0])
-    codes = sids.sid_matrix(table)
-    lookup = SidLookup(table, list(sids.CODE_COLUMNS) + ["c4"] * (codes.shape[1] > len(sids.CODE_COLUMNS)))
+    lookup = SidLookup(table, code_columns(table))
     codebook_size = int(sids.load_version(lake, version)[1]["tokenizer"]["codebook_size"])
-    return PlatformData(train_ds, test_ds, train, test, sid_ds, version, codes, lookup, codebook_size)
+    eval_ds = lake.list_partitions(*ITEM_SIDS, end=test_ds[-1])[-1]
+    evaluated = eval_lookup(table, lake.read_partition(*ITEM_SIDS, eval_ds).to_pandas())
+    return PlatformData(train_ds, test_ds, train, test, sid_ds, version, lookup.codes, lookup, codebook_size,
+                        eval_ds, evaluated)
 
 
 def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, test_days: int = 2,
@@ -226,9 +264,10 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
 
     Reads `samples/gr_samples` for the `train_days` days before the newest `test_days`
     days up to `ds` (train) and for those newest days (test); the `curated/item_sids`
-    snapshot as of the last train day (and the codebook size of its SID version from
-    the tokenizer model in the lake); `raw/site_orders` of the test days (see
-    `add_late_site_orders`).
+    snapshot as of the last train day for training and as of the last test day for
+    evaluation (`eval_lookup`: same SID version, new items from the frozen tokenizer), the
+    codebook size of the SID version from the tokenizer model in the lake;
+    `raw/site_orders` of the test days (see `add_late_site_orders`).
 
     Protocol: SFT (`cfg` with the SID table's depth and codebook size, `epochs` overriding
     `max_epochs`; device and precision from `trainer_cfg`) on one example per (train request, purchased item
@@ -239,8 +278,7 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
     max(KS) at every level (not the config's narrow serving widths, so that Recall@1000
     is reachable); items sharing a SID come in item-id order (no DR re-ranker). Labels
     `search` and `all-net` (see the module docstring); relevant items without a SID in
-    the snapshot (listed after the last train day) are dropped, and requests left with
-    none are skipped. The reference is a popularity ranking: items by purchases (ties:
+    the evaluation snapshot are dropped, and requests left with none are skipped. The reference is a popularity ranking: items by purchases (ties:
     clicks) in the train days, one list for every request, on the same relevant sets.
 
     Departures from the paper: SFT only (its TIGER row; no MoPO), no DR, no `long-term`
@@ -261,14 +299,16 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
         raise ValueError(f"no purchase of an item with a SID in the train days {data.train_days}")
     model, seconds = fit(cfg, SFTDataModule(examples, cfg.batch_size, cfg.seed), trainer_cfg=trainer_cfg)
 
-    relevant = relevant_sets(data.test, lookup)
+    test_lookup = data.eval_lookup
+    relevant = relevant_sets(data.test, test_lookup)
     scored = data.test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)]
     widths = [max(w, max(KS)) for w in cfg.beam_widths]
     started = time.perf_counter()
-    multigr = evaluate_samples(model, scored, lookup, trie_table(SidTrie.from_sids(data.codes, cfg.codebook_size)),
-                               KS, beam_widths=widths)
+    multigr = evaluate_samples(model, scored, test_lookup,
+                               trie_table(SidTrie.from_sids(test_lookup.codes, cfg.codebook_size)), KS,
+                               beam_widths=widths)
     eval_seconds = time.perf_counter() - started
-    top = popularity_ranking(data.train, lookup)[: max(KS)]
+    top = popularity_ranking(data.train, test_lookup)[: max(KS)]
     popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
                   for name, rel in relevant.items()}
 
@@ -278,12 +318,14 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
         "train_days": [data.train_days[0], data.train_days[-1]],
         "test_days": [data.test_days[0], data.test_days[-1]],
         "sid_snapshot": data.sid_ds,
+        "eval_sid_snapshot": data.eval_sid_ds,
         "sid_version": data.sid_version,
-        "items_with_sid": int(len(lookup.ids)),
+        "items_with_sid": int(len(test_lookup.ids)),
+        "new_items_with_sid": int(len(test_lookup.ids) - len(lookup.ids)),
         "train_requests": int(len(data.train)),
         "train_examples": len(examples),
         "test_requests": int(len(data.test)),
-        "test_purchases_without_sid": int(len(bought) - len(lookup.known(bought))),
+        "test_purchases_without_sid": int(len(bought) - len(test_lookup.known(bought))),
         "epochs": cfg.max_epochs,
         "params": model.num_params(),
         "training_time_s": round(seconds, 1),

@@ -1,0 +1,254 @@
+"""The paper's offline tables (3-5 shape) on held-out simulated days, over seeds.
+
+    report = run_offline(cfg, lake, ds, train_days, test_days, seeds, trainer_cfg)
+    offline_markdown(report)                  # the three tables
+
+Rows (`ROWS`): `popularity` (train-day purchases, one list for every request), `sft` (SFT
+only, TIGER-style), `grpo_conversion` (SFT + plain GRPO on purchases), `growthgr` (SFT +
+MoPO, top-p rollouts); Table 4 ablations `no_ltv`, `no_ciw`, `no_funnel`; Table 5
+`growthgr_beam` (MoPO with constrained beam-search rollouts). Per seed, SFT runs once (the
+seed changes init and batch order) and every aligned row starts from that SFT model with
+the same MoPO budget (`cfg.mopo`, the seed changes contexts and rollouts).
+
+Label sets: `labels.LABEL_NAMES`. Relevant items need a SID in the evaluation snapshot (the
+newest at or before the last test day: new items get theirs from the frozen tokenizer,
+`platform.eval_lookup`); requests with no relevant item in any label set are not decoded.
+MoPO's long-term reward reads `curated/item_uplift` as of the last train day; the
+`long-term` label reads it as of the last test day (`labels`). Every figure is the mean
+over seeds and a 95% t-interval; differences to `sft` (and of the ablations to `growthgr`)
+are paired by seed. Writes offline.json, offline.md and offline.png under
+`catalog.report_prefix("multigr", ds)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from growthgr.core.catalog import ITEM_UPLIFT, report_key
+from growthgr.core.lake import Lake, to_ds
+from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.trainer import TrainerConfig
+from models.metrics import ranking_metrics
+from models.multigr import labels
+from models.multigr.beam import trie_table
+from models.multigr.data import SFTDataModule
+from models.multigr.model import Vocab
+from models.multigr.mopo import align, build_contexts
+from models.multigr.platform import (
+    KS,
+    load_platform_data,
+    platform_config,
+    popularity_ranking,
+    rank_samples,
+    sft_examples,
+)
+from models.tokenizer.trie import SidTrie
+
+log = logging.getLogger(__name__)
+
+VARIANTS: dict[str, dict] = {                       # aligned rows: MoPOConfig overrides
+    "grpo_conversion": {"reward": "conversion"},
+    "growthgr": {},
+    "no_ltv": {"use_ltv": False},
+    "no_ciw": {"use_ciw": False},
+    "no_funnel": {"use_funnel": False},
+    "growthgr_beam": {"rollout": "beam"},
+}
+ROWS = ("popularity", "sft", *VARIANTS)
+TABLES = {
+    "Table 3: main comparison": ("popularity", "sft", "grpo_conversion", "growthgr"),
+    "Table 4: ablations": ("growthgr", "no_ltv", "no_ciw", "no_funnel"),
+    "Table 5: rollouts (top-p vs beam)": ("growthgr", "growthgr_beam"),
+}
+METRICS = (*(f"recall@{k}" for k in KS), "ndcg@10")
+
+
+def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
+    """The newest `curated/item_uplift` at or before `ds` (None when there is none)."""
+    parts = lake.list_partitions(*ITEM_UPLIFT, end=to_ds(ds))
+    return lake.read_partition(*ITEM_UPLIFT, parts[-1]).to_pandas() if parts else None
+
+
+def decoded_requests(relevant: dict[str, list[np.ndarray]], per_label: int | None) -> np.ndarray:
+    """The requests to decode: those with a relevant item in some label set; with `per_label`, the
+    union over label sets of a seeded sample of at most that many requests of each (rare labels
+    such as long-term keep their requests)."""
+    has = {name: np.flatnonzero([len(r) > 0 for r in rel]) for name, rel in relevant.items()}
+    rng = np.random.default_rng(0)
+    picked = [rows if not per_label or len(rows) <= per_label else rng.choice(rows, per_label, replace=False)
+              for rows in has.values()]
+    return np.unique(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Mean and 95% t-interval half-width over seeds (0 with one seed)."""
+    v = np.asarray(values, float)
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    return {"mean": float(v.mean()), "ci95": half, "n": len(v)}
+
+
+def aggregate(per_seed: dict[int, dict[str, dict[str, dict[str, float]]]]) -> dict:
+    """Per seed {row: {label: metrics}} -> {"rows": summaries, "vs_sft", "vs_growthgr": paired differences}."""
+    seeds = sorted(per_seed)
+    rows = [r for r in ROWS if all(r in per_seed[s] for s in seeds)]
+    label_names = list(per_seed[seeds[0]][rows[0]])
+
+    def table(fn) -> dict:
+        return {r: {lb: {m: summary([fn(s, r, lb, m) for s in seeds]) for m in METRICS} for lb in label_names}
+                for r in rows}
+
+    def value(s: int, r: str, lb: str, m: str) -> float:
+        return per_seed[s][r][lb][m]
+
+    out = {"rows": table(value),
+           "vs_sft": table(lambda s, r, lb, m: value(s, r, lb, m) - value(s, "sft", lb, m))}
+    if "growthgr" in rows:
+        out["vs_growthgr"] = table(lambda s, r, lb, m: value(s, r, lb, m) - value(s, "growthgr", lb, m))
+    return out
+
+
+def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_days: int, seeds: Sequence[int],
+                trainer_cfg: TrainerConfig = TrainerConfig(), epochs: int | None = None,
+                variants: Sequence[str] = tuple(VARIANTS), max_test_requests: int | None = None,
+                progress: bool = False) -> dict:
+    """Train and evaluate every row for every seed (see the module docstring); writes and returns the report.
+
+    `max_test_requests` caps the decoded test requests per label set (`decoded_requests`, the same
+    for every row and seed) to bound the beam-search time on a CPU.
+    """
+    from models.multigr.train import fit
+
+    started = time.perf_counter()
+    ds = to_ds(ds)
+    data = load_platform_data(lake, ds, train_days, test_days)
+    cfg = platform_config(cfg, data.codes, data.codebook_size)
+    if epochs:
+        cfg = cfg.model_copy(update={"max_epochs": epochs})
+    vocab = Vocab.from_config(cfg)
+    examples = sft_examples(vocab, data.train, data.lookup, cfg.max_history, cfg.max_query_words)
+    if not examples:
+        raise ValueError(f"no purchase of an item with a SID in the train days {data.train_days}")
+    train_uplift, test_uplift = read_item_uplift(lake, data.train_days[-1]), read_item_uplift(lake, ds)
+    contexts = build_contexts(cfg, data.train, data.lookup, train_uplift)
+    log.info("%d SFT examples, %d MoPO contexts (%.0f s)", len(examples), len(contexts), time.perf_counter() - started)
+    train_trie = trie_table(SidTrie.from_sids(data.lookup.codes, cfg.codebook_size))
+
+    test_lookup = data.eval_lookup
+    relevant = labels.label_sets(data.test, test_lookup, test_uplift, labels.read_click_effects(lake, data.test_days))
+    keep = decoded_requests(relevant, max_test_requests)
+    scored = data.test.iloc[keep].reset_index(drop=True)
+    relevant = {name: [rel[i] for i in keep] for name, rel in relevant.items()}
+    test_trie = trie_table(SidTrie.from_sids(test_lookup.codes, cfg.codebook_size))
+    widths = [max(w, max(KS)) for w in cfg.beam_widths]
+
+    def evaluate(model) -> dict[str, dict[str, float]]:
+        ranked = rank_samples(model, scored, test_lookup, test_trie, max(KS), beam_widths=widths)
+        return {name: ranking_metrics(ranked, rel, KS) for name, rel in relevant.items()}
+
+    top = popularity_ranking(data.train, test_lookup)[: max(KS)]
+    popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
+                  for name, rel in relevant.items()}
+    per_seed: dict[int, dict] = {}
+    runs: dict[int, dict] = {}
+    for seed in seeds:
+        seed_cfg = cfg.model_copy(update={"seed": int(seed)})
+        sft, sft_s = fit(seed_cfg, SFTDataModule(examples, cfg.batch_size, int(seed)), trainer_cfg=trainer_cfg)
+        per_seed[seed] = {"popularity": popularity, "sft": evaluate(sft)}
+        log.info("seed %s SFT: %.0f s, long-term R@10 %.4f (%.0f s)", seed, sft_s,
+                 per_seed[seed]["sft"]["long-term"]["recall@10"], time.perf_counter() - started)
+        runs[seed] = {"sft": {"seconds": round(sft_s, 1)}}
+        for name in variants:
+            mopo_cfg = cfg.mopo.model_copy(update=VARIANTS[name])
+            aligned, st = align(copy.deepcopy(sft), contexts, train_trie, mopo_cfg, seed=int(seed), progress=progress)
+            per_seed[seed][name] = evaluate(aligned)
+            runs[seed][name] = {k: st[k] for k in ("mean_reward", "mean_ciw", "seconds")}
+            log.info("seed %s %s: MoPO %.0f s, long-term R@10 %.4f (sft %.4f) (%.0f s)", seed, name, st["seconds"],
+                     per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed]["sft"]["long-term"]["recall@10"],
+                     time.perf_counter() - started)
+    report = {
+        "ds": ds, "train_days": [data.train_days[0], data.train_days[-1]],
+        "test_days": [data.test_days[0], data.test_days[-1]], "seeds": [int(s) for s in seeds],
+        "sid_snapshot": data.sid_ds, "eval_sid_snapshot": data.eval_sid_ds, "sid_version": data.sid_version,
+        "items_with_sid": int(len(test_lookup.ids)),
+        "new_items_with_sid": int(len(test_lookup.ids) - len(data.lookup.ids)),
+        "train_examples": len(examples), "train_contexts": len(contexts),
+        "long_term_items_train": int(0 if train_uplift is None else len(labels.long_term_items(train_uplift))),
+        "test_requests": int(len(scored)), "ks": list(KS), "beam_widths": widths,
+        "label_requests": {name: int(sum(len(r) > 0 for r in rel)) for name, rel in relevant.items()},
+        "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": {str(s): v for s, v in runs.items()},
+        **aggregate(per_seed),
+        "config": cfg.model_dump(mode="json"), "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_report(lake, report)
+    return report
+
+
+def _cell(s: dict, pct: bool = True) -> str:
+    scale = 100 if pct else 1
+    return f"{s['mean'] * scale:.2f} ± {s['ci95'] * scale:.2f}"
+
+
+def offline_markdown(report: dict) -> str:
+    """The tables (metrics in %, mean ± 95% half-interval over seeds) and the paired differences."""
+    label_names = list(report["label_requests"])
+    head = (f"# MultiGR offline evaluation ds={report['ds']}\n\ntrain {report['train_days'][0]}..{report['train_days'][1]}"
+            f" ({report['train_examples']} SFT examples, {report['train_contexts']} MoPO contexts), test "
+            f"{report['test_days'][0]}..{report['test_days'][1]} ({report['test_requests']} requests: "
+            + ", ".join(f"{k} {v}" for k, v in report["label_requests"].items())
+            + f"), seeds {report['seeds']}, SIDs {report['sid_version']} ({report['items_with_sid']} items, "
+            f"{report['new_items_with_sid']} new on the test days). Metrics in %, mean ± 95% interval half-width.\n")
+    parts = [head]
+    for title, rows in TABLES.items():
+        rows = [r for r in rows if r in report["rows"]]
+        parts.append(f"\n## {title}\n")
+        for label in label_names:
+            parts.append(f"\n**{label}**\n\n| row | " + " | ".join(METRICS) + " | Δ R@10 vs SFT |\n"
+                         + "|---" * (len(METRICS) + 2) + "|\n")
+            for r in rows:
+                cells = [_cell(report["rows"][r][label][m]) for m in METRICS]
+                parts.append(f"| {r} | " + " | ".join(cells) + f" | {_cell(report['vs_sft'][r][label]['recall@10'])} |\n")
+    return "".join(parts)
+
+
+def offline_plot(report: dict) -> bytes:
+    """Recall@10 per label set and row, mean with 95% intervals (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, label_names = list(report["rows"]), list(report["label_requests"])
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        s = [report["rows"][r][lb]["recall@10"] for lb in label_names]
+        ax.bar(np.arange(len(label_names)) + i * width, [100 * x["mean"] for x in s], width,
+               yerr=[100 * x["ci95"] for x in s], label=r, capsize=2)
+    ax.set_xticks(np.arange(len(label_names)) + 0.4 - width / 2, label_names)
+    ax.set_ylabel("Recall@10 (%)")
+    ax.set_title(f"MultiGR offline, test {report['test_days'][0]}..{report['test_days'][1]}, seeds {report['seeds']}")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(lake: Lake, report: dict) -> dict[str, str]:
+    """offline.json, offline.md, offline.png under `report_prefix("multigr", ds)`; returns their keys."""
+    ds = report["ds"]
+    keys = {ext: report_key("multigr", ds, f"offline.{ext}") for ext in ("json", "md", "png")}
+    lake.store.put_bytes(keys["json"], json.dumps(report, indent=2).encode())
+    lake.store.put_bytes(keys["md"], offline_markdown(report).encode())
+    lake.store.put_bytes(keys["png"], offline_plot(report))
+    return keys
