@@ -35,8 +35,10 @@ FLOORS: list[tuple[str, int, str]] = [
     ("growthgr.cli", APPLICATION, "app"),
     ("growthgr.pipeline", APPLICATION, "app"),
     ("growthgr.publish", APPLICATION, "app"),
+    ("growthgr.serve", APPLICATION, "app"),
     ("growthgr.report", APPLICATION, "app"),
     ("growthgr.demo", APPLICATION, "app"),
+    ("growthgr.abtest", APPLICATION, "app"),
     ("growthgr.airflow_local", APPLICATION, "app"),
     ("dags", DAGS, "dags"),
 ]

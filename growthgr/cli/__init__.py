@@ -45,6 +45,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON i
 def _register() -> None:
     """Add each subsystem's commands (imports stay light: no pyspark, torch or Feast at start-up)."""
     from growthgr.cli import (
+        abtest,
         dbt,
         features,
         itemltv,
@@ -52,6 +53,7 @@ def _register() -> None:
         pipeline,
         releases,
         report,
+        serve,
         simulate,
         spark,
         tokenizer,
@@ -65,6 +67,9 @@ def _register() -> None:
     app.command("sql")(dbt.sql)
     app.command("validate")(validate.validate_cmd)
     app.command("report")(report.report_cmd)
+    app.command("abtest")(abtest.abtest_cmd)
+    app.command("retrieve")(serve.retrieve_cmd)
+    app.command("serve")(serve.serve_cmd)
 
 
 _register()

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from growthgr.core.sections.abtest import PROFILES as ABTEST_PROFILES
+from growthgr.core.sections.abtest import ABTestConfig
 from growthgr.core.sections.dense import PROFILES as DENSE_PROFILES
 from growthgr.core.sections.dense import DenseConfig
 from growthgr.core.sections.feast import FeatureStoreConfig
@@ -35,6 +37,8 @@ from growthgr.core.sections.itemltv import PROFILES as ITEMLTV_PROFILES
 from growthgr.core.sections.itemltv import ItemLTVConfig
 from growthgr.core.sections.multigr import PROFILES as MULTIGR_PROFILES
 from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.serve import PROFILES as SERVE_PROFILES
+from growthgr.core.sections.serve import ServeConfig
 from growthgr.core.sections.simulator import PROFILES as SIMULATOR_PROFILES
 from growthgr.core.sections.simulator import SimulatorConfig
 from growthgr.core.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
@@ -116,7 +120,9 @@ class Settings(StrictModel):
     itemltv: ItemLTVConfig = Field(default_factory=ItemLTVConfig)
     multigr: MultiGRConfig = Field(default_factory=MultiGRConfig)
     dense: DenseConfig = Field(default_factory=DenseConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    abtest: ABTestConfig = Field(default_factory=ABTestConfig)
 
     def gates_config(self) -> GatesConfig:
         """The gates section with the bounds that follow other sections filled in: the SID
@@ -150,7 +156,9 @@ _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "itemltv": ITEMLTV_PROFILES,
     "multigr": MULTIGR_PROFILES,
     "dense": DENSE_PROFILES,
+    "serve": SERVE_PROFILES,
     "trainer": TRAINER_PROFILES,
+    "abtest": ABTEST_PROFILES,
 }
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     name: {section: profiles.get(name, {}) for section, profiles in _SECTION_PROFILES.items()}

@@ -1,0 +1,210 @@
+"""The retrieval service against a real uvicorn on 127.0.0.1 and a real redis-server: answers come from
+the current release (valid pool SIDs only), malformed requests get 4xx (never 500), the cache hit rate
+rises on repeated requests, and switching CURRENT under concurrent load loses no request."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+
+import httpx
+import pandas as pd
+import pytest
+from serve_fixtures import UNKNOWN_USER, World, build_world, uvicorn_thread
+
+pytest_plugins = ("serve_fixtures",)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    return build_world(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def memory_server(world):
+    with uvicorn_thread(world.settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def redis_server(world, redis_url):
+    settings = world.settings.model_copy(update={"serve": world.settings.serve.model_copy(
+        update={"cache": "redis", "redis_url": redis_url})})
+    with uvicorn_thread(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pools(world) -> dict[str, dict[int, list[int]]]:
+    """Per release: item id -> SID of its pool."""
+    frames = {rid: pd.read_parquet(io.BytesIO(world.store.read(rid, "item_sids.parquet"))) for rid in ("A", "B")}
+    return {rid: {int(r.item_id): [int(r.c1), int(r.c2), int(r.c3)] for r in f.itertuples()}
+            for rid, f in frames.items()}
+
+
+def assert_valid(pools: dict[str, dict[int, list[int]]], body: dict) -> None:
+    """Every item of an answer is in the answering release's pool, with its SID there."""
+    assert body["items"], body
+    for item in body["items"]:
+        assert pools[body["release_id"]].get(item["item_id"]) == item["sid"], (body["release_id"], item)
+
+
+def test_answers_come_from_the_current_release(world, pools, memory_server):
+    health = httpx.get(f"{memory_server}/healthz").json()
+    assert health["release_id"] == "A" and health["status"] == "ok"
+    assert health["models"]["dense"] is None and health["reranker"].startswith("none: beam order")
+    found = 0
+    for i, user in enumerate(world.active_users[:12]):
+        r = httpx.get(f"{memory_server}/retrieve", params={"user_id": int(user), "query": world.queries[i], "k": 5})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["release_id"] == "A" and len(body["items"]) == 5
+        assert_valid(pools, body)
+        scores = [item["score"] for item in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+        found += int(world.pool_items[i]) in [item["item_id"] for item in body["items"]]
+    assert found >= 10                       # the query names the item it buys: the model learnt it
+    post = httpx.post(f"{memory_server}/retrieve", json={"user_id": int(world.active_users[0]),
+                                                         "query": world.queries[0]}).json()
+    assert len(post["items"]) == world.settings.serve.top_k_default
+    cold = httpx.get(f"{memory_server}/retrieve", params={"user_id": world.cold_user, "query": "brand3 shoes"})
+    assert cold.status_code == 200 and cold.json()["items"]      # registered, no history: cold start
+    assert httpx.get(f"{memory_server}/openapi.json").json()["paths"].keys() >= {"/retrieve", "/healthz", "/metrics"}
+
+
+def test_cli_retrieve_prints_the_same_answer(world, memory_server, monkeypatch):
+    from typer.testing import CliRunner
+
+    from growthgr.cli import app
+
+    monkeypatch.setenv("GROWTHGR_LAKE_ROOT", world.settings.lake_root)
+    monkeypatch.setenv("GROWTHGR_RELEASES_ROOT", world.settings.releases_root)
+    user, query = int(world.active_users[1]), world.queries[1]
+    out = CliRunner().invoke(app, ["--profile", "tiny", "retrieve", "--user", str(user), "--query", query, "--k", "4"])
+    assert out.exit_code == 0, out.output
+    printed = json.loads(out.stdout)
+    served = httpx.get(f"{memory_server}/retrieve", params={"user_id": user, "query": query, "k": 4}).json()
+    assert [i["item_id"] for i in printed["items"]] == [i["item_id"] for i in served["items"]]
+    unknown = CliRunner().invoke(app, ["--profile", "tiny", "retrieve", "--user", str(UNKNOWN_USER), "--query", "x"])
+    assert unknown.exit_code == 1 and "unknown user" in unknown.output
+
+
+@pytest.mark.parametrize(("params", "status", "message"), [
+    ({"user_id": UNKNOWN_USER, "query": "brand1 shoes"}, 404, "unknown user"),
+    ({"user_id": 0, "query": ""}, 422, "query is empty"),
+    ({"user_id": 0, "query": "   "}, 422, "query is empty"),
+    ({"user_id": 0}, 422, "query is empty"),
+    ({"user_id": 0, "query": "x" * 1000}, 422, "at most"),
+    ({"user_id": 0, "query": "shoes", "k": 0}, 422, "k must be between 1 and"),
+    ({"user_id": 0, "query": "shoes", "k": 10_000}, 422, "k must be between 1 and"),
+    ({"user_id": 0, "query": "shoes", "k": "many"}, 422, "k"),
+    ({"user_id": "abc", "query": "shoes"}, 422, "user_id"),
+    ({"query": "shoes"}, 422, "user_id"),
+    ({"user_id": 10**30, "query": "shoes"}, 404, "unknown user"),
+])
+def test_malformed_requests_get_4xx_with_a_message(world, memory_server, params, status, message):
+    r = httpx.get(f"{memory_server}/retrieve", params=params)
+    assert r.status_code == status, r.text
+    assert message in json.dumps(r.json()["detail"])
+
+
+def test_malformed_json_bodies_get_4xx_and_no_request_got_a_500(memory_server):
+    for content in (b"{not json", b"[]", b'{"user_id": 0}', b'{"user_id": 0, "query": "", "k": 3}'):
+        r = httpx.post(f"{memory_server}/retrieve", content=content, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (content, r.text)
+    assert httpx.get(f"{memory_server}/metrics").json()["errors_5xx"] == 0
+
+
+@pytest.mark.parametrize("server", ["memory_server", "redis_server"])
+def test_cache_hit_rate_rises_on_repeated_requests(world, server, request):
+    """Distinct requests miss, the same requests again all hit (same items), and the hit rate rises."""
+    url = request.getfixturevalue(server)
+    params = [{"user_id": int(u), "query": world.queries[(i + 20) % len(world.queries)], "k": 3}
+              for i, u in enumerate(world.active_users[:10])]
+    before = httpx.get(f"{url}/metrics").json()
+    first = [httpx.get(f"{url}/retrieve", params=p).json() for p in params]
+    middle = httpx.get(f"{url}/metrics").json()
+    again = [httpx.get(f"{url}/retrieve", params=p).json() for p in params]
+    after = httpx.get(f"{url}/metrics").json()
+    assert not any(b["cached"] for b in first) and all(b["cached"] for b in again)
+    assert [b["items"] for b in again] == [b["items"] for b in first]
+    assert (middle["cache_misses"] - before["cache_misses"], middle["cache_hits"] - before["cache_hits"]) == (10, 0)
+    assert (after["cache_misses"] - middle["cache_misses"], after["cache_hits"] - middle["cache_hits"]) == (0, 10)
+    assert after["cache_hit_rate"] > middle["cache_hit_rate"] and after["cache_errors"] == 0
+    assert httpx.get(f"{url}/healthz").json()["cache"] == server.removesuffix("_server")
+
+
+def params(world: World, i: int) -> dict:
+    return {"user_id": int(world.active_users[i % len(world.active_users)]),
+            "query": world.queries[i % len(world.queries)], "k": 5}
+
+
+async def load(url: str, world: World, n: int, concurrency: int) -> list[httpx.Response]:
+    """`n` requests, `concurrency` at a time."""
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async def one(i: int) -> httpx.Response:
+            async with sem:
+                return await client.get("/retrieve", params=params(world, i))
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def switch_under_load(url: str, world: World, workers: int = 16, after_switch: int = 100,
+                            timeout_s: float = 40) -> list[httpx.Response]:
+    """Closed-loop load from `workers` clients; CURRENT moves to B after the first 100 answers; the load
+    stops once `after_switch` answers named B (or after `timeout_s`)."""
+    responses: list[httpx.Response] = []
+    deadline = time.monotonic() + timeout_s
+
+    def named_b() -> int:
+        return sum(r.status_code == 200 and r.json()["release_id"] == "B" for r in responses)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async def worker(w: int) -> None:
+            i = w
+            while named_b() < after_switch and time.monotonic() < deadline:
+                responses.append(await client.get("/retrieve", params=params(world, i)))
+                i += workers
+
+        async def promote() -> None:
+            while len(responses) < 100:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(world.store.set_current, "B")
+
+        await asyncio.gather(promote(), *(worker(w) for w in range(workers)))
+    return responses
+
+
+def test_release_switch_under_load_loses_no_request(world, pools, redis_server):
+    """Last in the module: it moves CURRENT to release B (MultiGR + DR, another pool) while 16 clients
+    keep requesting; every request is answered (200, valid SIDs of the release that answered)."""
+    assert httpx.get(f"{redis_server}/healthz").json()["release_id"] == "A"
+    responses = asyncio.run(switch_under_load(redis_server, world))
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    releases = [r.json()["release_id"] for r in responses]
+    assert releases.count("A") >= 100 and releases.count("B") >= 100, (len(releases), releases.count("B"))
+    for r in responses:
+        assert_valid(pools, r.json())
+    health = httpx.get(f"{redis_server}/healthz").json()
+    assert health["release_id"] == "B" and health["reranker"] == "dense retriever (two-stage)"
+    assert health["models"]["dense"]["items_with_vectors"] == 200
+    later = asyncio.run(load(redis_server, world, 50, 8))
+    assert {r.json()["release_id"] for r in later} == {"B"}
+    metrics = httpx.get(f"{redis_server}/metrics").json()
+    assert metrics["reloads"] == 1 and metrics["reload_failures"] == 0 and metrics["errors_5xx"] == 0
+    assert metrics["latency_ms"]["p99"] is not None and metrics["release_id"] == "B"
+
+
+def test_a_release_that_cannot_be_served_is_skipped(world, redis_server):
+    """CURRENT moved to a release without MultiGR: counted as a failed reload, B keeps serving."""
+    files = {name: world.store.read("B", name) for name in ("sid_trie.npz", "item_sids.parquet")}
+    world.store.publish("C", files, {"ds": "2026-01-10"})
+    deadline = time.monotonic() + 30
+    while (metrics := httpx.get(f"{redis_server}/metrics").json())["reload_failures"] == 0:
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.1)
+    assert metrics["release_id"] == "B" and metrics["reload_failures"] == 1
+    r = httpx.get(f"{redis_server}/retrieve", params=params(world, 3))
+    assert r.status_code == 200 and r.json()["release_id"] == "B"
