@@ -8,7 +8,8 @@ Single-writer stores are serialised with one-slot pools: `duckdb` (dbt's
 DuckDB file) and `feast_registry` (Feast's file registry and SQLite online
 store). A failing gate fails its task; everything downstream is skipped as
 `upstream_failed`, so nothing is published and the previous release stays
-current. Configuration comes from the usual GrowthGR environment
+current. MultiGR (train -> evaluate -> gate) runs after the pool step, whose ItemLTV scores
+(`curated/item_uplift`) give MoPO its long-term reward. Configuration comes from the usual GrowthGR environment
 (`GROWTHGR_PROFILE`, `GROWTHGR_LAKE_ROOT`, ...).
 """
 
@@ -100,6 +101,18 @@ def growthgr_daily():
     def gate_pool():
         return _gate("pool")
 
+    @task
+    def multigr_train():
+        return _run("multigr_train")
+
+    @task
+    def multigr_evaluate():
+        return _run("multigr_evaluate")
+
+    @task
+    def gate_multigr():
+        return _run("gate_multigr")
+
     @task(outlets=[RELEASE])
     def publish():
         return _run("publish")
@@ -113,7 +126,9 @@ def growthgr_daily():
     tok >> sid_gate
     labels >> tset
     [tset, sid_gate] >> model
-    model >> pool() >> gate_pool() >> release
+    scored = pool()
+    model >> scored >> gate_pool() >> release
+    scored >> multigr_train() >> multigr_evaluate() >> gate_multigr() >> release   # MoPO reads the day's item_uplift
     dbt >> release
 
 growthgr_daily()

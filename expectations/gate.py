@@ -211,6 +211,11 @@ def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: str) -> str:
     return lake.store.url(f"{prefix}/index.html")
 
 
+def store_result(lake: Lake, result: GateResult, status: str = "done") -> str:
+    """Store a gate result computed outside GX (the model gates) exactly as `validate` stores its own."""
+    return _store_results(lake, result, status)
+
+
 def _store_results(lake: Lake, result: GateResult, status: str = "done") -> str:
     key = catalog.gate_result_key(result.ds, result.dataset)
     payload = {**asdict(result), "status": status, "validated_at": datetime.now(UTC).isoformat()}

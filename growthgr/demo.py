@@ -2,14 +2,17 @@
 
 1. simulate the platform's history (skipped when the lake already has it);
 2. backfill the Spark label job over the history, so ItemLTV has closed cohorts (and,
-   with `--feature-days N`, the feature job over the last N history days);
+   with `--feature-days N`, the feature job over the last N history days), and `gr_samples`
+   over the last `multigr.daily.train_days + eval_days - 1` history days, so the first live
+   day's MultiGR trains from scratch on history and holds out its newest days;
 3. for each of the last `--live-days` days: the `simulate_platform_day` DAG
    delivers the day's logs, then the `growthgr_daily` DAG runs under a local
    Airflow (SQLite, `dag.test`);
 4. the ItemLTV evaluation table of the last day over `--study-seeds` seeds
    (`growthgr itemltv evaluate`: ItemLTV, fair baselines, references, mean ± sd);
-5. print a summary: partitions, label rows, pool, the ItemLTV table, the
-   release, and where Data Docs, dbt docs and plots are.
+5. print a summary: partitions, label rows, pool, the ItemLTV table, the MultiGR
+   daily metrics on its fixed held-out days (and the serving model's), the release, and
+   where Data Docs, dbt docs, plots and reports are.
 
 Re-running is idempotent: finished days are not simulated again, Spark and
 the DAG overwrite their own partitions, and an identical release is not
@@ -87,6 +90,36 @@ def backfill_features(settings: Settings, last: str, days: int) -> None:
             training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
 
 
+def backfill_gr_samples(settings: Settings, last: str) -> list[str]:
+    """`gr_samples` for the last `train_days + eval_days - 1` history days up to `last` (missing
+    days only): with the first live day, the first MultiGR lineage holds out the newest `eval_days`
+    days and trains from scratch on the `train_days` before them (`models.multigr.daily`)."""
+    daily = settings.multigr.daily
+    n = daily.train_days + daily.eval_days - 1
+    return backfill_job(settings, "gr_samples", tuple(catalog.GR_SAMPLES), ds_range(shift(last, 1 - n), last))
+
+
+def multigr_lines(report: dict, url: str) -> list[str]:
+    """The daily MultiGR evaluation (`reports/multigr/ds=<ds>/daily.json`) as a few summary lines."""
+    cand, serving = report["candidate"], report.get("serving")
+    origin = (f"warm start from {report['init_release']}" if report["mode"] == "warm_start"
+              else "trained from scratch") + f", lineage since {report['lineage_start']}"
+    lines = [f"MultiGR ds={report['ds']} ({origin}; trained on {report['train_days'] or 'no day (held out)'}; "
+             f"held-out days {cand['eval_days']}, evaluated {cand['evaluated_days']}):"]
+    cols = ["recall@10", "recall@100", "ndcg@10"]
+    lines.append(f"  {'label':<8} {'model':<10} {'requests':>9} " + " ".join(f"{c:>10}" for c in cols))
+    for label in ("search", "all-net"):
+        for name, ev in (("candidate", cand), ("serving", serving)):
+            m = (ev or {}).get("metrics", {}).get(label)
+            if m:
+                lines.append(f"  {label:<8} {name:<10} {int(m['requests']):>9d} " + " ".join(f"{m[c]:>10.4f}" for c in cols))
+    if serving is None:
+        lines.append(f"  serving model not compared: {report['serving_skipped']}")
+    lines.append(f"  valid SIDs from the constrained decoder: {cand['valid_sid_fraction']:.4f} of {cand['decoded_sids']}")
+    lines.append(f"  report: {url}")
+    return lines
+
+
 def summary(settings: Settings, days: list[str]) -> str:
     from growthgr.core.releases import ReleaseStore
 
@@ -108,12 +141,16 @@ def summary(settings: Settings, days: list[str]) -> str:
         from models.itemltv.evaluate import metrics_table
 
         lines += ["ItemLTV (held-out cohorts):", metrics_table(json.loads(lake.store.get_bytes(metrics_key)))]
+    multigr_key = catalog.report_key("multigr", last, "daily.json")
+    if lake.store.exists(multigr_key):
+        lines += multigr_lines(json.loads(lake.store.get_bytes(multigr_key)), lake.store.url(multigr_key))
     current = store.get("current")
     lines.append(f"release: {current.release_id} -> {store.store.url(current.release_id)}")
     lines.append(f"  files: {', '.join(current.files)}")
     lines.append(f"Data Docs: {lake.store.url(catalog.data_docs_prefix('raw', last) + '/index.html')}")
     lines.append(f"dbt docs:  dbt/target/index.html (after `growthgr dbt docs`); warehouse {settings.lake_root}/warehouse")
     lines.append(f"plots:     {lake.store.url(catalog.report_prefix('itemltv', last) + '/')}")
+    lines.append(f"MultiGR:   {lake.store.url(catalog.report_prefix('multigr', last) + '/')}")
     return "\n".join(lines)
 
 
@@ -150,6 +187,7 @@ def main(
     backfill_labels(settings, first, history_end)
     if feature_days:
         backfill_features(settings, history_end, feature_days)
+    backfill_gr_samples(settings, history_end)
     days = ds_range(shift(history_end, 1), shift(history_end, live_days))
     outcomes = run_days(days, airflow_home, simulate=True)
     for ds, out in outcomes.items():

@@ -9,26 +9,35 @@ the stored gate results of the day first.
 Order of one day (DESIGN.md section 2):
   gate raw -> spark jobs -> dbt build -> gate labels/features -> feast materialise
   -> training set -> embeddings + SID assignment -> gate sids -> ItemLTV train/evaluate -> pool
-  -> gate pool -> publish
+  -> gate pool -> MultiGR train -> MultiGR evaluate -> gate MultiGR -> publish
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
 from growthgr.core import catalog
 from growthgr.core.config import Settings
 from growthgr.core.lake import Lake, to_ds
+from growthgr.core.releases import Release, ReleaseStore, release_ds
+
+if TYPE_CHECKING:
+    from models.multigr.model import MultiGR
 
 log = logging.getLogger(__name__)
 
 # The gates whose stored results must have passed for `publish` to release `ds`.
-PUBLISH_GATES = ("raw", "features", "sids", "pool")
+PUBLISH_GATES = ("raw", "features", "sids", "pool", "multigr")
+# The day's MultiGR in the lake (`catalog.model_key("multigr", ds, file)`) -> its name in a release.
+MULTIGR = "multigr"
+MULTIGR_FILES = {"model.safetensors": "multigr.safetensors", "config.json": "multigr_config.json"}
 
 
 class GateFailed(RuntimeError):
@@ -148,20 +157,233 @@ def pool(settings: Settings, ds: str) -> dict:
     return {"pool_size": len(frame), "top_score": float(frame["score"].max()) if len(frame) else None}
 
 
-def publish(settings: Settings, ds: str) -> dict:
-    """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics and SID trie.
+# -- MultiGR: train, evaluate and gate the day's generative retriever ------------------------------
+class LineageModel(NamedTuple):
+    """A MultiGR with its `config.json` (config, lineage, held-out days, SID version, sha256)."""
 
-    Behind the data gates and the model gate (the day's checkpoint and the serving release's,
-    scored on the day's ItemLTV test cohorts: `score_checkpoints`); `current` in the result is the
-    serving release afterwards (an older day's release does not demote a newer one).
+    model: MultiGR
+    meta: dict
+    blob: bytes                  # the safetensors bytes
+    release_id: str | None = None
+
+
+def multigr_train(settings: Settings, ds: str) -> dict:
+    """Train the day's MultiGR (`models.multigr.daily.train_daily`) and write it to the lake
+    (`models/multigr/ds=<ds>/model.safetensors` + `config.json`).
+
+    Warm start from the MultiGR of the release that served last among those of days before `ds`
+    (the current release on a normal day; on a re-run of `ds`, the same one as the first run) when
+    it was trained on today's SID version: an SFT refresh on the day's samples, keeping its
+    lineage's held-out days; otherwise (first day, no MultiGR in it, new SID version) from scratch.
     """
-    from growthgr.core.releases import ReleaseStore
-    from growthgr.publish import ReleaseInputs, publish_release
+    from models.multigr import daily
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    init = _init_multigr(ReleaseStore.from_settings(settings), lake, ds)
+    model, info = daily.train_daily(settings.multigr, settings.trainer, lake, ds, init and init.model,
+                                    eval_days=init and init.meta["eval_days"])
+    warm = info["mode"] == "warm_start"
+    meta = {"ds": ds, "mode": info["mode"], "sid_version": info["sid_version"], "sid_snapshot": info["sid_snapshot"],
+            "eval_days": info["eval_days"], "train_days": info["train_days"],
+            "lineage_start": init.meta["lineage_start"] if warm else ds,
+            "init_release": init.release_id if warm else None, "mopo": "mopo" in info}
+    key = _write_multigr(lake, ds, model, meta)
+    return {"checkpoint": key, "init_release": meta["init_release"], **info}
+
+
+def multigr_evaluate(settings: Settings, ds: str) -> dict:
+    """Evaluate the day's MultiGR on its lineage's fixed held-out days (`daily.evaluate_daily`) and,
+    when comparable, the serving release's MultiGR on the same requests; writes
+    `reports/multigr/ds=<ds>/daily.json` (what `gate_multigr` checks)."""
+    from models.multigr import daily
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    day = _lake_multigr(lake, ds)
+    candidate = daily.evaluate_daily(day.model, lake, ds, settings.multigr, eval_days=day.meta["eval_days"])
+    serving, skipped = _serving_evaluation(ReleaseStore.from_settings(settings), lake, ds, day, candidate, settings)
+    report = {"ds": ds, "checkpoint": catalog.model_key(MULTIGR, ds), "checkpoint_sha256": day.meta["sha256"],
+              **{k: day.meta[k] for k in ("mode", "lineage_start", "init_release", "train_days", "sid_version")},
+              "candidate": candidate, "serving": serving and serving[1], "serving_release": serving and serving[0],
+              "serving_skipped": skipped}
+    key = catalog.report_key(MULTIGR, ds, "daily.json")
+    lake.store.put_bytes(key, json.dumps(report, indent=2, sort_keys=True).encode())
+    return {"report": lake.store.url(key), "evaluated_days": candidate["evaluated_days"],
+            " ".join(daily.GATE_METRIC): daily.gate_figure(candidate),
+            "serving": daily.gate_figure(serving and serving[1]),
+            "serving_skipped": skipped, "valid_sid_fraction": candidate["valid_sid_fraction"]}
+
+
+def gate_multigr(settings: Settings, ds: str) -> dict:
+    """The model gate of the day's MultiGR, stored like every gate (`catalog.gate_result_key(ds,
+    "multigr")`, naming the checkpoint, config, report and input partitions it validated): the
+    evaluation report is of the current checkpoint, metrics are finite, 100% of decoded SIDs are
+    valid, every held-out day up to ds has samples, and search Recall@10 on the held-out days is
+    not below the serving release's by more than `multigr.daily.max_recall_drop`. Raises
+    `GateFailed` naming the metric, the values and the limit."""
+    from expectations.gate import Failure, GateResult, store_result
+    from models.multigr import daily
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    store_result(lake, GateResult(MULTIGR, ds, False), status="running")
+    report_key, model_key = catalog.report_key(MULTIGR, ds, "daily.json"), catalog.model_key(MULTIGR, ds)
+    where = f"ds={ds}"
+    if not lake.store.exists(report_key) or not lake.store.exists(model_key):
+        missing = [k for k in (model_key, report_key) if not lake.store.exists(k)]
+        failures = [Failure("multigr", where, "*", "report_exists",
+                            f"missing {missing}: run multigr_train and multigr_evaluate for {ds}")]
+        return _store_model_gate(lake, GateResult(MULTIGR, ds, False, failures, ["multigr_daily"], 1))
+    report = json.loads(lake.store.get_bytes(report_key))
+    writes = [_object_write(lake, k) for k in (model_key, catalog.model_key(MULTIGR, ds, "config.json"), report_key)]
+    if writes[0]["sha256"] != report["checkpoint_sha256"]:
+        failures = [Failure("multigr", where, "checkpoint_sha256", "report_of_current_checkpoint",
+                            f"{report_key} evaluated checkpoint {report['checkpoint_sha256'][:12]}, but {model_key} "
+                            f"is {writes[0]['sha256'][:12]}: run multigr_evaluate again")]
+        return _store_model_gate(lake, GateResult(MULTIGR, ds, False, failures, ["multigr_daily"], 1, writes))
+    checks = daily.gate_checks(report["candidate"], report["serving"], settings.multigr.daily.max_recall_drop)
+    if checks["recall"]["skipped"] and report.get("serving_skipped"):
+        checks["recall"]["skipped"] = report["serving_skipped"]
+    failures = [_gate_failure(name, check, where, report) for name, check in checks.items() if not check["passed"]]
+    result = GateResult(MULTIGR, ds, not failures, failures, ["multigr_daily"], len(checks) + 1,
+                        writes + report["candidate"]["inputs"])
+    _store_model_gate(lake, result)
+    return {"gate": MULTIGR, "checks": {name: check["passed"] for name, check in checks.items()},
+            "recall": {k: checks["recall"][k] for k in ("metric", "value", "serving", "limit", "skipped")},
+            "serving_release": report["serving_release"]}
+
+
+def _gate_failure(name: str, check: dict, where: str, report: dict):
+    from expectations.gate import Failure
+
+    if name == "finite_metrics":
+        return Failure("multigr", where, ",".join(check["non_finite"]), "finite", "non-finite metrics")
+    if name == "valid_sids":
+        return Failure("multigr", where, "valid_sid_fraction", "valid_sid_fraction == 1.0",
+                       f"{check['value']} of {check['decoded_sids']} SIDs decoded by the constrained decoder are in "
+                       f"{catalog.ITEM_SIDS.key(report['candidate']['sid_snapshot'])} (limit 1.0)")
+    if name == "held_out_days":
+        return Failure("multigr", where, "samples/gr_samples", "held_out_days",
+                       f"held-out days {check['missing']} of the lineage have no samples/gr_samples: run the gr_samples "
+                       "Spark job for them")
+    return Failure("multigr", where, check["metric"], "max_recall_drop",
+                   f"candidate {check['value']} < limit {check['limit']:.4f} = serving {check['serving']:.4f} "
+                   f"(release {report['serving_release']}) - max_recall_drop {check['max_recall_drop']} "
+                   f"on held-out days {check['days']}")
+
+
+def _store_model_gate(lake: Lake, result) -> None:
+    from expectations.gate import store_result
+
+    store_result(lake, result)
+    if not result.passed:
+        raise GateFailed(result.summary())
+
+
+def _object_write(lake: Lake, key: str) -> dict:
+    return {"key": key, "sha256": hashlib.sha256(lake.store.get_bytes(key)).hexdigest()}
+
+
+def _write_multigr(lake: Lake, ds: str, model: MultiGR, meta: dict) -> str:
+    """Weights (safetensors), then `config.json` naming their sha256 (a torn pair is detected)."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    full = {**meta, "config": model.cfg.model_dump(mode="json"), "sha256": hashlib.sha256(blob).hexdigest()}
+    key = catalog.model_key(MULTIGR, ds)
+    lake.store.put_bytes(key, blob)
+    lake.store.put_bytes(catalog.model_key(MULTIGR, ds, "config.json"), json.dumps(full, indent=2, sort_keys=True).encode())
+    return key
+
+
+def _load_multigr(blob: bytes, meta: dict, release_id: str | None = None) -> LineageModel:
+    from safetensors.torch import load
+
+    from growthgr.core.sections.multigr import MultiGRConfig
+    from models.multigr.model import MultiGR
+
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        where = f"release {release_id}" if release_id else f"models/{MULTIGR}/ds={meta.get('ds')}"
+        raise ValueError(f"the MultiGR weights of {where} do not match the sha256 of their config.json")
+    model = MultiGR(MultiGRConfig.model_validate(meta["config"]))
+    model.load_state_dict(load(blob))
+    return LineageModel(model.eval(), meta, blob, release_id)
+
+
+def _lake_multigr(lake: Lake, ds: str) -> LineageModel:
+    key, config = catalog.model_key(MULTIGR, ds), catalog.model_key(MULTIGR, ds, "config.json")
+    if not (lake.store.exists(key) and lake.store.exists(config)):
+        raise FileNotFoundError(f"no MultiGR checkpoint {key} (+ config.json) in {lake.store.uri}: run multigr_train")
+    return _load_multigr(lake.store.get_bytes(key), json.loads(lake.store.get_bytes(config)))
+
+
+def _release_multigr(store: ReleaseStore, release: Release) -> LineageModel | None:
+    names = MULTIGR_FILES.values()
+    if not all(name in release.files for name in names):
+        return None
+    blob, config = (store.read(release.release_id, name) for name in names)
+    return _load_multigr(blob, json.loads(config), release.release_id)
+
+
+def _init_multigr(store: ReleaseStore, lake: Lake, ds: str) -> LineageModel | None:
+    """The warm start of `ds`: the MultiGR of the release served last among those of earlier days
+    (None when there is none, it has no MultiGR, or its SID version is not today's)."""
+    from models.multigr.daily import sid_table
+
+    release = next((r for r in map(store.get, reversed(store.served())) if (release_ds(r) or ds) < ds), None)
+    found = release and _release_multigr(store, release)
+    if found is None:
+        log.info("MultiGR ds=%s: no MultiGR in a release of an earlier day (%s): training from scratch", ds,
+                 release and release.release_id)
+        return None
+    version = sid_table(lake, ds).version
+    if found.meta["sid_version"] != version:
+        log.warning("MultiGR ds=%s: release %s was trained on SID version %s, today's is %s: training from scratch",
+                    ds, found.release_id, found.meta["sid_version"], version)
+        return None
+    return found
+
+
+def _serving_evaluation(store: ReleaseStore, lake: Lake, ds: str, day: LineageModel, candidate: dict,
+                        settings: Settings) -> tuple[tuple[str, dict] | None, str | None]:
+    """((serving release id, its evaluation on the candidate's held-out requests), None), or (None, why not)."""
+    from models.multigr.daily import evaluate_daily
+
+    if store.current_id() is None:
+        return None, "no serving release"
+    current = store.get("current")
+    serving = _release_multigr(store, current)
+    if serving is None:
+        return None, f"serving release {current.release_id} has no MultiGR"
+    if (release_ds(current) or ds) > ds:
+        return None, f"serving release {current.release_id} is of a later day: it may have trained on the held-out days"
+    if serving.meta["eval_days"] != day.meta["eval_days"] or serving.meta["sid_version"] != day.meta["sid_version"]:
+        return None, (f"serving release {current.release_id} is of another lineage (held-out days "
+                      f"{serving.meta['eval_days']}, SID version {serving.meta['sid_version']}): not comparable")
+    if serving.meta["sha256"] == day.meta["sha256"]:
+        return (current.release_id, candidate), None
+    return (current.release_id, evaluate_daily(serving.model, lake, ds, settings.multigr,
+                                               eval_days=day.meta["eval_days"])), None
+
+
+def publish(settings: Settings, ds: str) -> dict:
+    """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics, SID table and
+    trie of the pool, and the day's MultiGR (`multigr.safetensors` + `multigr_config.json`, exactly
+    the bytes `gate_multigr` validated; its held-out figures under `metrics.multigr`).
+
+    Behind the data gates, the MultiGR gate and the ItemLTV model gate (the day's checkpoint and the
+    serving release's, scored on the day's ItemLTV test cohorts: `score_checkpoints`); refused before
+    reading any artifact when a stored gate result is missing, failed or stale. `current` in the result
+    is the serving release afterwards (an older day's release does not demote a newer one).
+    """
+    from growthgr.publish import PublishRefused, ReleaseInputs, publish_release
     from models.itemltv.pipeline import score_checkpoints
     from models.itemltv.train import FULL, checkpoint_key, latest_checkpoint_ds
     from models.tokenizer import embed, sids
 
     ds, lake = to_ds(ds), Lake.from_settings(settings)
+    gates = stored_gates(lake, ds)
+    if not all(gates.values()):
+        raise PublishRefused(f"not publishing ds={ds}: gates failed: {sorted(n for n, ok in gates.items() if not ok)}")
+    multigr_files, multigr_metrics, multigr_gate = _gated_multigr(lake, ds, settings.multigr.daily.max_recall_drop)
     frame = pool_frame(lake, ds)
     emb = embed.read_embeddings(lake, ds).set_index("item_id").loc[frame["item_id"]]
     _, sid_rows = sids.latest_snapshot(lake, ds)
@@ -173,22 +395,50 @@ def publish(settings: Settings, ds: str) -> dict:
         pool=frame,
         item_ids=frame["item_id"].to_numpy(),
         embeddings=embed.embedding_matrix(emb.reset_index()),
-        metrics=metrics,
+        metrics={**metrics, MULTIGR: multigr_metrics},
         input_partitions=_inputs_of(lake, ds),
         sid_version=str(sid_rows["sid_version"].iloc[0]),
         files={
             "itemltv.safetensors": lake.store.get_bytes(ckpt),
             "sid_trie.npz": _trie_bytes(trie),
             "item_sids.parquet": _parquet(sid_rows[sid_rows["item_id"].isin(frame["item_id"])]),
+            **multigr_files,
         },
+        records={"multigr_gate": multigr_gate},
     )
     store = ReleaseStore.from_settings(settings)
-    release = publish_release(store, inputs, stored_gates(lake, ds), settings.digest(),
+    release = publish_release(store, inputs, gates, settings.digest(),
                               max_regression=settings.gates.publish_max_regression,
                               score=lambda blobs: score_checkpoints(settings.itemltv, lake, ds, blobs))
     quality = release.manifest.get("model_gate", {}).get("checks", {}).get("quality")
     return {"release_id": release.release_id, "pool_size": len(frame), "current": store.current_id(),
             "quality": quality and {k: quality[k] for k in ("candidate", "serving", "limit", "serving_release")}}
+
+
+def _gated_multigr(lake: Lake, ds: str, max_recall_drop: float) -> tuple[dict[str, bytes], dict, dict]:
+    """The release files of the day's MultiGR, checked against the objects its stored gate validated;
+    its metrics (the deterministic part of the evaluation report: no timings, no serving figures, so
+    a re-run of the day publishes identical content); the gate's comparison with the serving release."""
+    from growthgr.publish import PublishRefused
+    from models.multigr.daily import gate_checks, headline
+
+    result = _gate_result(lake, ds, MULTIGR)
+    gated = {w["key"]: w["sha256"] for w in result.get("writes", []) if "key" in w}
+    files = {}
+    for lake_name, release_name in MULTIGR_FILES.items():
+        key = catalog.model_key(MULTIGR, ds, lake_name)
+        blob = lake.store.get_bytes(key)
+        if hashlib.sha256(blob).hexdigest() != gated.get(key):
+            raise PublishRefused(f"not publishing ds={ds}: {key} is not the object gate_multigr validated")
+        files[release_name] = blob
+    report = json.loads(lake.store.get_bytes(catalog.report_key(MULTIGR, ds, "daily.json")))
+    metrics = {**headline(report["candidate"]), **{k: report[k] for k in (
+        "mode", "lineage_start", "init_release", "train_days", "checkpoint_sha256")}}
+    recall = gate_checks(report["candidate"], report["serving"], max_recall_drop)["recall"]
+    gate = {"passed": result["passed"], "recall": {**recall, "skipped": recall["skipped"] and (report["serving_skipped"] or recall["skipped"])},
+            "serving_release": report["serving_release"],
+            "serving": report["serving"] and headline(report["serving"])}
+    return files, metrics, gate
 
 
 def _headline(metrics: dict) -> dict:
@@ -221,12 +471,11 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
     """Pass/fail of the day's stored gate results. A result counts only if it passed and every
-    partition it validated is still at the write it validated (`writes`): a missing or running
-    result, or a partition rewritten (or deleted) since its gate, counts as failed."""
+    partition (or object) it validated is still at the write it validated (`writes`): a missing or
+    running result, or a partition rewritten (or deleted) since its gate, counts as failed."""
     out = {}
     for name in names:
-        key = catalog.gate_result_key(ds, name)
-        result = json.loads(lake.store.get_bytes(key)) if lake.store.exists(key) else {}
+        result = _gate_result(lake, ds, name)
         stale = [w for w in result.get("writes", []) if not _still_committed(lake, w)]
         if stale:
             log.warning("gate %s ds=%s validated writes that are no longer current: %s", name, ds, stale)
@@ -234,8 +483,16 @@ def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
     return out
 
 
+def _gate_result(lake: Lake, ds: str, name: str) -> dict:
+    key = catalog.gate_result_key(ds, name)
+    return json.loads(lake.store.get_bytes(key)) if lake.store.exists(key) else {}
+
+
 def _still_committed(lake: Lake, write: dict) -> bool:
-    """Whether the partition `write` names is still committed at that write id."""
+    """Whether the partition `write` names is still committed at that write id (an object of the
+    lake's store, such as a model checkpoint: still holds the bytes of that sha256)."""
+    if "key" in write:
+        return lake.store.exists(write["key"]) and _object_write(lake, write["key"])["sha256"] == write["sha256"]
     if not lake.exists(write["zone"], write["table"], write["ds"]):
         return False
     return lake.commit_info(write["zone"], write["table"], write["ds"]).write_id == write["write_id"]

@@ -59,6 +59,9 @@ class ReleaseInputs:
     input_partitions: Sequence[str]             # e.g. ["raw/exposures/ds=...", ...]
     sid_version: str | None = None
     files: Mapping[str, bytes] = field(default_factory=dict)
+    # manifest entries that record how the release was checked (e.g. the MultiGR gate's comparison with
+    # the serving release); outside the content digest, like `model_gate`, so a re-run is idempotent
+    records: Mapping[str, object] = field(default_factory=dict)
 
 
 def faiss_index_bytes(item_ids: np.ndarray, embeddings: np.ndarray) -> bytes:
@@ -224,6 +227,7 @@ def publish_release(
         log.info("release %s already published with identical content", release_id)
         store.advance(release_id)
         return store.get(release_id)
+    manifest.update(inputs.records)
     serving = store.get("current") if store.current_id() else None
     held_out = held_out_scores(store, inputs.ds, files, serving, score)
     manifest["model_gate"] = model_gate(files, inputs.metrics, held_out, max_regression)

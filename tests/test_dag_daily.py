@@ -9,6 +9,8 @@ D -> repaired D -> re-run D), one test each; lake A backfills both days.
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 
 import pandas as pd
@@ -22,6 +24,8 @@ from growthgr.core.schemas import RAW_TABLES
 
 D = "2026-02-16"
 DAYS = ["2026-02-15", D]
+RELEASE_FILES = ["pool.parquet", "index.faiss", "metrics.json", "itemltv.safetensors", "sid_trie.npz",
+                 "item_sids.parquet", "multigr.safetensors", "multigr_config.json"]
 OUTPUTS = [
     ("curated", "item_daily_stats"), ("samples", "itemltv_labels"), ("samples", "itemltv_samples"),
     ("features", "item_features"), ("features", "user_features"), ("samples", "gr_samples"),
@@ -37,10 +41,12 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
         assert dag.tags, dag_id
         assert all(t.retries >= 1 for t in dag.tasks), dag_id
     daily = load_dag("growthgr_daily")
-    assert {"gate_raw", "spark_jobs", "dbt_build", "feast_materialize", "tokenize", "itemltv", "publish"} <= set(
-        daily.task_ids)
+    assert {"gate_raw", "spark_jobs", "dbt_build", "feast_materialize", "tokenize", "itemltv", "publish",
+            "multigr_train", "multigr_evaluate", "gate_multigr"} <= set(daily.task_ids)
     assert daily.get_task("dbt_build").pool == "duckdb"
-    assert "gate_pool" in daily.get_task("publish").upstream_task_ids
+    assert {"gate_pool", "gate_multigr"} <= daily.get_task("publish").upstream_task_ids
+    assert daily.get_task("multigr_train").upstream_task_ids == {"pool"}          # MoPO reads the day's item_uplift
+    assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
 
 
 def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
@@ -92,6 +98,8 @@ def world(tmp_path_factory, copy_world):
     copy_world(top / "base" / "lake")                        # the shared tiny world, 2026-01-01 .. 02-14
     simulate(Lake.from_settings(s), s.simulator, seed=1, days=1, progress=False)   # + 2026-02-15
     backfill(Lake.from_settings(s), s.spark, s.storage, "itemltv_labels", "2026-02-06", "2026-02-14")
+    # two days of gr_samples before the first run: MultiGR holds out 02-15 and trains on 02-13..14
+    backfill(Lake.from_settings(s), s.spark, s.storage, "gr_samples", "2026-02-13", "2026-02-14")
     for name, inject in (("A", ()), ("B", ("nulls",))):
         shutil.copytree(top / "base", top / name)
         s = _use(mp, top / name)
@@ -146,10 +154,48 @@ def repaired_day(faulty_day, world, lake_b):
 
 
 @pytest.mark.slow
-def test_good_day_publishes(good_day):
+def test_good_day_publishes(good_day, lake_b):
     outcome, current = good_day
     assert outcome.ok, outcome.tasks
     assert current.startswith(f"ds={DAYS[0]}")
+    release = lake_b[1].get(current)
+    assert set(RELEASE_FILES) <= set(release.files), release.files
+    multigr = release.manifest["metrics"]["multigr"]
+    assert multigr["mode"] == "scratch" and multigr["eval_days"] == [DAYS[0]] == multigr["evaluated_days"]
+    assert multigr["train_days"] == ["2026-02-13", "2026-02-14"] and multigr["valid_sid_fraction"] == 1.0
+    assert 0 <= multigr["metrics"]["search"]["recall@10"] <= multigr["metrics"]["search"]["recall@100"] <= 1
+    assert release.manifest["multigr_gate"]["passed"] and release.manifest["multigr_gate"]["serving_release"] is None
+
+
+@pytest.mark.slow
+def test_released_multigr_decodes_only_valid_sids(good_day, lake_b, tmp_path):
+    """The release's MultiGR, decoded as served (its beam widths and top_k, the release's SID trie of
+    the pool), returns only SIDs of the release's SID table."""
+    from growthgr.pipeline import _load_multigr
+    from models.multigr.beam import beam_search, trie_table
+    from models.multigr.data import left_pad
+    from models.multigr.platform import SidLookup, request_prompt
+    from models.tokenizer.sids import sid_matrix
+    from models.tokenizer.trie import SidTrie
+
+    s, releases = lake_b
+    rid = good_day[1]
+    model = _load_multigr(releases.read(rid, "multigr.safetensors"),
+                          json.loads(releases.read(rid, "multigr_config.json")), rid).model
+    (tmp_path / "trie.npz").write_bytes(releases.read(rid, "sid_trie.npz"))
+    table = pd.read_parquet(io.BytesIO(releases.read(rid, "item_sids.parquet")))
+    codes = sid_matrix(table)
+    lookup = SidLookup(table, ["c1", "c2", "c3", "c4"][: codes.shape[1]])
+    requests = Lake.from_settings(s).read_partition("samples", "gr_samples", DAYS[0]).to_pandas().head(50)
+    prompts = [request_prompt(model.vocab, r, lookup, model.cfg.max_history, model.cfg.max_query_words)
+               for r in requests.itertuples(index=False)]
+    cfg = model.cfg
+    top_k = min(cfg.top_k, len(table))
+    out = beam_search(model, left_pad(prompts), cfg.beam_widths, top_k, trie_table(SidTrie.load(tmp_path / "trie.npz")))
+    decoded = out.sids.reshape(-1, codes.shape[1]).numpy()
+    found = decoded[(decoded >= 0).all(1)]             # -1 rows: a narrow beam found fewer than top_k SIDs
+    assert len(found) > len(decoded) / 2 and ((decoded >= 0).all(1) | (decoded < 0).all(1)).all()
+    assert set(map(tuple, found.tolist())) <= set(map(tuple, codes.tolist()))
 
 
 @pytest.mark.slow
@@ -157,7 +203,8 @@ def test_faulty_day_blocks_publish_and_keeps_the_release(good_day, faulty_day, l
     s, releases = lake_b
     assert faulty_day.state == "failed"
     assert faulty_day.tasks["gate_raw"] == "failed"
-    assert all(faulty_day.tasks[t] == "upstream_failed" for t in ("spark_jobs", "itemltv", "pool", "publish"))
+    assert all(faulty_day.tasks[t] == "upstream_failed" for t in ("spark_jobs", "itemltv", "pool", "multigr_train",
+                                                                    "gate_multigr", "publish"))
     assert releases.current_id() == good_day[1]
     assert not any(r["release_id"].startswith(f"ds={D}") for r in releases.list())
     result = Lake.from_settings(s).store.get_bytes(f"validation/gate_results/ds={D}/raw.json").decode()
@@ -165,10 +212,17 @@ def test_faulty_day_blocks_publish_and_keeps_the_release(good_day, faulty_day, l
 
 
 @pytest.mark.slow
-def test_repaired_day_publishes(good_day, repaired_day):
+def test_repaired_day_publishes(good_day, repaired_day, lake_b):
     outcome, released, _ = repaired_day
     assert outcome.ok, outcome.tasks
     assert released.startswith(f"ds={D}") and released != good_day[1]
+    manifest = lake_b[1].get(released).manifest
+    multigr, gate = manifest["metrics"]["multigr"], manifest["multigr_gate"]
+    # warm start from the good day's MultiGR, refreshed on D, compared with it on the same held-out day
+    assert multigr["mode"] == "warm_start" and multigr["init_release"] == good_day[1]
+    assert multigr["train_days"] == [D] and multigr["eval_days"] == [DAYS[0]]
+    assert gate["serving_release"] == good_day[1] and gate["recall"]["limit"] is not None
+    assert gate["recall"]["value"] >= gate["recall"]["limit"]
 
 
 @pytest.mark.slow

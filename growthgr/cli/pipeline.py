@@ -66,7 +66,7 @@ def backfill_cmd(
 @app.command("step")
 def step_cmd(
     name: str = typer.Argument(..., help="simulate_day, spark, dbt, gate_labels, materialize, training_set, tokenize, itemltv, "
-                                          "pool, publish, or gate:<dataset>"),
+                                          "pool, multigr_train, multigr_evaluate, gate_multigr, publish, or gate:<dataset>"),
     ds: str = typer.Option(..., "--ds"),
 ) -> None:
     """Run one step of the daily pipeline directly (no Airflow)."""

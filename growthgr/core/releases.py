@@ -175,6 +175,13 @@ class ReleaseStore:
                 return rid
         raise ReleaseError(f"no release served before {current} that was not rolled back: nothing to roll back to")
 
+    def served(self) -> list[str]:
+        """Every release that really was current, in the order it became current (the current one last)."""
+        moves, current = self._moves(), self.current_id()
+        if not moves:
+            return [current] if current else []
+        return self._served(moves, current)
+
     def _moves(self) -> list[dict]:
         if not self.store.exists(HISTORY):
             return []

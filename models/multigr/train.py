@@ -85,9 +85,11 @@ def fit(
     val_k: int = 10,
     patience: int | None = None,
     fast_dev_run: bool = False,
+    init: MultiGR | None = None,
 ) -> tuple[MultiGR, float]:
     """Seeded SFT (device and precision from `trainer_cfg`); returns the trained model (on CPU)
-    and the wall-clock training time (s).
+    and the wall-clock training time (s). With `init` (a model of the same architecture) training
+    starts from its weights (a warm start; `init` itself is not modified).
 
     With `rank` and validation data in `dm`, the weights of the epoch with the best
     `val_recall@{val_k}` are returned (Lightning's ModelCheckpoint) and, with `patience`,
@@ -96,6 +98,8 @@ def fit(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(cfg.num_threads)
     module = MultiGRModule(cfg, rank, val_k)
+    if init is not None:
+        module.model.load_state_dict(init.state_dict())
     trainer = build_trainer(
         trainer_cfg, max_epochs=cfg.max_epochs, max_time_s=max_time_s, monitor=f"val_recall@{val_k}" if rank else None,
         mode="max", patience=patience, gradient_clip_val=1.0, callbacks=callbacks, fast_dev_run=fast_dev_run,
