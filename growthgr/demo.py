@@ -12,7 +12,8 @@
    (`growthgr itemltv evaluate`: ItemLTV, fair baselines, references, mean ± sd);
 5. print a summary: partitions, label rows, pool, the ItemLTV table, the MultiGR
    daily metrics on its fixed held-out days (and the serving model's), the release, and
-   where Data Docs, dbt docs, plots and reports are.
+   where Data Docs, dbt docs, plots and reports are;
+6. write the day's self-contained HTML report (`growthgr report`) and print its path.
 
 Re-running is idempotent: finished days are not simulated again, Spark and
 the DAG overwrite their own partitions, and an identical release is not
@@ -154,6 +155,15 @@ def summary(settings: Settings, days: list[str]) -> str:
     return "\n".join(lines)
 
 
+def write_html_report(settings: Settings, ds: str) -> str:
+    """The day's self-contained HTML report (`growthgr.report`) in the lake; returns its URL."""
+    from growthgr.core.releases import ReleaseStore
+    from growthgr.report import write_report
+
+    lake = Lake.from_settings(settings)
+    return lake.store.url(write_report(lake, ds, ReleaseStore.from_settings(settings).get("current").manifest))
+
+
 def airflow_ui_hint(airflow_home: Path, days: list[str]) -> str:
     """How to look at the demo's DAG runs in the Airflow UI (same SQLite metadata DB)."""
     home = airflow_home.absolute()
@@ -201,6 +211,7 @@ def main(
         run_study(settings.itemltv, settings.trainer, Lake.from_settings(settings), days[-1], list(range(study_seeds)))
     typer.echo(summary(settings, days))
     typer.echo(airflow_ui_hint(airflow_home, days))
+    typer.echo(f"report:    {write_html_report(settings, days[-1])}  (`growthgr report --ds {days[-1]}`)")
     typer.echo(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
 
 

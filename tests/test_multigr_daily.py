@@ -12,7 +12,6 @@ stays current.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 
@@ -29,8 +28,6 @@ from growthgr.publish import PublishRefused
 from models.multigr import daily
 
 FIRST, NEXT = "2026-02-13", "2026-02-14"
-# MoPO runs in these tests once `models.multigr.mopo` exists (the tiny profile's MoPO steps)
-MOPO = importlib.util.find_spec("models.multigr.mopo") is not None
 
 
 # -- the held-out rule and the gate checks (no training) ------------------------------------------
@@ -84,7 +81,7 @@ def settings(tmp_path_factory, copy_world):
 
     top = tmp_path_factory.mktemp("multigr_daily")
     root = copy_world(top / "lake")
-    multigr = {"max_epochs": 15, "lr": 5e-3, **({} if MOPO else {"mopo": {"steps": 0}})}
+    multigr = {"lr": 5e-3, "daily": {"scratch_epochs": 15}}
     s = load_settings("tiny", env={}, overrides={"lake_root": str(root), "releases_root": str(top / "releases"),
                                                  "multigr": multigr})
     lake = Lake.from_settings(s)
@@ -125,7 +122,7 @@ def test_first_day_trains_from_scratch_and_fixes_its_held_out_days(settings, fir
     assert train["train_days"] == ["2026-02-12"] and train["eval_days"] == [FIRST]    # tiny: eval_days 1
     meta = _config(settings, FIRST)
     assert meta["eval_days"] == [FIRST] and meta["lineage_start"] == FIRST and meta["sid_version"] == train["sid_version"]
-    assert meta["mopo"] is MOPO
+    assert meta["mopo"] is True
     lake = Lake.from_settings(settings)
     report = json.loads(lake.store.get_bytes(catalog.report_key("multigr", FIRST, "daily.json")))
     cand = report["candidate"]

@@ -1,11 +1,11 @@
 """The daily pipeline on an `s3://` lake and releases root (moto's S3 API server on loopback; no
 S3A connector, as pyspark ships none): one tiny day under Airflow (gates, Spark jobs, dbt build,
-Feast materialise and training sets, tokenizer, ItemLTV, pool, publish) releases, and its outputs
+Feast materialise and training sets, tokenizer, ItemLTV, pool, MultiGR, publish) releases, and its outputs
 equal the same day's on a local lake started from the same bytes.
 
-Both lakes start as the shared tiny world (2026-01-01 .. D) with the label cohorts of the four days
-before D backfilled (with D's, the five cohorts ItemLTV needs at least); the S3 lake is an
-object-by-object upload of the local one, so the two runs read identical inputs.
+Both lakes start as the shared tiny world (2026-01-01 .. D) with the label cohorts of every
+closable day before D backfilled (so the day's Spark run labels D only: `spark_jobs.jobs.label_days`);
+the S3 lake is an object-by-object upload of the local one, so the two runs read identical inputs.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from growthgr.dbt_runner import query
 
 pytestmark = pytest.mark.slow
 D = TINY_LAST
-LABEL_DAYS = ("2026-02-10", "2026-02-13")
+LABEL_DAYS = ("2026-02-06", "2026-02-13")      # 2026-01-01 + 36 .. D - 1
 BUCKET = "growthgr-lake"
 OUTPUTS = [
     catalog.ITEM_DAILY_STATS, catalog.USER_FEATURES, catalog.ITEM_FEATURES, catalog.QUERY_FEATURES,

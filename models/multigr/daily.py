@@ -19,7 +19,7 @@ that warm-starts from it (the checkpoint's `config.json` records them):
 No lineage model ever trains on its held-out days: a warm-started day refreshes on its own
 `gr_samples` only, and not at all when it is one of the held-out days (the model is then the
 serving one). Evaluation (`evaluate_daily`) ranks the held-out requests with a relevant item (at
-most `EVAL_REQUESTS` of them, a fixed pseudo-random subset) by trie-constrained beam search (the
+most `daily.eval_requests` of them, a fixed pseudo-random subset) by trie-constrained beam search (the
 config's beam widths, the last widened to 100) over every item of the day's SID snapshot
 (`curated/item_sids` as of ds: new items got their SIDs from the frozen tokenizer in the
 `tokenize` step), labels `search` and
@@ -71,7 +71,6 @@ KS = (10, 100)                     # Recall@10/100, NDCG@10/100
 GATE_METRIC = ("search", "recall@10")
 LATE_ORDER_DAYS = 7                # site orders are linked to queries of the 1..7 days before
 VALID_SID_PROMPTS = 64             # prompts decoded for the valid-SID fraction (held-out requests first)
-EVAL_REQUESTS = 500                # held-out requests scored at most (a fixed subset: see `_subset`)
 # the fields that decide whether a checkpoint's weights fit a config (warm start, scoring the serving model)
 ARCHITECTURE = ("sid_levels", "codebook_size", "n_user_buckets", "n_query_buckets", "max_query_words",
                 "max_history", "max_len", "n_layer", "n_head", "d_model", "mlp_ratio")
@@ -156,11 +155,11 @@ def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: 
     """The day's MultiGR and what was done: warm start from `init` (the serving release's model, with
     its lineage's held-out `eval_days`) and SFT refresh on the day's `gr_samples`, or (no `init`, or
     an `init` whose architecture does not fit the day's SID table) SFT from scratch on the lineage's
-    train days; then MoPO (`cfg.mopo.steps > 0`) on the same requests with the day's ItemLTV
+    train days; then MoPO (`cfg.daily.mopo_steps > 0` steps) on the same requests with the day's ItemLTV
     `curated/item_uplift` (None when absent). Never trains on a held-out day."""
     ds = to_ds(ds)
     table = sid_table(lake, ds)
-    mcfg = model_config(cfg, table)
+    mcfg = model_config(cfg, table).model_copy(update={"max_epochs": cfg.daily.scratch_epochs})
     if init is not None and not same_architecture(init.cfg, mcfg):
         log.warning("MultiGR ds=%s: the serving model does not fit today's SID table / architecture: from scratch", ds)
         init = None
@@ -180,7 +179,7 @@ def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: 
     model, seconds = _sft(mcfg, trainer_cfg, examples, init, train)
     info.update(sft_epochs=0 if not examples else (mcfg.max_epochs if init is None else mcfg.daily.refresh_epochs),
                 sft_time_s=round(seconds, 1))
-    if cfg.mopo.steps > 0 and len(samples):
+    if cfg.daily.mopo_steps > 0 and len(samples):
         model, info["mopo"] = _mopo(mcfg, lake, ds, model, samples, table)
     return model.eval(), info
 
@@ -215,7 +214,8 @@ def _mopo(cfg: MultiGRConfig, lake: Lake, ds: str, model: MultiGR, samples: pd.D
     if not len(contexts):
         log.warning("MoPO ds=%s: no request with a rank candidate that has a SID: no alignment", ds)
         return model, {"contexts": 0}
-    aligned, stats = align(model, contexts, table.trie_next(), cfg.mopo, seed=cfg.seed)
+    aligned, stats = align(model, contexts, table.trie_next(), cfg.mopo.model_copy(update={"steps": cfg.daily.mopo_steps}),
+                           seed=cfg.seed)
     rewards = list(stats.get("mean_reward", []))
     info = {"contexts": len(contexts), "steps": stats.get("steps"), "item_uplift": uplift is not None,
             "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
@@ -251,7 +251,8 @@ def evaluate_daily(model: MultiGR, lake: Lake, ds: str, cfg: MultiGRConfig, *,
         window_end = min(ds, (date.fromisoformat(present[-1]) + timedelta(days=LATE_ORDER_DAYS)).isoformat())
         test = add_late_site_orders(lake, read_days(lake, present), present[0], window_end)
         relevant = relevant_sets(test, table.lookup)
-        scored = _subset(test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)])
+        scored = _subset(test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)],
+                         cfg.daily.eval_requests)
         report["metrics"] = evaluate_samples(model, scored, table.lookup, trie_next, KS)
         report.update(label_window_end=window_end, requests=int(len(test)), scored_requests=int(len(scored)))
     prompts_from = (scored if len(scored) else read_days(lake, [ds])).head(VALID_SID_PROMPTS)
@@ -260,13 +261,13 @@ def evaluate_daily(model: MultiGR, lake: Lake, ds: str, cfg: MultiGRConfig, *,
     return report
 
 
-def _subset(scored: pd.DataFrame) -> pd.DataFrame:
-    """At most `EVAL_REQUESTS` requests: those with the smallest crc32 of their request id (a fixed
+def _subset(scored: pd.DataFrame, n: int) -> pd.DataFrame:
+    """At most `n` requests: those with the smallest crc32 of their request id (a fixed
     pseudo-random subset of the held-out days, the same for every model scored on a day)."""
-    if len(scored) <= EVAL_REQUESTS:
+    if len(scored) <= n:
         return scored
     keys = np.array([zlib.crc32(str(int(r)).encode()) for r in scored["request_id"]], dtype=np.int64)
-    return scored.iloc[np.sort(np.argsort(keys, kind="stable")[:EVAL_REQUESTS])]
+    return scored.iloc[np.sort(np.argsort(keys, kind="stable")[:n])]
 
 
 def valid_sids(model: MultiGR, samples: pd.DataFrame, table: SidTable, trie_next: torch.Tensor,

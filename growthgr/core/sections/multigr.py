@@ -28,17 +28,29 @@ class MoPOConfig(StrictModel):
     ciw_cap: float = Field(20.0, gt=0)             # demo catalogs: -log pi_old of a sampled SID is 8-20 nats
     ltv_weight: float = Field(1.0, ge=0)           # weight of the long-term reward
     reward: Literal["mopo", "conversion"] = "mopo"
+    # off-policy group augmentation (models.multigr.mopo.logged_members): this many of the request's
+    # logged funnel SIDs (level >= logged_min_level, best first) join the G rollouts of each group
+    logged_per_group: int = Field(0, ge=0)
+    logged_min_level: Literal["exposure", "click", "purchase"] = "exposure"
+    # MoPO draws its contexts from the requests whose funnel reached at least this level
+    context_min_level: Literal["candidate", "exposure", "click", "purchase"] = "candidate"
     use_ltv: bool = True
     use_ciw: bool = True
     use_funnel: bool = True
 
 
 class MultiGRDailyConfig(StrictModel):
-    """The daily MultiGR step of the pipeline (growthgr.pipeline: multigr_train / _evaluate / gate)."""
+    """The daily MultiGR step of the pipeline (growthgr.pipeline: multigr_train / _evaluate / gate).
 
-    train_days: int = Field(7, ge=1)               # gr_samples days of the first (from-scratch) SFT
+    Sized so that the demo's daily step stays a few minutes on 2 CPU cores (`make demo` <= 15 min):
+    the offline tables (`growthgr multigr evaluate`) train longer with their own arguments."""
+
+    train_days: int = Field(2, ge=1)               # gr_samples days of the first (from-scratch) SFT
+    scratch_epochs: int = Field(3, ge=1)           # SFT epochs of a from-scratch day
     refresh_epochs: int = Field(1, ge=1)           # SFT epochs on the new day's samples (warm start)
-    eval_days: int = Field(2, ge=1)                # fixed held-out days for the gate
+    mopo_steps: int = Field(20, ge=0)              # MoPO steps of a day (mopo.steps is the offline tables')
+    eval_days: int = Field(1, ge=1)                # fixed held-out days for the gate
+    eval_requests: int = Field(500, ge=1)          # held-out requests scored at most (a fixed subset)
     max_recall_drop: float = Field(0.02, ge=0)     # gate: Recall@10 may drop at most this much (absolute)
 
 
@@ -100,7 +112,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 8^3 = 512 SIDs: uniform -log p is 6.2 nats, so the cap sits just above it
         "mopo": {"steps": 20, "contexts_per_step": 8, "group_size": 4, "refresh_every": 5, "lr": 1e-3,
                  "ciw_cap": 8.0},
-        "daily": {"train_days": 2, "eval_days": 1, "max_recall_drop": 0.05},
+        "daily": {"train_days": 2, "eval_days": 1, "max_recall_drop": 0.05, "mopo_steps": 20},
     },
     "demo": {},
     "large": {
