@@ -20,8 +20,10 @@ from models.multigr.mopo import (
     align,
     build_contexts,
     ciw,
+    eligible_contexts,
     expected_reward,
     level_weights,
+    logged_members,
     rollout,
     token_logprobs,
 )
@@ -140,6 +142,49 @@ def test_mopo_raises_expected_reward_and_is_deterministic(trained):
     pairs = list(zip(aligned.state_dict().values(), again.state_dict().values(), other.state_dict().values(),
                      strict=True))
     assert all(torch.equal(a, b) for a, b, _ in pairs) and not all(torch.equal(a, c) for a, _, c in pairs)
+
+
+def test_logged_members_best_level_first_padded_and_reward_blind(trained):
+    _, lookup, train, _ = trained
+    ctx = build_contexts(CFG, train.head(6), lookup, uplift())
+    idx = np.array([0, 3])
+    got = logged_members(ctx, idx, 3, LEVELS.index("exposure"), np.random.default_rng(0))
+    assert got.shape == (2, 3, 3)
+    level, _ = ctx.labels(idx, sid_keys(got, CFG.codebook_size))
+    assert [LEVELS[v] for v in level[0]] == ["purchase", "click", "exposure"]   # best first
+    wide = logged_members(ctx, idx, 6, LEVELS.index("exposure"), np.random.default_rng(0))
+    assert (wide[:, 4:] == -1).all() and (wide[:, :4] >= 0).all()              # 4 exposed SIDs, then padding
+    assert np.array_equal(ctx.codes(sid_keys(wide, CFG.codebook_size)), wide)  # keys <-> codes round trip
+    clicked = logged_members(ctx, idx, 6, LEVELS.index("click"), np.random.default_rng(0))
+    assert (sid_keys(clicked, CFG.codebook_size) >= 0).sum(1).tolist() == [2, 2]
+    no_ltv = build_contexts(CFG, train.head(6), lookup, None)                 # the long-term flag plays no part
+    assert np.array_equal(logged_members(no_ltv, idx, 3, 2, np.random.default_rng(0)), got)
+    ranked_only = train.head(2).assign(exposure_ids=[[]] * 2, click_ids=[[]] * 2, purchase_ids=[[]] * 2)
+    both = build_contexts(CFG, pd.concat([ranked_only, train.head(2)], ignore_index=True), lookup, None)
+    assert eligible_contexts(both, MoPOConfig(context_min_level="click")).tolist() == [2, 3]
+    assert eligible_contexts(both, MoPOConfig()).tolist() == [0, 1, 2, 3]
+
+
+def test_group_augmentation_moves_mass_to_the_logged_long_term_item(trained):
+    """With the logged funnel SIDs in the group, MoPO learns the clicked high-uplift item even when
+    the rollouts alone (low temperature: SFT's purchase only) never reach it; conversion-only GRPO
+    with the same groups does not prefer it."""
+    model, lookup, train, trie_next = trained
+    ctx = build_contexts(CFG, train, lookup, uplift())
+    clicked = lookup.sids(np.array([112 + q for q in range(N_QUERIES)]))
+    prompts = left_pad([build_contexts(CFG, train[train.intent_category_id == q].head(1), lookup, None).prompts[0]
+                        for q in range(N_QUERIES)])
+
+    @torch.no_grad()
+    def lt_logp(m) -> float:
+        return float(token_logprobs(m, prompts, torch.from_numpy(clicked)[:, None]).sum(-1).mean())
+
+    base = CFG.mopo.model_copy(update={"steps": 20, "lr": 3e-3, "temperature": 0.3, "logged_per_group": 2,
+                                       "logged_min_level": "click", "context_min_level": "click"})
+    mopo, stats = align(copy.deepcopy(model), ctx, trie_next, base, seed=0)
+    conv, _ = align(copy.deepcopy(model), ctx, trie_next, base.model_copy(update={"reward": "conversion"}), seed=0)
+    assert lt_logp(mopo) > lt_logp(model) + 1.0 and lt_logp(mopo) > lt_logp(conv) + 1.0, stats
+    assert len(stats["mean_reward"]) == 20 // base.refresh_every
 
 
 def test_new_items_get_their_sid_from_the_test_day_snapshot(trained):

@@ -27,7 +27,21 @@ Departures from the paper (GrowthGR / MultiGR):
   the ratio departs from 1 and the clip matters), the policy runs without dropout, and
   AdamW has no weight decay;
 - `reward="conversion"` is the plain GRPO baseline of the paper's Table 3: reward 1 for a
-  purchased SID, else 0, with no CIW and no long-term reward.
+  purchased SID, else 0, with no CIW and no long-term reward;
+- off-policy group augmentation (not in the paper): on the demo catalogue (~64k items, 4-level
+  SIDs) G sampled SIDs almost never hit the request's funnel items (mean on-policy reward
+  ~0.01-0.03), so the groups carry almost no signal. With `logged_per_group` = A > 0, up to A
+  of the request's logged funnel SIDs (level >= `logged_min_level`, best level first, ties in
+  a seeded random order; `logged_members`) join the G rollouts. Their pi_old log-probability is
+  computed like the rollouts', so the ratio, the clip and CIW apply unchanged; they were not
+  drawn from pi_old, so the surrogate is no longer an on-policy estimate (it is closer to
+  reward-weighted imitation of the log). The selection never reads the reward mode or the
+  long-term flag, so every row of the tables (GRPO on conversion, MoPO, its ablations) gets
+  the same groups and contexts for a seed; `mean_reward` counts the on-policy members only;
+- `context_min_level`: MoPO draws its contexts from the requests whose funnel reached that
+  level (the paper does not say how contexts are chosen).
+Validation (train 02-22..02-28, validate 03-01 of the demo lake, one seed; never the test
+day) chose the demo settings of `MoPOConfig`: see the `MoPOConfig` comments.
 """
 
 from __future__ import annotations
@@ -74,6 +88,17 @@ class Contexts:
     def radix(self) -> int:
         """Number of distinct SID keys: (context, key) pairs are coded as context * radix + key."""
         return self.codebook_size ** self.sid_levels
+
+    def codes(self, keys: np.ndarray) -> np.ndarray:
+        """SID keys (...,) -> (..., L) codes (the inverse of `beam.sid_keys`; -1 rows for keys < 0)."""
+        keys = np.asarray(keys, np.int64)
+        out = np.stack([(keys // self.codebook_size ** (self.sid_levels - 1 - lv)) % self.codebook_size
+                        for lv in range(self.sid_levels)], axis=-1)
+        return np.where(keys[..., None] < 0, -1, out)
+
+    def best_level(self) -> np.ndarray:
+        """(C,) the best funnel level each context reached."""
+        return np.maximum.reduceat(self.levels.astype(np.int64), self.offsets[:-1]) if len(self) else np.zeros(0, np.int64)
 
     def labels(self, idx: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Contexts `idx` (B,) and SID keys (B, G) -> (levels (B, G) int, long-term (B, G) bool); 0 / False
@@ -247,6 +272,29 @@ def rollout(model: MultiGR, prompts: Prompts, trie_next: Tensor, cfg: MoPOConfig
     return sample_sids(model, prompts, trie_next, cfg.group_size, cfg.top_p, cfg.temperature, generator)
 
 
+def logged_members(contexts: Contexts, idx: np.ndarray, count: int, min_level: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Off-policy group augmentation: up to `count` logged funnel SIDs of each context `idx` (B,)
+    that reached `min_level` or better, best level first, ties in a seeded random order:
+    (B, count, L) codes, -1 rows where a context has fewer. The selection reads funnel levels
+    only (never the long-term flag or the reward mode), so every row of the tables gets the same
+    groups for the same seed."""
+    out = np.full((len(idx), count), -1, np.int64)
+    for row, c in enumerate(idx):
+        lo, hi = contexts.offsets[c], contexts.offsets[c + 1]
+        lv = contexts.levels[lo:hi].astype(np.int64)
+        ok = np.flatnonzero(lv >= min_level)
+        if len(ok) and count:
+            ok = ok[np.lexsort((rng.random(len(ok)), -lv[ok]))][:count]
+            out[row, : len(ok)] = contexts.keys[lo:hi][ok]
+    return contexts.codes(out)
+
+
+def eligible_contexts(contexts: Contexts, cfg: MoPOConfig) -> np.ndarray:
+    """The contexts MoPO draws from: those whose best funnel level is at least `cfg.context_min_level`."""
+    return np.flatnonzero(contexts.best_level() >= LEVELS.index(cfg.context_min_level))
+
+
 def expected_reward(model: MultiGR, contexts: Contexts, trie_next: Tensor, cfg: MoPOConfig,
                     weights: dict[str, float], seed: int = 0, batch_size: int = 64) -> float:
     """Mean task reward (before CIW) of the groups `model` draws for every context (`cfg.rollout`)."""
@@ -307,19 +355,28 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
     reward_means: list[float] = []
     ciws: list[float] = []
     old = policy
+    pool = eligible_contexts(contexts, cfg)
+    if not len(pool):
+        raise ValueError(f"no MoPO context reached {cfg.context_min_level}")
+    aug_rng = np.random.default_rng([seed, 1])                        # group augmentation, apart from `rng`
+    min_logged = LEVELS.index(cfg.logged_min_level)
     for step in tqdm(range(cfg.steps), desc="MoPO", disable=not progress):
         if step % cfg.refresh_every == 0:
             old = _frozen(policy)
             if window:
                 reward_means.append(float(np.mean(window)))
             window = []
-        idx = np.sort(rng.choice(len(contexts), size=min(cfg.contexts_per_step, len(contexts)), replace=False))
+        idx = pool[np.sort(rng.choice(len(pool), size=min(cfg.contexts_per_step, len(pool)), replace=False))]
         prompts = left_pad([contexts.prompts[i] for i in idx])
         sids = rollout(old, prompts, trie_next, cfg, gen)
+        n_rolled = sids.shape[1]
+        if cfg.logged_per_group:
+            logged = logged_members(contexts, idx, cfg.logged_per_group, min_logged, aug_rng)
+            sids = torch.cat([sids, torch.from_numpy(logged).to(sids.dtype)], dim=1)
         keys = sid_keys(sids.numpy(), contexts.codebook_size)
         valid = torch.from_numpy(keys >= 0).to(dev)
         task = rewards(contexts, idx, keys, cfg, weights)
-        window.extend(task[keys >= 0].tolist())
+        window.extend(task[:, :n_rolled][keys[:, :n_rolled] >= 0].tolist())   # on-policy members only
         with torch.no_grad():
             logp_old = token_logprobs(old, prompts, sids)             # (B, G, L)
             weight = ciw(logp_old.sum(-1), cfg.ciw_floor, cfg.ciw_cap)

@@ -13,6 +13,9 @@ the same MoPO budget (`cfg.mopo`, the seed changes contexts and rollouts).
 Label sets: `labels.LABEL_NAMES`. Relevant items need a SID in the evaluation snapshot (the
 newest at or before the last test day: new items get theirs from the frozen tokenizer,
 `platform.eval_lookup`); requests with no relevant item in any label set are not decoded.
+The all-net label takes the site orders linked to a test request that were placed up to
+`LATE_ORDER_DAYS` after the last test day where the lake has them (`late_orders_end`): pick a
+test day with later days after it, or all-net is search plus same-day orders only.
 MoPO's long-term reward reads `curated/item_uplift` as of the last train day; the
 `long-term` label reads it as of the last test day (`labels`). Every figure is the mean
 over seeds and a 95% t-interval; differences to `sft` (and of the ablations to `growthgr`)
@@ -28,12 +31,13 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from growthgr.core.catalog import ITEM_UPLIFT, report_key
+from growthgr.core.catalog import ITEM_UPLIFT, RAW, report_key
 from growthgr.core.lake import Lake, to_ds
 from growthgr.core.sections.multigr import MultiGRConfig
 from growthgr.core.sections.trainer import TrainerConfig
@@ -45,6 +49,7 @@ from models.multigr.model import Vocab
 from models.multigr.mopo import align, build_contexts
 from models.multigr.platform import (
     KS,
+    add_late_site_orders,
     load_platform_data,
     platform_config,
     popularity_ranking,
@@ -76,6 +81,19 @@ def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
     """The newest `curated/item_uplift` at or before `ds` (None when there is none)."""
     parts = lake.list_partitions(*ITEM_UPLIFT, end=to_ds(ds))
     return lake.read_partition(*ITEM_UPLIFT, parts[-1]).to_pandas() if parts else None
+
+
+LATE_ORDER_DAYS = 7
+"""The simulator links a site order to one of the buyer's queries of the 1-7 days before it."""
+
+
+def late_orders_end(lake: Lake, test_days: Sequence[str]) -> str:
+    """The last day whose `raw/site_orders` complete the test days' all-net label: the newest
+    partition within `LATE_ORDER_DAYS` after the last test day (the last test day itself when
+    there is none later)."""
+    horizon = (date.fromisoformat(test_days[-1]) + timedelta(days=LATE_ORDER_DAYS)).isoformat()
+    parts = lake.list_partitions(*RAW["site_orders"], test_days[-1], horizon)
+    return parts[-1] if parts else test_days[-1]
 
 
 def decoded_requests(relevant: dict[str, list[np.ndarray]], per_label: int | None) -> np.ndarray:
@@ -130,6 +148,9 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     started = time.perf_counter()
     ds = to_ds(ds)
     data = load_platform_data(lake, ds, train_days, test_days)
+    late_end = late_orders_end(lake, data.test_days)
+    if late_end > data.test_days[-1]:                 # site orders placed after the test days (labels only)
+        data = data._replace(test=add_late_site_orders(lake, data.test, data.test_days[0], late_end))
     cfg = platform_config(cfg, data.codes, data.codebook_size)
     if epochs:
         cfg = cfg.model_copy(update={"max_epochs": epochs})
@@ -157,6 +178,25 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     top = popularity_ranking(data.train, test_lookup)[: max(KS)]
     popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
                   for name, rel in relevant.items()}
+    def build_report() -> dict:
+        seeds_done = sorted(per_seed)
+        return {
+            "ds": ds, "train_days": [data.train_days[0], data.train_days[-1]],
+            "test_days": [data.test_days[0], data.test_days[-1]], "seeds": [int(s) for s in seeds_done],
+            "late_site_orders_through": late_end,
+            "sid_snapshot": data.sid_ds, "eval_sid_snapshot": data.eval_sid_ds, "sid_version": data.sid_version,
+            "items_with_sid": int(len(test_lookup.ids)),
+            "new_items_with_sid": int(len(test_lookup.ids) - len(data.lookup.ids)),
+            "train_examples": len(examples), "train_contexts": len(contexts),
+            "long_term_items_train": int(0 if train_uplift is None else len(labels.long_term_items(train_uplift))),
+            "test_requests": int(len(scored)), "ks": list(KS), "beam_widths": widths,
+            "label_requests": {name: int(sum(len(r) > 0 for r in rel)) for name, rel in relevant.items()},
+            "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": {str(s): v for s, v in runs.items()},
+            **aggregate(per_seed),
+            "config": cfg.model_dump(mode="json"), "seconds": round(time.perf_counter() - started, 1),
+            "seeds_planned": [int(s) for s in seeds],
+        }
+
     per_seed: dict[int, dict] = {}
     runs: dict[int, dict] = {}
     for seed in seeds:
@@ -174,20 +214,9 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
             log.info("seed %s %s: MoPO %.0f s, long-term R@10 %.4f (sft %.4f) (%.0f s)", seed, name, st["seconds"],
                      per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed]["sft"]["long-term"]["recall@10"],
                      time.perf_counter() - started)
-    report = {
-        "ds": ds, "train_days": [data.train_days[0], data.train_days[-1]],
-        "test_days": [data.test_days[0], data.test_days[-1]], "seeds": [int(s) for s in seeds],
-        "sid_snapshot": data.sid_ds, "eval_sid_snapshot": data.eval_sid_ds, "sid_version": data.sid_version,
-        "items_with_sid": int(len(test_lookup.ids)),
-        "new_items_with_sid": int(len(test_lookup.ids) - len(data.lookup.ids)),
-        "train_examples": len(examples), "train_contexts": len(contexts),
-        "long_term_items_train": int(0 if train_uplift is None else len(labels.long_term_items(train_uplift))),
-        "test_requests": int(len(scored)), "ks": list(KS), "beam_widths": widths,
-        "label_requests": {name: int(sum(len(r) > 0 for r in rel)) for name, rel in relevant.items()},
-        "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": {str(s): v for s, v in runs.items()},
-        **aggregate(per_seed),
-        "config": cfg.model_dump(mode="json"), "seconds": round(time.perf_counter() - started, 1),
-    }
+        write_report(lake, build_report())                        # partial tables after every seed
+
+    report = build_report()
     write_report(lake, report)
     return report
 
@@ -205,7 +234,9 @@ def offline_markdown(report: dict) -> str:
             f"{report['test_days'][0]}..{report['test_days'][1]} ({report['test_requests']} requests: "
             + ", ".join(f"{k} {v}" for k, v in report["label_requests"].items())
             + f"), seeds {report['seeds']}, SIDs {report['sid_version']} ({report['items_with_sid']} items, "
-            f"{report['new_items_with_sid']} new on the test days). Metrics in %, mean ± 95% interval half-width.\n")
+            f"{report['new_items_with_sid']} new on the test days), all-net with site orders through "
+            f"{report.get('late_site_orders_through', report['test_days'][-1])}. Metrics in %, mean ± 95% interval "
+            "half-width over seeds.\n")
     parts = [head]
     for title, rows in TABLES.items():
         rows = [r for r in rows if r in report["rows"]]
