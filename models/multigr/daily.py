@@ -139,9 +139,11 @@ def read_days(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
 
 
 def _refresh_cfg(cfg: MultiGRConfig, n_examples: int) -> MultiGRConfig:
-    """The warm start's SFT: `daily.refresh_epochs` epochs, warm-up over the first 10% of its steps."""
+    """The warm start's SFT: `daily.refresh_epochs` epochs at `lr * daily.refresh_lr_factor`, warm-up over
+    the first 10% of its steps."""
     steps = cfg.daily.refresh_epochs * -(-n_examples // cfg.batch_size)
-    return cfg.model_copy(update={"max_epochs": cfg.daily.refresh_epochs, "warmup_steps": max(1, steps // 10)})
+    return cfg.model_copy(update={"max_epochs": cfg.daily.refresh_epochs, "warmup_steps": max(1, steps // 10),
+                                  "lr": cfg.lr * cfg.daily.refresh_lr_factor})
 
 
 def _copy(model: MultiGR, cfg: MultiGRConfig) -> MultiGR:
