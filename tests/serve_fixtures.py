@@ -9,9 +9,7 @@ so a trained MultiGR ranks that item first; histories are random catalog items.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -204,22 +202,6 @@ def uvicorn_thread(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on 127.0.0.1 (free port, no persistence); skips when the binary is missing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not installed (apt-get install -y redis-server)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def redis_url(redis_endpoint: str) -> str:
+    """The URL of conftest's real redis-server."""
+    return f"redis://{redis_endpoint}/0"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -131,31 +127,8 @@ def test_online_equals_latest_offline_after_materialize_sqlite(feast_settings):
     _check_online_equals_offline(feast_settings, FeatureStoreConfig(online_store="sqlite"))
 
 
-@pytest.fixture
-def redis_server():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not installed (apt-get install -y redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def test_online_equals_latest_offline_after_materialize_redis(feast_settings, redis_server):
-    _check_online_equals_offline(feast_settings, FeatureStoreConfig(online_store="redis", redis_connection=redis_server))
+def test_online_equals_latest_offline_after_materialize_redis(feast_settings, redis_endpoint):
+    _check_online_equals_offline(feast_settings, FeatureStoreConfig(online_store="redis", redis_connection=redis_endpoint))
 
 
 def test_apply_runs_once_per_definitions_change(feast_settings):
