@@ -149,7 +149,10 @@ def summary(settings: Settings, days: list[str]) -> str:
     lines.append(f"release: {current.release_id} -> {store.store.url(current.release_id)}")
     lines.append(f"  files: {', '.join(current.files)}")
     lines.append(f"Data Docs: {lake.store.url(catalog.data_docs_prefix('raw', last) + '/index.html')}")
-    lines.append(f"dbt docs:  dbt/target/index.html (after `growthgr dbt docs`); warehouse {settings.lake_root}/warehouse")
+    from growthgr.dbt_runner import duckdb_path, warehouse_dir
+
+    lines.append(f"warehouse: {duckdb_path(lake)} (DuckDB; dbt docs in {warehouse_dir(lake) / 'dbt_target'} after "
+                 "`growthgr dbt docs`)")
     lines.append(f"plots:     {lake.store.url(catalog.report_prefix('itemltv', last) + '/')}")
     lines.append(f"MultiGR:   {lake.store.url(catalog.report_prefix('multigr', last) + '/')}")
     return "\n".join(lines)
