@@ -9,7 +9,8 @@ DuckDB file) and `feast_registry` (Feast's file registry and SQLite online
 store). A failing gate fails its task; everything downstream is skipped as
 `upstream_failed`, so nothing is published and the previous release stays
 current. MultiGR (train -> evaluate -> gate) runs after the pool step, whose ItemLTV scores
-(`curated/item_uplift`) give MoPO its long-term reward. Configuration comes from the usual GrowthGR environment
+(`curated/item_uplift`) give MoPO its long-term reward. The dense retriever (train -> gate)
+runs once the day's SIDs passed their gate and its `gr_samples` exist (the Spark jobs). Configuration comes from the usual GrowthGR environment
 (`GROWTHGR_PROFILE`, `GROWTHGR_LAKE_ROOT`, ...).
 """
 
@@ -48,7 +49,7 @@ def _gate(dataset: str) -> dict:
 
 @dag(
     dag_id="growthgr_daily",
-    tags=["growthgr", "daily", "itemltv", "multigr"],
+    tags=["growthgr", "daily", "itemltv", "multigr", "dense"],
     **daily_dag_args(),
     doc_md=__doc__,
 )
@@ -113,6 +114,14 @@ def growthgr_daily():
     def gate_multigr():
         return _run("gate_multigr")
 
+    @task
+    def dense_train():
+        return _run("dense_train")
+
+    @task
+    def gate_dense():
+        return _run("gate_dense")
+
     @task(outlets=[RELEASE])
     def publish():
         return _run("publish")
@@ -129,6 +138,7 @@ def growthgr_daily():
     scored = pool()
     model >> scored >> gate_pool() >> release
     scored >> multigr_train() >> multigr_evaluate() >> gate_multigr() >> release   # MoPO reads the day's item_uplift
+    [jobs, sid_gate] >> dense_train() >> gate_dense() >> release       # DR reads gr_samples and the SIDs
     dbt >> release
 
 growthgr_daily()

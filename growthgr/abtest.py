@@ -11,16 +11,25 @@ the pairs the experiment's `Assignment` allows, re-ranks them by z(pool score) +
 z(query-item relevance) (the platform's own relevance, -|query offset - item offset|^2 / 2,
 which `RequestBatch` / `CatalogView` expose) and proposes the best for its result slot. The
 simulator drops a proposal that is already in the organic slate (a channel cannot see the
-slate), so such requests get no channel item. A MultiGR-backed retriever (beam search over the
-release's SID trie) replaces the pool by implementing `Retriever`.
+slate), so such requests get no channel item. With `abtest.channel: multigr` the channel retrieves
+from the release's MultiGR instead (`MultiGRRetriever`: the retrieval service's beam search over the
+pool's SID trie; the pool for users the release does not know, or a release without MultiGR).
+Only the requests of users the assignment treats are retrieved for.
 
 The pool is refreshed daily the way the daily pipeline would with a frozen model: after each
 simulated day `Retriever.observe` gets the day's raw tables; `PoolRetriever` scores the day's
 new items with the release's ItemLTV base tower (`ItemLTVScorer`) and serves them from the
 next day (the pool of ds serves ds + 1); the active pool is the top `pool_size` scored items
-in their new-item period. `--retrain` (the closed loop through the full pipeline) plugs in at
-the same place: an `observe` that writes the day to a scratch lake, runs the pipeline and
-reloads its retriever. Not built yet.
+in their new-item period.
+
+The closed loop (`--retrain`, `ClosedLoop`) plugs in at the same place: each retraining arm (the
+design's and the fully treated one; the untreated arm serves nothing, so retraining could not change
+it) gets a copy of the lake and of the release store under the A/B working directory; its `observe`
+writes the day's raw and truth tables there, runs the daily pipeline for the day in-process (the
+daily DAG's tasks in its dependency order, read from the DAG by `dag_tasks`, each through
+`pipeline.timed`) and serves the day's release from the next day, or keeps the last good one when
+a step fails (a gate refuses). No pipeline runs after the last test day (its release would serve
+no test day).
 
 Designs (buckets are the simulator's stable hashes, `channels.bucket`, USER_SALT / ITEM_SALT):
   user       users of the treated buckets get the channel (every pool item)
@@ -53,6 +62,8 @@ Metrics (search logs of the test days; "new" = listing age 0..29 on the day):
                 cohort already in its new-item period when the test starts
   category      new-item PV and GMV per category (the paper's Table 6 shape)
   gini          Gini of exposure counts over the arm's items (point values, no interval)
+  trajectory    per test day, the cumulative estimate of new_item_gmv, search_gmv and pvr with its
+                interval, for the design and the global truth (`<design>_trajectory.png`)
 Each estimate is rate_treated / rate_control - 1 (rate = total per unit of the arm) with a 95%
 percentile bootstrap interval: users resampled for user-side metrics, items for item-side
 ones, users and items independently for two-sided cells. The true global effect compares the
@@ -64,9 +75,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -83,6 +97,9 @@ from growthgr.simulator.run import default_channels, load_world, saved_states
 from growthgr.simulator.stats import gini
 from growthgr.simulator.text import N_CATEGORIES
 from growthgr.simulator.world import World, day_ds, from_bytes, to_bytes
+
+if TYPE_CHECKING:
+    from growthgr.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +182,9 @@ class Retriever(Protocol):
         """Candidates of each request (R, K)."""
         ...
 
-    def observe(self, day: int, raw: Mapping[str, pa.Table]) -> None:
-        """The day's raw logs, after the day: refresh the pool / model for tomorrow."""
+    def observe(self, day: int, raw: Mapping[str, pa.Table], truth: Mapping[str, pa.Table] | None = None) -> None:
+        """The day's raw logs (and the simulator's truth tables), after the day: refresh the pool /
+        model for tomorrow."""
         ...
 
 
@@ -211,7 +229,7 @@ class PoolRetriever:
         table, table_score = category_table(rows, score, catalog.category[rows], self.k)
         return Candidates(table[requests.category], table_score[requests.category])
 
-    def observe(self, day: int, raw: Mapping[str, pa.Table]) -> None:
+    def observe(self, day: int, raw: Mapping[str, pa.Table], truth: Mapping[str, pa.Table] | None = None) -> None:
         if self.scorer is None or "items" not in raw or raw["items"].num_rows == 0:
             return
         items = raw["items"].to_pandas()
@@ -219,6 +237,57 @@ class PoolRetriever:
         self.score = np.concatenate([self.score, self.scorer(items)])
         order = np.argsort(self.item_id, kind="stable")
         self.item_id, self.score = self.item_id[order], self.score[order]
+
+
+class MultiGRRetriever:
+    """The release's MultiGR through the retrieval service (`growthgr.serve.Retriever`: the prompt of
+    the user's history and the query, trie-constrained beam search over the pool's SIDs, the DR
+    re-rank when the release has DR): its top `k` items per request that are in today's catalog and
+    new-item period, scored by the service's score. Requests of users the release does not know
+    (registered after its ds) get the pool's candidates (`fallback`), as do requests MultiGR finds
+    nothing for. Departure: the user context is the lake's as of the release's ds (the service's),
+    not refreshed inside the test's day; items listed after the release's ds are not in its trie."""
+
+    name = "multigr"
+
+    def __init__(self, service, fallback: PoolRetriever, k: int, batch: int = 256):
+        self.service, self.fallback, self.k, self.batch = service, fallback, k, batch
+        self.users = np.fromiter(service.context.users, np.int64, len(service.context.users))
+        self.memo: tuple[bytes, Candidates] | None = None
+
+    @property
+    def item_id(self) -> np.ndarray:
+        return np.union1d(self.fallback.item_id, np.asarray(self.service.pool.ids, np.int64))
+
+    def retrieve(self, requests: RequestBatch, catalog: CatalogView) -> Candidates:
+        key = requests.request_id.tobytes()
+        if self.memo is not None and self.memo[0] == key:         # one call per day and slot
+            return self.memo[1]
+        from growthgr.serve import Query
+
+        base = self.fallback.retrieve(requests, catalog)
+        items, score = base.item.copy(), base.score.copy()
+        known = np.flatnonzero(np.isin(requests.user_id, self.users))
+        for start in range(0, len(known), self.batch):
+            idx = known[start:start + self.batch]
+            answers = self.service.retrieve([Query(int(requests.user_id[i]), requests.query_text[i], self.k)
+                                             for i in idx])
+            for i, answer in zip(idx, answers, strict=True):
+                ids = np.array([a["item_id"] for a in answer], np.int64)
+                sc = np.array([-np.inf if a["score"] is None else a["score"] for a in answer], np.float64)
+                rows = np.searchsorted(catalog.item_id, ids)
+                ok = (rows < len(catalog.item_id)) & (catalog.item_id[np.minimum(rows, len(catalog.item_id) - 1)] == ids)
+                ok[ok] &= catalog.age_days[rows[ok]] < NEW_ITEM_DAYS
+                n = min(int(ok.sum()), items.shape[1])
+                if n:
+                    items[i], score[i] = -1, -np.inf
+                    items[i, :n], score[i, :n] = rows[ok][:n], sc[ok][:n]
+        out = Candidates(items, score)
+        self.memo = (key, out)
+        return out
+
+    def observe(self, day: int, raw: Mapping[str, pa.Table], truth: Mapping[str, pa.Table] | None = None) -> None:
+        self.fallback.observe(day, raw, truth)
 
 
 class ItemLTVScorer:
@@ -289,13 +358,29 @@ class GrowthGRChannel:
         self.affinity_weight, self.rank = affinity_weight, rank
 
     def propose(self, requests: RequestBatch, catalog: CatalogView, rng: np.random.Generator) -> np.ndarray:
-        cand = self.retriever.retrieve(requests, catalog)
+        out = np.full(len(requests.user_id), -1, dtype=np.int64)
+        users = self.assignment.treated_users(requests.user_id)    # only their requests can be served
+        if not users.any():
+            return out
+        sub = subset(requests, users)
+        cand = self.retriever.retrieve(sub, catalog)
         valid = cand.item >= 0
         if valid.any():
-            valid &= self.assignment.pairs(requests.user_id, catalog.item_id[np.maximum(cand.item, 0)])
-        rel = query_relevance(requests.query_offset, catalog.offset, cand.item)
+            valid &= self.assignment.pairs(sub.user_id, catalog.item_id[np.maximum(cand.item, 0)])
+        rel = query_relevance(sub.query_offset, catalog.offset, cand.item)
         score = zscore(cand.score, valid) + self.affinity_weight * zscore(rel, valid)
-        return pick(cand.item, score, valid, self.rank)
+        out[users] = pick(cand.item, score, valid, self.rank)
+        return out
+
+
+def subset(requests: RequestBatch, keep: np.ndarray) -> RequestBatch:
+    """The requests where `keep` (bool (R,)) holds."""
+    if keep.all():
+        return requests
+    idx = np.flatnonzero(keep)
+    return replace(requests, request_id=requests.request_id[idx], user_id=requests.user_id[idx],
+                   category=requests.category[idx], query_offset=requests.query_offset[idx],
+                   query_text=[requests.query_text[i] for i in idx])
 
 
 def channel_slots(cfg: ABTestConfig, retriever: Retriever, assignment: Assignment) -> list[ChannelSlot]:
@@ -314,6 +399,9 @@ class ArmLog:
     label_gmv: pd.DataFrame   # item_id, gmv: GMV (search + site-wide) at listing ages 30..36
     served: int = 0           # channel placements (rank candidates of the channel)
     requests: int = 0
+    daily: pd.DataFrame | None = None   # `pairs` per test day (+ `day`, the simulator's day index)
+    retrain: list[dict] | None = None   # the closed loop's per-day log (`ClosedLoop.history`), if it retrained
+    retriever: str = ""                 # what the arm's channel retrieved from (its first day)
 
 
 @dataclass(frozen=True)
@@ -353,14 +441,15 @@ def run_arm(world: World, days: int, channels: Sequence[ChannelSlot], retriever:
     for day in range(world.last_day + 1, world.last_day + 1 + days):
         out = simulate_day(world, day, every)
         p, lab, n = day_records(out.raw, world.items["item_id"], world.items["listing_day"], day)
-        pairs.append(p)
+        pairs.append(p.assign(day=np.int32(day)))
         labels.append(lab)
         served, requests = served + n, requests + out.raw["search_requests"].num_rows
-        retriever.observe(day, out.raw)
+        retriever.observe(day, out.raw, out.truth)
         tick()
-    return ArmLog(pd.concat(pairs, ignore_index=True).groupby(["user_id", "item_id"]).sum().reset_index(),
+    daily = pd.concat(pairs, ignore_index=True)
+    return ArmLog(daily.drop(columns="day").groupby(["user_id", "item_id"]).sum().reset_index(),
                   pd.concat(labels, ignore_index=True).groupby("item_id")["gmv"].sum().reset_index(),
-                  served, requests)
+                  served, requests, daily)
 
 
 def population(world: World, start: int) -> Population:
@@ -451,6 +540,30 @@ def estimates(panel: Panel, cfg: ABTestConfig, seed_offset: int, ratio: bool) ->
             "search_gmv": effect(per["gmv"][:, 1], per["gmv"][:, 0]) | {"units": units},
             "pvr": effect(pvr_t[:, 1], pvr_t[:, 0]) | {"units": units},
             "category": categories, "units": units}
+
+
+def trajectory(panel: Panel, day: np.ndarray, n_days: int, cfg: ABTestConfig, seed_offset: int, ratio: bool,
+               metrics: Sequence[str] = ("new_item_gmv", "search_gmv", "pvr")) -> dict[str, dict[str, list[float]]]:
+    """The cumulative estimate of each headline metric after each test day, with its 95% interval:
+    {metric: {rel_pct, lo, hi}: lists of `n_days`}. `day` (P,) is each row's test-day index 0..n-1.
+
+    The same units, denominators and bootstrap weights as `estimates` with the same `seed_offset`
+    (units: the test's population at its end, so a unit that arrives later counts with zeros on the
+    earlier days), so the last day's point and interval are the final estimate's."""
+    rng = np.random.default_rng([cfg.seed, seed_offset])
+    weights = [resample_counts(rng, len(s.in_treated), cfg.bootstrap) for s in panel.sides]
+    tot, n = panel_totals(replace(panel, group=day.astype(np.int64)), weights, n_days)
+    cum = {k: np.cumsum(v, axis=2) for k, v in tot.items()}              # (B+1, 2, D)
+    out: dict[str, dict[str, list[float]]] = {m: {"rel_pct": [], "lo": [], "hi": []} for m in metrics}
+    for d in range(n_days):
+        rates = {"new_item_gmv": cum["new_gmv"][:, :, d] / n, "search_gmv": cum["gmv"][:, :, d] / n,
+                 "pvr": cum["new_exposures"][:, :, d] / (cum["exposures"][:, :, d] if ratio else n)}
+        for m in metrics:
+            e = effect(rates[m][:, 1], rates[m][:, 0])
+            out[m]["rel_pct"].append(e["rel_pct"])
+            out[m]["lo"].append(e["ci95_pct"][0])
+            out[m]["hi"].append(e["ci95_pct"][1])
+    return out
 
 
 # -- panels of the designs --------------------------------------------------------------------------
@@ -572,6 +685,8 @@ class Experiment:
     make_retriever: Callable[[], Retriever]
     release_id: str = ""
     seed: int | None = None                 # None: the world's own seed (the lake's continuation)
+    # --retrain: the retriever of each arm by arm name (`closed_loop_factory`); None: `make_retriever`
+    make_arm_retriever: Callable[[str], Retriever] | None = None
 
     def world(self) -> World:
         w = from_bytes(self.world_bytes)
@@ -592,9 +707,11 @@ def run_arms(exp: Experiment, progress: bool = True) -> tuple[dict[str, ArmLog],
         w = exp.world()
         start = w.last_day + 1
         bar.set_postfix_str(arm)
-        retriever = exp.make_retriever()
+        retriever = exp.make_arm_retriever(arm) if exp.make_arm_retriever else exp.make_retriever()
         logs[arm] = run_arm(w, exp.days, channel_slots(exp.cfg, retriever, design_assignment(arm, exp.cfg)),
                             retriever, lambda: bar.update(1))
+        logs[arm].retrain = getattr(retriever, "history", None)
+        logs[arm].retriever = retriever.name
         pops.append(population(w, start))
     bar.close()
     return logs, pops[-1]
@@ -645,6 +762,30 @@ def global_estimates(treated: ArmLog, control: ArmLog, pop: Population, cfg: ABT
 HEADLINE = ("new_item_gmv", "search_gmv", "pvr")
 
 
+def _test_day(daily: pd.DataFrame, pop: Population) -> np.ndarray:
+    return daily["day"].to_numpy(np.int64) - pop.start
+
+
+def design_trajectory(design: str, log_: ArmLog, pop: Population, cfg: ABTestConfig) -> dict:
+    """Per test day, the design's cumulative estimates (the panels and seeds of `design_estimates`)."""
+    a = design_assignment(design, cfg)
+    t_users, t_items = a.treated_users(pop.user_id), a.treated_items(pop.item_id)
+    daily, n_days = log_.daily, pop.end - pop.start + 1
+    users = trajectory(user_side(daily, pop, t_users), _test_day(daily, pop), n_days, cfg, 1, ratio=True)
+    if design == "user":
+        return users
+    side = (item_side(daily, pop, t_items) if design == "item" else cell_side(daily, pop, t_users, t_items))
+    return trajectory(side, _test_day(daily, pop), n_days, cfg, 2, ratio=False,
+                      metrics=("new_item_gmv", "pvr")) | {"search_gmv": users["search_gmv"]}
+
+
+def global_trajectory(treated: ArmLog, control: ArmLog, pop: Population, cfg: ABTestConfig) -> dict:
+    """Per test day, the true global effect's cumulative estimates (the panel and seed of `global_estimates`)."""
+    day = np.concatenate([_test_day(treated.daily, pop), _test_day(control.daily, pop)])
+    return trajectory(global_side(treated.daily, control.daily, pop, "users"), day, pop.end - pop.start + 1, cfg, 3,
+                      ratio=True)
+
+
 def bias_table(est: dict, truth: dict) -> dict:
     """Design estimate, true global effect and bias (estimate - truth, percentage points) per metric."""
     rows = {}
@@ -670,8 +811,13 @@ def analyse(exp: Experiment, logs: Mapping[str, ArmLog], pop: Population) -> dic
         "seed": exp.seed, "config": exp.cfg.model_dump(mode="json"),
         "treated_users": float(a.treated_users(pop.user_id).mean()),
         "treated_new_items": float(a.treated_items(pop.item_id[in_scope(pop)]).mean()),
-        "served": {arm: {"placements": lg.served, "requests": lg.requests} for arm, lg in logs.items()},
+        "served": {arm: {"placements": lg.served, "requests": lg.requests, "retriever": lg.retriever}
+                   for arm, lg in logs.items()},
         "estimate": est, "global": truth, "bias": bias_table(est, truth),
+        "trajectory": {"days": [day_ds(d) for d in range(pop.start, pop.end + 1)],
+                       "estimate": design_trajectory(exp.design, logs[exp.design], pop, exp.cfg),
+                       "global": global_trajectory(logs[TREATED], logs[CONTROL], pop, exp.cfg)},
+        "retrain": {arm: lg.retrain for arm, lg in logs.items() if lg.retrain is not None} or None,
         "notes": NOTES,
     }
 
@@ -700,10 +846,30 @@ def start_state(lake: Lake, ds: str | None = None) -> tuple[str, bytes]:
 
 
 def release_retriever(store: ReleaseStore, release: str, pool_size: int, k: int,
-                      refresh: bool = True) -> tuple[str, Callable[[], Retriever]]:
+                      refresh: bool = True, channel: str = "pool",
+                      settings: Settings | None = None) -> tuple[str, Callable[[], Retriever]]:
     """(release id, a factory of fresh `PoolRetriever`s) from a release's pool (+ its ItemLTV
-    checkpoint for the daily refresh, shared by every arm: new items get the same scores)."""
+    checkpoint for the daily refresh, shared by every arm: new items get the same scores). With
+    `channel="multigr"` and a release that holds a MultiGR: `MultiGRRetriever`s over the retrieval
+    service of the release (loaded once with `settings`, which must name `store`), the pool as fallback."""
     rel = store.get(release)
+    release_id, make_pool = _pool_retriever(store, rel, pool_size, k, refresh)
+    if channel != "multigr":
+        return release_id, make_pool
+    from growthgr.serve import MULTIGR_FILES, POOL_FILES
+    from growthgr.serve import Retriever as Service
+
+    missing = [n for n in (*MULTIGR_FILES, *POOL_FILES) if n not in rel.files]
+    if missing or settings is None:
+        log.warning("abtest.channel=multigr: release %s has no %s: the channel serves its pool", release_id,
+                    missing or "settings")
+        return release_id, make_pool
+    service = Service.load(settings, release_id)
+    return release_id, lambda: MultiGRRetriever(service, make_pool(), k)
+
+
+def _pool_retriever(store: ReleaseStore, rel, pool_size: int, k: int,
+                    refresh: bool) -> tuple[str, Callable[[], PoolRetriever]]:
     pool = pd.read_parquet(io.BytesIO(store.read(rel.release_id, "pool.parquet")))
     scorer = None
     if refresh and "itemltv.safetensors" in rel.manifest.get("files", {}):
@@ -728,11 +894,263 @@ def _cached(scorer: Callable[[pd.DataFrame], np.ndarray]) -> Callable[[pd.DataFr
 
 
 def write_report(lake: Lake, ds: str, result: dict) -> list[str]:
-    """`reports/abtest/ds=<ds>/<design>.json` and `.md` (the only writes into the lake)."""
-    keys = [catalog.report_key(REPORT, ds, f"{result['design']}.{ext}") for ext in ("json", "md")]
+    """`reports/abtest/ds=<ds>/<design>.json`, `.md` and `<design>_trajectory.png` (the only writes
+    into the lake)."""
+    design = report_name(result)
+    keys = [catalog.report_key(REPORT, ds, f"{design}.{ext}") for ext in ("json", "md")]
     lake.store.put_bytes(keys[0], json.dumps(result, indent=2, default=float).encode())
     lake.store.put_bytes(keys[1], markdown(result).encode())
+    if "trajectory" in result:
+        keys.append(catalog.report_key(REPORT, ds, f"{design}_trajectory.png"))
+        lake.store.put_bytes(keys[2], trajectory_png(result))
     return keys
+
+
+def report_name(r: dict) -> str:
+    """`<design>`, or `<design>_retrain` for a closed-loop test (both reports can sit side by side)."""
+    return f"{r['design']}_retrain" if r.get("retrain") else r["design"]
+
+
+# -- the trajectory plot ----------------------------------------------------------------------------
+
+METRIC_TITLES = {"new_item_gmv": "new-item GMV", "search_gmv": "overall search GMV",
+                 "pvr": "page-view ratio of new items"}
+
+
+def trajectory_png(r: dict) -> bytes:
+    """One panel per headline metric: the cumulative relative effect (%) after each test day, the
+    design's estimate and the true global effect, each with its 95% bootstrap band; zero line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    traj = r["trajectory"]
+    x = np.arange(1, len(traj["days"]) + 1)
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(13, 4.6), layout="constrained")
+    for ax, metric in zip(axes, HEADLINE, strict=True):
+        for block, label, colour in (("estimate", f"{r['design']}-side design estimate", "tab:blue"),
+                                     ("global", "true global effect (fully treated vs untreated)", "tab:orange")):
+            t = traj[block][metric]
+            ax.fill_between(x, t["lo"], t["hi"], color=colour, alpha=0.2, linewidth=0,
+                            label=f"{label}: 95% interval")
+            ax.plot(x, t["rel_pct"], color=colour, marker="o", markersize=3, label=label)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{METRIC_TITLES[metric]} (paper: {PAPER_PCT[metric]:+.2f}%)", fontsize=10)
+        ax.set_xlabel(f"test day (cumulative from {traj['days'][0]})")
+        ax.set_ylabel("treated vs control (%)")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    loop = ", retrained daily" if r.get("retrain") else ""
+    fig.suptitle(f"A/B `{r['design']}` of release {r['release']}{loop}: cumulative estimates, 95% bootstrap intervals",
+                 fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# -- the closed loop (--retrain) --------------------------------------------------------------------
+
+Step = tuple[str, Callable[["Settings", str], dict]]
+
+
+DAG_ID = "growthgr_daily"
+
+
+def dag_tasks(airflow_home: Path | None = None) -> list[tuple[str, str]]:
+    """(task id, step) of the daily DAG's tasks in a topological order of its dependencies (ties in
+    declaration order), read from the DAG itself (`dags/growthgr_daily.py`), so the closed loop runs
+    what Airflow runs. A task's step is what its function calls: `_run("<pipeline step>")` -> the
+    step, `_gate("<dataset>")` -> `gate:<dataset>`. `airflow_home`: where Airflow may write its
+    config when none is set (parsing needs no metadata DB)."""
+    if airflow_home is not None and "AIRFLOW_HOME" not in os.environ:
+        from growthgr.airflow_local import airflow_env
+
+        os.environ.update(airflow_env(airflow_home))
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    from airflow.dag_processing.dagbag import DagBag
+
+    from growthgr.airflow_local import DAGS_FOLDER
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{DAG_ID}.py"))      # `.dags`: `get_dag` needs the metadata DB
+    root.setLevel(level)                                             # Airflow reconfigures logging on import
+    root.handlers = handlers
+    if DAG_ID not in bag.dags:
+        raise RuntimeError(f"cannot load {DAG_ID}: {bag.import_errors}")
+    dag = bag.dags[DAG_ID]
+    declared = {t: i for i, t in enumerate(dag.task_ids)}
+    upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    order: list[str] = []
+    while upstream:
+        ready = sorted((t for t, up in upstream.items() if not up - set(order)), key=declared.get)
+        if not ready:
+            raise ValueError(f"{DAG_ID} has a cycle among {sorted(upstream)}")
+        order.append(ready[0])
+        del upstream[ready[0]]
+    return [(t, _task_step(dag.get_task(t))) for t in order]
+
+
+def _task_step(task) -> str:
+    code = task.python_callable.__code__
+    strings = [c for c in code.co_consts if isinstance(c, str)]
+    if "_gate" in code.co_names and strings:
+        return f"gate:{strings[-1]}"
+    if "_run" in code.co_names and strings:
+        return strings[-1]
+    raise ValueError(f"{DAG_ID}.{task.task_id} calls neither _run(step) nor _gate(dataset): cannot run it in-process")
+
+
+def pipeline_steps(tasks: Sequence[tuple[str, str]]) -> list[Step]:
+    """(name, step function `(settings, ds) -> dict`) of `dag_tasks()`' answer; the name is the one
+    its timing record has when Airflow runs it (the function's name; `gate_<dataset>` for a gate)."""
+    from growthgr import pipeline
+
+    out: list[Step] = []
+    for _, step in tasks:
+        if step.startswith("gate:"):
+            dataset = step.split(":", 1)[1]
+            out.append((f"gate_{dataset}", lambda s, ds, _d=dataset: pipeline.gate(s, _d, ds)))
+        else:
+            out.append((step, getattr(pipeline, step)))
+    return out
+
+
+def run_pipeline_day(settings: Settings, ds: str, steps: Sequence[Step]) -> dict:
+    """Run the steps for `ds` in order, in-process (each through `pipeline.timed`, which records its
+    duration in the lake); stop at the first failure. Returns ok, failed step and error, seconds."""
+    from growthgr.pipeline import timed
+
+    out: dict = {"ok": True, "failed_step": None, "error": None, "seconds": {}}
+    for name, step in steps:
+        started = time.perf_counter()
+        try:
+            timed(step, settings, ds, name=name)
+        except Exception as exc:            # a refusing gate, a failed job: the day publishes nothing
+            log.warning("closed loop ds=%s: step %s failed: %s", ds, name, exc)
+            out.update(ok=False, failed_step=name, error=f"{type(exc).__name__}: {exc}"[:1000])
+            return out
+        finally:
+            out["seconds"][name] = round(time.perf_counter() - started, 3)
+    return out
+
+
+class ClosedLoop:
+    """The retriever of one retraining arm (`--retrain`): it serves its arm's current release (the
+    pool, refreshed with the release's frozen ItemLTV like a plain `PoolRetriever`); after each day
+    it writes the day's raw and truth tables into the arm's lake copy, runs the daily pipeline for
+    the day on it (the arm's own release store) and, when the day published a release, serves that
+    one from the next day. A day whose pipeline fails (a gate refuses) keeps the last good release;
+    `history` records every day (served release, channel placements, pipeline outcome, next release)."""
+
+    name = "closed_loop"
+
+    def __init__(self, settings: Settings, steps: Sequence[Step], pool_size: int, k: int, refresh: bool = True,
+                 channel: str = "pool", last_ds: str | None = None):
+        self.settings, self.steps, self.channel, self.last_ds = settings, list(steps), channel, last_ds
+        self.pool_size, self.k, self.refresh = pool_size, k, refresh
+        self.lake, self.store = Lake.from_settings(settings), ReleaseStore.from_settings(settings)
+        self.history: list[dict] = []
+        self._load(self.store.current_id())
+
+    def _load(self, release_id: str) -> None:
+        self.release_id, make = release_retriever(self.store, release_id, self.pool_size, self.k, self.refresh,
+                                                  self.channel, self.settings)
+        self.pool: PoolRetriever | MultiGRRetriever = make()          # type: ignore[assignment]
+
+    def retrieve(self, requests: RequestBatch, catalog: CatalogView) -> Candidates:
+        return self.pool.retrieve(requests, catalog)
+
+    def observe(self, day: int, raw: Mapping[str, pa.Table], truth: Mapping[str, pa.Table] | None = None) -> None:
+        ds = day_ds(day)
+        placed = _placed_items(raw)
+        entry = {"ds": ds, "served_release": self.release_id, "retriever": self.pool.name,
+                 "placements": int(len(placed)),
+                 "placed_in_pool": float(np.isin(placed, self.pool.item_id).mean()) if len(placed) else None}
+        for zone, tables in (("raw", raw), ("truth", truth or {})):
+            for name, t in tables.items():
+                self.lake.write_partition(zone, name, ds, t)
+        self.pool.observe(day, raw, truth)           # tomorrow's fallback: the frozen model's refresh
+        if ds == self.last_ds:                       # its release would serve no test day
+            entry.update(pipeline={"ok": True, "skipped": "last test day", "failed_step": None, "seconds": {}},
+                         published=False, next_release=self.release_id, next_pool_size=int(len(self.pool.item_id)))
+            self.history.append(entry)
+            return
+        entry["pipeline"] = run_pipeline_day(self.settings, ds, self.steps)
+        current = self.store.current_id()
+        entry["published"] = entry["pipeline"]["ok"] and current != self.release_id
+        if entry["published"]:
+            self._load(current)
+        elif entry["pipeline"]["ok"]:
+            entry["pipeline"]["note"] = f"no new release became current (current: {current})"
+        entry["next_release"], entry["next_pool_size"] = self.release_id, int(len(self.pool.item_id))
+        log.info("closed loop %s: served %s, pipeline %s, serving %s from tomorrow", ds, entry["served_release"],
+                 "ok" if entry["pipeline"]["ok"] else f"failed at {entry['pipeline']['failed_step']}", self.release_id)
+        self.history.append(entry)
+
+
+def _placed_items(raw: Mapping[str, pa.Table]) -> np.ndarray:
+    cand = raw["rank_candidates"]
+    channel = cand.column("channel").to_numpy(zero_copy_only=False)
+    return cand.column("item_id").to_numpy(zero_copy_only=False)[channel == CHANNEL].astype(np.int64)
+
+
+MARKER = ".growthgr-abtest"
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    """An empty A/B working directory (one this command made before is cleared; anything else refused)."""
+    import shutil
+
+    workdir = Path(workdir)
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise FileExistsError(f"{workdir} is not empty and is not an A/B working directory: choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("A/B closed-loop working directory (lake and release store copies per arm)\n")
+    return workdir
+
+
+def closed_loop_factory(settings: Settings, workdir: Path, release: str, steps: Sequence[Step] | None = None,
+                        refresh: bool = True, retrain_arms: Sequence[str] | None = None, last_ds: str | None = None,
+                        ) -> Callable[[str], Retriever]:
+    """The `Experiment.make_arm_retriever` of `--retrain`: each retraining arm gets a copy of the
+    source lake and release store under `workdir/<arm>/` (the sources are only read), serving
+    `release` first; the fully untreated arm does not retrain (its channel serves nothing, so its
+    models could not change what it serves) and gets a plain `PoolRetriever`. `steps`: default the
+    daily DAG's (`dag_tasks`); `last_ds`: the last test day, after which no pipeline runs."""
+    import shutil
+
+    for root in (settings.lake_root, settings.releases_root):
+        if "://" in root:
+            raise ValueError(f"--retrain copies the lake and the release store locally; {root} is not local")
+    steps = pipeline_steps(dag_tasks(Path(workdir) / "airflow")) if steps is None else steps
+    log.info("closed loop: after each test day %s", " -> ".join(name for name, _ in steps))
+    source = ReleaseStore.from_settings(settings)
+    release_id, plain = release_retriever(source, release, settings.itemltv.pool_size, settings.abtest.candidates,
+                                          refresh)      # the untreated arm's: it never retrieves
+    arms = set(retrain_arms) if retrain_arms is not None else None
+
+    def make(arm: str) -> Retriever:
+        if arm == CONTROL or (arms is not None and arm not in arms):
+            return plain()
+        home = Path(workdir) / arm
+        shutil.copytree(settings.lake_root, home / "lake", ignore=shutil.ignore_patterns("*.lock"))
+        if Path(settings.releases_root).exists():
+            shutil.copytree(settings.releases_root, home / "releases")
+        arm_settings = settings.model_copy(update={
+            "lake_root": str(home / "lake"), "releases_root": str(home / "releases"),
+            "storage": settings.storage.model_copy(update={"state_dir": None})})
+        store = ReleaseStore.from_settings(arm_settings)
+        if store.current_id() != release_id:
+            store.set_current(release_id)
+        return ClosedLoop(arm_settings, steps, settings.itemltv.pool_size, settings.abtest.candidates, refresh,
+                          settings.abtest.channel, last_ds)
+    return make
 
 
 # -- text -------------------------------------------------------------------------------------------
@@ -752,7 +1170,8 @@ PAPER_PCT = {"new_item_gmv": 5.39, "search_gmv": 0.31, "pvr": 1.54, "ti30": 20.0
 def markdown(r: dict) -> str:
     """The report as Markdown: headline table (design vs global truth), TI@30, categories, Gini."""
     est, truth = r["estimate"], r["global"]
-    lines = [f"# A/B test `{r['design']}` of release {r['release']}", "",
+    loop = " (closed loop: retrained daily)" if r.get("retrain") else ""
+    lines = [f"# A/B test `{r['design']}` of release {r['release']}{loop}", "",
              f"{r['days']} simulated days {r['start']}..{r['end']}; treated users {r['treated_users']:.1%}, "
              f"treated new items {r['treated_new_items']:.1%}.", "",
              "| metric | design estimate (95% CI) | units | true global effect (95% CI) | bias (pp) | paper |",
@@ -776,8 +1195,59 @@ def markdown(r: dict) -> str:
     for c, e in est["category"].items():
         t = truth["category"][c]
         lines.append(f"| {c} | {_fmt(e['pv'])} | {_fmt(t['pv'])} | {_fmt(e['gmv'])} | {_fmt(t['gmv'])} |")
+    lines += trajectory_lines(r)
+    lines += retrain_lines(r)
     lines += ["", r["notes"], ""]
     return "\n".join(lines)
+
+
+def retrain_lines(r: dict) -> list[str]:
+    """The closed loop's days per retraining arm: served release, pipeline outcome, next release."""
+    if not r.get("retrain"):
+        return []
+    out = ["", "## Closed loop (`--retrain`): the daily pipeline after every test day, on each arm's lake copy", "",
+           "| arm | ds | served release | channel placements (in its pool) | pipeline | seconds | serving next day |",
+           "|---|---|---|---|---|---|---|"]
+    for arm, days in r["retrain"].items():
+        for e in days:
+            p = e["pipeline"]
+            outcome = ("published" if e["published"] else "ok, nothing new") if p["ok"] else \
+                f"FAILED at {p['failed_step']}: keeps the last good release"
+            if p.get("skipped"):
+                outcome = f"not run ({p['skipped']})"
+            share = "" if e["placed_in_pool"] is None else f" ({e['placed_in_pool']:.0%})"
+            out.append(f"| {arm} | {e['ds']} | {e['served_release']} | {e['placements']}{share} | {outcome} | "
+                       f"{sum(p['seconds'].values()):.0f} | {e['next_release']} |")
+    ran = [(arm, e) for arm, days in r["retrain"].items() for e in days if e["pipeline"]["seconds"]]
+    if ran:
+        steps = list(dict.fromkeys(k for _, e in ran for k in e["pipeline"]["seconds"]))
+        out += ["", "Seconds per pipeline step (the daily DAG's tasks, in the order they ran):", "",
+                "| step | " + " | ".join(f"{arm} {e['ds']}" for arm, e in ran) + " |", "|---|" + "---|" * len(ran)]
+        for step in steps + ["total"]:
+            cells = [e["pipeline"]["seconds"].get(step) if step != "total" else sum(e["pipeline"]["seconds"].values())
+                     for _, e in ran]
+            out.append(f"| {step} | " + " | ".join("" if c is None else f"{c:.1f}" for c in cells) + " |")
+    return out
+
+
+def trajectory_lines(r: dict) -> list[str]:
+    """The trajectory at days 1, 7, 14, ... and the last day (the plot has every day)."""
+    if "trajectory" not in r:
+        return []
+    traj, n = r["trajectory"], len(r["trajectory"]["days"])
+    shown = sorted({0, n - 1, *range(6, n, 7)})
+    out = ["", f"## Trajectory: cumulative estimate after each test day (design / true global effect; plot: "
+           f"`{report_name(r)}_trajectory.png`)", "",
+           "| day | ds | " + " | ".join(f"{k} | {k} (global)" for k in HEADLINE) + " |",
+           "|---|---|" + "---|---|" * len(HEADLINE)]
+    for d in shown:
+        cells = []
+        for k in HEADLINE:
+            for block in ("estimate", "global"):
+                t = traj[block][k]
+                cells.append(_fmt({"rel_pct": t["rel_pct"][d], "ci95_pct": [t["lo"][d], t["hi"][d]]}))
+        out.append(f"| {d + 1} | {traj['days'][d]} | " + " | ".join(cells) + " |")
+    return out
 
 
 def summary_lines(r: dict) -> list[str]:
@@ -789,9 +1259,15 @@ def summary_lines(r: dict) -> list[str]:
     for cohort, e in r["estimate"]["ti30"].items():
         out.append(f"  ti30 {cohort:<22} estimate {_fmt(e):<34} global {_fmt(r['global']['ti30'][cohort])}"
                    + (f"  ({e['reason']})" if not e.get("available", True) else ""))
+    for arm, days in (r.get("retrain") or {}).items():
+        ok = sum(e["published"] for e in days)
+        out.append(f"  closed loop {arm}: {ok}/{len(days)} days published a release; serving "
+                   f"{days[-1]['next_release'] if days else '-'} at the end")
     return out
 
 
 __all__ = ["DESIGNS", "Assignment", "design_assignment", "Candidates", "Retriever", "PoolRetriever", "ItemLTVScorer",
            "GrowthGRChannel", "channel_slots", "ArmLog", "Population", "run_arm", "Experiment", "run_experiment",
-           "run_arms", "analyse", "start_state", "release_retriever", "write_report", "markdown", "summary_lines"]
+           "run_arms", "analyse", "start_state", "release_retriever", "write_report", "markdown", "summary_lines",
+           "trajectory", "trajectory_png", "ClosedLoop", "closed_loop_factory", "dag_tasks", "pipeline_steps", "run_pipeline_day",
+           "prepare_workdir"]

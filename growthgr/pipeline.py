@@ -10,6 +10,7 @@ Order of one day (DESIGN.md section 2):
   gate raw -> spark jobs -> dbt build -> gate labels/features -> feast materialise
   -> training set -> embeddings + SID assignment -> gate sids -> ItemLTV train/evaluate -> pool
   -> gate pool -> MultiGR train -> MultiGR evaluate -> gate MultiGR -> publish
+  (DR train -> gate DR, after the SID gate and the day's gr_samples, also before publish)
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The gates whose stored results must have passed for `publish` to release `ds`.
-PUBLISH_GATES = ("raw", "features", "sids", "pool", "multigr")
+PUBLISH_GATES = ("raw", "features", "sids", "pool", "multigr", "dense")
 # The day's MultiGR in the lake (`catalog.model_key("multigr", ds, file)`) -> its name in a release.
 MULTIGR = "multigr"
 MULTIGR_FILES = {"model.safetensors": "multigr.safetensors", "config.json": "multigr_config.json"}
+# The day's dense retriever (checkpoint + FAISS index of the catalog) -> its names in a release
+# (the names `growthgr.serve.DENSE_FILES` loads).
+DENSE = "dense"
+DENSE_FILES = {"model.safetensors": "dense.safetensors", "config.json": "dense_config.json",
+               "index.faiss": "dense_index.faiss"}
 
 
 class GateFailed(RuntimeError):
@@ -284,28 +290,24 @@ def _object_write(lake: Lake, key: str) -> dict:
 
 def _write_multigr(lake: Lake, ds: str, model: MultiGR, meta: dict) -> str:
     """Weights (safetensors), then `config.json` naming their sha256 (a torn pair is detected)."""
-    from safetensors.torch import save
+    from models.training import checkpoint_bytes
 
-    blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    full = {**meta, "config": model.cfg.model_dump(mode="json"), "sha256": hashlib.sha256(blob).hexdigest()}
+    blob, config = checkpoint_bytes(model, meta)
     key = catalog.model_key(MULTIGR, ds)
     lake.store.put_bytes(key, blob)
-    lake.store.put_bytes(catalog.model_key(MULTIGR, ds, "config.json"), json.dumps(full, indent=2, sort_keys=True).encode())
+    lake.store.put_bytes(catalog.model_key(MULTIGR, ds, "config.json"), config)
     return key
 
 
 def _load_multigr(blob: bytes, meta: dict, release_id: str | None = None) -> LineageModel:
-    from safetensors.torch import load
-
     from growthgr.core.sections.multigr import MultiGRConfig
     from models.multigr.model import MultiGR
+    from models.training import checkpoint_from_bytes
 
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         where = f"release {release_id}" if release_id else f"models/{MULTIGR}/ds={meta.get('ds')}"
         raise ValueError(f"the MultiGR weights of {where} do not match the sha256 of their config.json")
-    model = MultiGR(MultiGRConfig.model_validate(meta["config"]))
-    model.load_state_dict(load(blob))
-    return LineageModel(model.eval(), meta, blob, release_id)
+    return LineageModel(checkpoint_from_bytes(blob, meta, MultiGR, MultiGRConfig), meta, blob, release_id)
 
 
 def _lake_multigr(lake: Lake, ds: str) -> LineageModel:
@@ -364,10 +366,108 @@ def _serving_evaluation(store: ReleaseStore, lake: Lake, ds: str, day: LineageMo
                                                eval_days=day.meta["eval_days"])), None
 
 
+# -- DR: train the day's dense retriever, index the catalog, gate the index ------------------------
+def dense_train(settings: Settings, ds: str) -> dict:
+    """Train the day's dense retriever from scratch on the newest `dense.daily.train_days` days of
+    `gr_samples`, encode the catalog as of ds and index it (`models.dense.daily.build_daily`); write
+    `models/dense/ds=<ds>/index.faiss`, `model.safetensors` and then `config.json` (DenseConfig, the
+    index manifest, the sha256 of weights and index: a torn trio is detected), and
+    `reports/dense/ds=<ds>/daily.json` (the same, plus the timings and the partitions read at their
+    write ids: kept out of `config.json`, so that a re-run of the day publishes identical bytes)."""
+    from models.dense import daily
+    from models.dense.index import index_to_bytes
+    from models.training import checkpoint_bytes
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    built = daily.build_daily(settings.dense, settings.trainer, lake, ds)
+    index_blob = index_to_bytes(built.index)
+    stats = {k: built.stats[k] for k in ("days", "sample_rows", "sid_snapshot", "requests", "items", "epochs",
+                                         "epoch_losses", "params", "temperature")}
+    meta = {"ds": ds, **stats, "index": built.manifest, "index_sha256": hashlib.sha256(index_blob).hexdigest()}
+    blob, config = checkpoint_bytes(built.model, meta)
+    lake.store.put_bytes(catalog.model_key(DENSE, ds, "index.faiss"), index_blob)
+    lake.store.put_bytes(catalog.model_key(DENSE, ds), blob)
+    lake.store.put_bytes(catalog.model_key(DENSE, ds, "config.json"), config)
+    report = {**meta, "checkpoint_sha256": hashlib.sha256(blob).hexdigest(), "inputs": built.inputs,
+              "training_time_s": built.stats["training_time_s"]}
+    lake.store.put_bytes(catalog.report_key(DENSE, ds, "daily.json"), json.dumps(report, indent=2, sort_keys=True).encode())
+    m = built.manifest
+    return {"checkpoint": catalog.model_key(DENSE, ds), "days": stats["days"], "requests": stats["requests"],
+            "items": m["n_items"], "index": m["kind"], "params": m["params"], "measured_recall": m["measured_recall"],
+            "training_time_s": built.stats["training_time_s"]}
+
+
+def gate_dense(settings: Settings, ds: str) -> dict:
+    """The model gate of the day's dense retriever, stored like every gate (`catalog.gate_result_key(ds,
+    "dense")`, naming the checkpoint, config, index and the partitions it was trained on): weights and
+    index are the ones `config.json` names, weights finite, the vectors read back from the index finite,
+    L2-normalised and as many as recorded, and the stored index's recall@`dense.index.recall_k` against
+    exact search, measured again on the day's requests, >= `dense.index.target_recall`
+    (`models.dense.daily.check_daily`). Raises `GateFailed` naming the check and the values."""
+    from expectations.gate import GateResult, store_result
+    from growthgr.core.sections.dense import DenseConfig
+    from models.dense import daily
+    from models.dense.index import index_from_bytes
+    from models.dense.model import DenseRetriever
+    from models.training import checkpoint_from_bytes
+
+    ds, lake = to_ds(ds), Lake.from_settings(settings)
+    store_result(lake, GateResult(DENSE, ds, False), status="running")
+    failure, writes, (blob, meta, index_blob, report) = _dense_objects(lake, ds)
+    if failure is not None:
+        return _store_model_gate(lake, GateResult(DENSE, ds, False, [failure], ["dense_daily"], 1, writes))
+    model = checkpoint_from_bytes(blob, meta, DenseRetriever, DenseConfig)
+    index = index_from_bytes(index_blob, meta["index"])
+    checks = daily.check_daily(model, index, meta["index"], lake, ds, settings.dense)
+    failures = [_dense_failure(name, check, f"ds={ds}") for name, check in checks.items() if not check["passed"]]
+    _store_model_gate(lake, GateResult(DENSE, ds, not failures, failures, ["dense_daily"], len(checks) + 1,
+                                       writes + report["inputs"]))
+    return {"gate": DENSE, "checks": {name: check["passed"] for name, check in checks.items()},
+            "recall": {k: checks["recall"][k] for k in ("value", "limit", "k", "n_queries", "kind", "params")}}
+
+
+def _dense_objects(lake: Lake, ds: str) -> tuple[object, list[dict], tuple]:
+    """(a Failure or None, the object writes read, (weights, config, index bytes, report)): the day's DR
+    objects exist, `config.json` names the weights and the index, and the report is of those weights."""
+    from expectations.gate import Failure
+
+    keys = [catalog.model_key(DENSE, ds, name) for name in DENSE_FILES] + [catalog.report_key(DENSE, ds, "daily.json")]
+    where, none = f"ds={ds}", (None, None, None, None)
+    if missing := [k for k in keys if not lake.store.exists(k)]:
+        return Failure(DENSE, where, "*", "checkpoint_exists", f"missing {missing}: run dense_train for {ds}"), [], none
+    blob, config, index_blob, report = (lake.store.get_bytes(k) for k in keys)
+    writes, meta, report = [_object_write(lake, k) for k in keys], json.loads(config), json.loads(report)
+    torn = [name for name, data, sha in (("weights", blob, meta.get("sha256")), ("index", index_blob, meta.get("index_sha256")))
+            if hashlib.sha256(data).hexdigest() != sha]
+    if torn:
+        return Failure(DENSE, where, ",".join(torn), "config_names_objects",
+                       f"the {' and '.join(torn)} in models/{DENSE}/ds={ds} are not the ones its config.json names: "
+                       "run dense_train again"), writes, none
+    if report.get("checkpoint_sha256") != writes[0]["sha256"]:
+        return Failure(DENSE, where, "checkpoint_sha256", "report_of_current_checkpoint",
+                       f"{keys[-1]} is of another checkpoint: run dense_train again"), writes, none
+    return None, writes, (blob, meta, index_blob, report)
+
+
+def _dense_failure(name: str, check: dict, where: str):
+    from expectations.gate import Failure
+
+    if name == "finite_weights":
+        return Failure(DENSE, where, ",".join(check["non_finite"][:5]), "finite_weights", "non-finite DR weights")
+    if name == "vectors":
+        return Failure(DENSE, where, "index", "finite_normalised_vectors", "; ".join(check["failures"]))
+    return Failure(DENSE, where, f"recall@{check['k']}", "index_recall",
+                   f"the stored {check['kind']} index (params {check['params']}) has recall@{check['k']} "
+                   f"{check['value']} against exact search on {check['n_queries']} of the day's queries, below "
+                   f"target {check['limit']} (recorded at build: {check['recorded']})")
+
+
 def publish(settings: Settings, ds: str) -> dict:
     """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics, SID table and
-    trie of the pool, and the day's MultiGR (`multigr.safetensors` + `multigr_config.json`, exactly
-    the bytes `gate_multigr` validated; its held-out figures under `metrics.multigr`).
+    trie of the pool, the day's MultiGR (`multigr.safetensors` + `multigr_config.json`, exactly
+    the bytes `gate_multigr` validated; its held-out figures under `metrics.multigr`), and the day's
+    dense retriever (`dense.safetensors`, `dense_config.json`, `dense_index.faiss`, the bytes
+    `gate_dense` validated; index kind, nprobe / efSearch and measured recall under `metrics.dense`).
 
     Behind the data gates, the MultiGR gate and the ItemLTV model gate (the day's checkpoint and the
     serving release's, scored on the day's ItemLTV test cohorts: `score_checkpoints`); refused before
@@ -384,6 +484,7 @@ def publish(settings: Settings, ds: str) -> dict:
     if not all(gates.values()):
         raise PublishRefused(f"not publishing ds={ds}: gates failed: {sorted(n for n, ok in gates.items() if not ok)}")
     multigr_files, multigr_metrics, multigr_gate = _gated_multigr(lake, ds, settings.multigr.daily.max_recall_drop)
+    dense_files, dense_metrics = _gated_dense(lake, ds)
     frame = pool_frame(lake, ds)
     emb = embed.read_embeddings(lake, ds).set_index("item_id").loc[frame["item_id"]]
     _, sid_rows = sids.latest_snapshot(lake, ds)
@@ -395,7 +496,7 @@ def publish(settings: Settings, ds: str) -> dict:
         pool=frame,
         item_ids=frame["item_id"].to_numpy(),
         embeddings=embed.embedding_matrix(emb.reset_index()),
-        metrics={**metrics, MULTIGR: multigr_metrics},
+        metrics={**metrics, MULTIGR: multigr_metrics, DENSE: dense_metrics},
         input_partitions=_inputs_of(lake, ds),
         sid_version=str(sid_rows["sid_version"].iloc[0]),
         files={
@@ -403,6 +504,7 @@ def publish(settings: Settings, ds: str) -> dict:
             "sid_trie.npz": _trie_bytes(trie),
             "item_sids.parquet": _parquet(sid_rows[sid_rows["item_id"].isin(frame["item_id"])]),
             **multigr_files,
+            **dense_files,
         },
         records={"multigr_gate": multigr_gate},
     )
@@ -419,26 +521,48 @@ def _gated_multigr(lake: Lake, ds: str, max_recall_drop: float) -> tuple[dict[st
     """The release files of the day's MultiGR, checked against the objects its stored gate validated;
     its metrics (the deterministic part of the evaluation report: no timings, no serving figures, so
     a re-run of the day publishes identical content); the gate's comparison with the serving release."""
-    from growthgr.publish import PublishRefused
     from models.multigr.daily import gate_checks, headline
 
-    result = _gate_result(lake, ds, MULTIGR)
-    gated = {w["key"]: w["sha256"] for w in result.get("writes", []) if "key" in w}
-    files = {}
-    for lake_name, release_name in MULTIGR_FILES.items():
-        key = catalog.model_key(MULTIGR, ds, lake_name)
-        blob = lake.store.get_bytes(key)
-        if hashlib.sha256(blob).hexdigest() != gated.get(key):
-            raise PublishRefused(f"not publishing ds={ds}: {key} is not the object gate_multigr validated")
-        files[release_name] = blob
+    files = _gated_files(lake, ds, MULTIGR, MULTIGR_FILES)
     report = json.loads(lake.store.get_bytes(catalog.report_key(MULTIGR, ds, "daily.json")))
     metrics = {**headline(report["candidate"]), **{k: report[k] for k in (
         "mode", "lineage_start", "init_release", "train_days", "checkpoint_sha256")}}
     recall = gate_checks(report["candidate"], report["serving"], max_recall_drop)["recall"]
-    gate = {"passed": result["passed"], "recall": {**recall, "skipped": recall["skipped"] and (report["serving_skipped"] or recall["skipped"])},
+    gate = {"passed": _gate_result(lake, ds, MULTIGR)["passed"], "recall": {**recall, "skipped": recall["skipped"] and (report["serving_skipped"] or recall["skipped"])},
             "serving_release": report["serving_release"],
             "serving": report["serving"] and headline(report["serving"])}
     return files, metrics, gate
+
+
+def _gated_files(lake: Lake, ds: str, name: str, names: dict[str, str]) -> dict[str, bytes]:
+    """{release name: bytes} of the day's `models/<name>/` objects, each checked to be the object the
+    stored `<name>` gate validated (`PublishRefused` otherwise)."""
+    from growthgr.publish import PublishRefused
+
+    gated = {w["key"]: w["sha256"] for w in _gate_result(lake, ds, name).get("writes", []) if "key" in w}
+    files = {}
+    for lake_name, release_name in names.items():
+        key = catalog.model_key(name, ds, lake_name)
+        blob = lake.store.get_bytes(key)
+        if hashlib.sha256(blob).hexdigest() != gated.get(key):
+            raise PublishRefused(f"not publishing ds={ds}: {key} is not the object gate_{name} validated")
+        files[release_name] = blob
+    return files
+
+
+def _gated_dense(lake: Lake, ds: str) -> tuple[dict[str, bytes], dict]:
+    """The release files of the day's dense retriever (the objects `gate_dense` validated) and its
+    metrics: the index (kind, nprobe / efSearch, measured recall@k against exact search, target) and
+    the training summary, all from its `config.json` (no timings: a re-run publishes identical content)."""
+    files = _gated_files(lake, ds, DENSE, DENSE_FILES)
+    meta = json.loads(files[DENSE_FILES["config.json"]])
+    index = meta["index"]
+    metrics = {"index": {"kind": index["kind"], **index["params"], **{k: index[k] for k in (
+                   "measured_recall", "target_recall", "recall_k", "n_queries", "n_items", "dim")}},
+               "checkpoint_sha256": meta["sha256"], "index_sha256": meta["index_sha256"],
+               **{k: meta[k] for k in ("days", "sid_snapshot", "requests", "epochs", "params")},
+               "final_loss": meta["epoch_losses"][-1] if meta["epoch_losses"] else None}
+    return files, metrics
 
 
 def _headline(metrics: dict) -> dict:
@@ -498,10 +622,28 @@ def _still_committed(lake: Lake, write: dict) -> bool:
     return lake.commit_info(write["zone"], write["table"], write["ds"]).write_id == write["write_id"]
 
 
-def timed(step: Callable[[Settings, str], dict], settings: Settings, ds: str) -> dict:
-    started = time.perf_counter()
-    out = step(settings, ds)
-    log.info("%s ds=%s done in %.1fs: %s", step.__name__, to_ds(ds), time.perf_counter() - started, out)
+def timed(step: Callable[[Settings, str], dict], settings: Settings, ds: str, name: str | None = None) -> dict:
+    """Run one step and record its duration and outcome in the lake (`catalog.pipeline_step_key`;
+    a re-run of the step overwrites its record; a failed write only logs)."""
+    from datetime import UTC, datetime
+
+    name, ds = name or step.__name__, to_ds(ds)
+    begun, started, status, error = datetime.now(UTC), time.perf_counter(), "failed", None
+    try:
+        out = step(settings, ds)
+        status = "ok"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        record = {"step": name, "ds": ds, "status": status, "seconds": round(seconds, 3), "error": error,
+                  "started": begun.isoformat(), "finished": datetime.now(UTC).isoformat()}
+        try:
+            Lake.from_settings(settings).store.put_bytes(catalog.pipeline_step_key(ds, name), json.dumps(record).encode())
+        except Exception:                    # the timing record must never fail the step
+            log.warning("could not record the timing of %s ds=%s", name, ds, exc_info=True)
+    log.info("%s ds=%s done in %.1fs: %s", name, ds, seconds, out)
     return out
 
 

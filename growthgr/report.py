@@ -5,7 +5,8 @@ restates a figure: for every subsystem under `reports/<subsystem>/ds=<ds>/` (Ite
 the dense retriever, the A/B tests, ...) its markdown files become HTML (tables included),
 its PNG plots are embedded as data URIs and a JSON file without a markdown twin becomes a
 table of its scalar fields; then the day's gate results (`validation/gate_results/ds=<ds>/`)
-and the serving release's manifest. Known subsystems come first in `ORDER`, any other
+and the serving release's manifest. The pipeline section is the day's step durations
+(`catalog.pipeline_step_key`, written by `growthgr.pipeline.timed`): a table and a bar plot. Known subsystems come first in `ORDER`, any other
 one after them, so a new report shows up without touching this module.
 
 The page has no external reference (no script, no stylesheet, no image URL): it opens
@@ -53,8 +54,11 @@ def markdown_html(text: str) -> str:
 
 
 def image_html(name: str, png: bytes) -> str:
+    """An embedded PNG; a wide one (> 1000 px, e.g. a row of panels) takes the page's width."""
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+    wide = png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") > 1000
+    cls = " class='wide'" if wide else ""
+    return (f'<figure{cls}><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(name)}</figcaption></figure>")
 
 
@@ -96,9 +100,14 @@ def subsystem_section(lake: Lake, subsystem: str, ds: str) -> Section | None:
         return None
     section = Section(TITLES.get(subsystem, subsystem), subsystem)
     markdown = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".md")}
+    pngs = [k for k in keys if k.endswith(".png")]
+    # a plot `<stem>_<name>.png` follows its markdown `<stem>.md` (the longest such stem); others go last
+    owner = {k: max((m for m in markdown if k.startswith(m + "_")), key=len, default=None) for k in pngs}
     for key in keys:
         if key.endswith(".md"):
             section.parts.append(markdown_html(lake.store.get_bytes(key).decode("utf-8")))
+            stem = key.rsplit(".", 1)[0]
+            section.parts += [image_html(k[len(prefix):], lake.store.get_bytes(k)) for k in pngs if owner[k] == stem]
     for key in keys:
         name = key[len(prefix):]
         if key.endswith(".json") and key.rsplit(".", 1)[0] not in markdown:
@@ -106,10 +115,62 @@ def subsystem_section(lake: Lake, subsystem: str, ds: str) -> Section | None:
                 section.parts.append(json_html(name, json.loads(lake.store.get_bytes(key))))
             except json.JSONDecodeError as exc:
                 section.parts.append(f"<p class='bad'>{html.escape(name)}: not JSON ({html.escape(str(exc))})</p>")
-    for key in keys:
-        if key.endswith(".png"):
+    for key in pngs:
+        if owner[key] is None:
             section.parts.append(image_html(key[len(prefix):], lake.store.get_bytes(key)))
     return section
+
+
+def timing_records(lake: Lake, ds: str) -> list[dict]:
+    """The day's pipeline step records (`growthgr.pipeline.timed`), in the order they started."""
+    prefix = catalog.pipeline_steps_prefix(ds)
+    records = [json.loads(lake.store.get_bytes(k)) for k in sorted(lake.store.list(prefix)) if k.endswith(".json")]
+    return sorted(records, key=lambda r: (r.get("started") or "", r.get("step", "")))
+
+
+def timings_png(records: list[dict]) -> bytes:
+    """Horizontal bars: seconds per step in run order (failed steps red)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["step"] for r in records]
+    seconds = [float(r.get("seconds") or 0.0) for r in records]
+    colours = ["tab:green" if r.get("status") == "ok" else "tab:red" for r in records]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(records) + 1.4), constrained_layout=True)
+    bars = ax.barh(range(len(records)), seconds, color=colours)
+    ax.bar_label(bars, labels=[f"{v:.1f} s" for v in seconds], fontsize=8, padding=2)
+    ax.set_yticks(range(len(records)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("duration (seconds)")
+    ax.set_xlim(0, max(seconds + [1.0]) * 1.18)
+    ax.set_title(f"Pipeline steps of ds={records[0].get('ds')} (green ok, red failed), total {sum(seconds):.0f} s",
+                 fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def timings_parts(lake: Lake, ds: str) -> list[str]:
+    """Table + bar plot of the day's step durations (empty when no step recorded one)."""
+    records = timing_records(lake, ds)
+    if not records:
+        return []
+    rows = "".join(
+        f"<tr class='{'passed' if r.get('status') == 'ok' else 'failed'}'><td>{html.escape(str(r.get('step')))}</td>"
+        f"<td>{html.escape(str(r.get('status')))}</td><td>{float(r.get('seconds') or 0):.1f}</td>"
+        f"<td>{html.escape(str(r.get('started', ''))[:19])}</td><td>{html.escape(str(r.get('error') or ''))[:300]}</td></tr>"
+        for r in records)
+    total = sum(float(r.get("seconds") or 0) for r in records)
+    table = ("<table><tr><th>step</th><th>status</th><th>seconds</th><th>started (UTC)</th><th>error</th></tr>"
+             f"{rows}<tr><td><b>total</b></td><td></td><td><b>{total:.1f}</b></td><td></td><td></td></tr></table>")
+    note = ("<p class='note'>Latest run of each step for this ds, as recorded by <code>growthgr.pipeline.timed</code> "
+            "(Airflow tasks, <code>growthgr pipeline step</code>, the A/B closed loop).</p>")
+    return [note, table, image_html("pipeline_timings.png", timings_png(records))]
 
 
 def gates_section(lake: Lake, ds: str) -> Section | None:
@@ -143,7 +204,16 @@ def collect(lake: Lake, ds: str, manifest: dict | None = None) -> list[Section]:
     ds = to_ds(ds)
     found = {k.split("/")[1] for k in lake.store.list("reports/") if f"/ds={ds}/" in k}
     names = [s for s in ORDER if s in found] + sorted(found - set(ORDER) - {REPORT})
-    sections = [s for s in (subsystem_section(lake, n, ds) for n in names) if s]
+    sections = []
+    for name in names:
+        section = subsystem_section(lake, name, ds)
+        if name == "pipeline":
+            timings = timings_parts(lake, ds)
+            section = section or (Section(TITLES[name], name) if timings else None)
+            if section:
+                section.parts = timings + section.parts
+        if section:
+            sections.append(section)
     return sections + [s for s in (gates_section(lake, ds), release_section(manifest)) if s]
 
 
@@ -153,6 +223,7 @@ h1{border-bottom:2px solid #2a6;padding-bottom:.2em} h2{margin-top:2em;color:#17
 table{border-collapse:collapse;margin:.8em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left} th{background:#eef5f0} tr.failed td{background:#fdd}
 img{max-width:100%;border:1px solid #ddd} figure{display:inline-block;margin:.5em;max-width:48%;vertical-align:top}
+figure.wide{display:block;max-width:100%}
 figcaption{font-size:.8em;color:#555} summary{cursor:pointer;margin:.6em 0;color:#175} .note{color:#666;font-size:.85em} .bad{color:#a00} nav a{margin-right:1em}
 """
 

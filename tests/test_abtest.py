@@ -28,6 +28,7 @@ from growthgr.abtest import (
     run_experiment,
     start_state,
     ti30_block,
+    write_report,
 )
 from growthgr.cli import app
 from growthgr.core.calendar import NEW_ITEM_DAYS
@@ -153,6 +154,36 @@ def test_bootstrap_intervals_cover_the_point(user_result):
     assert checked >= 6
 
 
+def test_trajectory_ends_at_the_final_estimate(user_result):
+    """One cumulative point per test day for the design and the global truth; the last day's point and
+    interval are the final estimate's (same units, denominators and bootstrap weights)."""
+    traj = user_result["trajectory"]
+    assert len(traj["days"]) == DAYS and traj["days"][-1] == user_result["end"]
+    for block in ("estimate", "global"):
+        for k in ("new_item_gmv", "search_gmv", "pvr"):
+            t, final = traj[block][k], user_result[block][k]
+            assert len(t["rel_pct"]) == len(t["lo"]) == len(t["hi"]) == DAYS
+            assert t["rel_pct"][-1] == pytest.approx(final["rel_pct"], rel=1e-9, abs=1e-9)
+            assert [t["lo"][-1], t["hi"][-1]] == pytest.approx(final["ci95_pct"], rel=1e-9, abs=1e-9)
+    pvr = traj["global"]["pvr"]
+    assert all(lo <= p <= hi for p, lo, hi in zip(pvr["rel_pct"], pvr["lo"], pvr["hi"], strict=True))
+    assert len(set(pvr["rel_pct"])) > 1                     # cumulative: it moves from day to day
+
+
+def test_trajectory_plot_and_table(user_result):
+    from PIL import Image
+
+    from growthgr.abtest import markdown, trajectory_png
+
+    png = trajectory_png(user_result)
+    image = Image.open(io.BytesIO(png)).convert("L")
+    assert image.size == (1300, 460)
+    low, high = image.getextrema()
+    assert high - low > 100
+    text = markdown(user_result)
+    assert "## Trajectory" in text and f"| {DAYS} | {user_result['end']} |" in text
+
+
 def test_ti30_needs_37_days():
     """TI@30 of the launch cohort is unavailable (with the reason) below 37 days; an item cohort
     that completes days 30..36 inside the test is estimated."""
@@ -184,16 +215,27 @@ def tree_hashes(root: Path, zones: tuple[str, ...]) -> dict[str, str]:
             for z in zones for p in sorted((root / z).rglob("*")) if p.is_file()}
 
 
-def test_cli_writes_only_reports(tmp_path, copy_world, start):
-    lake_root = copy_world(tmp_path / "lake")
-    w = from_bytes(start[1])
-    new = np.flatnonzero(w.last_day - w.items["listing_day"] < NEW_ITEM_DAYS)
-    pool = pd.DataFrame({"ds": start[0], "item_id": w.items["item_id"][new], "score": np.log1p(w.items["price"][new]),
-                         "rank": np.arange(1, len(new) + 1, dtype=np.int32)})
+def _pool_bytes(ds: str, item_id: np.ndarray, price: np.ndarray) -> bytes:
+    pool = pd.DataFrame({"ds": ds, "item_id": item_id, "score": np.log1p(price),
+                         "rank": np.arange(1, len(item_id) + 1, dtype=np.int32)})
     buf = io.BytesIO()
     pool.to_parquet(buf)
-    ReleaseStore.open(str(tmp_path / "releases")).publish(f"ds={start[0]}-test", {"pool.parquet": buf.getvalue()},
-                                                          {"ds": start[0]})
+    return buf.getvalue()
+
+
+def publish_start_release(root: Path, start) -> str:
+    """A release of the start day whose pool is every item in its new-item period (score log1p(price))."""
+    w = from_bytes(start[1])
+    new = np.flatnonzero(w.last_day - w.items["listing_day"] < NEW_ITEM_DAYS)
+    rid = f"ds={start[0]}-test"
+    ReleaseStore.open(str(root)).publish(rid, {"pool.parquet": _pool_bytes(start[0], w.items["item_id"][new],
+                                                                          w.items["price"][new])}, {"ds": start[0]})
+    return rid
+
+
+def test_cli_writes_only_reports(tmp_path, copy_world, start):
+    lake_root = copy_world(tmp_path / "lake")
+    publish_start_release(tmp_path / "releases", start)
     before = tree_hashes(lake_root, ("raw", "truth", "sim_state"))
     env = {"GROWTHGR_LAKE_ROOT": str(lake_root), "GROWTHGR_RELEASES_ROOT": str(tmp_path / "releases")}
     out = CliRunner().invoke(app, ["--profile", "tiny", "abtest", "--days", "2", "--design", "item", "--json"], env=env)
@@ -203,7 +245,154 @@ def test_cli_writes_only_reports(tmp_path, copy_world, start):
     assert not result["estimate"]["ti30"]["launched_during_test"]["available"]
     assert tree_hashes(lake_root, ("raw", "truth", "sim_state")) == before
     written = sorted(str(p.relative_to(lake_root)) for p in (lake_root / "reports").rglob("*") if p.is_file())
-    assert written == [f"reports/abtest/ds={start[0]}/item.json", f"reports/abtest/ds={start[0]}/item.md"]
+    assert written == [f"reports/abtest/ds={start[0]}/item.json", f"reports/abtest/ds={start[0]}/item.md",
+                       f"reports/abtest/ds={start[0]}/item_trajectory.png"]
     assert "true global effect" in (lake_root / written[1]).read_text()
+    assert (lake_root / written[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(app, ["--profile", "tiny", "abtest", "--design", "both"], env=env)
     assert bad.exit_code == 2 and "--design" in bad.output
+
+
+# -- the closed loop (--retrain) ----------------------------------------------------------------------
+
+def fake_steps(fail_on: str) -> list:
+    """Stand-ins for the daily pipeline (the real one runs Spark, dbt, Feast, training: minutes a day):
+    a gate that refuses on `fail_on`, and a publish whose pool is the serving pool + the day's new items
+    read from the arm's lake (so it only works if the day's logs were written there)."""
+    from growthgr.core import catalog
+    from growthgr.pipeline import GateFailed
+
+    def gate_pool(s, ds):
+        if ds == fail_on:
+            raise GateFailed(f"curated/new_item_pool ds={ds}: 1 expectation failed")
+        return {"gate": "pool"}
+
+    def publish(s, ds):
+        store, lake = ReleaseStore.from_settings(s), Lake.from_settings(s)
+        served = pd.read_parquet(io.BytesIO(store.read(store.current_id(), "pool.parquet")))
+        items = lake.read_partition(*catalog.RAW["items"], ds).to_pandas()
+        ids = np.concatenate([served["item_id"].to_numpy(), items["item_id"].to_numpy()])
+        price = np.concatenate([np.expm1(served["score"].to_numpy()), items["price"].to_numpy()])
+        release = store.publish(f"ds={ds}-loop", {"pool.parquet": _pool_bytes(ds, ids, price)}, {"ds": ds})
+        return {"release_id": release.release_id}
+
+    return [("gate_pool", gate_pool), ("publish", publish)]
+
+
+def test_closed_loop_serves_each_days_release_and_keeps_the_last_good_one(tmp_path, copy_world, start):
+    """--retrain on 4 tiny days, the 2nd refused by a gate: day 1 publishes and day 2 serves its release;
+    day 2 publishes nothing, so day 3 keeps serving day 1's; day 3 publishes and day 4 serves it; no
+    pipeline after the last day. The arms' lakes and release stores are copies under the working
+    directory; the sources are untouched."""
+    from growthgr.abtest import closed_loop_factory, prepare_workdir
+    from growthgr.core import catalog
+    from growthgr.simulator.world import day_ds
+
+    lake_root, releases = copy_world(tmp_path / "lake"), tmp_path / "releases"
+    first = publish_start_release(releases, start)
+    settings = load_settings("tiny", env={}).model_copy(update={"lake_root": str(lake_root),
+                                                                "releases_root": str(releases)})
+    before = tree_hashes(lake_root, ("raw", "truth", "sim_state", "reports")) | tree_hashes(releases, (".",))
+    days = [day_ds(from_bytes(start[1]).last_day + d) for d in (1, 2, 3, 4)]
+    work = prepare_workdir(tmp_path / "work")
+    make = closed_loop_factory(settings, work, "current", steps=fake_steps(fail_on=days[1]), last_ds=days[3])
+    exp = Experiment(start[1], "user", 4, CFG, lambda: make(CONTROL), release_id=first, make_arm_retriever=make)
+    result = run_experiment(exp, progress=False)
+
+    r1, r3 = f"ds={days[0]}-loop", f"ds={days[2]}-loop"
+    assert set(result["retrain"]) == {"user", TREATED}                   # the control arm serves nothing
+    for arm, log in result["retrain"].items():
+        assert [e["ds"] for e in log] == days
+        assert [e["served_release"] for e in log] == [first, r1, r1, r3]
+        assert [e["published"] for e in log] == [True, False, True, False]
+        assert log[1]["pipeline"]["failed_step"] == "gate_pool" and "expectation failed" in log[1]["pipeline"]["error"]
+        assert log[3]["pipeline"]["skipped"] == "last test day" and not log[3]["pipeline"]["seconds"]
+        assert [e["next_release"] for e in log] == [r1, r1, r3, r3]
+        assert 0 < log[0]["next_pool_size"] < log[2]["next_pool_size"]          # the pool changed
+        assert all(e["placements"] > 0 and e["placed_in_pool"] == 1.0 for e in log)   # served from that release
+        arm_lake = Lake.open(str(work / arm / "lake"))
+        assert all(arm_lake.exists(*catalog.RAW["exposures"], d) for d in days)   # the day's logs fed the loop
+        timing = json.loads(arm_lake.store.get_bytes(catalog.pipeline_step_key(days[1], "gate_pool")))
+        assert timing["status"] == "failed"
+        assert ReleaseStore.open(str(work / arm / "releases")).current_id() == r3
+    assert tree_hashes(lake_root, ("raw", "truth", "sim_state", "reports")) | tree_hashes(releases, (".",)) == before
+    assert "## Closed loop" in markdown_of(result) and "FAILED at gate_pool" in markdown_of(result)
+    keys = write_report(Lake.open(str(tmp_path / "out")), start[0], result)     # next to the plain A/B report
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["user_retrain.json", "user_retrain.md",
+                                                   "user_retrain_trajectory.png"]
+
+
+def test_closed_loop_runs_the_daily_dags_tasks_in_dependency_order(tmp_path):
+    """The steps come from the DAG itself: every task, each after its upstream tasks, each resolved to
+    the `growthgr.pipeline` function (or gate) it runs."""
+    from growthgr import pipeline
+    from growthgr.abtest import dag_tasks, pipeline_steps
+
+    tasks = dag_tasks(tmp_path / "airflow")
+    order = [t for t, _ in tasks]
+    assert order[0] == "gate_raw" and order[-1] == "publish" and len(set(order)) == len(order)
+    steps = dict(tasks)
+    assert steps["spark_jobs"] == "spark" and steps["gate_pool"] == "gate:pool" and steps["gate_multigr"] == "gate_multigr"
+    assert order.index("pool") < order.index("multigr_train") < order.index("gate_multigr") < order.index("publish")
+    resolved = dict(pipeline_steps(tasks))
+    assert resolved["itemltv"] is pipeline.itemltv and callable(resolved["gate_raw"])
+
+
+def markdown_of(result: dict) -> str:
+    from growthgr.abtest import markdown
+
+    return markdown(result)
+
+
+def test_retrain_refuses_a_foreign_workdir(tmp_path):
+    from growthgr.abtest import prepare_workdir
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        prepare_workdir(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").exists()
+    work = prepare_workdir(tmp_path / "ab")
+    (work / "x").write_text("from an earlier A/B")
+    assert not (prepare_workdir(tmp_path / "ab") / "x").exists()
+
+
+# -- the MultiGR channel (`abtest.channel: multigr`) ---------------------------------------------------
+
+class StubService:
+    """A retrieval service's surface (`growthgr.serve.Retriever`): known users, pool ids, retrieve."""
+
+    def __init__(self, users, answers: dict[int, list[int]]):
+        from types import SimpleNamespace
+
+        self.context = SimpleNamespace(users=frozenset(users))
+        self.pool = SimpleNamespace(ids=np.array(sorted({i for a in answers.values() for i in a}), np.int64))
+        self.answers, self.calls = answers, 0
+
+    def retrieve(self, queries):
+        self.calls += 1
+        return [[{"item_id": i, "score": -float(r), "sid": [0], "beam_score": -float(r)}
+                 for r, i in enumerate(self.answers[q.user_id][:q.k])] for q in queries]
+
+
+def test_multigr_retriever_maps_service_answers_and_falls_back_to_the_pool():
+    from growthgr.abtest import MultiGRRetriever
+    from growthgr.simulator.channels import CatalogView, RequestBatch
+
+    catalog = CatalogView(item_id=np.array([10, 11, 12, 13, 14], np.int64), category=np.array([0, 0, 1, 1, 1], np.int32),
+                          age_days=np.array([1, 2, 3, 40, 0], np.int32), pop=np.zeros(5), price=np.ones(5),
+                          offset=np.zeros((5, 2), np.float32))
+    requests = RequestBatch(np.array([1, 2, 3]), np.array([7, 8, 9]), np.array([1, 1, 0], np.int32),
+                            np.zeros((3, 2), np.float32), ["a", "b", "c"])
+    # user 7: MultiGR's top 3 are 14, 13 (too old: dropped), 99 (not in the catalog: dropped); user 8: nothing
+    # usable; user 9: unknown to the release -> the pool
+    service = StubService({7, 8}, {7: [14, 13, 99, 12], 8: [99]})
+    pool = PoolRetriever(np.array([10, 11, 12, 14]), np.array([0.1, 0.2, 0.3, 0.4]), pool_size=10, k=3)
+    got = MultiGRRetriever(service, pool, k=3)
+    cand = got.retrieve(requests, catalog)
+    assert cand.item.tolist() == [[4, -1, -1], [4, 2, -1], [1, 0, -1]]       # catalog rows
+    assert cand.score[0].tolist() == [0.0, -np.inf, -np.inf]                  # the service's scores
+    assert cand.score[1, :2].tolist() == [0.4, 0.3]                           # user 8: pool fallback
+    got.retrieve(requests, catalog)
+    assert service.calls == 1                                                 # memoised for the day's slots
+    assert set(got.item_id.tolist()) == {10, 11, 12, 13, 14, 99}

@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,7 +26,8 @@ from growthgr.core.schemas import RAW_TABLES
 D = "2026-02-16"
 DAYS = ["2026-02-15", D]
 RELEASE_FILES = ["pool.parquet", "index.faiss", "metrics.json", "itemltv.safetensors", "sid_trie.npz",
-                 "item_sids.parquet", "multigr.safetensors", "multigr_config.json"]
+                 "item_sids.parquet", "multigr.safetensors", "multigr_config.json", "dense.safetensors",
+                 "dense_config.json", "dense_index.faiss"]
 OUTPUTS = [
     ("curated", "item_daily_stats"), ("samples", "itemltv_labels"), ("samples", "itemltv_samples"),
     ("features", "item_features"), ("features", "user_features"), ("samples", "gr_samples"),
@@ -42,9 +44,10 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
         assert all(t.retries >= 1 for t in dag.tasks), dag_id
     daily = load_dag("growthgr_daily")
     assert {"gate_raw", "spark_jobs", "dbt_build", "feast_materialize", "tokenize", "itemltv", "publish",
-            "multigr_train", "multigr_evaluate", "gate_multigr"} <= set(daily.task_ids)
+            "multigr_train", "multigr_evaluate", "gate_multigr", "dense_train", "gate_dense"} <= set(daily.task_ids)
     assert daily.get_task("dbt_build").pool == "duckdb"
-    assert {"gate_pool", "gate_multigr"} <= daily.get_task("publish").upstream_task_ids
+    assert {"gate_pool", "gate_multigr", "gate_dense"} <= daily.get_task("publish").upstream_task_ids
+    assert daily.get_task("dense_train").upstream_task_ids == {"spark_jobs", "gate_sids"}   # gr_samples, SIDs
     assert daily.get_task("multigr_train").upstream_task_ids == {"pool"}          # MoPO reads the day's item_uplift
     assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
 
@@ -165,6 +168,24 @@ def test_good_day_publishes(good_day, lake_b):
     assert multigr["train_days"] == ["2026-02-13", "2026-02-14"] and multigr["valid_sid_fraction"] == 1.0
     assert 0 <= multigr["metrics"]["search"]["recall@10"] <= multigr["metrics"]["search"]["recall@100"] <= 1
     assert release.manifest["multigr_gate"]["passed"] and release.manifest["multigr_gate"]["serving_release"] is None
+    dense = release.manifest["metrics"]["dense"]
+    assert dense["index"]["kind"] == "flat" and dense["index"]["measured_recall"] == 1.0 >= dense["index"]["target_recall"]
+    assert dense["days"] == ["2026-02-14", DAYS[0]] and release.manifest["gates"]["dense"] is True
+
+
+@pytest.mark.slow
+def test_released_dense_retriever_loads_in_the_service(good_day, lake_b):
+    """The service's loader reads the release's DR files: model, and the vectors of the catalog as of the day."""
+    from growthgr import serve
+    from models.dense.platform import item_table
+
+    s, releases = lake_b
+    release = releases.get(good_day[1])
+    stage = serve.load_dense(releases, release, Lake.from_settings(s), DAYS[0])
+    table, _, _ = item_table(Lake.from_settings(s), DAYS[0])
+    assert stage is not None and stage.model.cfg.emb_dim == s.dense.emb_dim
+    assert np.array_equal(stage.vectors.ids, np.sort(table.ids))
+    assert np.isfinite(stage.vectors.vectors).all() and release.manifest["metrics"]["dense"]["index"]["n_items"] == len(table)
 
 
 @pytest.mark.slow

@@ -68,6 +68,18 @@ def test_page_gathers_every_report_of_the_day_and_nothing_else(lake):
     assert "data:image/png;base64," in page
 
 
+def test_a_plot_follows_its_markdown(lake):
+    put = lake.store.put_bytes
+    for name in ("user.md", "user_retrain.md"):
+        put(catalog.report_key("abtest", DS, name), f"# {name}\n".encode())
+    for name in ("user_trajectory.png", "user_retrain_trajectory.png", "gini.png"):
+        put(catalog.report_key("abtest", DS, name), _png())
+    page = lake.store.get_bytes(write_report(lake, DS)).decode()
+    order = [page.index(s) for s in ("<h1>user.md", 'alt="user_trajectory.png"', "<h1>user_retrain.md",
+                                     'alt="user_retrain_trajectory.png"', 'alt="gini.png"')]
+    assert order == sorted(order)
+
+
 def test_a_day_without_reports_says_so(tmp_path):
     lake = Lake.open(str(tmp_path / "empty"))
     page = lake.store.get_bytes(write_report(lake, DS)).decode()
@@ -103,3 +115,46 @@ def test_headless_chromium_renders_the_tables_and_images(lake, tmp_path):
     assert high - low > 100                                  # not a blank page: text, table borders, the plot
     histogram = image.histogram()
     assert sum(histogram[:200]) > 0.01 * image.size[0] * image.size[1]   # a visible amount of ink
+
+
+def test_pipeline_timings_are_recorded_and_reported(tmp_path):
+    """`pipeline.timed` records every step (a failed one too, then re-raises); the page shows a table and a bar plot."""
+    from growthgr import pipeline
+    from growthgr.core.config import load_settings
+
+    settings = load_settings("tiny", env={}).model_copy(update={"lake_root": str(tmp_path / "lake")})
+
+    def spark(s, ds):
+        return {"rows": 3}
+
+    def publish(s, ds):
+        raise pipeline.GateFailed("pool: 2 expectations failed")
+
+    assert pipeline.timed(spark, settings, DS) == {"rows": 3}
+    with pytest.raises(pipeline.GateFailed):
+        pipeline.timed(publish, settings, DS)
+    pipeline.timed(spark, settings, DS, name="gate_raw")
+    lake = Lake.open(str(tmp_path / "lake"))
+    records = {r["step"]: r for r in (json.loads(lake.store.get_bytes(catalog.pipeline_step_key(DS, s)))
+                                      for s in ("spark", "publish", "gate_raw"))}
+    assert records["spark"]["status"] == "ok" and records["spark"]["seconds"] >= 0 and records["spark"]["ds"] == DS
+    assert records["publish"]["status"] == "failed" and "2 expectations failed" in records["publish"]["error"]
+    page = lake.store.get_bytes(write_report(lake, DS)).decode()
+    section = page[page.index('<section id="pipeline">'):]
+    assert "Pipeline timings" in section and section.count("<tr class='passed'>") == 2
+    assert section.count("<tr class='failed'>") == 1 and "pipeline_timings.png" in section
+    assert page_stats(page) == {"tables": 1, "images": 1, "sections": 1}
+
+
+def test_a_wide_plot_takes_the_page_width():
+    from PIL import Image
+
+    from growthgr.report import image_html
+
+    def png(width: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (width, 20), "white").save(buf, format="PNG")
+        return buf.getvalue()
+
+    assert image_html("trajectory.png", png(1300)).startswith("<figure class='wide'>")
+    assert image_html("qini.png", png(400)).startswith("<figure><img")

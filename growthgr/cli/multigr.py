@@ -3,7 +3,8 @@
 `train` / `evaluate-seq` read item-sequence data in the Amazon datasets' format:
 `{user: [item, ...]}` in time order and `{item: [c1, ..., cL]}` SIDs; the split is
 leave-one-out (see `data.leave_one_out`). `platform` (SFT vs popularity) and `evaluate`
-(the paper's Tables 3-5: SFT, GRPO, MoPO and its ablations over seeds) read the lake:
+(the paper's Tables 3-5: SFT, GRPO, MoPO and its ablations over seeds; with the dense retriever's
+rows `dr` and `two_stage` composed in from `models.dense.offline`) read the lake:
 held-out days of `samples/gr_samples` (see `platform.run_platform`, `offline.run_offline`).
 """
 
@@ -136,14 +137,17 @@ def evaluate_cmd(
     rows: str | None = typer.Option(None, "--rows", help="comma-separated aligned rows (default: all)"),
     max_test_requests: int | None = typer.Option(None, "--max-test-requests", min=1,
                                                  help="decode at most this many test requests per label set"),
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="add the rows dr and two_stage (dense retriever)"),
+    dense_epochs: int | None = typer.Option(None, "--dense-epochs", min=1, help="override dense.max_epochs"),
     as_json: bool = typer.Option(False, "--json", help="print the report JSON instead of the tables"),
 ) -> None:
-    """The paper's Tables 3-5 on held-out days (popularity, SFT, GRPO on conversion, MoPO and its
-    ablations, top-p vs beam rollouts; labels search, all-net, long-term, long-term-true), mean and
-    95% interval over seeds; writes reports/multigr/ds=<ds>/offline.{json,md,png}."""
+    """The paper's Tables 3-5 on held-out days (popularity, DR, SFT, GRPO on conversion, MoPO and its
+    ablations, GrowthGR-twoStage, top-p vs beam rollouts; labels search, all-net, long-term,
+    long-term-true), mean and 95% interval over seeds; writes reports/multigr/ds=<ds>/offline.{json,md,png}."""
     from growthgr.cli.context import settings
     from growthgr.core.catalog import report_key
     from growthgr.core.lake import Lake
+    from models.dense.offline import offline_rows
     from models.multigr.offline import VARIANTS, offline_markdown, run_offline
 
     s = settings()
@@ -153,7 +157,8 @@ def evaluate_cmd(
     if unknown := sorted(set(variants) - set(VARIANTS)):
         raise typer.BadParameter(f"unknown rows {unknown}; choose from {sorted(VARIANTS)}")
     lake = Lake.from_settings(s)
+    extra = offline_rows(s.dense, s.trainer, lake, dense_epochs) if dense else None
     report = run_offline(cfg, lake, ds, train_days, test_days, list(range(seeds)), s.trainer, epochs, variants,
-                         max_test_requests, progress=s.trainer.progress_bar)
+                         max_test_requests, progress=s.trainer.progress_bar, extra_rows=extra)
     typer.echo(json.dumps(report, indent=2) if as_json else offline_markdown(report))
     typer.echo(f"report: {lake.store.url(report_key('multigr', report['ds'], 'offline.md'))}")

@@ -109,3 +109,14 @@ def model_key(name: str, ds: str, file: str = "model.safetensors") -> str:
 def query_id(text: str) -> int:
     """Stable int64 id of a query text: the first 60 bits of its SHA-256 (Spark: `query_id_col`)."""
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
+
+
+# -- pipeline step timings (written by `growthgr.pipeline.timed`, read by `growthgr.report`) --------
+def pipeline_step_key(ds: str, step: str) -> str:
+    """One step's latest run for ds: step, status, seconds, start/end UTC
+    (`reports/pipeline/ds=<ds>/steps/<step>.json`)."""
+    return f"{report_prefix('pipeline', ds)}/steps/{step}.json"
+
+
+def pipeline_steps_prefix(ds: str) -> str:
+    return f"{report_prefix('pipeline', ds)}/steps/"

@@ -4,6 +4,8 @@
     failures = gate_index(vectors, manifest)                               # [] when it may be published
     blob = index_to_bytes(index); index = index_from_bytes(blob, manifest)
     ids, scores = search(index, query_vectors, k=100)
+    ids, vectors = index_vectors(index)                                    # what a stored index holds
+    recall = measure_recall(index, queries, k=100)                         # against exact search, again
 
 Vectors are L2-normalised, so inner product (the model's score without its temperature) is the
 metric. The index carries the item ids (`IndexIDMap2`), so a search returns item ids.
@@ -65,6 +67,30 @@ def recall_against_exact(exact_ids: np.ndarray, approx_ids: np.ndarray) -> float
     relevant = [row[row >= 0] for row in exact_ids]
     k = exact_ids.shape[1]
     return ranking_metrics(approx_ids, relevant, (k,), ("recall",))[f"recall@{k}"]
+
+
+def exact_ids(vectors: np.ndarray, item_ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) item ids of the exact inner-product top k of `queries` over `vectors`."""
+    return search(_id_map(faiss.IndexFlatIP(vectors.shape[1]), _as_f32(vectors), np.asarray(item_ids, np.int64)),
+                  queries, k)[0]
+
+
+def index_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids (N,), vectors (N, D) float32) stored in an index of `build_index` (flat, IVF or HNSW)."""
+    inner = faiss.downcast_index(index.index)
+    if isinstance(inner, faiss.IndexIVF):
+        inner.make_direct_map()
+    return faiss.vector_to_array(index.id_map).astype(np.int64), inner.reconstruct_n(0, inner.ntotal)
+
+
+def measure_recall(index: faiss.Index, queries: np.ndarray, k: int) -> float:
+    """Recall@k of `index` (as its search parameter is set) against exact search over the vectors
+    it stores, on `queries` (Q, D): what a stored index delivers, whatever its manifest says."""
+    ids, vectors = index_vectors(index)
+    k = min(k, len(ids))
+    if not len(queries) or not k:
+        return float("nan")
+    return recall_against_exact(exact_ids(vectors, ids, queries, k), search(index, queries, k)[0])
 
 
 def smallest_passing(recall_of: Callable[[int], float], lo: int, hi: int, target: float
@@ -149,7 +175,7 @@ def build_index(vectors: np.ndarray, cfg: DenseIndexConfig, item_ids: np.ndarray
         index = _id_map(base, vectors, ids)
         q = _as_f32(queries) if queries is not None and len(queries) else sample_queries(vectors, cfg)
         k = min(cfg.recall_k, n)
-        exact, _ = search(_id_map(faiss.IndexFlatIP(d), vectors, ids), q, k)
+        exact = exact_ids(vectors, ids, q, k)
 
         def recall_of(value: int) -> float:
             set_search_param(index, cfg.kind, value)

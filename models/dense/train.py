@@ -8,7 +8,6 @@ evaluation and checkpoints.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +17,10 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 
 from growthgr.core.sections.dense import DenseConfig
 from growthgr.core.sections.trainer import TrainerConfig
+from models import training
 from models.dense.data import (
     OBJECTIVES,
     Batch,
@@ -150,18 +149,9 @@ def evaluate(model: DenseRetriever, table: ItemTable, samples: pd.DataFrame, ks:
 
 
 def save_checkpoint(model: DenseRetriever, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """`model.safetensors` + `config.json` (the DenseConfig and any `extra` metadata)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({"config": model.cfg.model_dump(mode="json"), **(extra or {})},
-                                                 indent=2, sort_keys=True))
-    return path
+    """`model.safetensors` + `config.json` (the DenseConfig and any `extra` metadata): `models.training`."""
+    return training.save_checkpoint(model, path, extra)
 
 
 def load_checkpoint(path: str | Path) -> DenseRetriever:
-    path = Path(path)
-    cfg = DenseConfig.model_validate(json.loads((path / "config.json").read_text())["config"])
-    model = DenseRetriever(cfg)
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    return model.eval()
+    return training.load_checkpoint(path, DenseRetriever, DenseConfig)

@@ -10,6 +10,13 @@ MoPO, top-p rollouts); Table 4 ablations `no_ltv`, `no_ciw`, `no_funnel`; Table 
 seed changes init and batch order) and every aligned row starts from that SFT model with
 the same MoPO budget (`cfg.mopo`, the seed changes contexts and rollouts).
 
+Rows of other retrievers (`EXTRA_ROWS`: `dr`, the dense retriever alone, and `two_stage`,
+GrowthGR's ranking re-ranked by DR) come from an `extra_rows` hook that the application composes
+(`models.dense.offline.offline_rows`; MultiGR does not import DR): per seed it gets an
+`ExtraRowInputs` (the same decoded requests, the items with a SID in the evaluation snapshot,
+the `growthgr` row's ranking) and returns ranked item ids per row, scored here against the same
+label sets as every other row.
+
 Label sets: `labels.LABEL_NAMES`. Relevant items need a SID in the evaluation snapshot (the
 newest at or before the last test day: new items get theirs from the frozen tokenizer,
 `platform.eval_lookup`); requests with no relevant item in any label set are not decoded.
@@ -30,8 +37,9 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -68,13 +76,30 @@ VARIANTS: dict[str, dict] = {                       # aligned rows: MoPOConfig o
     "no_funnel": {"use_funnel": False},
     "growthgr_beam": {"rollout": "beam"},
 }
-ROWS = ("popularity", "sft", *VARIANTS)
+EXTRA_ROWS = ("dr", "two_stage")                    # rows of the `extra_rows` hook (other retrievers)
+ROWS = ("popularity", "sft", *VARIANTS, *EXTRA_ROWS)
 TABLES = {
-    "Table 3: main comparison": ("popularity", "sft", "grpo_conversion", "growthgr"),
+    "Table 3: main comparison": ("popularity", "dr", "sft", "grpo_conversion", "growthgr", "two_stage"),
     "Table 4: ablations": ("growthgr", "no_ltv", "no_ciw", "no_funnel"),
     "Table 5: rollouts (top-p vs beam)": ("growthgr", "growthgr_beam"),
 }
 METRICS = (*(f"recall@{k}" for k in KS), "ndcg@10")
+
+
+class ExtraRowInputs(NamedTuple):
+    """What an `extra_rows` hook gets, per seed."""
+
+    seed: int
+    ds: str                        # the last test day
+    train_days: list[str]          # the gr_samples days the MultiGR rows train on
+    requests: pd.DataFrame         # the decoded test requests (gr_samples rows), R of them
+    item_ids: np.ndarray           # items with a SID in the evaluation snapshot (what MultiGR can decode)
+    first_stage: np.ndarray | None  # (R, k) the `growthgr` row's ranking (None when that row is not run)
+    k: int                         # the depth every row is scored at (max KS)
+
+
+ExtraRows = Callable[[ExtraRowInputs], tuple[dict[str, np.ndarray], dict]]
+"""inputs -> ({row name: (R, k) ranked item ids, -1 padding}, {row name: run figures for the report})."""
 
 
 def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
@@ -137,11 +162,12 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, dict[str, float]]]]) -> di
 def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_days: int, seeds: Sequence[int],
                 trainer_cfg: TrainerConfig = TrainerConfig(), epochs: int | None = None,
                 variants: Sequence[str] = tuple(VARIANTS), max_test_requests: int | None = None,
-                progress: bool = False) -> dict:
+                progress: bool = False, extra_rows: ExtraRows | None = None) -> dict:
     """Train and evaluate every row for every seed (see the module docstring); writes and returns the report.
 
     `max_test_requests` caps the decoded test requests per label set (`decoded_requests`, the same
-    for every row and seed) to bound the beam-search time on a CPU.
+    for every row and seed) to bound the beam-search time on a CPU. `extra_rows` adds the rows of
+    other retrievers (`ExtraRows`), run after the aligned rows of each seed.
     """
     from models.multigr.train import fit
 
@@ -171,9 +197,11 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     test_trie = trie_table(SidTrie.from_sids(test_lookup.codes, cfg.codebook_size))
     widths = [max(w, max(KS)) for w in cfg.beam_widths]
 
-    def evaluate(model) -> dict[str, dict[str, float]]:
-        ranked = rank_samples(model, scored, test_lookup, test_trie, max(KS), beam_widths=widths)
+    def score(ranked: np.ndarray) -> dict[str, dict[str, float]]:
         return {name: ranking_metrics(ranked, rel, KS) for name, rel in relevant.items()}
+
+    def rank(model) -> np.ndarray:
+        return rank_samples(model, scored, test_lookup, test_trie, max(KS), beam_widths=widths)
 
     top = popularity_ranking(data.train, test_lookup)[: max(KS)]
     popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
@@ -202,18 +230,30 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     for seed in seeds:
         seed_cfg = cfg.model_copy(update={"seed": int(seed)})
         sft, sft_s = fit(seed_cfg, SFTDataModule(examples, cfg.batch_size, int(seed)), trainer_cfg=trainer_cfg)
-        per_seed[seed] = {"popularity": popularity, "sft": evaluate(sft)}
+        per_seed[seed] = {"popularity": popularity, "sft": score(rank(sft))}
+        first_stage = None
         log.info("seed %s SFT: %.0f s, long-term R@10 %.4f (%.0f s)", seed, sft_s,
                  per_seed[seed]["sft"]["long-term"]["recall@10"], time.perf_counter() - started)
         runs[seed] = {"sft": {"seconds": round(sft_s, 1)}}
         for name in variants:
             mopo_cfg = cfg.mopo.model_copy(update=VARIANTS[name])
             aligned, st = align(copy.deepcopy(sft), contexts, train_trie, mopo_cfg, seed=int(seed), progress=progress)
-            per_seed[seed][name] = evaluate(aligned)
+            ranked = rank(aligned)
+            first_stage = ranked if name == "growthgr" else first_stage
+            per_seed[seed][name] = score(ranked)
             runs[seed][name] = {k: st[k] for k in ("mean_reward", "mean_ciw", "seconds")}
             log.info("seed %s %s: MoPO %.0f s, long-term R@10 %.4f (sft %.4f) (%.0f s)", seed, name, st["seconds"],
                      per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed]["sft"]["long-term"]["recall@10"],
                      time.perf_counter() - started)
+        if extra_rows is not None:
+            extra, info = extra_rows(ExtraRowInputs(int(seed), ds, list(data.train_days), scored,
+                                                    test_lookup.ids.copy(), first_stage, max(KS)))
+            for name, ranked in extra.items():
+                per_seed[seed][name] = score(ranked)
+                runs[seed][name] = info.get(name, {})
+                log.info("seed %s %s: long-term R@10 %.4f, search R@10 %.4f (%.0f s)", seed, name,
+                         per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed][name]["search"]["recall@10"],
+                         time.perf_counter() - started)
         write_report(lake, build_report())                        # partial tables after every seed
 
     report = build_report()

@@ -4,7 +4,6 @@ Offline metrics (Recall@K, NDCG@K) come from `models.metrics`."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -15,10 +14,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from growthgr.core.sections.multigr import MultiGRConfig
 from growthgr.core.sections.trainer import TrainerConfig
+from models import training
 from models.metrics import ranking_metrics
 from models.multigr.beam import beam_search
 from models.multigr.data import SeqBatch, SFTDataModule, left_pad
@@ -114,21 +113,12 @@ def fit(
 
 
 def save_checkpoint(model: MultiGR, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """`model.safetensors` + `config.json` (the MultiGRConfig and any `extra` metadata)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    meta = {"config": model.cfg.model_dump(mode="json"), **(extra or {})}
-    (path / "config.json").write_text(json.dumps(meta, indent=2))
-    return path
+    """`model.safetensors` + `config.json` (the MultiGRConfig and any `extra` metadata): `models.training`."""
+    return training.save_checkpoint(model, path, extra)
 
 
 def load_checkpoint(path: str | Path) -> MultiGR:
-    path = Path(path)
-    cfg = MultiGRConfig.model_validate(json.loads((path / "config.json").read_text())["config"])
-    model = MultiGR(cfg)
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    return model.eval()
+    return training.load_checkpoint(path, MultiGR, MultiGRConfig)
 
 
 def rank_items(

@@ -6,7 +6,7 @@ holds the per-profile overrides.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,9 @@ class ABTestConfig(StrictModel):
     """Where and how often the GrowthGR channel serves, how units are bucketed, how intervals are drawn."""
 
     # -- the GrowthGR new-item channel
+    # what it retrieves from: the release's ItemLTV pool, or its MultiGR (the retrieval service's beam
+    # search over the pool's SID trie; the pool where the release has no MultiGR or the user is unknown)
+    channel: Literal["pool", "multigr"] = "pool"
     slots: tuple[int, ...] = (3,)                 # result positions it fills (0 = top), one item each
     share: float = Field(1.0, ge=0.0, le=1.0)     # share of a treated user's requests it serves
     candidates: int = Field(64, ge=1)             # per request: the retriever's top-K (per intent category)

@@ -37,6 +37,18 @@ class DenseIndexConfig(StrictModel):
     seed: int = 0
 
 
+class DenseDailyConfig(StrictModel):
+    """The daily DR step of the pipeline (growthgr.pipeline: dense_train / gate_dense).
+
+    From scratch every day (no warm start) on the newest `train_days` days of `gr_samples` up to
+    ds, for `epochs` epochs (the offline tables train `max_epochs`); the catalog as of ds is
+    encoded and indexed (`index`), and the index's recall@`index.recall_k` against exact search is
+    measured on the query vectors of `index.recall_queries` of ds's requests (a seeded sample)."""
+
+    train_days: int = Field(2, ge=1)
+    epochs: int = Field(3, ge=1)
+
+
 class DenseConfig(StrictModel):
     """Defaults are the `demo` profile (CPU-trainable); `PROFILES` holds the per-profile overrides.
 
@@ -81,6 +93,7 @@ class DenseConfig(StrictModel):
     # -- serving -------------------------------------------------------------
     two_stage_top_n: int = Field(100, ge=1)       # MultiGR top-N re-ranked by DR (the paper: 2000 of its top)
     index: DenseIndexConfig = Field(default_factory=DenseIndexConfig)
+    daily: DenseDailyConfig = Field(default_factory=DenseDailyConfig)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -91,6 +104,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "under_exposures": 4, "random_negatives": 64, "batch_size": 64, "lr": 3e-3, "max_epochs": 8,
         "num_threads": 1, "two_stage_top_n": 20,
         "index": {"exact_max_items": 2000, "recall_queries": 50},
+        "daily": {"train_days": 2, "epochs": 2},
     },
     "demo": {},
     "large": {
