@@ -291,14 +291,18 @@ def offline_markdown(report: dict) -> str:
 
 
 def offline_plot(report: dict) -> bytes:
-    """Recall@10 per label set and row, mean with 95% intervals (PNG)."""
+    """PNG: Recall@10 per label set and row (bars, 95% intervals) above one Recall@K curve panel
+    per label set (K = `report["ks"]`, log scale; each row's mean with its 95% band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows, label_names = list(report["rows"]), list(report["label_requests"])
-    fig, ax = plt.subplots(figsize=(11, 4))
+    ks = list(report.get("ks", KS))
+    fig = plt.figure(figsize=(12, 7.5))
+    grid = fig.add_gridspec(2, len(label_names))
+    ax = fig.add_subplot(grid[0, :])
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
         s = [report["rows"][r][lb]["recall@10"] for lb in label_names]
@@ -308,6 +312,18 @@ def offline_plot(report: dict) -> bytes:
     ax.set_ylabel("Recall@10 (%)")
     ax.set_title(f"MultiGR offline, test {report['test_days'][0]}..{report['test_days'][1]}, seeds {report['seeds']}")
     ax.legend(fontsize=7, ncol=4)
+    for j, lb in enumerate(label_names):
+        curve = fig.add_subplot(grid[1, j])
+        for i, r in enumerate(rows):
+            s = [report["rows"][r][lb][f"recall@{k}"] for k in ks]
+            mean, half = np.array([100 * x["mean"] for x in s]), np.array([100 * x["ci95"] for x in s])
+            curve.plot(ks, mean, marker="o", ms=3, color=f"C{i}", label=r)
+            curve.fill_between(ks, mean - half, mean + half, color=f"C{i}", alpha=0.15)
+        curve.set_xscale("log")
+        curve.set_xlabel("K")
+        curve.set_title(f"Recall@K, {lb}", fontsize=9)
+        if j == 0:
+            curve.set_ylabel("Recall@K (%)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
