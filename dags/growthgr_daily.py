@@ -44,7 +44,8 @@ def _run(step_name: str) -> dict:
 def _gate(dataset: str) -> dict:
     from growthgr import pipeline
 
-    return pipeline.gate(load_settings(), dataset, _ds())
+    return pipeline.timed(lambda settings, ds: pipeline.gate(settings, dataset, ds), load_settings(), _ds(),
+                          name=f"gate_{dataset}")
 
 
 @dag(
