@@ -72,7 +72,7 @@ from growthgr.core.releases import Release, ReleaseError, ReleaseStore, release_
 from growthgr.core.sections.serve import ServeConfig
 from models.dense import train as dense_train
 from models.dense.data import ItemTable
-from models.dense.index import index_from_bytes
+from models.dense.index import index_from_bytes, index_vectors
 from models.dense.model import DenseRetriever
 from models.dense.platform import item_table
 from models.dense.rerank import ItemVectors, dr_reranker, two_stage
@@ -194,15 +194,6 @@ def _checkpoint(load: Callable[[Path], Any], weights: bytes, config: bytes) -> A
         return load(Path(tmp))
 
 
-def index_vectors(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(item ids, vectors) stored in a serialized `models.dense.index` FAISS index (flat, IVF or HNSW)."""
-    index = index_from_bytes(blob)
-    inner = faiss.downcast_index(index.index)
-    if isinstance(inner, faiss.IndexIVF):
-        inner.make_direct_map()
-    return faiss.vector_to_array(index.id_map).astype(np.int64), inner.reconstruct_n(0, inner.ntotal)
-
-
 @dataclass(frozen=True)
 class DenseStage:
     """The release's dense retriever: query tower, item features (for histories), item vectors."""
@@ -223,7 +214,8 @@ def load_dense(store: ReleaseStore, release: Release, lake: Lake, ds: str) -> De
     weights, config, index = (store.read(release.release_id, name) for name in DENSE_FILES)
     model = _checkpoint(dense_train.load_checkpoint, weights, config)
     table, _, _ = item_table(lake, ds)
-    return DenseStage(model, table, ItemVectors(*index_vectors(index)), model.cfg.two_stage_top_n)
+    return DenseStage(model, table, ItemVectors(*index_vectors(index_from_bytes(index))),
+                      model.cfg.two_stage_top_n)
 
 
 # -- the retriever of one release ------------------------------------------------------------------
