@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 export GX_ANALYTICS_ENABLED = False
 export DBT_SEND_ANONYMOUS_USAGE_STATS = false
 export HF_HUB_OFFLINE = 1
@@ -33,7 +33,7 @@ demo: setup ## Run the main job end to end on the embedded default (PROFILE=demo
 	$(BIN)/python -m growthgr.demo --profile $(PROFILE)
 
 test: setup ## Run the whole test suite (TEST_WORKERS processes, one test module each at a time)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/pytest -q -m "not slow"

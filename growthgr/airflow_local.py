@@ -89,16 +89,28 @@ def airflow_env(home: str | Path, sql_conn: str | None = None) -> dict[str, str]
     }
 
 
+_PREPARED: set[tuple[str, str]] = set()
+
+
 def prepare(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
-    """Migrate the metadata DB and create the pools (idempotent). Sets the env in this process."""
+    """Migrate the metadata DB and create the pools (idempotent; done once per home and DB in a
+    process). Sets the env in this process. Two `airflow` CLI calls: `db migrate`, `pools import`."""
+    import json
+
     env = airflow_env(home, sql_conn)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
+    key = (env["AIRFLOW_HOME"], env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    if key in _PREPARED:
+        return env
+    pools = Path(env["AIRFLOW_HOME"]) / "pools.json"
+    pools.write_text(json.dumps({name: {"slots": 1, "description": text} for name, text in POOLS.items()}))
     airflow = str(Path(sys.executable).with_name("airflow"))
-    for args in (["db", "migrate"], *(["pools", "set", name, "1", text] for name, text in POOLS.items())):
+    for args in (["db", "migrate"], ["pools", "import", str(pools)]):
         proc = subprocess.run([airflow, *args], env={**os.environ}, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    _PREPARED.add(key)
     return env
 
 
@@ -290,11 +302,36 @@ class LocalAirflow:
                 proc.stdout.close()
 
 
+# What the daily DAG's tasks import (`growthgr.pipeline`'s steps): `start_airflow(preload=TASK_MODULES)`.
+TASK_MODULES = ("growthgr.pipeline", "growthgr.publish", "growthgr.features", "growthgr.dbt_runner",
+                "expectations.gate", "spark_jobs.jobs", "models.tokenizer.embed", "models.tokenizer.sids",
+                "models.itemltv.pipeline", "models.multigr.daily", "models.dense.daily")
+_PRELOAD = '''"""Written by growthgr.airflow_local.start_airflow: the scheduler imports the DAG tasks' modules
+once, so the LocalExecutor's task processes (forked from it) start with them loaded."""
+import importlib
+import sys
+
+__all__ = []  # Airflow copies this module's public names into airflow.settings
+if sys.argv[1:2] == ["scheduler"]:
+    for _name in {modules!r}:
+        importlib.import_module(_name)
+'''
+
+
 def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, cron: bool = False,
-                  parallelism: int = 2, timeout: float = 180, sql_conn: str | None = None) -> LocalAirflow:
+                  parallelism: int = 2, timeout: float = 180, sql_conn: str | None = None,
+                  preload: tuple[str, ...] = ()) -> LocalAirflow:
     """Prepare `home` and start its services; returns once the scheduler and DAG processor are
     healthy and every DAG of the folder is serialized. Stop it with `.stop()`. `sql_conn`: the
     metadata DB (a SQLAlchemy URL, e.g. a PostgreSQL one as in production; default SQLite in home).
+
+    `preload`: modules the scheduler imports at start-up (through the home's
+    `config/airflow_local_settings.py`, which Airflow imports in every process; only the
+    scheduler acts on it). The LocalExecutor forks its task processes from the scheduler, so
+    each task then starts with torch, Lightning, GX, ... already imported instead of spending
+    seconds of CPU importing them again (the idea of `[dag_processor] parsing_pre_import_modules`,
+    for task processes). Nothing is imported in the parent before the fork but modules: no
+    Spark session, no torch threads.
 
     `cron=False` sets `[scheduler] use_job_schedule = False`: the scheduler creates no runs of its
     own (unpausing a DAG would otherwise start a run for the latest interval, i.e. yesterday),
@@ -305,6 +342,9 @@ def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, 
 
     prepare(home, sql_conn)  # also exports the home's env in this process
     home = Path(home).absolute()
+    if preload:
+        (home / "config").mkdir(exist_ok=True)
+        (home / "config" / "airflow_local_settings.py").write_text(_PRELOAD.format(modules=tuple(preload)))
     port = free_port()
     secret = secrets.token_urlsafe(32)
     env = {

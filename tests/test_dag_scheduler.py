@@ -4,10 +4,11 @@
 execution API), a DAG processor and a scheduler with the LocalExecutor on a temporary home,
 all on 127.0.0.1; the metadata DB is PostgreSQL, as in production: a private cluster of the
 Debian `postgresql` package (`initdb` + `pg_ctl` on a free port, as the `postgres` user when
-run as root), started here and removed at the end. Every task runs in its own worker process,
+run as root), started here and removed at the end. Every task runs in its own worker process
+(forked from the scheduler, which imported the tasks' modules at start-up: `preload`),
 which inherits this environment (tiny profile, lake and release store under tmp, one retry
-with no delay). The world is the issue's reproduction: `growthgr simulate --profile tiny
---start 2026-01-01 --days 45 --seed 11` with the label cohorts of the earlier days backfilled.
+with no delay). The world is a copy of the shared tiny world (`conftest.TINY_WORLD`: 45 days
+from 2026-01-01) with the label cohorts of the earlier days backfilled.
 Without the PostgreSQL binaries the test skips, except in CI (`CI=true`), where it fails.
 
 The scheduler does not create runs of its own (`[scheduler] use_job_schedule = False`):
@@ -38,8 +39,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import TINY_WORLD
 
-from growthgr.airflow_local import airflow_env, as_ds, free_port, start_airflow
+from growthgr.airflow_local import TASK_MODULES, airflow_env, as_ds, free_port, start_airflow
 from growthgr.core import catalog
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
@@ -101,11 +103,10 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, postgres):
-    """The issue's tiny world (45 days from 2026-01-01, seed 11), the outputs of an undisturbed
+def world(tmp_path_factory, copy_world, postgres):
+    """A copy of the shared tiny world (45 days from 2026-01-01), the outputs of an undisturbed
     `spark_jobs` for KILLED's day (on a copy of the lake) and a running local Airflow."""
     from growthgr import pipeline
-    from growthgr.simulator.run import simulate
     from spark_jobs.jobs import backfill
 
     top = tmp_path_factory.mktemp("scheduler")
@@ -122,7 +123,7 @@ def world(tmp_path_factory, postgres):
     }.items():
         mp.setenv(key, value)
     s = load_settings()
-    simulate(Lake.from_settings(s), s.simulator, seed=11, start="2026-01-01", days=45, progress=False)
+    copy_world(top / "lake")
     backfill(Lake.from_settings(s), s.spark, s.storage, "itemltv_labels", "2026-02-06", "2026-02-12")
     # the undisturbed run of the task to be killed, in this process (its Spark session is up)
     assert not Lake.from_settings(s).exists("curated", "item_daily_stats", KILLED[0])  # written by the task
@@ -131,7 +132,7 @@ def world(tmp_path_factory, postgres):
     before = _snapshot(reference.lake_root)
     pipeline.spark(reference, KILLED[0])
     expected = {key for key in _changed(before, _snapshot(reference.lake_root)) if key[2] == KILLED[0]}
-    airflow = start_airflow(top / "airflow", sql_conn=postgres)
+    airflow = start_airflow(top / "airflow", sql_conn=postgres, preload=TASK_MODULES)
     try:
         yield s, airflow, (Lake.open(reference.lake_root), expected)
     finally:
@@ -263,7 +264,7 @@ def test_backfill_and_manual_run_under_the_scheduler(world):
     # 2. the next day's logs arrive; a manual run with that logical date processes exactly that day
     from growthgr.simulator.run import simulate
 
-    simulate(Lake.from_settings(s), s.simulator, seed=11, days=1, progress=False)
+    simulate(Lake.from_settings(s), s.simulator, seed=TINY_WORLD["seed"], days=1, progress=False)
     t0 = time.monotonic()
     airflow.cli("dags", "trigger", DAG, "--logical-date", f"{MANUAL}T00:00:00+00:00")
     runs = airflow.wait_for_runs(DAG, [MANUAL], timeout=RUN_TIMEOUT)
@@ -290,3 +291,4 @@ def test_backfill_and_manual_run_under_the_scheduler(world):
     assert _release_ids(s) == releases_before
     assert not [r for r in airflow.dag_runs(DAG) if r["ds"] not in {*BACKFILL, MANUAL}]
     print(f"\nscheduler runs: {', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}")
+
