@@ -22,12 +22,13 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
                      ("AWS_DEFAULT_REGION", "us-east-1")):
     os.environ.setdefault(_key, _value)
 
-# The longest modules first (measured module times, longest first). `make test` runs
-# `pytest -n N --dist loadfile --no-loadscope-reorder`: xdist hands each worker one module in this
-# order, then a second one in the same order, then the next free worker takes the next module.
-# (xdist's default reorder, most tests first, would start the one-test scheduler module last.)
-LONGEST_FIRST = ("test_dag_scheduler.py", "test_dag_daily.py", "test_spark_cluster.py", "test_release_crash.py",
-                 "test_spark_jobs.py")
+# The longest modules first (measured module times). `make test` runs `pytest -n 3 --dist loadfile
+# --no-loadscope-reorder`: xdist hands each worker one module in this order, then a second one in
+# the same order (so with 3 workers the 4th module joins the 1st on its worker: a short one), then
+# the next free worker takes the next module. (xdist's default reorder, most tests first, would
+# start the one-test scheduler module last.)
+LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_spark_cluster.py", "test_dag_definition.py",
+                 "test_release_crash.py", "test_spark_jobs.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from growthgr.airflow_local import load_dag, prepare, run_day
+from growthgr.airflow_local import prepare, run_day
 from growthgr.core import catalog
 from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
@@ -54,53 +54,6 @@ MARTS = ["dim_items", "fct_itemltv_labels", "new_item_cohorts", "fct_search_funn
          "staging.stg_itemltv_labels"]
 FUNNEL = "select sum(exposures) as e, sum(gmv) as g from fct_search_funnel_daily"
 BUCKET = "growthgr-lake"
-
-
-def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
-    monkeypatch.setenv("GROWTHGR_PROFILE", "demo")
-    prepare(tmp_path / "airflow")
-    for dag_id in ("growthgr_daily", "simulate_platform_day"):
-        dag = load_dag(dag_id)
-        assert dag.tags, dag_id
-        assert all(t.retries >= 1 for t in dag.tasks), dag_id
-    daily = load_dag("growthgr_daily")
-    assert {"gate_raw", "spark_jobs", "dbt_build", "feast_materialize", "tokenize", "itemltv", "publish",
-            "multigr_train", "multigr_evaluate", "gate_multigr", "dense_train", "gate_dense"} <= set(daily.task_ids)
-    assert daily.get_task("dbt_build").pool == "duckdb"
-    assert {"gate_pool", "gate_multigr", "gate_dense"} <= daily.get_task("publish").upstream_task_ids
-    assert daily.get_task("dense_train").upstream_task_ids == {"spark_jobs", "gate_sids"}   # gr_samples, SIDs
-    assert daily.get_task("multigr_train").upstream_task_ids == {"pool"}          # MoPO reads the day's item_uplift
-    assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
-
-
-def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
-    import pendulum
-
-    from growthgr.airflow_local import run_ds
-
-    day = pendulum.datetime(2026, 2, 14, tz="UTC")
-    assert run_ds(day, day) == "2026-02-14"                                  # scheduled / backfill
-    assert run_ds(day, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-02-14"  # manual with a logical date
-    assert run_ds(None, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-11-30"  # manual without one
-    assert run_ds(pendulum.datetime(2026, 2, 14, 23, 30, tz="Europe/Berlin"), None) == "2026-02-14"
-    with pytest.raises(ValueError):
-        run_ds(None, None)
-
-
-def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, monkeypatch):
-    """Under Airflow, a run created for a logical date far from "now" writes exactly that day."""
-    from growthgr.simulator.run import simulate
-
-    monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
-    monkeypatch.setenv("GROWTHGR_SIMULATOR__N_USERS", "50")
-    monkeypatch.setenv("GROWTHGR_SIMULATOR__N_ITEMS", "60")
-    prepare(tmp_path / "airflow")
-    s = _use(monkeypatch, tmp_path)
-    lake = Lake.from_settings(s)
-    simulate(lake, s.simulator, start="2026-02-10", days=3, progress=False)
-    outcome = run_day("simulate_platform_day", "2026-02-13")
-    assert outcome.ok, outcome.tasks
-    assert lake.list_partitions("raw", "search_requests") == ["2026-02-10", "2026-02-11", "2026-02-12", "2026-02-13"]
 
 
 def _use(monkeypatch, root):

@@ -1,0 +1,64 @@
+"""The DAG definitions under Airflow (SQLite): what the DagBag holds, how a run's logical date
+becomes its `ds`, and a manual run of the simulate DAG far from "now" (`dag.test`, a 3-day
+world). The daily DAG's scenarios are in tests/test_dag_daily.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from growthgr.airflow_local import load_dag, prepare, run_day
+from growthgr.core.config import load_settings
+from growthgr.core.lake import Lake
+
+
+def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("GROWTHGR_PROFILE", "demo")
+    prepare(tmp_path / "airflow")
+    for dag_id in ("growthgr_daily", "simulate_platform_day"):
+        dag = load_dag(dag_id)
+        assert dag.tags, dag_id
+        assert all(t.retries >= 1 for t in dag.tasks), dag_id
+    daily = load_dag("growthgr_daily")
+    assert {"gate_raw", "spark_jobs", "dbt_build", "feast_materialize", "tokenize", "itemltv", "publish",
+            "multigr_train", "multigr_evaluate", "gate_multigr", "dense_train", "gate_dense"} <= set(daily.task_ids)
+    assert daily.get_task("dbt_build").pool == "duckdb"
+    assert {"gate_pool", "gate_multigr", "gate_dense"} <= daily.get_task("publish").upstream_task_ids
+    assert daily.get_task("dense_train").upstream_task_ids == {"spark_jobs", "gate_sids"}   # gr_samples, SIDs
+    assert daily.get_task("multigr_train").upstream_task_ids == {"pool"}          # MoPO reads the day's item_uplift
+    assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
+
+
+def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
+    import pendulum
+
+    from growthgr.airflow_local import run_ds
+
+    day = pendulum.datetime(2026, 2, 14, tz="UTC")
+    assert run_ds(day, day) == "2026-02-14"                                  # scheduled / backfill
+    assert run_ds(day, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-02-14"  # manual with a logical date
+    assert run_ds(None, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-11-30"  # manual without one
+    assert run_ds(pendulum.datetime(2026, 2, 14, 23, 30, tz="Europe/Berlin"), None) == "2026-02-14"
+    with pytest.raises(ValueError):
+        run_ds(None, None)
+
+
+def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, monkeypatch):
+    """Under Airflow, a run created for a logical date far from "now" writes exactly that day."""
+    from growthgr.simulator.run import simulate
+
+    monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
+    monkeypatch.setenv("GROWTHGR_SIMULATOR__N_USERS", "50")
+    monkeypatch.setenv("GROWTHGR_SIMULATOR__N_ITEMS", "60")
+    prepare(tmp_path / "airflow")
+    s = _use(monkeypatch, tmp_path)
+    lake = Lake.from_settings(s)
+    simulate(lake, s.simulator, start="2026-02-10", days=3, progress=False)
+    outcome = run_day("simulate_platform_day", "2026-02-13")
+    assert outcome.ok, outcome.tasks
+    assert lake.list_partitions("raw", "search_requests") == ["2026-02-10", "2026-02-11", "2026-02-12", "2026-02-13"]
+
+
+def _use(monkeypatch, root):
+    monkeypatch.setenv("GROWTHGR_LAKE_ROOT", str(root / "lake"))
+    monkeypatch.setenv("GROWTHGR_RELEASES_ROOT", str(root / "releases"))
+    return load_settings()
