@@ -26,3 +26,12 @@ def test_every_command_has_help():
     for name in ("config", "releases"):
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_unknown_pipeline_step_exits_2_listing_the_steps():
+    from growthgr import pipeline
+    from growthgr.cli.pipeline import STEPS
+
+    assert all(callable(getattr(pipeline, step)) for step in STEPS)
+    out = CliRunner().invoke(app, ["pipeline", "step", "nosuch", "--ds", "2026-02-01"])
+    assert out.exit_code == 2 and "nosuch" in out.output and "dense_train" in out.output

@@ -63,16 +63,23 @@ def backfill_cmd(
     _report(run_days(ds_range(start, end), airflow_home, simulate))
 
 
+# The steps `growthgr pipeline step` runs: the functions of `growthgr.pipeline` the DAG's tasks call.
+STEPS = ("simulate_day", "spark", "dbt", "gate_labels", "materialize", "training_set", "tokenize", "itemltv", "pool",
+         "multigr_train", "multigr_evaluate", "gate_multigr", "dense_train", "gate_dense", "publish")
+
+
 @app.command("step")
 def step_cmd(
-    name: str = typer.Argument(..., help="simulate_day, spark, dbt, gate_labels, materialize, training_set, tokenize, itemltv, "
-                                          "pool, multigr_train, multigr_evaluate, gate_multigr, publish, or gate:<dataset>"),
+    name: str = typer.Argument(..., help=f"{', '.join(STEPS)}, or gate:<dataset>"),
     ds: str = typer.Option(..., "--ds"),
 ) -> None:
     """Run one step of the daily pipeline directly (no Airflow)."""
     from growthgr import pipeline
     from growthgr.cli.context import settings
 
+    if name not in STEPS and not name.startswith("gate:"):
+        raise typer.BadParameter(f"unknown step {name!r}: one of {', '.join(STEPS)}, or gate:<dataset>",
+                                 param_hint="NAME")
     s = settings()
     if name.startswith("gate:"):
         out = pipeline.gate(s, name.split(":", 1)[1], ds)
