@@ -304,7 +304,8 @@ def test_s3_lake_dbt_marts_hold_the_same_rows_and_sql_reads_them(s3_backfill, la
     for table in MARTS:
         n = query(s3, f"select count(*) as n from {table}").n[0]
         assert n > 0 and n == query(local, f"select count(*) as n from {table}").n[0], table
-    assert query(s3, FUNNEL).equals(query(local, FUNNEL))
+    # DuckDB sums floats in a thread-dependent order: equal to rounding, not bit for bit.
+    pd.testing.assert_frame_equal(query(s3, FUNNEL), query(local, FUNNEL), rtol=1e-9)
 
 
 @pytest.mark.slow
