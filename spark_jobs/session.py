@@ -50,6 +50,9 @@ def spark_conf(cfg: SparkConfig, storage: StorageConfig, lake_root: str) -> dict
     if cfg.driver_host:
         conf["spark.driver.host"] = cfg.driver_host
         conf["spark.driver.bindAddress"] = cfg.driver_host
+    if cfg.java_options:
+        conf["spark.driver.extraJavaOptions"] = cfg.java_options
+        conf["spark.executor.extraJavaOptions"] = cfg.java_options
     if cfg.jars_packages:
         conf["spark.jars.packages"] = ",".join(cfg.jars_packages)
     if lake_root.startswith("s3://"):

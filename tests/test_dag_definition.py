@@ -19,6 +19,7 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
         assert dag.tags, dag_id
         assert all(t.retries >= 1 for t in dag.tasks), dag_id
     daily = load_dag("growthgr_daily")
+    assert daily.max_active_runs == 1 and not daily.catchup     # backfills run day after day, in order
     assert {"gate_raw", "spark_jobs", "dbt_build", "feast_materialize", "tokenize", "itemltv", "publish",
             "multigr_train", "multigr_evaluate", "gate_multigr", "dense_train", "gate_dense"} <= set(daily.task_ids)
     assert daily.get_task("dbt_build").pool == "duckdb"

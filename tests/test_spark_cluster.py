@@ -20,6 +20,7 @@ import pyspark
 import pytest
 from spark_fixtures import DS
 
+from growthgr.core.config import load_settings
 from spark_jobs import item_daily_stats, itemltv_labels
 
 pytest_plugins = ("spark_fixtures",)
@@ -57,7 +58,8 @@ def standalone_cluster(tmp_path_factory):
     interpreter, which imports the project) and the folder of the master's and worker's logs."""
     tmp_path = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(SPARK_CLASS.parents[1]),
-           "PYSPARK_PYTHON": sys.executable}
+           "PYSPARK_PYTHON": sys.executable,
+           "SPARK_DAEMON_JAVA_OPTS": load_settings("tiny", env={}).spark.java_options}  # master and worker JVMs
     port, ui = _free_port(), _free_port()
     url = f"spark://127.0.0.1:{port}"
     procs = []

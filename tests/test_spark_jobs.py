@@ -162,6 +162,15 @@ def test_spark_conf_local_and_s3a():
     assert spark_url("s3://bucket/lake/raw/x.parquet") == "s3a://bucket/lake/raw/x.parquet"
     assert spark_url("/data/lake/raw/x.parquet") == "/data/lake/raw/x.parquet"
     assert conf[S3_CONNECTOR_CONF] == "auto" and S3_CONNECTOR_CONF not in spark_conf(local.spark, local.storage, "/l")
+    assert conf.get("spark.driver.extraJavaOptions") is None       # the large profile keeps the JVM's defaults
+    local_conf = spark_conf(local.spark, local.storage, local.lake_root)
+    assert local_conf["spark.driver.extraJavaOptions"] == local_conf["spark.executor.extraJavaOptions"] \
+        == "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def test_driver_jvm_runs_with_the_profiles_java_options(spark, spark_settings):
+    args = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert set(spark_settings.spark.java_options.split()) <= set(args), args
 
 
 def test_python_workers_run_this_interpreter_in_local_mode():
