@@ -21,6 +21,16 @@ class MoPOConfig(StrictModel):
     long-term-true 2.13 (SFT 0 / 0). The offline tables use those (set through
     GROWTHGR_MULTIGR__MOPO__*); the defaults below stay the published behaviour (no
     augmentation) until the daily pipeline is re-validated with them.
+
+    Why long-term Recall@10 stays ~0 (2026-12-02, same validation split, SFT seed 0, 200 decoded
+    requests): the validation day's long-term label holds 57 items in 58 requests; 50 of them have an
+    ItemLTV score on the last train day, but only 4 were clicked (2 purchased) in the 7 train days,
+    39 were exposed and 50 were rank candidates. A long-term reward that needs a logged click (the
+    paper's rule, `build_contexts`) therefore fires on 327 of ~75k training (request, SID) pairs.
+    Tried, not kept (long-term R@10, one seed; SFT 0.00, search R@10 10.27): the long-term flag on
+    exposed high-uplift items instead of clicked ones (7,374 pairs; 1.72 = one request, search
+    10.13-10.53), with ltv_weight 3 (1.72) or 400 steps (0.00, search 12.40); half or all of each
+    step's contexts drawn from those with a long-term SID (0.00; search R@10 fell to 3.9-9.1).
     """
 
     steps: int = Field(150, ge=0)                  # optimiser steps; 0 = no alignment (SFT only)
