@@ -73,6 +73,46 @@ def test_full_width_beam_equals_exhaustive_top_k(constrained):
         assert {tuple(s) for s in res.sids[i].tolist()} == {tuple(c) for c in cands[best.numpy()]}
 
 
+def renormalized_scores(model: MultiGR, prompt: np.ndarray, candidates: np.ndarray) -> torch.Tensor:
+    """log q(sid | prompt) of every candidate, q being the model's distribution restricted at each level
+    to the codes that extend a prefix of some candidate (brute force, no cache)."""
+    v = model.vocab
+    seqs = torch.from_numpy(np.stack([np.concatenate([prompt, sid_tokens(v, c[None])]) for c in candidates]))
+    with torch.no_grad():
+        h, _ = model(seqs, torch.arange(seqs.shape[1]).expand_as(seqs))
+        t0 = len(prompt) - 1
+        total = torch.zeros(len(candidates))
+        for level in range(v.sid_levels):
+            logits = model.sid_logits(h[:, t0 + level], level)  # (C, K)
+            for i, c in enumerate(candidates):
+                allowed = sorted({int(o[level]) for o in candidates if tuple(o[:level]) == tuple(c[:level])})
+                total[i] += torch.log_softmax(logits[i, allowed], dim=-1)[allowed.index(int(c[level]))]
+    return total
+
+
+def test_renormalized_full_width_beam_equals_exhaustive_restricted_scores():
+    model = tiny_model(seed=5, levels=3, k=3)
+    rng = np.random.default_rng(2)
+    prompts = random_prompts(model, rng, 4)
+    trie = SidTrie.from_sids(all_sids(3, 3)[rng.random(27) < 0.4], 3)
+    top_k = min(6, len(trie.sids))
+    res = beam_search(model, left_pad(prompts), [3, 9, 27], top_k, trie_table(trie), renormalize=True)
+    plain = beam_search(model, left_pad(prompts), [3, 9, 27], top_k, trie_table(trie), renormalize=False)
+    assert torch.all(res.scores >= plain.scores - 1e-6)             # restricting the softmax only raises scores
+    for i, prompt in enumerate(prompts):
+        scores = renormalized_scores(model, prompt, trie.sids)
+        best = torch.argsort(scores, descending=True, stable=True)[:top_k]
+        torch.testing.assert_close(res.scores[i], scores[best], atol=1e-4, rtol=1e-4)
+        assert {tuple(s) for s in res.sids[i].tolist()} == {tuple(c) for c in trie.sids[best.numpy()]}
+    # a catalogue of one SID: every code is forced, its score is log 1 = 0
+    single = beam_search(model, left_pad(prompts), [1, 1, 1], 1, trie_table(SidTrie.from_sids(all_sids(3, 3)[[7]], 3)),
+                         renormalize=True)
+    assert torch.allclose(single.scores, torch.zeros_like(single.scores))
+    # unconstrained, there is nothing to renormalise over
+    free = [beam_search(model, left_pad(prompts), [3, 9, 27], 5, renormalize=r) for r in (True, False)]
+    assert torch.equal(free[0].scores, free[1].scores) and torch.equal(free[0].sids, free[1].sids)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
@@ -91,7 +131,8 @@ def test_constrained_decoding_only_returns_valid_distinct_sids(seed, k, levels, 
     trie = SidTrie.from_sids(valid, k)
     widths = sorted(widths[:levels])
     top_k = widths[-1]
-    res = beam_search(model, left_pad(random_prompts(model, rng, 3)), widths, top_k, trie_table(trie))
+    renormalize = bool(seed % 2)                                   # both scorings obey the trie
+    res = beam_search(model, left_pad(random_prompts(model, rng, 3)), widths, top_k, trie_table(trie), renormalize)
     for i in range(3):
         ok = torch.isfinite(res.scores[i])
         got = res.sids[i][ok].numpy()

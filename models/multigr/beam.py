@@ -10,8 +10,12 @@ prompt's cache is shared by all beams of a request, never copied), so each
 level costs one decoder step of one token per beam.
 
 Scores are the model's log p(sid | prompt), not renormalised over the valid
-codes (masking only removes candidates). With `trie_next=None` the same code
-runs unconstrained. Beam widths may differ per level (the paper's dynamic
+codes (masking only removes candidates), unless `renormalize` (default: the
+model's `cfg.renormalize_beams`): then each level's log-softmax runs over the
+valid children of the beam's trie node only, so a score is log q(sid | prompt)
+of the distribution restricted to the catalogue's SIDs (a forced code, the only
+child of its node, costs nothing). With `trie_next=None` the same code
+runs unconstrained (renormalising changes nothing there). Beam widths may differ per level (the paper's dynamic
 width, narrow at the first levels); with widths >= K**(level+1) the search is
 exhaustive.
 
@@ -59,12 +63,15 @@ def beam_search(
     beam_widths: Sequence[int],
     top_k: int,
     trie_next: Tensor | None = None,
+    renormalize: bool | None = None,
 ) -> BeamResult:
-    """Top-`top_k` SIDs per prompt. `beam_widths`: one width per level, the last >= top_k."""
+    """Top-`top_k` SIDs per prompt. `beam_widths`: one width per level, the last >= top_k.
+    `renormalize`: scores over the trie's valid children only (None: `model.cfg.renormalize_beams`)."""
     vocab = model.vocab
     n_lv, k_codes = vocab.sid_levels, vocab.codebook_size
     if len(beam_widths) != n_lv or beam_widths[-1] < top_k:
         raise ValueError(f"need {n_lv} beam widths with the last >= top_k={top_k}, got {list(beam_widths)}")
+    renormalize = model.cfg.renormalize_beams if renormalize is None else renormalize
     model.eval()
     dev = next(model.parameters()).device  # search runs where the model is (CPU or GPU); results on CPU
     trie_next = trie_next.to(dev) if trie_next is not None else None
@@ -77,10 +84,15 @@ def beam_search(
     sids = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)  # (B, w, level)
     for level in range(n_lv):
         w = scores.shape[1]
-        cand = scores[:, :, None] + torch.log_softmax(model.sid_logits(h, level), dim=-1)  # (B, w, K)
+        logits = model.sid_logits(h, level)  # (B, w, K)
         if trie_next is not None:
             child = trie_children(trie_next, nodes)  # (B, w, K)
-            cand = cand.masked_fill(child < 0, NEG_INF)
+            if renormalize:
+                logits = logits.masked_fill(child < 0, NEG_INF)
+            logp = torch.log_softmax(logits, dim=-1).masked_fill(child < 0, NEG_INF)  # dead beams: all -inf
+        else:
+            logp = torch.log_softmax(logits, dim=-1)
+        cand = scores[:, :, None] + logp
         width = min(beam_widths[level], w * k_codes)
         scores, flat = cand.view(b, -1).topk(width, dim=1)  # (B, w'), ties broken by index order
         parent, code = flat // k_codes, flat % k_codes  # (B, w')

@@ -108,6 +108,8 @@ class MultiGRConfig(StrictModel):
     # decoding: one beam width per SID level (narrow first, the paper's dynamic beam)
     beam_widths: list[int] = Field(default_factory=lambda: [20, 50, 100])
     top_k: int = Field(100, ge=1)
+    # constrained beam scores renormalised over each trie node's valid children (models.multigr.beam)
+    renormalize_beams: bool = False
     mopo: MoPOConfig = Field(default_factory=MoPOConfig)
     daily: MultiGRDailyConfig = Field(default_factory=MultiGRDailyConfig)
 
