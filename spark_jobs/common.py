@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from growthgr.core.catalog import RAW
-from growthgr.core.lake import Lake, to_ds
+from growthgr.core.lake import Lake, PartitionNotFound, to_ds
 from growthgr.core.schemas import RAW_SCHEMAS
 from spark_jobs import lake_source
 from spark_jobs.lake_source import Footer
@@ -89,10 +89,12 @@ def checked_footers(lake: Lake, zone: str, table: str, ds: str, expected: pa.Sch
     """The footers of the committed files of one partition, after checking it exists and
     every file matches `expected` (an `s3://` file: only its footer is fetched)."""
     where = f"{zone}/{table}/ds={ds}"
-    if not lake.exists(zone, table, ds):
-        raise InputError(f"{where}: partition is missing (no committed _SUCCESS marker in {lake.store.uri})")
+    try:
+        urls = lake.partition_files(zone, table, ds)          # one read of the marker, no existence probe
+    except PartitionNotFound:
+        raise InputError(f"{where}: partition is missing (no committed _SUCCESS marker in {lake.store.uri})") from None
     footers = []
-    for url in lake.partition_files(zone, table, ds):
+    for url in urls:
         try:
             footer, found = Footer.read(lake.store.files, url)
             problem = schema_problem(found, expected)
