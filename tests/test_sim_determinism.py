@@ -67,3 +67,8 @@ def test_continuation_refuses_another_seed_or_a_gap(tmp_path):
         simulate(lake, tiny_config(), seed=5, start="2026-01-05", days=1, progress=False)
     with pytest.raises(StateMismatch):
         simulate(lake, tiny_config(n_users=301), seed=5, days=1, progress=False)
+    # the config's seed is only the default: a config naming the world's seed continues it
+    cont = simulate(lake, tiny_config().model_copy(update={"seed": 5}), days=1, progress=False)
+    assert cont.start == "2026-01-02"
+    with pytest.raises(StateMismatch, match="seed"):
+        simulate(lake, tiny_config().model_copy(update={"seed": 6}), days=1, progress=False)

@@ -82,7 +82,8 @@ def open_world(lake: Lake, cfg: SimulatorConfig, seed: int, start: str) -> World
     states = saved_states(lake)
     if prev in states:
         w = load_world(lake, prev)
-        if w.seed != seed or w.config != cfg:
+        # the config's `seed` is only the default of `seed`: the world's own seed is compared on its own
+        if w.seed != seed or w.config.model_copy(update={"seed": seed}) != cfg.model_copy(update={"seed": seed}):
             raise StateMismatch(f"state of {prev} was simulated with seed={w.seed} and another config; "
                                 f"use the same seed/profile or a new lake root")
         return w
