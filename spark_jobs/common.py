@@ -6,7 +6,7 @@ load. Extract reads committed partitions through `Lake.partition_files` and
 checks each one against `growthgr.core.schemas` first: a missing or malformed
 partition raises `InputError` naming the table, the partition and the problem,
 before anything is written. A local lake is read with `spark.read.parquet`; an
-`s3://` lake through the lake data source (`spark_jobs.lake_source`, pyarrow in
+`s3://` lake through the lake reader (`spark_jobs.lake_source`, pyarrow in
 the executors), or through Hadoop's S3A connector when the session has it
 (`spark.s3_connector`, see `read_connector`). Load sorts the output by its key, collects it to
 Arrow and replaces exactly one `ds` partition with `Lake.write_partition`
@@ -132,7 +132,7 @@ S3A_CLASS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 
 def read_connector(spark: SparkSession, lake: Lake) -> str:
     """How the session reads `lake`'s files: `files` (Spark's own reader: a local lake), `s3a`, or
-    `arrow` (the lake data source). For an `s3://` lake `spark.s3_connector` decides; `auto` takes
+    `arrow` (the lake reader, `spark_jobs.lake_source`). For an `s3://` lake `spark.s3_connector` decides; `auto` takes
     S3A when its class loads in the driver, else `arrow`."""
     if not lake.store.uri.startswith("s3://"):
         return "files"

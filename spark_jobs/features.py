@@ -236,7 +236,7 @@ def extract(spark, lake: Lake, ds: str, params: FeatureParams) -> dict[str, Data
 
 def run(spark, lake: Lake, ds: str, params: FeatureParams = FeatureParams()) -> dict[str, int]:
     """Write the three feature tables of `ds`. The inputs are read once and cached for the three
-    outputs, each of which would otherwise re-read the 30-day window (through the lake data source
+    outputs, each of which would otherwise re-read the 30-day window (through the lake reader
     on an `s3://` lake that doubled the job's time)."""
     ds = to_ds(ds)
     inputs = {name: df.cache() for name, df in extract(spark, lake, ds, params).items()}

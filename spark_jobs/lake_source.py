@@ -1,8 +1,13 @@
-"""A Spark data source over the lake's committed Parquet files, read by pyarrow in the executors:
+"""The lake's committed Parquet files as a Spark DataFrame, read by pyarrow in the executors:
 how the jobs read an `s3://` lake with what pyspark ships (no S3A connector).
 
     footers = [Footer.read(files, url) for url in committed_urls]       # driver
     df = read_files(spark, footers, struct, files)                       # executors read
+
+Reading is a `mapInArrow` over one row per planned input partition (`spark.range` with as many
+partitions as the plan), not a Python data source: a data source costs every read two short-lived
+Python planning processes (`create_data_source`, `plan_data_source_read`), about a third of a
+second of CPU each, tens of them per daily Spark step.
 
 The driver hands over the files the lake's markers name (`spark_jobs.common.checked_footers`),
 never a path to list, so the read sees exactly the committed partitions. It also plans the
@@ -13,7 +18,7 @@ every task reads the same rows in the same order as `spark.read.parquet` on a lo
 the jobs' floating-point sums come out bit for bit the same. An executor task reads its splits
 with `growthgr.core.storage.FileReader` (a local path directly, `s3://` through
 `pyarrow.fs.S3FileSystem`; credentials from the executor's AWS default chain: environment or
-instance role, none travel in the options) and yields Arrow record batches with only the
+instance role, none travel with the task) and yields Arrow record batches with only the
 schema's columns, cast to the schema's types.
 
 Departs from `spark.read.parquet`: no predicate pushdown (the jobs filter after the read) and no
@@ -24,18 +29,16 @@ test's workers have).
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
-from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
 from growthgr.core.storage import FileReader
 
-NAME = "growthgr_lake"
 Split = tuple[str, list[int]]          # (file URL, indices of the row groups this split reads)
 
 
@@ -132,63 +135,27 @@ def plan(footers: Sequence[Footer], conf: FileConf) -> list[list[Split]]:
     return parts
 
 
-class SplitsPartition(InputPartition):
-    """The splits one executor task reads, in order."""
+def read_splits(parts: list[list[Split]], files: FileReader, schema: T.StructType,
+                batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The executor side of `read_files`: each input row is the index of a planned partition,
+    whose splits are read in order as Arrow batches with only the schema's columns, cast to its types."""
+    from pyspark.sql.pandas.types import to_arrow_schema
 
-    def __init__(self, splits: list[Split]):
-        super().__init__(splits)
-        self.splits = splits
-
-
-class LakeFilesReader(DataSourceReader):
-    """Reads the planned partitions of its options as Arrow batches of `schema`."""
-
-    def __init__(self, options: dict[str, str], schema: T.StructType):
-        self.plan: list[list[Split]] = json.loads(options["plan"])
-        self.files = FileReader(options.get("endpoint_url") or None, options.get("region") or "us-east-1")
-        self.schema = schema
-
-    def partitions(self) -> Sequence[InputPartition]:
-        return [SplitsPartition([(url, groups) for url, groups in part]) for part in self.plan]
-
-    def read(self, partition: SplitsPartition) -> Iterator:
-        from pyspark.sql.pandas.types import to_arrow_schema
-
-        arrow_schema = to_arrow_schema(self.schema)
-        for url, groups in partition.splits:
-            if groups:
-                table = self.files.read_parquet(url, columns=arrow_schema.names, row_groups=groups)
-                yield from table.select(arrow_schema.names).cast(arrow_schema).to_batches()
-
-
-class LakeFilesDataSource(DataSource):
-    """`growthgr_lake`: options `plan` (JSON: partitions of [url, row groups] splits),
-    `endpoint_url`, `region`; the schema must be given (`.schema(...)`)."""
-
-    @classmethod
-    def name(cls) -> str:
-        return NAME
-
-    def schema(self) -> T.StructType:
-        raise ValueError(f"the {NAME} data source needs an explicit schema (.schema(...))")
-
-    def reader(self, schema: T.StructType) -> DataSourceReader:
-        return LakeFilesReader(self.options, schema)
-
-
-def register(spark: SparkSession) -> None:
-    """Register the data source with `spark` (once per session)."""
-    if not getattr(spark, "_growthgr_lake_source", False):
-        spark.dataSource.register(LakeFilesDataSource)
-        spark._growthgr_lake_source = True
+    arrow_schema = to_arrow_schema(schema)
+    for batch in batches:
+        for index in batch.column(0).to_pylist():
+            for url, groups in parts[index]:
+                if groups:
+                    table = files.read_parquet(url, columns=arrow_schema.names, row_groups=groups)
+                    yield from table.select(arrow_schema.names).cast(arrow_schema).to_batches()
 
 
 def read_files(spark: SparkSession, footers: Sequence[Footer], schema: T.StructType, files: FileReader) -> DataFrame:
     """A DataFrame over exactly the files of `footers`, with `schema`, read in the executors by
-    pyarrow in the partitions Spark's file source would use (`plan`)."""
-    register(spark)
-    return (spark.read.format(NAME).schema(schema)
-            .option("plan", json.dumps(plan(footers, FileConf.of(spark))))
-            .option("endpoint_url", files.endpoint_url or "")
-            .option("region", files.region)
-            .load())
+    pyarrow in the partitions Spark's file source would use (`plan`): `spark.range` puts the index
+    of planned partition i alone in Spark partition i, and `mapInArrow` reads it there."""
+    parts = plan(footers, FileConf.of(spark))
+    if not parts:
+        return spark.createDataFrame([], schema)
+    return spark.range(0, len(parts), 1, len(parts)).mapInArrow(functools.partial(read_splits, parts, files, schema),
+                                                                 schema)

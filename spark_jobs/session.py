@@ -5,10 +5,10 @@ One session per process (`getOrCreate`): `local[*]` by default, any master URL
 from config (`spark://...`, `yarn`, `k8s://...`) with no code change. Session
 time zone is UTC (every day boundary in the jobs is a UTC midnight), logs are
 quiet (WARN), shuffle partitions come from the profile (2 for `tiny`). Python
-workers (the lake data source's executor side) run `spark.python`: in local mode
+workers (the lake reader's executor side) run `spark.python`: in local mode
 this interpreter by default, on a cluster its own `PYSPARK_PYTHON`.
 
-S3: a lake rooted at `s3://bucket/prefix` is read through the lake data source
+S3: a lake rooted at `s3://bucket/prefix` is read through the lake reader
 (`spark_jobs.lake_source`, no jars needed) unless the session has Hadoop's S3A
 connector (`spark.s3_connector`, recorded in the session conf as
 `S3_CONNECTOR_CONF`); with S3A, lake URLs become `s3a://...` (`spark_url`) and

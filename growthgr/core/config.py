@@ -57,7 +57,7 @@ class SparkConfig(StrictModel):
     (`spark://host:7077`, `yarn`, `k8s://...`) for a cluster, with no code change.
 
     S3 (`s3_connector`): pyspark ships no S3A connector, so by default (`auto`) the jobs read an
-    `s3://` lake through the lake's data source (`spark_jobs.lake_source`: pyarrow in the
+    `s3://` lake through the lake reader (`spark_jobs.lake_source`: pyarrow in the
     executors, endpoint and region from `storage`); `auto` switches to Hadoop's S3A connector
     (`s3a://` URLs) when its class loads in the driver (jars from `jars_packages` or the cluster
     image), configured by the `s3a_*` keys plus `storage.s3_endpoint_url`; `arrow` / `s3a` force
@@ -71,7 +71,7 @@ class SparkConfig(StrictModel):
     backfill_days_per_job: int = Field(31, ge=1)   # days one range job builds (jobs with `run_range`)
     log_level: str = "WARN"
     driver_host: str | None = None          # e.g. 127.0.0.1 when a cluster must call back
-    # Python of the Python workers (the lake data source runs there): None = this interpreter in
+    # Python of the Python workers (the lake reader runs there): None = this interpreter in
     # local mode, the cluster's own (PYSPARK_PYTHON) otherwise; it must import `growthgr`.
     python: str | None = None
     jars_packages: list[str] = Field(default_factory=list)  # e.g. org.apache.hadoop:hadoop-aws:3.4.2
