@@ -1,6 +1,6 @@
 """Crash injection: a publish process SIGKILLed before each of its object writes in turn.
 
-The scenario publishes ds D, then backfills D-3, D-2, D-1 (through `publish_release`). For
+The scenario publishes ds D, then backfills D-2, D-1 (through `publish_release`). For
 every put N of the whole scenario, a subprocess runs it and kills itself (SIGKILL) right before
 put N. After each kill: no incomplete release looks complete, CURRENT is readable and points at
 a complete release and never at an older day than D, and the history parses. Then a clean re-run
@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-DAYS = ["2026-03-10", "2026-03-07", "2026-03-08", "2026-03-09"]
+DAYS = ["2026-03-10", "2026-03-08", "2026-03-09"]
 
 
 def _store(root: str, endpoint: str | None):
@@ -74,7 +74,7 @@ def check_consistent(store) -> None:
 def _crash_and_recover(root: str, endpoint: str | None, tmp_path) -> None:
     total = count_puts(probe := _store(str(tmp_path / "probe"), None))
     scenario(probe)
-    assert total[0] >= 20, total
+    assert total[0] >= 15, total                         # every file, manifest, history and CURRENT write
     for n in range(1, total[0] + 1):
         run_root = f"{root}/n{n}"
         proc = subprocess.run([sys.executable, __file__, run_root, endpoint or "", str(n)],
