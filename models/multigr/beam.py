@@ -15,9 +15,9 @@ model's `cfg.renormalize_beams`): then each level's log-softmax runs over the
 valid children of the beam's trie node only, so a score is log q(sid | prompt)
 of the distribution restricted to the catalogue's SIDs (a forced code, the only
 child of its node, costs nothing). With `trie_next=None` the same code
-runs unconstrained (renormalising changes nothing there). Beam widths may differ per level (the paper's dynamic
-width, narrow at the first levels); with widths >= K**(level+1) the search is
-exhaustive.
+runs unconstrained (renormalising changes nothing there). Beam widths may
+differ per level (the paper's dynamic width, narrow at the first levels); with
+widths >= K**(level+1) the search is exhaustive.
 
 Items sharing one SID are expanded by `SidItems.expand`, ordered within the SID
 by a pluggable re-ranker (the dense retriever in production).
