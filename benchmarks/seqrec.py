@@ -1,0 +1,208 @@
+"""The shared runner of the next-item benchmarks (`multigr_beauty.py`, `multigr_industrial.py`).
+
+Every row of a table - MultiGR over item positions (`models.multigr.itemseq.ItemSeqGR`), SASRec with
+a full cross-entropy, popularity - gets the same training targets, the same validation users, the
+same wall-clock budget and the same selection (the epoch with the best Recall@10 on `--val-users`
+validation users, Lightning's ModelCheckpoint; early stopping after `--patience` validations without
+improvement), and is reported on full validation and test. Each run is appended to `--out` with
+every argument, the git commit, the machine, the training minutes and steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from growthgr.core.sections.multigr import MultiGRConfig
+from growthgr.core.sections.trainer import TrainerConfig
+from models.metrics import ranking_metrics
+from models.multigr import itemseq
+from models.multigr.beam import sid_keys, trie_table
+from models.tokenizer.trie import SidTrie
+from models.training import best_state, build_trainer, save_checkpoint
+
+log = logging.getLogger("seqrec")
+
+
+class Split(NamedTuple):
+    """Training windows (item ids) and the (history, target) pairs of validation and test."""
+
+    train: list[np.ndarray]
+    val_histories: list[np.ndarray]
+    val_targets: np.ndarray
+    test_histories: list[np.ndarray]
+    test_targets: np.ndarray
+
+
+def leaf_item_map(trie: SidTrie, item_sids: np.ndarray) -> np.ndarray:
+    """(num_nodes,) item id of each trie leaf, -1 for inner nodes (SIDs are unique per item)."""
+    rows = np.searchsorted(sid_keys(trie.sids, trie.codebook_size), sid_keys(item_sids, trie.codebook_size))
+    out = np.full(trie.num_nodes, -1, dtype=np.int64)
+    out[trie.first_leaf + rows] = np.arange(len(item_sids))
+    return out
+
+
+class History(L.Callback):
+    """Logs the training loss; records the validation-subset Recall@10 of every validation."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if batch_idx % 100 == 0:
+            log.info("epoch %d step %d loss %.4f", trainer.current_epoch, batch_idx, float(outputs["loss"]))
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch, "val_subset_recall@10": float(m["val_recall@10"]),
+                          "elapsed_s": time.perf_counter()})
+        log.info("epoch %d train_loss %.4f val-subset R@10 %.4f", trainer.current_epoch,
+                 float(m.get("train_loss", float("nan"))), self.rows[-1]["val_subset_recall@10"])
+
+
+def add_arguments(p: argparse.ArgumentParser, *, max_history: int, out: str) -> None:
+    p.add_argument("--arch", choices=("item", "sasrec", "popularity"), default="item",
+                   help="item: MultiGR over item positions; sasrec, popularity: the baselines")
+    p.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget (recorded)")
+    p.add_argument("--epochs", type=int, default=200, help="the schedule's length (cosine decay over these epochs)")
+    p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
+    p.add_argument("--n-layer", type=int, default=2)
+    p.add_argument("--n-head", type=int, default=2)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--width", type=int, default=50, help="beam width at every SID level")
+    p.add_argument("--val-users", type=int, default=3000, help="validation users of the per-epoch selection")
+    p.add_argument("--val-every", type=int, default=3, help="validate every this many epochs")
+    p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
+    p.add_argument("--max-history", type=int, default=max_history)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out, help="results JSON (runs accumulate)")
+    p.add_argument("--checkpoint", default=None, help="save the selected model here (safetensors + config.json)")
+
+
+def git_commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    return head + (" (dirty)" if dirty.strip() else "")
+
+
+def machine(threads: int) -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads, no GPU"
+
+
+def metric_fields(prefix: str, m: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}.{k}": round(v, 4) for k, v in m.items() if k != "requests"}
+
+
+def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Sequence[int], codebook_size: int = 256,
+        metrics: Sequence[str] = ("recall", "ndcg")) -> dict:
+    """Train and evaluate one row (`args.arch`) on `split`; the result dict (see the module docstring)."""
+    torch.set_num_threads(args.threads)
+    n_items, n_levels = item_sids.shape
+    vt, tt = split.val_targets, split.test_targets
+    if args.arch == "popularity":  # the training targets' counts, the same list for everyone
+        counts = np.bincount(np.concatenate([w[1:] for w in split.train]), minlength=n_items)
+        top = np.argsort(-counts, kind="stable")[: max(ks)]
+        val, test = (ranking_metrics(np.tile(top, (len(t), 1)), t, ks, metrics) for t in (vt, tt))
+        return {"model": "popularity (training targets)", **metric_fields("val", val), **metric_fields("test", test)}
+    cfg = MultiGRConfig(
+        seed=args.seed, sid_levels=n_levels, codebook_size=codebook_size, n_user_buckets=0, n_query_buckets=0,
+        max_query_words=0, max_history=args.max_history, n_layer=args.n_layer, n_head=args.n_head,
+        d_model=args.d_model, dropout=args.dropout, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup, max_epochs=args.epochs, num_threads=args.threads,
+        top_k=max(ks), beam_widths=[args.width] * n_levels, renormalize_beams=True,
+    )
+    trie = SidTrie.from_sids(item_sids, codebook_size)
+    trie_next, leaf_items = trie_table(trie), leaf_item_map(trie, item_sids)
+
+    def rank(model, histories, k=10):
+        if args.arch == "sasrec":
+            return model.rank(histories, k)
+        return itemseq.rank_items(model, histories, args.width, k, trie_next, leaf_items)
+
+    sub = np.random.default_rng(args.seed).choice(len(vt), size=min(args.val_users, len(vt)), replace=False)
+    val_batches = [([split.val_histories[i] for i in sub[j: j + 512]], vt[sub[j: j + 512]]) for j in range(0, len(sub), 512)]
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids)
+    module = itemseq.ItemSeqModule(cfg, net, rank)
+    history = History()
+    trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
+                            monitor="val_recall@10", mode="max", patience=args.patience, gradient_clip_val=1.0,
+                            callbacks=[history], check_val_every_n_epoch=args.val_every)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=DataLoader(itemseq.WindowBatches(split.train, cfg.batch_size, cfg.seed), batch_size=None),
+                val_dataloaders=DataLoader(val_batches, batch_size=None, collate_fn=lambda b: b))
+    train_s = time.perf_counter() - start
+    model = module.model
+    model.load_state_dict(best_state(trainer))
+    if args.checkpoint:
+        save_checkpoint(model, args.checkpoint, {"arch": args.arch, "n_items": n_items})
+    for h in history.rows:
+        h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
+    val = ranking_metrics(rank(model, split.val_histories, max(ks)), vt, ks, metrics)
+    t0 = time.perf_counter()
+    test = ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics)
+    decode_s = time.perf_counter() - t0
+    best = max(history.rows, key=lambda h: h["val_subset_recall@10"]) if history.rows else {"epoch": None}
+    return {
+        "model": {"item": "MultiGR item positions (ItemSeqGR)", "sasrec": "SASRec, full cross-entropy"}[args.arch],
+        "params": model.num_params(), "config": cfg.model_dump(mode="json", exclude={"mopo", "daily"}),
+        "train_targets": int(sum(len(w) - 1 for w in split.train)), "training_time_s": round(train_s, 1),
+        "train_minutes": round(train_s / 60, 2), "steps": int(trainer.global_step),
+        "epochs_run": int(trainer.current_epoch), "best_epoch": best["epoch"], "epoch_history": history.rows,
+        **metric_fields("val", val), **metric_fields("test", test),
+        "test_users": len(tt), "decode_requests_per_s": round(len(tt) / decode_s, 1),
+    }
+
+
+def save(args: argparse.Namespace, result: dict, published: dict) -> dict:
+    """Append the run (with every argument, the commit and the machine) to `args.out`; returns the run."""
+    result = {**result, "args": vars(args), "commit": git_commit(), "machine": machine(args.threads),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    print(json.dumps({k: v for k, v in result.items() if k != "epoch_history"}, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    runs = previous.get("runs", []) + [result]
+    out.write_text(json.dumps({**{k: v for k, v in previous.items() if k != "runs"}, "published": published,
+                               "runs": runs}, indent=2) + "\n")
+    return result
+
+
+def summary(out: Path, metrics: Sequence[str], published: dict) -> str:
+    """Markdown: test metrics as mean +- sd over the seeds of each (model, arguments but the seed) group
+    of the recorded runs (runs of older code without `args` are left out), then the published rows."""
+    runs = [r for r in json.loads(out.read_text())["runs"] if "args" in r] if out.exists() else []
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        key = json.dumps({k: v for k, v in r["args"].items() if k not in ("seed", "out", "summary")}, sort_keys=True)
+        groups.setdefault(key, []).append(r)
+    lines = [f"| model | seeds | train min (max) | {' | '.join(f'test {m}' for m in metrics)} | arguments |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|"]
+    for key, rs in groups.items():
+        cells = []
+        for m in metrics:
+            v = np.array([r[f"test.{m}"] for r in rs])
+            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}")
+        minutes = max(r.get("train_minutes", 0.0) for r in rs)
+        lines.append(f"| {rs[0]['model']} | {len(rs)} | {minutes:.1f} | {' | '.join(cells)} | `{key}` |")
+    for name, row in published.items():
+        lines.append(f"| {name} | published | | {' | '.join(f'{row[m]:.4f}' if m in row else '' for m in metrics)} | |")
+    return "\n".join(lines)
