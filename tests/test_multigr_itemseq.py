@@ -74,11 +74,11 @@ def test_it_learns_a_deterministic_next_item_rule_and_decodes_only_catalogue_ite
     first = None
     for _ in range(150):
         loss = model.loss(batch)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.2 * first
+    assert loss.item() < 0.2 * first
     histories = [s[:4] for s in seqs]
     ranked = rank_items(model, histories, 5, 3, trie_table(trie), leaf_items(trie, sids))
     assert ((ranked >= 0) & (ranked < n)).all()
