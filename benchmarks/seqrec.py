@@ -87,6 +87,7 @@ def add_arguments(p: argparse.ArgumentParser, *, max_history: int, out: str) -> 
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--width", type=int, default=50, help="beam width at every SID level")
+    p.add_argument("--trie-loss", type=int, default=1, help="1: softmax over the trie's valid children in training")
     p.add_argument("--val-users", type=int, default=3000, help="validation users of the per-epoch selection")
     p.add_argument("--val-every", type=int, default=3, help="validate every this many epochs")
     p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
     val_batches = [([split.val_histories[i] for i in sub[j: j + 512]], vt[sub[j: j + 512]]) for j in range(0, len(sub), 512)]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids)
-    module = itemseq.ItemSeqModule(cfg, net, rank)
+    module = itemseq.ItemSeqModule(cfg, net, rank, **({"trie_next": trie_next} if args.arch == "item" and args.trie_loss else {}))
     history = History()
     trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
                             monitor="val_recall@10", mode="max", patience=args.patience, gradient_clip_val=1.0,

@@ -84,3 +84,22 @@ def test_it_learns_a_deterministic_next_item_rule_and_decodes_only_catalogue_ite
     assert ((ranked >= 0) & (ranked < n)).all()
     assert ranking_metrics(ranked, np.array([s[4] for s in seqs]), (1,))["recall@1"] >= 0.9
     assert len(set(itertools.chain.from_iterable(ranked.tolist()))) > 1
+
+
+def test_trie_loss_is_the_nll_of_the_renormalised_beam_score():
+    model, sids, trie = tiny()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    model.eval()
+    seq = torch.tensor([[3, 1, 7]])  # targets 1 (after [3]) and 7 (after [3, 1])
+    table = trie_table(trie)
+    with torch.no_grad():
+        loss = model.loss(seq, table)
+        assert float(loss) < float(model.loss(seq))  # the restricted softmax puts no mass outside the catalogue
+        nll = []
+        for hist, target in (([3], 1), ([3, 1], 7)):
+            res = model.beam_search(pad_items([np.array(hist)], left=True), len(sids), len(sids), table)
+            row = [i for i, s in enumerate(res.sids[0].tolist()) if s == sids[target].tolist()][0]
+            nll.append(-float(res.scores[0, row]))
+    assert abs(float(loss) - np.mean(nll) / model.cfg.sid_levels) < 1e-4

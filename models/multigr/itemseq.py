@@ -23,8 +23,10 @@ costs nothing), the constant width is `width` at every level.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from growthgr.core.sections.multigr import MultiGRConfig
+from models import training
 from models.metrics import ranking_metrics
 from models.multigr.beam import NEG_INF, BeamResult, trie_children
 from models.multigr.model import Block, attention_mask
@@ -82,14 +85,23 @@ class ItemSeqGR(nn.Module):
         u = self.head_ln[level](z + self.heads[level](z))
         return u @ self.code.weight[level * k : (level + 1) * k].T
 
-    def loss(self, items: Tensor) -> Tensor:
-        """Mean per-level cross-entropy of every next item of right-padded windows (B, T)."""
+    def loss(self, items: Tensor, trie_next: Tensor | None = None) -> Tensor:
+        """Mean per-level cross-entropy of every next item of right-padded windows (B, T). With the
+        catalogue's trie (`trie_next`), each level's softmax runs over the valid children of the
+        target's prefix only: the training objective of the renormalised beam (a forced code costs
+        nothing and the model need not learn which codes exist)."""
         h, target = self.encode(items)[:, :-1], items[:, 1:]
         sel = target >= 0
         z, codes = h[sel], self.item_sids[target[sel]]  # (M, D), (M, L)
+        node = torch.zeros(len(codes), dtype=torch.long)
         total = z.new_zeros(())
         for level in range(self.cfg.sid_levels):
-            total = total + F.cross_entropy(self.level_logits(z, level), codes[:, level])
+            logits = self.level_logits(z, level)
+            if trie_next is not None:
+                child = trie_next[node].long()  # (M, K)
+                logits = logits.masked_fill(child < 0, NEG_INF)
+                node = child.gather(1, codes[:, level : level + 1]).squeeze(1)
+            total = total + F.cross_entropy(logits, codes[:, level])
             z = z + self.prefix(codes[:, level] + level * self.cfg.codebook_size)
         return total / self.cfg.sid_levels
 
@@ -166,14 +178,14 @@ class ItemSeqModule(L.LightningModule):
     (`estimated_stepping_batches`, so a run capped by epochs decays fully); validation ranks a fixed
     set of (history, target) pairs and logs `val_recall@10` (the checkpoint's monitor)."""
 
-    def __init__(self, cfg: MultiGRConfig, model: nn.Module, rank=None):
-        """`model`: an `ItemSeqGR` or any module with `loss(items (B, T)) -> scalar` (the benchmarks'
-        SASRec baseline); `rank(model, histories) -> (U, 10)` item ids."""
+    def __init__(self, cfg: MultiGRConfig, model: nn.Module, rank=None, **loss_kwargs):
+        """`model`: an `ItemSeqGR` or any module with `loss(items (B, T), **loss_kwargs) -> scalar` (the
+        benchmarks' SASRec baseline); `rank(model, histories) -> (U, 10)` item ids."""
         super().__init__()
-        self.cfg, self.rank, self.model = cfg, rank, model
+        self.cfg, self.rank, self.model, self.loss_kwargs = cfg, rank, model, loss_kwargs
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        loss = self.model.loss(batch)
+        loss = self.model.loss(batch, **self.loss_kwargs)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch.shape[0])
         return loss
 
@@ -251,3 +263,13 @@ class SASRec(nn.Module):
         out = [(self.encode(pad_items(histories[i: i + batch_size], left=True))[:, -1] @ self.items.weight.T)
                .topk(top_k, dim=1).indices.numpy() for i in range(0, len(histories), batch_size)]
         return np.concatenate(out)
+
+
+def load(path) -> nn.Module:
+    """An `ItemSeqGR` or `SASRec` checkpoint written by `models.training.save_checkpoint` with the extra
+    fields `arch` ("item" | "sasrec") and `n_items` (the benchmarks' `--checkpoint`)."""
+    meta = json.loads((Path(path) / training.CONFIG).read_text())
+    n = int(meta["n_items"])
+    build = {"item": lambda c: ItemSeqGR(c, np.zeros((n, c.sid_levels), np.int64)),
+             "sasrec": lambda c: SASRec(c, n)}[meta["arch"]]
+    return training.load_checkpoint(path, build, MultiGRConfig)
