@@ -11,6 +11,7 @@ every argument, the git commit, the machine, the training minutes and steps.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -108,6 +109,34 @@ def machine(threads: int) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads, no GPU"
 
 
+def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matmul throughput (best of `repeats` n x n products) with `threads` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def step_flops(module, batches: Sequence[torch.Tensor]) -> float:
+    """Mean FLOPs of one training step (forward + backward, torch's FlopCounterMode) over `batches`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = 0
+    for batch in batches:
+        with FlopCounterMode(display=False) as counter:
+            module.model.loss(batch, **module.loss_kwargs).backward()
+        total += counter.get_total_flops()
+    module.model.zero_grad(set_to_none=True)
+    return total / len(batches)
+
+
 def metric_fields(prefix: str, m: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}.{k}": round(v, 4) for k, v in m.items() if k != "requests"}
 
@@ -162,6 +191,10 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
     test = ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics)
     decode_s = time.perf_counter() - t0
     best = max(history.rows, key=lambda h: h["val_subset_recall@10"]) if history.rows else {"epoch": None}
+    model.train()
+    flops = step_flops(module, list(itertools.islice(iter(itemseq.WindowBatches(split.train, cfg.batch_size, 99)), 5)))
+    peak = matmul_peak_gflops(args.threads)
+    achieved = flops * trainer.global_step / train_s / 1e9
     return {
         "model": {"item": "MultiGR item positions (ItemSeqGR)", "sasrec": "SASRec, full cross-entropy"}[args.arch],
         "params": model.num_params(), "config": cfg.model_dump(mode="json", exclude={"mopo", "daily"}),
@@ -170,6 +203,8 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
         "epochs_run": int(trainer.current_epoch), "best_epoch": best["epoch"], "epoch_history": history.rows,
         **metric_fields("val", val), **metric_fields("test", test),
         "test_users": len(tt), "decode_requests_per_s": round(len(tt) / decode_s, 1),
+        "train_gflop_per_step": round(flops / 1e9, 2), "train_gflop_per_s": round(achieved, 2),
+        "matmul_peak_gflop_per_s": round(peak, 1), "train_fraction_of_matmul_peak": round(achieved / peak, 3),
     }
 
 

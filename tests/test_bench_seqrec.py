@@ -33,6 +33,7 @@ def test_industrial_rows_are_recorded_with_their_arguments_and_summarised(tmp_pa
     item = runs[0]
     assert item["args"]["seed"] == 1 and item["args"]["sids"] == "published" and item["commit"]
     assert item["steps"] > 0 and item["epochs_run"] == 1 and item["train_targets"] > 5000
+    assert item["train_gflop_per_step"] > 0 and 0 < item["train_fraction_of_matmul_peak"] < 2
     for split in ("val", "test"):
         for m in ("hit@3", "hit@5", "hit@10", "ndcg@10"):
             assert 0.0 <= item[f"{split}.{m}"] <= 1.0
