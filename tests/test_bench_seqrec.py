@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,20 +13,25 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "datasets" / "amazon-industrial"
 
 
-def bench(*args: str) -> str:
-    out = subprocess.run([sys.executable, "benchmarks/multigr_industrial.py", *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+def bench(capsys, monkeypatch, *args: str) -> str:
+    """Run `benchmarks/multigr_industrial.py` in this process; its stdout."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.chdir(ROOT)
+    import multigr_industrial
+
+    monkeypatch.setattr(sys, "argv", ["multigr_industrial.py", *args])
+    capsys.readouterr()
+    assert multigr_industrial.main() == 0
+    return capsys.readouterr().out
 
 
 @pytest.mark.skipif(not (DATA / "valid.csv").exists(), reason=f"{DATA} is missing (shared datasets)")
-def test_industrial_rows_are_recorded_with_their_arguments_and_summarised(tmp_path):
+def test_industrial_rows_are_recorded_with_their_arguments_and_summarised(tmp_path, capsys, monkeypatch):
     out = tmp_path / "industrial.json"
     tiny = ["--minutes", "0.5", "--epochs", "1", "--width", "10", "--warmup", "5", "--d-model", "16", "--val-users", "300",
             "--val-every", "1", "--threads", "1", "--out", str(out)]
-    bench("--arch", "item", "--seed", "1", *tiny)
-    bench("--arch", "popularity", *tiny)
+    bench(capsys, monkeypatch, "--arch", "item", "--seed", "1", *tiny)
+    bench(capsys, monkeypatch, "--arch", "popularity", *tiny)
     runs = json.loads(out.read_text())["runs"]
     assert [r["model"] for r in runs] == ["MultiGR item positions (ItemSeqGR)", "popularity (training targets)"]
     item = runs[0]
@@ -39,12 +43,12 @@ def test_industrial_rows_are_recorded_with_their_arguments_and_summarised(tmp_pa
             assert 0.0 <= item[f"{split}.{m}"] <= 1.0
         assert item[f"{split}.hit@3"] <= item[f"{split}.hit@5"] <= item[f"{split}.hit@10"]
     assert runs[1]["test.hit@10"] > 0  # popularity finds something
-    table = bench("--summary", "--out", str(out))
+    table = bench(capsys, monkeypatch, "--summary", "--out", str(out))
     assert "| MultiGR item positions (ItemSeqGR) | 1 |" in table and "| MiniOneRec (paper) | published |" in table
 
 
-def test_collision_level_numbers_the_items_of_a_shared_sid():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_collision_level_numbers_the_items_of_a_shared_sid(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from multigr_industrial import with_collision_level
 
     codes = np.array([[1, 2], [1, 2], [3, 4], [1, 2]])
