@@ -217,8 +217,7 @@ def save(args: argparse.Namespace, result: dict, published: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
     runs = previous.get("runs", []) + [result]
-    out.write_text(json.dumps({**{k: v for k, v in previous.items() if k != "runs"}, "published": published,
-                               "runs": runs}, indent=2) + "\n")
+    out.write_text(json.dumps({"published": published, "runs": runs}, indent=2) + "\n")
     return result
 
 
