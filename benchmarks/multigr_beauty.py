@@ -14,6 +14,8 @@ selection (`benchmarks/seqrec.py`). Runs accumulate in `--out` with every argume
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import logging
 import sys
 from pathlib import Path
@@ -21,8 +23,12 @@ from pathlib import Path
 import numpy as np
 import seqrec
 
+from models.metrics import ranking_metrics
+from models.multigr import itemseq
+from models.multigr.beam import trie_table
 from models.multigr.data import load_sequences
 from models.multigr.itemseq import windows
+from models.tokenizer.trie import SidTrie
 
 PUBLISHED = {
     "TIGER (paper)": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384},
@@ -47,6 +53,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="../shared/datasets/amazon-beauty")
     p.add_argument("--summary", action="store_true", help="print the table of the recorded runs and exit")
+    p.add_argument("--ablate", default=None, metavar="CHECKPOINT",
+                   help="decode a saved ItemSeqGR with beam width 10/50/100, renormalised or not; write to --out")
     seqrec.add_arguments(p, max_history=20, out="benchmarks/results/beauty.json")
     args = p.parse_args()
     if args.summary:
@@ -58,8 +66,33 @@ def main() -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = load_sequences(data_dir / "inter.json", data_dir / "index_rqvae.json")
+    if args.ablate:
+        return ablate(args, data)
     result = seqrec.run(args, split(data, args.max_history), data.item_sids, (5, 10))
     seqrec.save(args, {"dataset": "amazon-beauty", **result}, PUBLISHED)
+    return 0
+
+
+def ablate(args: argparse.Namespace, data) -> int:
+    """Beam width and renormalisation of one trained model, on validation and test (recorded in --out)."""
+    model = itemseq.load(args.ablate)
+    sp = split(data, model.cfg.max_history)
+    trie = SidTrie.from_sids(data.item_sids, model.cfg.codebook_size)
+    table, leaves = trie_table(trie), seqrec.leaf_item_map(trie, data.item_sids)
+    rows = []
+    for width, renormalize in itertools.product((10, 50, 100), (True, False)):
+        row = {"width": width, "renormalize": renormalize}
+        for name, hist, targets in (("val", sp.val_histories, sp.val_targets), ("test", sp.test_histories, sp.test_targets)):
+            ranked = np.concatenate([np.where(n >= 0, leaves[np.maximum(n, 0)], -1) for n in (
+                model.beam_search(itemseq.pad_items(hist[i: i + 512], left=True), width, 10, table, renormalize).nodes.numpy()
+                for i in range(0, len(hist), 512))])
+            row.update(seqrec.metric_fields(name, ranking_metrics(ranked, targets, (5, 10))))
+        logging.info("ablation %s", row)
+        rows.append(row)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results.setdefault("beam_ablation", []).append({"checkpoint": args.ablate, "commit": seqrec.git_commit(), "rows": rows})
+    out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

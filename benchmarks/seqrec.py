@@ -217,7 +217,8 @@ def save(args: argparse.Namespace, result: dict, published: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
     runs = previous.get("runs", []) + [result]
-    out.write_text(json.dumps({"published": published, "runs": runs}, indent=2) + "\n")
+    keep = {k: previous[k] for k in ("beam_ablation",) if k in previous}  # multigr_beauty.py --ablate
+    out.write_text(json.dumps({"published": published, **keep, "runs": runs}, indent=2) + "\n")
     return result
 
 
