@@ -11,8 +11,12 @@ MultiGR spends L = 4 positions per history item and its per-window examples cove
 an epoch at ~200-470 s an epoch (test Recall@10 0.0252 after ~1,650 s). Here a window of up to
 `max_history + 1` items supervises every item of it in one pass, the sequence is 4x shorter and a
 level costs one small MLP instead of a decoder step, so an epoch over every training target
-(~131k) takes ~9 s at d_model 128: the model sees ~50x more targets in the same time.
-Decoding needs no KV cache: the beam state of a request is z_l (B, w, D).
+(~131k) takes ~9 s at d_model 128: the model sees ~50x more targets in the same time (one thread: ~15 s an epoch).
+Decoding needs no KV cache: the beam state of a request is z_l (B, w, D). Training renormalises
+each level over the valid children of the target's trie node (`loss(..., trie_next)`), the same
+distribution the renormalised beam decodes: with it the validation-subset Recall@10 (3,000 users)
+after 8 epochs was 0.050 instead of 0.030 (d_model 128, lr 2e-3, seed 0); the plain softmax spends
+capacity on codes that name no item (most 4th-level nodes have one child).
 
 Departures from the paper / TIGER: TIGER is an encoder-decoder over SID tokens, the paper a
 decoder-only MultiGR over tokens (`models.multigr.model`, which the daily pipeline keeps because
