@@ -228,7 +228,7 @@ def summary(out: Path, metrics: Sequence[str], published: dict) -> str:
     runs = [r for r in json.loads(out.read_text())["runs"] if "args" in r] if out.exists() else []
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        key = json.dumps({k: v for k, v in r["args"].items() if k not in ("seed", "out", "summary")}, sort_keys=True)
+        key = json.dumps({k: v for k, v in r["args"].items() if k not in ("seed", "out", "summary", "checkpoint", "ablate")}, sort_keys=True)
         groups.setdefault(key, []).append(r)
     lines = [f"| model | seeds | train min (max) | {' | '.join(f'test {m}' for m in metrics)} | arguments |",
              "|---|---|---|" + "---|" * len(metrics) + "---|"]
