@@ -14,12 +14,20 @@ from models.multigr.itemseq import ItemSeqGR, pad_items, rank_items, windows
 from models.tokenizer.trie import SidTrie
 
 
-def tiny(levels: int = 3, k: int = 4, n_items: int = 20, seed: int = 0) -> tuple[ItemSeqGR, np.ndarray, SidTrie]:
+def tiny(levels: int = 3, k: int = 4, n_items: int = 20, seed: int = 0,
+         sharp: bool = False) -> tuple[ItemSeqGR, np.ndarray, SidTrie]:
+    """A tiny model over random SIDs; `sharp`: weights ~ N(0, 0.5) in eval mode (peaked distributions)."""
     rng = np.random.default_rng(seed)
     sids = np.array(sorted(set(map(tuple, rng.integers(0, k, size=(200, levels)))))[:n_items])
     cfg = MultiGRConfig(**{**PROFILES["tiny"], "sid_levels": levels, "codebook_size": k, "dropout": 0.0, "seed": seed})
     torch.manual_seed(seed)
-    return ItemSeqGR(cfg, sids), sids, SidTrie.from_sids(sids, k)
+    model = ItemSeqGR(cfg, sids)
+    if sharp:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.5)
+        model.eval()
+    return model, sids, SidTrie.from_sids(sids, k)
 
 
 def leaf_items(trie: SidTrie, sids: np.ndarray) -> np.ndarray:
@@ -38,11 +46,7 @@ def test_windows_supervise_every_target_once_with_at_most_max_history_items():
 
 
 def test_renormalised_full_width_beam_equals_brute_force_over_the_catalogue():
-    model, sids, trie = tiny()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.eval()
+    model, sids, trie = tiny(sharp=True)
     hist = pad_items([np.array([3, 1]), np.array([5]), np.array([], np.int64)], left=True)
     res = model.beam_search(hist, width=len(sids), top_k=len(sids), trie_next=trie_table(trie))
     with torch.no_grad():
@@ -87,11 +91,7 @@ def test_it_learns_a_deterministic_next_item_rule_and_decodes_only_catalogue_ite
 
 
 def test_trie_loss_is_the_nll_of_the_renormalised_beam_score():
-    model, sids, trie = tiny()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.eval()
+    model, sids, trie = tiny(sharp=True)
     seq = torch.tensor([[3, 1, 7]])  # targets 1 (after [3]) and 7 (after [3, 1])
     table = trie_table(trie)
     with torch.no_grad():
