@@ -89,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser, *, max_history: int, out: str) -> 
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--width", type=int, default=50, help="beam width at every SID level")
     p.add_argument("--trie-loss", type=int, default=1, help="1: softmax over the trie's valid children in training")
+    p.add_argument("--item-input", type=int, default=0, help="1: add a per-item embedding to the SID codes' sum (item arch)")
+    p.add_argument("--item-loss", type=float, default=0.0,
+                   help="> 0: item arch also trains an item-level head with this weight and re-scores the beam with it")
     p.add_argument("--val-users", type=int, default=3000, help="validation users of the per-epoch selection")
     p.add_argument("--val-every", type=int, default=3, help="validate every this many epochs")
     p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
@@ -170,7 +173,8 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
     sub = np.random.default_rng(args.seed).choice(len(vt), size=min(args.val_users, len(vt)), replace=False)
     val_batches = [([split.val_histories[i] for i in sub[j: j + 512]], vt[sub[j: j + 512]]) for j in range(0, len(sub), 512)]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids)
+    item_kwargs = {"item_input": bool(args.item_input), "item_loss": args.item_loss}
+    net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids, **item_kwargs)
     module = itemseq.ItemSeqModule(cfg, net, rank, **({"trie_next": trie_next} if args.arch == "item" and args.trie_loss else {}))
     history = History()
     trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
@@ -183,13 +187,18 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
     model = module.model
     model.load_state_dict(best_state(trainer))
     if args.checkpoint:
-        save_checkpoint(model, args.checkpoint, {"arch": args.arch, "n_items": n_items})
+        save_checkpoint(model, args.checkpoint, {"arch": args.arch, "n_items": n_items, **item_kwargs})
     for h in history.rows:
         h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
     val = ranking_metrics(rank(model, split.val_histories, max(ks)), vt, ks, metrics)
     t0 = time.perf_counter()
     test = ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics)
     decode_s = time.perf_counter() - t0
+    if args.arch == "item" and args.item_loss > 0:  # the generative ranking alone, without the item head's re-score
+        beam_only = itemseq.rank_items(model, split.test_histories, args.width, max(ks), trie_next, leaf_items, rescore=False)
+        extra = metric_fields("test_beam_only", ranking_metrics(beam_only, tt, ks, metrics))
+    else:
+        extra = {}
     best = max(history.rows, key=lambda h: h["val_subset_recall@10"]) if history.rows else {"epoch": None}
     model.train()
     flops = step_flops(module, list(itertools.islice(iter(itemseq.WindowBatches(split.train, cfg.batch_size, 99)), 5)))
@@ -201,7 +210,7 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
         "train_targets": int(sum(len(w) - 1 for w in split.train)), "training_time_s": round(train_s, 1),
         "train_minutes": round(train_s / 60, 2), "steps": int(trainer.global_step),
         "epochs_run": int(trainer.current_epoch), "best_epoch": best["epoch"], "epoch_history": history.rows,
-        **metric_fields("val", val), **metric_fields("test", test),
+        **metric_fields("val", val), **metric_fields("test", test), **extra,
         "test_users": len(tt), "decode_requests_per_s": round(len(tt) / decode_s, 1),
         "train_gflop_per_step": round(flops / 1e9, 2), "train_gflop_per_s": round(achieved, 2),
         "matmul_peak_gflop_per_s": round(peak, 1), "train_fraction_of_matmul_peak": round(achieved / peak, 3),

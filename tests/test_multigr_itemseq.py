@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import torch
 
 from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
@@ -15,13 +16,13 @@ from models.tokenizer.trie import SidTrie
 
 
 def tiny(levels: int = 3, k: int = 4, n_items: int = 20, seed: int = 0,
-         sharp: bool = False) -> tuple[ItemSeqGR, np.ndarray, SidTrie]:
+         sharp: bool = False, item_loss: float = 0.0) -> tuple[ItemSeqGR, np.ndarray, SidTrie]:
     """A tiny model over random SIDs; `sharp`: weights ~ N(0, 0.5) in eval mode (peaked distributions)."""
     rng = np.random.default_rng(seed)
     sids = np.array(sorted(set(map(tuple, rng.integers(0, k, size=(200, levels)))))[:n_items])
     cfg = MultiGRConfig(**{**PROFILES["tiny"], "sid_levels": levels, "codebook_size": k, "dropout": 0.0, "seed": seed})
     torch.manual_seed(seed)
-    model = ItemSeqGR(cfg, sids)
+    model = ItemSeqGR(cfg, sids, item_loss=item_loss)
     if sharp:
         with torch.no_grad():
             for p in model.parameters():
@@ -69,8 +70,9 @@ def test_renormalised_full_width_beam_equals_brute_force_over_the_catalogue():
         assert np.isclose(sum(np.exp(list(brute.values()))), 1.0, atol=1e-4)  # a distribution over the catalogue
 
 
-def test_it_learns_a_deterministic_next_item_rule_and_decodes_only_catalogue_items():
-    model, sids, trie = tiny(n_items=12)
+@pytest.mark.parametrize("item_loss", [0.0, 1.0])
+def test_it_learns_a_deterministic_next_item_rule_and_decodes_only_catalogue_items(item_loss):
+    model, sids, trie = tiny(n_items=12, item_loss=item_loss)
     n = len(sids)
     seqs = [np.array([(s + j) % n for j in range(6)]) for s in range(n)]  # next item = item + 1 (mod n)
     batch = pad_items([w for s in seqs for w in windows(s, model.cfg.max_history)])
@@ -103,3 +105,17 @@ def test_trie_loss_is_the_nll_of_the_renormalised_beam_score():
             row = [i for i, s in enumerate(res.sids[0].tolist()) if s == sids[target].tolist()][0]
             nll.append(-float(res.scores[0, row]))
     assert abs(float(loss) - np.mean(nll) / model.cfg.sid_levels) < 1e-4
+
+
+def test_item_head_rescores_the_beam_by_sid_plus_item_log_probability():
+    model, sids, trie = tiny(sharp=True, item_loss=1.0)
+    table, leaves = trie_table(trie), leaf_items(trie, sids)
+    histories = [np.array([3, 1]), np.array([5])]
+    hist = pad_items(histories, left=True)
+    logp = model.item_logp(hist)
+    assert torch.allclose(logp.exp().sum(1), torch.ones(2), atol=1e-5)
+    beam = model.beam_search(hist, len(sids), len(sids), table)
+    items = torch.from_numpy(leaves)[beam.nodes]
+    expected = items.gather(1, (beam.scores + logp.gather(1, items)).topk(4, dim=1).indices).numpy()
+    ranked = rank_items(model, histories, len(sids), 4, table, leaves)
+    assert (ranked == expected).all()
