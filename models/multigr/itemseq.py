@@ -105,9 +105,11 @@ class ItemSeqGR(nn.Module):
             x, _ = block(x, mask)
         return self.ln_f(x)
 
-    def item_logp(self, history: Tensor) -> Tensor:
-        """Left-padded histories (B, T) -> (B, N) log-softmax of the item-level head (`item_loss` > 0)."""
-        return torch.log_softmax(self.encode(history)[:, -1] @ self.items.weight.T, -1)
+    def item_logp(self, history: Tensor, h: Tensor | None = None) -> Tensor:
+        """Left-padded histories (B, T) -> (B, N) log-softmax of the item-level head (`item_loss` > 0);
+        `h` (B, D): the histories' last hidden states when the caller already has them."""
+        h = self.encode(history)[:, -1] if h is None else h
+        return torch.log_softmax(h @ self.items.weight.T, -1)
 
     def level_logits(self, z: Tensor, level: int) -> Tensor:
         """z (..., D) -> (..., K) logits of the codes of `level`."""
@@ -140,13 +142,14 @@ class ItemSeqGR(nn.Module):
 
     @torch.no_grad()
     def beam_search(self, history: Tensor, width: int, top_k: int, trie_next: Tensor | None,
-                    renormalize: bool = True) -> BeamResult:
-        """Top-`top_k` SIDs after each left-padded history (B, T); width `width` at every level."""
+                    renormalize: bool = True, h: Tensor | None = None) -> BeamResult:
+        """Top-`top_k` SIDs after each left-padded history (B, T); width `width` at every level; `h`
+        (B, D): the histories' last hidden states when the caller already has them."""
         if width < top_k:
             raise ValueError(f"beam width {width} < top_k {top_k}")
         self.eval()
         k = self.cfg.codebook_size
-        z = self.encode(history)[:, -1:]  # (B, 1, D)
+        z = (self.encode(history)[:, -1] if h is None else h)[:, None]  # (B, 1, D)
         b = z.shape[0]
         scores = torch.zeros(b, 1)
         nodes = torch.zeros(b, 1, dtype=torch.long)
@@ -204,10 +207,12 @@ def rank_items(model: ItemSeqGR, histories: Sequence[np.ndarray], width: int, to
     rescore = rescore and model.item_loss > 0
     for i in range(0, len(histories), batch_size):
         history = pad_items(histories[i: i + batch_size], left=True)
-        beam = model.beam_search(history, width, width if rescore else top_k, trie_next)
+        with torch.no_grad():
+            h = model.eval().encode(history)[:, -1]  # encoded once for the beam and the item head
+        beam = model.beam_search(history, width, width if rescore else top_k, trie_next, h=h)
         items = torch.where(beam.nodes >= 0, leaves[beam.nodes.clamp(min=0)], -1)
         if rescore:
-            score = beam.scores + model.item_logp(history).gather(1, items.clamp(min=0))
+            score = beam.scores + model.item_logp(history, h).gather(1, items.clamp(min=0))
             order = score.masked_fill(items < 0, NEG_INF).topk(top_k, dim=1).indices
             items = items.gather(1, order)
         out.append(items.numpy())
