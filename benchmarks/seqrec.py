@@ -5,7 +5,9 @@ a full cross-entropy, popularity - gets the same training targets, the same vali
 same wall-clock budget and the same selection (the epoch with the best Recall@10 on `--val-users`
 validation users, Lightning's ModelCheckpoint; early stopping after `--patience` validations without
 improvement), and is reported on full validation and test. Each run is appended to `--out` with
-every argument, the git commit, the machine, the training minutes and steps.
+every argument, the git commit, the machine, the training minutes and steps. `--exclude-history`
+applies the same ranking rule to every row; a split with `refit_train` (Industrial's `--refit`)
+trains a second model for the test figures, as many epochs as the selected one.
 """
 
 from __future__ import annotations
@@ -39,13 +41,26 @@ log = logging.getLogger("seqrec")
 
 
 class Split(NamedTuple):
-    """Training windows (item ids) and the (history, target) pairs of validation and test."""
+    """Training windows (item ids) and the (history, target) pairs of validation and test;
+    `refit_train`: the windows of a second model trained for the test figures (see `run`)."""
 
     train: list[np.ndarray]
     val_histories: list[np.ndarray]
     val_targets: np.ndarray
     test_histories: list[np.ndarray]
     test_targets: np.ndarray
+    refit_train: list[np.ndarray] | None = None
+
+
+class StopAfter(L.Callback):
+    """Stops training after `epochs` epochs (the learning-rate schedule still spans the trainer's max_epochs)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
 
 
 def leaf_item_map(trie: SidTrie, item_sids: np.ndarray) -> np.ndarray:
@@ -74,7 +89,7 @@ class History(L.Callback):
                  float(m.get("train_loss", float("nan"))), self.rows[-1]["val_subset_recall@10"])
 
 
-def add_arguments(p: argparse.ArgumentParser, *, max_history: int, out: str) -> None:
+def add_arguments(p: argparse.ArgumentParser, *, max_history: int, out: str, exclude_history: int) -> None:
     p.add_argument("--arch", choices=("item", "sasrec", "popularity"), default="item",
                    help="item: MultiGR over item positions; sasrec, popularity: the baselines")
     p.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget (recorded)")
@@ -92,6 +107,8 @@ def add_arguments(p: argparse.ArgumentParser, *, max_history: int, out: str) -> 
     p.add_argument("--item-input", type=int, default=0, help="1: add a per-item embedding to the SID codes' sum (item arch)")
     p.add_argument("--item-loss", type=float, default=0.0,
                    help="> 0: item arch also trains an item-level head with this weight and re-scores the beam with it")
+    p.add_argument("--exclude-history", type=int, default=exclude_history,
+                   help="1: never rank an item of the request's history (every row; for data without repeats)")
     p.add_argument("--val-users", type=int, default=3000, help="validation users of the per-epoch selection")
     p.add_argument("--val-every", type=int, default=3, help="validate every this many epochs")
     p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
@@ -152,8 +169,14 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
     vt, tt = split.val_targets, split.test_targets
     if args.arch == "popularity":  # the training targets' counts, the same list for everyone
         counts = np.bincount(np.concatenate([w[1:] for w in split.train]), minlength=n_items)
-        top = np.argsort(-counts, kind="stable")[: max(ks)]
-        val, test = (ranking_metrics(np.tile(top, (len(t), 1)), t, ks, metrics) for t in (vt, tt))
+        order = np.argsort(-counts, kind="stable")[: max(ks) + (args.max_history if args.exclude_history else 0)]
+
+        def top(histories):
+            keep = [order[~np.isin(order, h)] if args.exclude_history else order for h in histories]
+            return np.stack([k[: max(ks)] for k in keep])
+
+        val, test = (ranking_metrics(top(h), t, ks, metrics)
+                     for h, t in ((split.val_histories, vt), (split.test_histories, tt)))
         return {"model": "popularity (training targets)", **metric_fields("val", val), **metric_fields("test", test)}
     cfg = MultiGRConfig(
         seed=args.seed, sid_levels=n_levels, codebook_size=codebook_size, n_user_buckets=0, n_query_buckets=0,
@@ -167,40 +190,55 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
 
     def rank(model, histories, k=10):
         if args.arch == "sasrec":
-            return model.rank(histories, k)
-        return itemseq.rank_items(model, histories, args.width, k, trie_next, leaf_items)
+            return model.rank(histories, k, exclude_history=bool(args.exclude_history))
+        return itemseq.rank_items(model, histories, args.width, k, trie_next, leaf_items,
+                                  exclude_history=bool(args.exclude_history))
 
     sub = np.random.default_rng(args.seed).choice(len(vt), size=min(args.val_users, len(vt)), replace=False)
     val_batches = [([split.val_histories[i] for i in sub[j: j + 512]], vt[sub[j: j + 512]]) for j in range(0, len(sub), 512)]
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     item_kwargs = {"item_input": bool(args.item_input), "item_loss": args.item_loss}
-    net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids, **item_kwargs)
-    module = itemseq.ItemSeqModule(cfg, net, rank, **({"trie_next": trie_next} if args.arch == "item" and args.trie_loss else {}))
-    history = History()
-    trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
-                            monitor="val_recall@10", mode="max", patience=args.patience, gradient_clip_val=1.0,
-                            callbacks=[history], check_val_every_n_epoch=args.val_every)
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=DataLoader(itemseq.WindowBatches(split.train, cfg.batch_size, cfg.seed), batch_size=None),
-                val_dataloaders=DataLoader(val_batches, batch_size=None, collate_fn=lambda b: b))
-    train_s = time.perf_counter() - start
+
+    def fit(windows: list[np.ndarray], stop_after: int | None = None):
+        """A model trained on `windows`: the best validated epoch, or (`stop_after`) the last of that many epochs."""
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids, **item_kwargs)
+        module = itemseq.ItemSeqModule(cfg, net, rank, **({"trie_next": trie_next} if args.arch == "item" and args.trie_loss else {}))
+        history, select = History(), stop_after is None
+        trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
+                                monitor="val_recall@10" if select else None, mode="max", patience=args.patience,
+                                gradient_clip_val=1.0, callbacks=[history] if select else [StopAfter(stop_after)],
+                                check_val_every_n_epoch=args.val_every, limit_val_batches=1.0 if select else 0)
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=DataLoader(itemseq.WindowBatches(windows, cfg.batch_size, cfg.seed), batch_size=None),
+                    val_dataloaders=DataLoader(val_batches, batch_size=None, collate_fn=lambda b: b))
+        seconds = time.perf_counter() - start
+        if select:
+            module.model.load_state_dict(best_state(trainer))
+        for h in history.rows:
+            h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
+        return module, trainer, history.rows, seconds
+
+    module, trainer, rows, train_s = fit(split.train)
+    best = max(rows, key=lambda h: h["val_subset_recall@10"]) if rows else {"epoch": None}
     model = module.model
-    model.load_state_dict(best_state(trainer))
+    val = ranking_metrics(rank(model, split.val_histories, max(ks)), vt, ks, metrics)
+    extra = {}
+    if split.refit_train is not None:  # the test model: trained again on refit_train for the selected epochs
+        extra = metric_fields("test_selected", ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics))
+        refit, refit_trainer, _, refit_s = fit(split.refit_train, stop_after=int(best["epoch"]) + 1)
+        model = refit.model
+        extra |= {"refit_epochs": int(refit_trainer.current_epoch), "refit_minutes": round(refit_s / 60, 2),
+                  "refit_train_targets": int(sum(len(w) - 1 for w in split.refit_train))}
     if args.checkpoint:
         save_checkpoint(model, args.checkpoint, {"arch": args.arch, "n_items": n_items, **item_kwargs})
-    for h in history.rows:
-        h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
-    val = ranking_metrics(rank(model, split.val_histories, max(ks)), vt, ks, metrics)
     t0 = time.perf_counter()
     test = ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics)
     decode_s = time.perf_counter() - t0
     if args.arch == "item" and args.item_loss > 0:  # the generative ranking alone, without the item head's re-score
-        beam_only = itemseq.rank_items(model, split.test_histories, args.width, max(ks), trie_next, leaf_items, rescore=False)
-        extra = metric_fields("test_beam_only", ranking_metrics(beam_only, tt, ks, metrics))
-    else:
-        extra = {}
-    best = max(history.rows, key=lambda h: h["val_subset_recall@10"]) if history.rows else {"epoch": None}
-    model.train()
+        beam_only = itemseq.rank_items(model, split.test_histories, args.width, max(ks), trie_next, leaf_items,
+                                       rescore=False, exclude_history=bool(args.exclude_history))
+        extra |= metric_fields("test_beam_only", ranking_metrics(beam_only, tt, ks, metrics))
+    module.model.train()
     flops = step_flops(module, list(itertools.islice(iter(itemseq.WindowBatches(split.train, cfg.batch_size, 99)), 5)))
     peak = matmul_peak_gflops(args.threads)
     achieved = flops * trainer.global_step / train_s / 1e9
@@ -209,7 +247,7 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
         "params": model.num_params(), "config": cfg.model_dump(mode="json", exclude={"mopo", "daily"}),
         "train_targets": int(sum(len(w) - 1 for w in split.train)), "training_time_s": round(train_s, 1),
         "train_minutes": round(train_s / 60, 2), "steps": int(trainer.global_step),
-        "epochs_run": int(trainer.current_epoch), "best_epoch": best["epoch"], "epoch_history": history.rows,
+        "epochs_run": int(trainer.current_epoch), "best_epoch": best["epoch"], "epoch_history": rows,
         **metric_fields("val", val), **metric_fields("test", test), **extra,
         "test_users": len(tt), "decode_requests_per_s": round(len(tt) / decode_s, 1),
         "train_gflop_per_step": round(flops / 1e9, 2), "train_gflop_per_s": round(achieved, 2),

@@ -30,13 +30,18 @@ def test_industrial_rows_are_recorded_with_their_arguments_and_summarised(tmp_pa
     out = tmp_path / "industrial.json"
     tiny = ["--minutes", "0.5", "--epochs", "1", "--width", "10", "--warmup", "5", "--d-model", "16", "--val-users", "300",
             "--val-every", "1", "--threads", "1", "--out", str(out)]
-    bench(capsys, monkeypatch, "--arch", "item", "--seed", "1", *tiny)
+    bench(capsys, monkeypatch, "--arch", "item", "--seed", "1", "--refit", "1", *tiny)
     bench(capsys, monkeypatch, "--arch", "popularity", *tiny)
+    bench(capsys, monkeypatch, "--arch", "popularity", "--exclude-history", "1", *tiny)
     runs = json.loads(out.read_text())["runs"]
-    assert [r["model"] for r in runs] == ["MultiGR item positions (ItemSeqGR)", "popularity (training targets)"]
+    assert [r["model"] for r in runs] == ["MultiGR item positions (ItemSeqGR)"] + ["popularity (training targets)"] * 2
+    assert [r["args"]["exclude_history"] for r in runs] == [0, 0, 1]  # Industrial has repeat purchases: off by default
+    assert runs[1]["test.hit@10"] != runs[2]["test.hit@10"]
     item = runs[0]
     assert item["args"]["seed"] == 1 and item["args"]["sids"] == "published" and item["commit"]
     assert item["steps"] > 0 and item["epochs_run"] == 1 and item["train_targets"] > 5000
+    assert item["refit_epochs"] == 1 and item["refit_train_targets"] == item["train_targets"] + 4532  # + the valid rows
+    assert 0.0 <= item["test_selected.hit@10"] <= 1.0
     assert item["train_gflop_per_step"] > 0 and 0 < item["train_fraction_of_matmul_peak"] < 2
     for split in ("val", "test"):
         for m in ("hit@3", "hit@5", "hit@10", "ndcg@10"):

@@ -11,7 +11,7 @@ import torch
 from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
 from models.metrics import ranking_metrics
 from models.multigr.beam import sid_keys, trie_table
-from models.multigr.itemseq import ItemSeqGR, pad_items, rank_items, windows
+from models.multigr.itemseq import ItemSeqGR, SASRec, pad_items, rank_items, windows
 from models.tokenizer.trie import SidTrie
 
 
@@ -119,3 +119,19 @@ def test_item_head_rescores_the_beam_by_sid_plus_item_log_probability():
     expected = items.gather(1, (beam.scores + logp.gather(1, items)).topk(4, dim=1).indices).numpy()
     ranked = rank_items(model, histories, len(sids), 4, table, leaves)
     assert (ranked == expected).all()
+
+
+@pytest.mark.parametrize("item_loss", [0.0, 1.0])
+def test_exclude_history_drops_the_history_and_keeps_the_order_of_the_rest(item_loss):
+    model, sids, trie = tiny(sharp=True, item_loss=item_loss)
+    table, leaves = trie_table(trie), leaf_items(trie, sids)
+    histories = [np.array([3, 1, 7]), np.array([5]), np.array([0, 2])]
+    full = rank_items(model, histories, len(sids), len(sids), table, leaves)
+    ranked = rank_items(model, histories, len(sids), 5, table, leaves, exclude_history=True)
+    for h, f, r in zip(histories, full, ranked, strict=True):
+        assert not np.isin(r, h).any()
+        assert (r == f[~np.isin(f, h)][:5]).all()
+    sasrec = SASRec(model.cfg, len(sids)).eval()
+    full, ranked = sasrec.rank(histories, len(sids)), sasrec.rank(histories, 5, exclude_history=True)
+    for h, f, r in zip(histories, full, ranked, strict=True):
+        assert (r == f[~np.isin(f, h)][:5]).all()
