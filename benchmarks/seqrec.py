@@ -167,16 +167,16 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
     torch.set_num_threads(args.threads)
     n_items, n_levels = item_sids.shape
     vt, tt = split.val_targets, split.test_targets
-    if args.arch == "popularity":  # the training targets' counts, the same list for everyone
-        counts = np.bincount(np.concatenate([w[1:] for w in split.train]), minlength=n_items)
-        order = np.argsort(-counts, kind="stable")[: max(ks) + (args.max_history if args.exclude_history else 0)]
+    if args.arch == "popularity":  # the training targets' counts (test: refit_train's, if any)
 
-        def top(histories):
+        def top(windows, histories):
+            counts = np.bincount(np.concatenate([w[1:] for w in windows]), minlength=n_items)
+            order = np.argsort(-counts, kind="stable")[: max(ks) + (args.max_history if args.exclude_history else 0)]
             keep = [order[~np.isin(order, h)] if args.exclude_history else order for h in histories]
             return np.stack([k[: max(ks)] for k in keep])
 
-        val, test = (ranking_metrics(top(h), t, ks, metrics)
-                     for h, t in ((split.val_histories, vt), (split.test_histories, tt)))
+        val = ranking_metrics(top(split.train, split.val_histories), vt, ks, metrics)
+        test = ranking_metrics(top(split.refit_train or split.train, split.test_histories), tt, ks, metrics)
         return {"model": "popularity (training targets)", **metric_fields("val", val), **metric_fields("test", test)}
     cfg = MultiGRConfig(
         seed=args.seed, sid_levels=n_levels, codebook_size=codebook_size, n_user_buckets=0, n_query_buckets=0,

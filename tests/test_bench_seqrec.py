@@ -33,10 +33,12 @@ def test_industrial_rows_are_recorded_with_their_arguments_and_summarised(tmp_pa
     bench(capsys, monkeypatch, "--arch", "item", "--seed", "1", "--refit", "1", *tiny)
     bench(capsys, monkeypatch, "--arch", "popularity", *tiny)
     bench(capsys, monkeypatch, "--arch", "popularity", "--exclude-history", "1", *tiny)
+    bench(capsys, monkeypatch, "--arch", "popularity", "--refit", "1", *tiny)
     runs = json.loads(out.read_text())["runs"]
-    assert [r["model"] for r in runs] == ["MultiGR item positions (ItemSeqGR)"] + ["popularity (training targets)"] * 2
-    assert [r["args"]["exclude_history"] for r in runs] == [0, 0, 1]  # Industrial has repeat purchases: off by default
+    assert [r["model"] for r in runs] == ["MultiGR item positions (ItemSeqGR)"] + ["popularity (training targets)"] * 3
+    assert [r["args"]["exclude_history"] for r in runs] == [0, 0, 1, 0]  # Industrial has repeat purchases: off by default
     assert runs[1]["test.hit@10"] != runs[2]["test.hit@10"]
+    assert runs[3]["val.hit@10"] == runs[1]["val.hit@10"] and runs[3]["test.ndcg@10"] != runs[1]["test.ndcg@10"]
     item = runs[0]
     assert item["args"]["seed"] == 1 and item["args"]["sids"] == "published" and item["commit"]
     assert item["steps"] > 0 and item["epochs_run"] == 1 and item["train_targets"] > 5000
