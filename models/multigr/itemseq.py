@@ -203,9 +203,11 @@ def windows(seq: np.ndarray, max_history: int) -> list[np.ndarray]:
     return out
 
 
-def in_history(items: Tensor, history: Tensor) -> Tensor:
-    """(B, W) bool: whether each candidate item occurs in its request's (B, T) history (-1 = padding)."""
-    return ((items[:, :, None] == history[:, None, :]) & (history[:, None, :] >= 0)).any(-1)
+def seen_items(history: Tensor, n_items: int) -> Tensor:
+    """(B, n_items) bool: the items of each left-padded (B, T) history (-1 = padding); the rankers'
+    `exclude_history` mask."""
+    counts = torch.zeros(history.shape[0], n_items, dtype=torch.long)
+    return counts.scatter_add_(1, history.clamp(min=0), (history >= 0).long()) > 0
 
 
 def rank_items(model: ItemSeqGR, histories: Sequence[np.ndarray], width: int, top_k: int, trie_next: Tensor,
@@ -227,7 +229,9 @@ def rank_items(model: ItemSeqGR, histories: Sequence[np.ndarray], width: int, to
         score = beam.scores
         if rescore:
             score = score + model.item_logp(history, h).gather(1, items.clamp(min=0))
-        drop = (items < 0) | (in_history(items, history) if exclude_history else False)
+        drop = items < 0
+        if exclude_history:
+            drop |= seen_items(history, len(model.item_sids)).gather(1, items.clamp(min=0))
         order = score.masked_fill(drop, NEG_INF).topk(min(top_k, items.shape[1]), dim=1).indices
         items = items.gather(1, order).masked_fill(drop.gather(1, order), -1)
         out.append(items.numpy())
@@ -328,8 +332,7 @@ class SASRec(nn.Module):
             history = pad_items(histories[i: i + batch_size], left=True)
             logits = self.encode(history)[:, -1] @ self.items.weight.T
             if exclude_history:
-                seen = torch.zeros(logits.shape, dtype=torch.long).scatter_add_(1, history.clamp(min=0), (history >= 0).long())
-                logits = logits.masked_fill(seen > 0, NEG_INF)
+                logits = logits.masked_fill(seen_items(history, logits.shape[1]), NEG_INF)
             out.append(logits.topk(top_k, dim=1).indices.numpy())
         return np.concatenate(out)
 
