@@ -10,8 +10,7 @@ the SID trie of its new-item pool (`sid_trie.npz`) and the pool's SIDs (`item_si
 request's prompt is the platform's (`models.multigr.platform.request_prompt`: hashed user id and
 intent category, the SIDs of the user's history, the query words); MultiGR's trie-constrained beam
 search (`models.multigr.beam.beam_search`) decodes pool SIDs, `SidItems.expand` turns them into
-items (with the value prior of `curated/item_uplift` as of the release's ds,
-`models.multigr.mopo.value_prior`, when the model's config enables it). When the release also holds the dense retriever (`dense.safetensors` + `dense_config.json` +
+items. When the release also holds the dense retriever (`dense.safetensors` + `dense_config.json` +
 `dense_index.faiss`, `models.dense`), the items sharing a SID are ordered by DR score and the first
 max(`two_stage_top_n`, `serve.top_k_max`) items are re-ranked by DR (GrowthGR-twoStage,
 `models.dense.rerank.two_stage`; item vectors from the release's index, query vectors from DR's
@@ -81,8 +80,7 @@ from models.multigr import train as multigr_train
 from models.multigr.beam import SidItems, beam_search, trie_table
 from models.multigr.data import left_pad
 from models.multigr.model import MultiGR
-from models.multigr.mopo import value_prior
-from models.multigr.platform import SidLookup, code_columns, read_item_uplift, request_prompt
+from models.multigr.platform import SidLookup, code_columns, request_prompt
 from models.tokenizer.trie import SidTrie
 
 log = logging.getLogger(__name__)
@@ -229,7 +227,6 @@ class Retriever:
     ds: str
     model: MultiGR
     trie_next: torch.Tensor    # (num_nodes, K) transition table of the pool's SIDs
-    node_value: torch.Tensor | None  # the value prior of the trie's nodes (None: model without one)
     pool: SidLookup            # pool item -> SID
     items: SidItems            # pool SID -> items
     history_sids: SidLookup    # the catalog snapshot's SIDs (history items)
@@ -264,15 +261,12 @@ class Retriever:
             raise ReleaseError(f"no {ITEM_SIDS.key(ds)} or earlier in the lake: history SIDs unknown")
         catalog = lake.read_partition(*ITEM_SIDS, snapshot[-1]).to_pandas()
         dense = load_dense(store, release, lake, ds)
-        trie_next = trie_table(trie)
-        uplift = read_item_uplift(lake, ds) if cfg.mopo.value_prior else None
         depth = settings.serve.top_k_max
         candidates = max(depth, dense.top_n if dense else 0)
         widths = list(cfg.beam_widths[:-1]) + [max(cfg.beam_widths[-1], candidates)]
         log.info("loaded release %s (ds=%s): %d pool items, DR %s", release.release_id, ds, len(pool.ids),
                  "present" if dense else "absent (beam order)")
-        return cls(release.release_id, ds, model.eval(), trie_next, value_prior(trie_next, uplift, pool), pool,
-                   pool.index(cfg.codebook_size),
+        return cls(release.release_id, ds, model.eval(), trie_table(trie), pool, pool.index(cfg.codebook_size),
                    SidLookup(catalog, code_columns(catalog)[: cfg.sid_levels]),
                    read_user_context(lake, ds, settings.serve.history_days), dense, depth, candidates, widths,
                    datetime.now(UTC).isoformat(timespec="seconds"))
@@ -310,8 +304,7 @@ class Retriever:
         prompts = [request_prompt(self.model.vocab, r, self.history_sids, cfg.max_history, cfg.max_query_words)
                    for r in rows]
         with torch.inference_mode():
-            result = beam_search(self.model, left_pad(prompts), self.beam_widths, self.candidates, self.trie_next,
-                                 node_value=self.node_value)
+            result = beam_search(self.model, left_pad(prompts), self.beam_widths, self.candidates, self.trie_next)
         if self.dense is None:
             ranked = self.items.expand(result, self.depth)
             return [self._answer(items, beam, beam, q.k) for items, beam, q in zip(*ranked, queries, strict=True)]

@@ -12,7 +12,7 @@ import torch
 
 from growthgr.core.sections.multigr import PROFILES, MoPOConfig, MultiGRConfig
 from models.multigr import labels
-from models.multigr.beam import beam_search, node_values, sid_keys, trie_table
+from models.multigr.beam import sid_keys, trie_table
 from models.multigr.data import SFTDataModule, left_pad
 from models.multigr.model import Vocab
 from models.multigr.mopo import (
@@ -22,7 +22,6 @@ from models.multigr.mopo import (
     ciw,
     eligible_contexts,
     expected_reward,
-    item_values,
     level_weights,
     logged_members,
     rollout,
@@ -186,60 +185,6 @@ def test_group_augmentation_moves_mass_to_the_logged_long_term_item(trained):
     conv, _ = align(copy.deepcopy(model), ctx, trie_next, base.model_copy(update={"reward": "conversion"}), seed=0)
     assert lt_logp(mopo) > lt_logp(model) + 1.0 and lt_logp(mopo) > lt_logp(conv) + 1.0, stats
     assert len(stats["mean_reward"]) == 20 // base.refresh_every
-
-
-def test_node_values_are_the_best_item_value_below_each_node():
-    codes = np.array([[0, 1, 2], [0, 1, 3], [1, 0, 0]])
-    trie_next = trie_table(SidTrie.from_sids(codes, 4))
-    values = node_values(trie_next, codes, np.array([0.5, 2.0, 0.0]))
-    table = trie_next.numpy()
-    a, b = table[0, 0], table[0, 1]                                      # the two first-level nodes
-    assert values[a] == 2.0 and values[b] == 0.0
-    assert values[table[table[a, 1], 2]] == 0.5 and values[table[table[a, 1], 3]] == 2.0
-    lookup = SidLookup(sid_table(), ("c1", "c2", "c3"))
-    got_codes, z = item_values(uplift(), lookup)                         # standardised, positive part
-    assert len(z) == N_ITEMS and (z[:12] == 0).all() and (z[12:] > 0).all()
-    assert item_values(None, lookup)[1].shape == (0,)
-
-
-def test_value_prior_is_inert_at_zero_gain_and_lifts_valuable_sids(trained):
-    model, lookup, train, trie_next = trained
-    codes, z = item_values(uplift(), lookup)
-    value = node_values(trie_next, codes, z)
-    prompts = left_pad(build_contexts(CFG, train.head(8), lookup, None).prompts)
-    plain = beam_search(model, prompts, [8, 16, 16], 16, trie_next)
-    same = beam_search(model, prompts, [8, 16, 16], 16, trie_next, node_value=value)
-    assert torch.equal(plain.sids, same.sids) and torch.allclose(plain.scores, same.scores)
-    boosted = copy.deepcopy(model)
-    with torch.no_grad():
-        boosted.value_gain.fill_(20.0)
-    top = beam_search(boosted, prompts, [8, 16, 16], 1, trie_next, node_value=value).sids[:, 0]
-    high = set(sid_keys(lookup.sids(np.arange(112, 100 + N_ITEMS)), CFG.codebook_size).tolist())
-    assert set(sid_keys(top.numpy(), CFG.codebook_size).tolist()) <= high
-
-
-def test_mopo_learns_the_value_gain_from_the_long_term_reward(trained):
-    """The long-term reward of the clicked high-uplift items raises the value prior's gain, which
-    moves probability to every high-value SID, also to those no request clicked in training."""
-    model, lookup, train, trie_next = trained
-    up = uplift()                                            # 112..117 clicked, 118..123 never
-    ctx = build_contexts(CFG, train, lookup, up)
-    value = node_values(trie_next, *item_values(up, lookup))
-    cfg = CFG.mopo.model_copy(update={"steps": 20, "lr": 1e-4, "value_lr": 0.1, "logged_per_group": 2,
-                                      "logged_min_level": "click", "context_min_level": "click"})
-    mopo, stats = align(copy.deepcopy(model), ctx, trie_next, cfg, seed=0, node_value=value)
-    plain, plain_stats = align(copy.deepcopy(model), ctx, trie_next, cfg, seed=0)
-    assert stats["value_gain"][-1] > 0.5 and plain_stats["value_gain"] == [0.0] * 3, (stats, plain_stats)
-    never = lookup.sids(np.array([100 + N_ITEMS - 1]))
-    prompts = left_pad([build_contexts(CFG, train[train.intent_category_id == q].head(1), lookup, None).prompts[0]
-                        for q in range(N_QUERIES)])
-
-    @torch.no_grad()
-    def logp(m) -> float:
-        sids = torch.from_numpy(np.repeat(never[None], N_QUERIES, 0))
-        return float(token_logprobs(m, prompts, sids, trie_next, value).sum(-1).mean())
-
-    assert logp(mopo) > logp(model) + 1.0 and logp(mopo) > logp(plain) + 1.0, stats
 
 
 def test_new_items_get_their_sid_from_the_test_day_snapshot(trained):

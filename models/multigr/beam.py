@@ -19,10 +19,6 @@ runs unconstrained (renormalising changes nothing there). Beam widths may
 differ per level (the paper's dynamic width, narrow at the first levels); with
 widths >= K**(level+1) the search is exhaustive.
 
-Value prior (`node_value`, optional): a per-trie-node value (`node_values`: the best item value
-under the node, e.g. ItemLTV's standardised uplift) that the model's learned per-level gain turns
-into a logit bonus of each valid child (`MultiGR.value_bias`); see `models.multigr.mopo`.
-
 Items sharing one SID are expanded by `SidItems.expand`, ordered within the SID
 by a pluggable re-ranker (the dense retriever in production).
 """
@@ -60,19 +56,6 @@ def trie_children(trie_next: Tensor, nodes: Tensor) -> Tensor:
     return child.masked_fill((nodes < 0)[..., None], -1)
 
 
-def node_values(trie_next: Tensor, codes: np.ndarray, values: np.ndarray) -> Tensor:
-    """Per trie node, the largest of `values` (n,) >= 0 over the items with SID `codes` (n, L) below
-    it (0 where none): (num_nodes,) float32. Codes off the trie are skipped."""
-    table = trie_next.numpy()
-    out = np.zeros(len(table), np.float32)
-    node = np.zeros(len(codes), np.int64)
-    for level in range(np.shape(codes)[1] if len(codes) else 0):
-        node = np.where(node >= 0, table[node.clip(min=0), np.asarray(codes)[:, level]], -1)
-        ok = node >= 0
-        np.maximum.at(out, node[ok], np.asarray(values, np.float32)[ok])
-    return torch.from_numpy(out)
-
-
 @torch.no_grad()
 def beam_search(
     model: MultiGR,
@@ -81,11 +64,9 @@ def beam_search(
     top_k: int,
     trie_next: Tensor | None = None,
     renormalize: bool | None = None,
-    node_value: Tensor | None = None,
 ) -> BeamResult:
     """Top-`top_k` SIDs per prompt. `beam_widths`: one width per level, the last >= top_k.
-    `renormalize`: scores over the trie's valid children only (None: `model.cfg.renormalize_beams`).
-    `node_value`: the value prior of the trie's nodes (`node_values`; needs `trie_next`)."""
+    `renormalize`: scores over the trie's valid children only (None: `model.cfg.renormalize_beams`)."""
     vocab = model.vocab
     n_lv, k_codes = vocab.sid_levels, vocab.codebook_size
     if len(beam_widths) != n_lv or beam_widths[-1] < top_k:
@@ -106,8 +87,6 @@ def beam_search(
         logits = model.sid_logits(h, level)  # (B, w, K)
         if trie_next is not None:
             child = trie_children(trie_next, nodes)  # (B, w, K)
-            if node_value is not None:
-                logits = logits + model.value_bias(level, child, node_value.to(dev))
             if renormalize:
                 logits = logits.masked_fill(child < 0, NEG_INF)
             logp = torch.log_softmax(logits, dim=-1).masked_fill(child < 0, NEG_INF)  # dead beams: all -inf

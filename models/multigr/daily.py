@@ -205,9 +205,8 @@ def _sft(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, examples: list, init: M
 
 def _mopo(cfg: MultiGRConfig, lake: Lake, ds: str, model: MultiGR, samples: pd.DataFrame,
           table: SidTable) -> tuple[MultiGR, dict]:
-    """MoPO alignment of `model` on the requests of `samples` (models.multigr.mopo), with the value
-    prior of the day's ItemLTV table when `mopo.value_prior`."""
-    from models.multigr.mopo import align, build_contexts, value_prior
+    """MoPO alignment of `model` on the requests of `samples` (models.multigr.mopo)."""
+    from models.multigr.mopo import align, build_contexts
 
     uplift = lake.read_partition(*ITEM_UPLIFT, ds).to_pandas() if lake.exists(*ITEM_UPLIFT, ds) else None
     if uplift is None:
@@ -217,15 +216,12 @@ def _mopo(cfg: MultiGRConfig, lake: Lake, ds: str, model: MultiGR, samples: pd.D
     if not len(contexts):
         log.warning("MoPO ds=%s: no request with a rank candidate that has a SID: no alignment", ds)
         return model, {"contexts": 0}
-    trie_next = table.trie_next()
-    value = value_prior(trie_next, uplift, table.lookup) if cfg.mopo.value_prior else None
-    aligned, stats = align(model, contexts, trie_next, cfg.mopo.model_copy(update={"steps": cfg.daily.mopo_steps}),
-                           seed=cfg.seed, node_value=value)
+    aligned, stats = align(model, contexts, table.trie_next(), cfg.mopo.model_copy(update={"steps": cfg.daily.mopo_steps}),
+                           seed=cfg.seed)
     rewards = list(stats.get("mean_reward", []))
     info = {"contexts": len(contexts), "steps": stats.get("steps"), "item_uplift": uplift is not None,
             "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
-            "mean_ciw": stats.get("mean_ciw"), "value_gain": stats.get("value_gain") if value is not None else None,
-            "mopo_time_s": round(time.perf_counter() - started, 1)}
+            "mean_ciw": stats.get("mean_ciw"), "mopo_time_s": round(time.perf_counter() - started, 1)}
     return aligned, {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in info.items()}
 
 
@@ -234,11 +230,7 @@ def evaluate_daily(model: MultiGR, lake: Lake, ds: str, cfg: MultiGRConfig, *,
     """Recall@10/100 and NDCG@10/100 (labels `search`, `all-net`) of `model` on the held-out days
     `eval_days` (default: those of a lineage starting on ds) that have samples by `ds`, and the
     fraction of valid SIDs from the constrained decoder (serving beam widths and top_k), with the
-    day's SID snapshot and its trie, and the value prior of the newest ItemLTV table <= ds
-    (`mopo.value_prior`; inert for a model whose gain is 0). `inputs` names every partition read,
-    at the write read."""
-    from models.multigr.mopo import value_prior
-
+    day's SID snapshot and its trie. `inputs` names every partition read, at the write read."""
     ds = to_ds(ds)
     held = sorted(to_ds(d) for d in (eval_days if eval_days is not None else lineage_days(lake, ds, cfg)[1]))
     table = sid_table(lake, ds)
@@ -251,12 +243,7 @@ def evaluate_daily(model: MultiGR, lake: Lake, ds: str, cfg: MultiGRConfig, *,
     inputs = [{"zone": ITEM_SIDS.zone, "table": ITEM_SIDS.table, "ds": table.ds, "write_id": table.write_id}]
     inputs += [{"zone": GR_SAMPLES.zone, "table": GR_SAMPLES.table, "ds": d,
                 "write_id": lake.commit_info(*GR_SAMPLES, d).write_id} for d in present]
-    value_parts = lake.list_partitions(*ITEM_UPLIFT, end=ds) if cfg.mopo.value_prior else []
-    inputs += [{"zone": ITEM_UPLIFT.zone, "table": ITEM_UPLIFT.table, "ds": p,
-                "write_id": lake.commit_info(*ITEM_UPLIFT, p).write_id} for p in value_parts[-1:]]
     trie_next = table.trie_next()
-    uplift = lake.read_partition(*ITEM_UPLIFT, value_parts[-1]).to_pandas() if value_parts else None
-    value = value_prior(trie_next, uplift, table.lookup)
     report = {"ds": ds, "eval_days": held, "evaluated_days": present, "pending_eval_days": [d for d in held if d > ds],
               "missing_eval_days": [d for d in due if d not in present], "sid_snapshot": table.ds,
               "sid_version": table.version, "items_with_sid": int(len(table.lookup.ids)), "ks": list(KS),
@@ -268,10 +255,10 @@ def evaluate_daily(model: MultiGR, lake: Lake, ds: str, cfg: MultiGRConfig, *,
         relevant = relevant_sets(test, table.lookup)
         scored = _subset(test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)],
                          cfg.daily.eval_requests)
-        report["metrics"] = evaluate_samples(model, scored, table.lookup, trie_next, KS, node_value=value)
+        report["metrics"] = evaluate_samples(model, scored, table.lookup, trie_next, KS)
         report.update(label_window_end=window_end, requests=int(len(test)), scored_requests=int(len(scored)))
     prompts_from = (scored if len(scored) else read_days(lake, [ds])).head(VALID_SID_PROMPTS)
-    report.update(valid_sids(model, prompts_from, table, trie_next, node_value=value))
+    report.update(valid_sids(model, prompts_from, table, trie_next))
     report["eval_time_s"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -286,7 +273,7 @@ def _subset(scored: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def valid_sids(model: MultiGR, samples: pd.DataFrame, table: SidTable, trie_next: torch.Tensor,
-               batch_size: int = 64, node_value: torch.Tensor | None = None) -> dict:
+               batch_size: int = 64) -> dict:
     """Decode the requests' prompts as served (config beam widths, top_k, trie-constrained) and check
     every decoded SID against the snapshot's SIDs (independently of the trie)."""
     cfg = model.cfg
@@ -296,8 +283,7 @@ def valid_sids(model: MultiGR, samples: pd.DataFrame, table: SidTable, trie_next
     decoded = valid = 0
     top_k = min(cfg.top_k, cfg.beam_widths[-1])
     for i in range(0, len(prompts), batch_size):
-        sids = beam_search(model, left_pad(prompts[i : i + batch_size]), cfg.beam_widths, top_k, trie_next,
-                           node_value=node_value).sids
+        sids = beam_search(model, left_pad(prompts[i : i + batch_size]), cfg.beam_widths, top_k, trie_next).sids
         rows = sids.reshape(-1, sids.shape[-1]).numpy()
         rows = rows[(rows >= 0).all(1)]                       # -1: fewer valid SIDs than top_k exist
         decoded += len(rows)

@@ -188,9 +188,6 @@ class MultiGR(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        # value prior: per SID level, the logit bonus per unit of a trie node's value (`value_bias`);
-        # 0 after SFT (next-token prediction never sees node values), learned by MoPO
-        self.value_gain = nn.Parameter(torch.zeros(cfg.sid_levels))
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith(("proj.weight", "mlp.2.weight")):
@@ -243,12 +240,6 @@ class MultiGR(nn.Module):
         if level is not None:
             return h @ w[level].T
         return torch.einsum("...d,lkd->...lk", h, w)
-
-    def value_bias(self, level: int, child: Tensor, node_value: Tensor) -> Tensor:
-        """Logit bonus of each code at `level`: child trie nodes (..., K) (-1 = invalid) and the
-        trie's node values (num_nodes,) -> value_gain[level] * node_value[child] (0 where invalid)."""
-        value = node_value[child.clamp(min=0)].masked_fill(child < 0, 0.0)
-        return self.value_gain[level] * value
 
     def loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy of the supervised SID tokens.

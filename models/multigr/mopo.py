@@ -57,7 +57,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from growthgr.core.sections.multigr import MoPOConfig, MultiGRConfig
-from models.multigr.beam import beam_search, node_values, sid_keys, trie_children
+from models.multigr.beam import beam_search, sid_keys, trie_children
 from models.multigr.data import Prompts, left_pad
 from models.multigr.model import MultiGR, Vocab
 from models.multigr.platform import SidLookup, request_prompt
@@ -117,25 +117,6 @@ def long_term_items(item_uplift: pd.DataFrame | None) -> np.ndarray:
         return np.zeros(0, np.int64)
     up = item_uplift["uplift"].to_numpy(float)
     return np.unique(item_uplift["item_id"].to_numpy(np.int64)[up > up.mean()])
-
-
-def item_values(item_uplift: pd.DataFrame | None, lookup: SidLookup) -> tuple[np.ndarray, np.ndarray]:
-    """The value prior's item values: (codes (n, L), values (n,)) of the items of `item_uplift` with a
-    SID in `lookup`, value = max(0, (uplift - mean) / sd) over the frame (0 for a constant frame), so
-    exactly the items of `long_term_items` have a positive value."""
-    if item_uplift is None or not len(item_uplift):
-        return np.zeros((0, lookup.codes.shape[1]), np.int64), np.zeros(0, np.float32)
-    up = item_uplift["uplift"].to_numpy(float)
-    z = np.clip((up - up.mean()) / up.std(), 0, None) if up.std() > 0 else np.zeros_like(up)
-    ids = item_uplift["item_id"].to_numpy(np.int64)
-    keep = np.isin(ids, lookup.known(ids))
-    return lookup.sids(ids[keep]), z[keep].astype(np.float32)
-
-
-def value_prior(trie_next: Tensor, item_uplift: pd.DataFrame | None, lookup: SidLookup) -> Tensor | None:
-    """The node values (`beam.node_values`) of `trie_next` from the `item_values` of `item_uplift`
-    (None without a table: decoding then runs without the value prior)."""
-    return None if item_uplift is None else node_values(trie_next, *item_values(item_uplift, lookup))
 
 
 def item_levels(row) -> dict[int, int]:
@@ -224,14 +205,12 @@ def group_advantages(r: Tensor, valid: Tensor, eps: float = 1e-6) -> Tensor:
     return torch.where(valid, (r - mean) / (std + eps), torch.zeros_like(r))
 
 
-def token_logprobs(model: MultiGR, prompts: Prompts, sids: Tensor, trie_next: Tensor | None = None,
-                   node_value: Tensor | None = None) -> Tensor:
+def token_logprobs(model: MultiGR, prompts: Prompts, sids: Tensor) -> Tensor:
     """log pi(code_l | prompt, code_<l) of every SID token: prompts (B, T), sids (B, G, L) -> (B, G, L).
 
     The prompt is encoded once and the G SIDs of a request share its KV cache (`decode_step`);
-    each level's softmax runs over the K codes of that level (as `MultiGR.loss`), plus the value
-    prior's bonus of the valid children when `node_value` (with its `trie_next`) is given. Codes < 0 are read as 0 (mask them
-    afterwards). Differentiable.
+    each level's softmax runs over the K codes of that level (as `MultiGR.loss`). Codes < 0
+    are read as 0 (mask them afterwards). Differentiable.
     """
     vocab = model.vocab
     dev = next(model.parameters()).device
@@ -239,14 +218,8 @@ def token_logprobs(model: MultiGR, prompts: Prompts, sids: Tensor, trie_next: Te
     codes = sids.clamp(min=0).to(dev)
     b, g, n_lv = codes.shape
     h, past, out = h[:, -1:].expand(b, g, -1), None, []
-    nodes = torch.zeros(b, g, dtype=torch.long, device=dev)
     for level in range(n_lv):
-        logits = model.sid_logits(h, level)
-        if node_value is not None:
-            child = trie_children(trie_next.to(dev), nodes)                       # (B, G, K)
-            logits = logits + model.value_bias(level, child, node_value.to(dev))
-            nodes = child.gather(2, codes[:, :, level : level + 1]).squeeze(2)
-        logp = torch.log_softmax(logits, dim=-1)                                    # (B, G, K)
+        logp = torch.log_softmax(model.sid_logits(h, level), dim=-1)  # (B, G, K)
         out.append(logp.gather(2, codes[:, :, level : level + 1]).squeeze(2))
         if level < n_lv - 1:
             h, past = model.decode_step(vocab.sid_offset + level * vocab.codebook_size + codes[:, :, level], prefix, past)
@@ -263,12 +236,11 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
 
 @torch.no_grad()
 def sample_sids(model: MultiGR, prompts: Prompts, trie_next: Tensor, group: int, top_p: float,
-                temperature: float, generator: torch.Generator, node_value: Tensor | None = None) -> Tensor:
+                temperature: float, generator: torch.Generator) -> Tensor:
     """`group` SIDs per prompt by trie-constrained top-p sampling, level by level: (B, G, L) codes.
 
-    At each level the level-restricted logits (plus the value prior's bonus with `node_value`) are
-    masked to the valid children of each sample's trie node, divided by `temperature`, cut to the
-    top-p nucleus and sampled.
+    At each level the level-restricted logits are masked to the valid children of each sample's
+    trie node, divided by `temperature`, cut to the top-p nucleus and sampled.
     """
     model.eval()
     vocab = model.vocab
@@ -281,10 +253,7 @@ def sample_sids(model: MultiGR, prompts: Prompts, trie_next: Tensor, group: int,
     codes = []
     for level in range(vocab.sid_levels):
         child = trie_children(trie_next, nodes)                               # (B, G, K)
-        logits = model.sid_logits(h, level)
-        if node_value is not None:
-            logits = logits + model.value_bias(level, child, node_value.to(dev))
-        logits = (logits / temperature).masked_fill(child < 0, float("-inf"))
+        logits = (model.sid_logits(h, level) / temperature).masked_fill(child < 0, float("-inf"))
         probs = torch.softmax(top_p_filter(logits, top_p), dim=-1)
         code = torch.multinomial(probs.view(b * group, -1).cpu(), 1, generator=generator).view(b, group).to(dev)
         nodes = child.gather(2, code[..., None]).squeeze(2)
@@ -295,12 +264,12 @@ def sample_sids(model: MultiGR, prompts: Prompts, trie_next: Tensor, group: int,
 
 
 def rollout(model: MultiGR, prompts: Prompts, trie_next: Tensor, cfg: MoPOConfig,
-            generator: torch.Generator, node_value: Tensor | None = None) -> Tensor:
+            generator: torch.Generator) -> Tensor:
     """The group of G SIDs per prompt from `model` (B, G, L) on CPU, -1 rows where beam search found fewer."""
     if cfg.rollout == "beam":
         widths = [max(w, cfg.group_size) for w in model.cfg.beam_widths]
-        return beam_search(model, prompts, widths, cfg.group_size, trie_next, node_value=node_value).sids
-    return sample_sids(model, prompts, trie_next, cfg.group_size, cfg.top_p, cfg.temperature, generator, node_value)
+        return beam_search(model, prompts, widths, cfg.group_size, trie_next).sids
+    return sample_sids(model, prompts, trie_next, cfg.group_size, cfg.top_p, cfg.temperature, generator)
 
 
 def logged_members(contexts: Contexts, idx: np.ndarray, count: int, min_level: int,
@@ -327,14 +296,13 @@ def eligible_contexts(contexts: Contexts, cfg: MoPOConfig) -> np.ndarray:
 
 
 def expected_reward(model: MultiGR, contexts: Contexts, trie_next: Tensor, cfg: MoPOConfig,
-                    weights: dict[str, float], seed: int = 0, batch_size: int = 64,
-                    node_value: Tensor | None = None) -> float:
+                    weights: dict[str, float], seed: int = 0, batch_size: int = 64) -> float:
     """Mean task reward (before CIW) of the groups `model` draws for every context (`cfg.rollout`)."""
     gen = torch.Generator().manual_seed(seed)
     total, n = 0.0, 0
     for start in range(0, len(contexts), batch_size):
         idx = np.arange(start, min(start + batch_size, len(contexts)))
-        sids = rollout(model, left_pad([contexts.prompts[i] for i in idx]), trie_next, cfg, gen, node_value)
+        sids = rollout(model, left_pad([contexts.prompts[i] for i in idx]), trie_next, cfg, gen)
         keys = sid_keys(sids.numpy(), contexts.codebook_size)
         r = rewards(contexts, idx, keys, cfg, weights)
         total, n = total + float(r[keys >= 0].sum()), n + int((keys >= 0).sum())
@@ -366,11 +334,8 @@ def _frozen(model: MultiGR) -> MultiGR:
 
 
 def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoPOConfig, seed: int = 0,
-          progress: bool = False, node_value: Tensor | None = None) -> tuple[MultiGR, dict]:
+          progress: bool = False) -> tuple[MultiGR, dict]:
     """MoPO (or plain GRPO with `reward="conversion"`) on `contexts`; see the module docstring.
-
-    `node_value` (`beam.node_values` of `trie_next`, e.g. from `item_values`): the value prior the
-    rollouts and the ratios see; its per-level gain learns at `cfg.value_lr`, the rest at `cfg.lr`.
 
     `policy` is trained in place (without dropout) and returned on CPU in eval mode with the
     stats: `mean_reward` (task reward before CIW, one mean per pi_old refresh window),
@@ -385,9 +350,7 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
     dev = next(policy.parameters()).device
     policy.eval()                                                     # no dropout: ratios are exact
     reference = _frozen(policy) if cfg.kl_coef > 0 else None
-    rest = [p for name, p in policy.named_parameters() if name != "value_gain"]
-    groups = [{"params": rest}] + ([{"params": [policy.value_gain], "lr": cfg.value_lr}] if node_value is not None else [])
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     window: list[float] = []
     reward_means: list[float] = []
     ciws: list[float] = []
@@ -405,7 +368,7 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
             window = []
         idx = pool[np.sort(rng.choice(len(pool), size=min(cfg.contexts_per_step, len(pool)), replace=False))]
         prompts = left_pad([contexts.prompts[i] for i in idx])
-        sids = rollout(old, prompts, trie_next, cfg, gen, node_value)
+        sids = rollout(old, prompts, trie_next, cfg, gen)
         n_rolled = sids.shape[1]
         if cfg.logged_per_group:
             logged = logged_members(contexts, idx, cfg.logged_per_group, min_logged, aug_rng)
@@ -415,18 +378,18 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
         task = rewards(contexts, idx, keys, cfg, weights)
         window.extend(task[:, :n_rolled][keys[:, :n_rolled] >= 0].tolist())   # on-policy members only
         with torch.no_grad():
-            logp_old = token_logprobs(old, prompts, sids, trie_next, node_value)  # (B, G, L)
+            logp_old = token_logprobs(old, prompts, sids)             # (B, G, L)
             weight = ciw(logp_old.sum(-1), cfg.ciw_floor, cfg.ciw_cap)
         r = torch.as_tensor(task, dtype=torch.float32, device=dev)
         if cfg.use_ciw and cfg.reward == "mopo":
             r = r * weight
             ciws.extend(weight[valid].tolist())
         adv = group_advantages(r, valid)
-        logp = token_logprobs(policy, prompts, sids, trie_next, node_value)
+        logp = token_logprobs(policy, prompts, sids)
         loss = ppo_loss(logp, logp_old, adv, valid, cfg.clip_eps)
         if reference is not None:
             with torch.no_grad():
-                logp_ref = token_logprobs(reference, prompts, sids, trie_next, node_value)
+                logp_ref = token_logprobs(reference, prompts, sids)
             loss = loss + cfg.kl_coef * kl_to_reference(logp, logp_ref, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -435,6 +398,5 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
     if window:
         reward_means.append(float(np.mean(window)))
     stats = {"mean_reward": reward_means, "mean_ciw": float(np.mean(ciws)) if ciws else float("nan"),
-             "value_gain": [round(float(g), 4) for g in policy.value_gain.detach().cpu()],
              "steps": cfg.steps, "seconds": round(time.perf_counter() - started, 1), "weights": weights}
     return policy.cpu().eval(), stats

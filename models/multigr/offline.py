@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from growthgr.core.catalog import RAW, report_key
+from growthgr.core.catalog import ITEM_UPLIFT, RAW, report_key
 from growthgr.core.lake import Lake, to_ds
 from growthgr.core.sections.multigr import MultiGRConfig
 from growthgr.core.sections.trainer import TrainerConfig
@@ -54,7 +54,7 @@ from models.multigr import labels
 from models.multigr.beam import trie_table
 from models.multigr.data import SFTDataModule
 from models.multigr.model import Vocab
-from models.multigr.mopo import align, build_contexts, value_prior
+from models.multigr.mopo import align, build_contexts
 from models.multigr.platform import (
     KS,
     add_late_site_orders,
@@ -62,7 +62,6 @@ from models.multigr.platform import (
     platform_config,
     popularity_ranking,
     rank_samples,
-    read_item_uplift,
     sft_examples,
 )
 from models.tokenizer.trie import SidTrie
@@ -75,14 +74,13 @@ VARIANTS: dict[str, dict] = {                       # aligned rows: MoPOConfig o
     "no_ltv": {"use_ltv": False},
     "no_ciw": {"use_ciw": False},
     "no_funnel": {"use_funnel": False},
-    "no_value": {"value_prior": False},
     "growthgr_beam": {"rollout": "beam"},
 }
 EXTRA_ROWS = ("dr", "two_stage")                    # rows of the `extra_rows` hook (other retrievers)
 ROWS = ("popularity", "sft", *VARIANTS, *EXTRA_ROWS)
 TABLES = {
     "Table 3: main comparison": ("popularity", "dr", "sft", "grpo_conversion", "growthgr", "two_stage"),
-    "Table 4: ablations": ("growthgr", "no_ltv", "no_ciw", "no_funnel", "no_value"),
+    "Table 4: ablations": ("growthgr", "no_ltv", "no_ciw", "no_funnel"),
     "Table 5: rollouts (top-p vs beam)": ("growthgr", "growthgr_beam"),
 }
 METRICS = (*(f"recall@{k}" for k in KS), "ndcg@10")
@@ -102,6 +100,12 @@ class ExtraRowInputs(NamedTuple):
 
 ExtraRows = Callable[[ExtraRowInputs], tuple[dict[str, np.ndarray], dict]]
 """inputs -> ({row name: (R, k) ranked item ids, -1 padding}, {row name: run figures for the report})."""
+
+
+def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
+    """The newest `curated/item_uplift` at or before `ds` (None when there is none)."""
+    parts = lake.list_partitions(*ITEM_UPLIFT, end=to_ds(ds))
+    return lake.read_partition(*ITEM_UPLIFT, parts[-1]).to_pandas() if parts else None
 
 
 LATE_ORDER_DAYS = 7
@@ -191,17 +195,13 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     scored = data.test.iloc[keep].reset_index(drop=True)
     relevant = {name: [rel[i] for i in keep] for name, rel in relevant.items()}
     test_trie = trie_table(SidTrie.from_sids(test_lookup.codes, cfg.codebook_size))
-    # the value prior reads ItemLTV as of the last train day, in training and at test (as served)
-    train_value = value_prior(train_trie, train_uplift, data.lookup)
-    test_value = value_prior(test_trie, train_uplift, test_lookup)
     widths = [max(w, max(KS)) for w in cfg.beam_widths]
 
     def score(ranked: np.ndarray) -> dict[str, dict[str, float]]:
         return {name: ranking_metrics(ranked, rel, KS) for name, rel in relevant.items()}
 
-    def rank(model, value: bool = False) -> np.ndarray:
-        return rank_samples(model, scored, test_lookup, test_trie, max(KS), beam_widths=widths,
-                            node_value=test_value if value else None)
+    def rank(model) -> np.ndarray:
+        return rank_samples(model, scored, test_lookup, test_trie, max(KS), beam_widths=widths)
 
     top = popularity_ranking(data.train, test_lookup)[: max(KS)]
     popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
@@ -237,12 +237,11 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
         runs[seed] = {"sft": {"seconds": round(sft_s, 1)}}
         for name in variants:
             mopo_cfg = cfg.mopo.model_copy(update=VARIANTS[name])
-            aligned, st = align(copy.deepcopy(sft), contexts, train_trie, mopo_cfg, seed=int(seed), progress=progress,
-                                node_value=train_value if mopo_cfg.value_prior else None)
-            ranked = rank(aligned, mopo_cfg.value_prior)
+            aligned, st = align(copy.deepcopy(sft), contexts, train_trie, mopo_cfg, seed=int(seed), progress=progress)
+            ranked = rank(aligned)
             first_stage = ranked if name == "growthgr" else first_stage
             per_seed[seed][name] = score(ranked)
-            runs[seed][name] = {k: st[k] for k in ("mean_reward", "mean_ciw", "seconds", "value_gain")}
+            runs[seed][name] = {k: st[k] for k in ("mean_reward", "mean_ciw", "seconds")}
             log.info("seed %s %s: MoPO %.0f s, long-term R@10 %.4f (sft %.4f) (%.0f s)", seed, name, st["seconds"],
                      per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed]["sft"]["long-term"]["recall@10"],
                      time.perf_counter() - started)

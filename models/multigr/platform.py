@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, ITEM_UPLIFT, RAW, report_key
+from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW, report_key
 from growthgr.core.lake import Lake, PartitionNotFound, ds_range, to_ds
 from growthgr.core.sections.multigr import MultiGRConfig
 from growthgr.core.sections.trainer import TrainerConfig
@@ -106,29 +106,24 @@ def evaluate_samples(
     ks: Sequence[int] = (10, 100, 1000),
     batch_size: int = 64,
     beam_widths: Sequence[int] | None = None,
-    node_value=None,
 ) -> dict[str, dict[str, float]]:
     """Full-pool retrieval metrics per label set. Beam widths: `beam_widths`, else the config's
-    with the last widened to max(ks) (the last width must cover max(ks) SIDs); `node_value`: the
-    value prior of `trie_next`'s nodes (`mopo.value_prior`)."""
-    ranked = rank_samples(model, samples, lookup, trie_next, max(ks), batch_size, beam_widths, node_value)
+    with the last widened to max(ks) (the last width must cover max(ks) SIDs)."""
+    ranked = rank_samples(model, samples, lookup, trie_next, max(ks), batch_size, beam_widths)
     return {name: ranking_metrics(ranked, rel, ks) for name, rel in relevant_sets(samples, lookup).items()}
 
 
 def rank_samples(model: MultiGR, samples: pd.DataFrame, lookup: SidLookup, trie_next, top: int,
-                 batch_size: int = 64, beam_widths: Sequence[int] | None = None,
-                 node_value=None) -> np.ndarray:
+                 batch_size: int = 64, beam_widths: Sequence[int] | None = None) -> np.ndarray:
     """(requests, top) item ids by trie-constrained beam search over the SIDs of `lookup` (see
-    `evaluate_samples` for the beam widths; `node_value`: the value prior of `trie_next`'s nodes);
-    items sharing a SID in item-id order."""
+    `evaluate_samples` for the beam widths); items sharing a SID in item-id order."""
     cfg = model.cfg
     index = lookup.index(cfg.codebook_size)
     prompts = [request_prompt(model.vocab, r, lookup, cfg.max_history, cfg.max_query_words)
                for r in samples.itertuples(index=False)]
     widths = list(beam_widths or list(cfg.beam_widths[:-1]) + [max(cfg.beam_widths[-1], top)])
     return np.concatenate([
-        index.expand(beam_search(model, left_pad(prompts[i : i + batch_size]), widths, top, trie_next,
-                                 node_value=node_value), top).items
+        index.expand(beam_search(model, left_pad(prompts[i : i + batch_size]), widths, top, trie_next), top).items
         for i in range(0, len(prompts), batch_size)
     ] or [np.zeros((0, top), np.int64)])
 
@@ -140,12 +135,6 @@ KS = (10, 100, 1000)
 SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "history_item_ids",
                   "rank_candidate_ids", "exposure_ids", "click_ids",
                   "purchase_ids", "site_order_item_ids"]
-
-
-def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
-    """The newest `curated/item_uplift` at or before `ds` (None when there is none)."""
-    parts = lake.list_partitions(*ITEM_UPLIFT, end=to_ds(ds))
-    return lake.read_partition(*ITEM_UPLIFT, parts[-1]).to_pandas() if parts else None
 
 
 def split_days(ds: str, train_days: int, test_days: int) -> tuple[list[str], list[str]]:

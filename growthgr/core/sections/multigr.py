@@ -53,10 +53,6 @@ class MoPOConfig(StrictModel):
     logged_min_level: Literal["exposure", "click", "purchase"] = "exposure"
     # MoPO draws its contexts from the requests whose funnel reached at least this level
     context_min_level: Literal["candidate", "exposure", "click", "purchase"] = "candidate"
-    # value prior (models.multigr.mopo): decoding sees ItemLTV's item values through a learned
-    # per-level gain (learning rate `value_lr`; the rest of the policy learns at `lr`)
-    value_prior: bool = True
-    value_lr: float = Field(0.05, ge=0)
     use_ltv: bool = True
     use_ciw: bool = True
     use_funnel: bool = True
