@@ -176,3 +176,8 @@ def test_offline_tables_get_the_dr_and_two_stage_rows(settings):
     assert run["two_stage"] == {"first_stage": "growthgr", "top_n": 1000}
     table3 = offline_markdown(report).split("## Table 4")[0]
     assert "| dr |" in table3 and "| two_stage |" in table3
+    channels = report["label_channels"]                       # every relevant pair has a channel (or none)
+    assert set(channels) == set(report["label_requests"])
+    assert sum(channels["search"].values()) >= report["label_requests"]["search"]
+    assert set(channels["search"]) <= {"main", "fresh"} and set(channels["all-net"]) <= {"main", "fresh", "none"}
+    assert "by the retrieval channel" in offline_markdown(report)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from growthgr.core.catalog import TRUTH
+from growthgr.core.catalog import RAW, TRUTH
 from growthgr.core.lake import Lake
 from models.multigr.mopo import long_term_items
 from models.multigr.platform import SidLookup, relevant_sets
@@ -44,6 +44,22 @@ def true_long_term(samples: pd.DataFrame, lookup: SidLookup, effects: pd.DataFra
     pairs = set(zip(high["request_id"].tolist(), high["item_id"].tolist(), strict=True))
     return [lookup.known(np.array([i for i in map(int, c) if (int(r), i) in pairs], np.int64))
             for r, c in zip(samples["request_id"], samples["click_ids"], strict=True)]
+
+
+def channel_counts(lake: Lake, days: Sequence[str], samples: pd.DataFrame,
+                   relevant: dict[str, list[np.ndarray]]) -> dict[str, dict[str, int]]:
+    """Per label set: how many of its (request, item) pairs each retrieval channel of `raw/rank_candidates`
+    proposed (`main`, the organic ranking; `fresh`, the simulator's random new item in a fixed slot;
+    `none` when the item was no rank candidate of the request, e.g. a site order)."""
+    cand = lake.read_range(*RAW["rank_candidates"], days[0], days[-1], ["request_id", "item_id", "channel"]).to_pandas()
+    keys = zip(cand["request_id"].tolist(), cand["item_id"].tolist(), strict=True)
+    channel = dict(zip(keys, cand["channel"].tolist(), strict=True))
+    out = {}
+    for name, rel in relevant.items():
+        found = pd.Series([channel.get((int(r), int(i)), "none")
+                           for r, items in zip(samples["request_id"], rel, strict=True) for i in items], dtype=object)
+        out[name] = {str(k): int(v) for k, v in found.value_counts().sort_index().items()}
+    return out
 
 
 def label_sets(samples: pd.DataFrame, lookup: SidLookup, item_uplift: pd.DataFrame | None,

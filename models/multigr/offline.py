@@ -191,6 +191,7 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
 
     test_lookup = data.eval_lookup
     relevant = labels.label_sets(data.test, test_lookup, test_uplift, labels.read_click_effects(lake, data.test_days))
+    channels = labels.channel_counts(lake, data.test_days, data.test, relevant)
     keep = decoded_requests(relevant, max_test_requests)
     scored = data.test.iloc[keep].reset_index(drop=True)
     relevant = {name: [rel[i] for i in keep] for name, rel in relevant.items()}
@@ -219,6 +220,7 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
             "long_term_items_train": int(0 if train_uplift is None else len(labels.long_term_items(train_uplift))),
             "test_requests": int(len(scored)), "ks": list(KS), "beam_widths": widths,
             "label_requests": {name: int(sum(len(r) > 0 for r in rel)) for name, rel in relevant.items()},
+            "label_channels": channels,
             "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": {str(s): v for s, v in runs.items()},
             **aggregate(per_seed),
             "config": cfg.model_dump(mode="json"), "seconds": round(time.perf_counter() - started, 1),
@@ -277,6 +279,11 @@ def offline_markdown(report: dict) -> str:
             f"{report['new_items_with_sid']} new on the test days), all-net with site orders through "
             f"{report.get('late_site_orders_through', report['test_days'][-1])}. Metrics in %, mean ± 95% interval "
             "half-width over seeds.\n")
+    if channels := report.get("label_channels"):
+        head += ("\nRelevant (request, item) pairs by the retrieval channel that proposed the item (`fresh`: a "
+                 "uniformly random new item of the intent category in a fixed slot, which no retriever can "
+                 "predict): " + "; ".join(f"{k} " + ", ".join(f"{c} {n}" for c, n in v.items())
+                                          for k, v in channels.items()) + ".\n")
     parts = [head]
     for title, rows in TABLES.items():
         rows = [r for r in rows if r in report["rows"]]

@@ -31,6 +31,24 @@ class MoPOConfig(StrictModel):
     exposed high-uplift items instead of clicked ones (7,374 pairs; 1.72 = one request, search
     10.13-10.53), with ltv_weight 3 (1.72) or 400 steps (0.00, search 12.40); half or all of each
     step's contexts drawn from those with a long-term SID (0.00; search R@10 fell to 3.9-9.1).
+
+    A value prior, tried and reverted (2026-12-02, commits db26b9b / 2372ef0; same split, SFT seed 0,
+    375 decoded requests, 58 with a long-term item): decoding added gain[level] * v(node) to each
+    valid child's logit, v = the largest positive standardised ItemLTV uplift below the trie node,
+    one gain per SID level learned by MoPO. Set by hand on the SFT model (gain on the third level;
+    search R@10, long-term R@10 / R@100 / R@1000): 0 -> 10.27, 0 / 3.45 / 29.31; 3 -> 8.67,
+    0 / 8.62 / 44.83; 6 -> 5.33, 1.72 / 10.34 / 56.90; 12 -> 4.53, 1.72 / 15.52 / 56.90; gain 2 on
+    the first three levels -> 7.33, 1.72 / 6.90 / 43.10. Re-ranking that top 1000 with the dense
+    retriever (the two_stage row): long-term R@10 0 at gain 0 and 6 (R@100 6.90 and 12.07); the dense
+    retriever alone 0 / 1.72 / 25.86. Learned by MoPO, the gain went negative (third level ~-2.9 with
+    ltv_weight 1, 5 or 20; long-term R@1000 29.3 -> 12-14, search R@10 10.27 -> 11.6-11.9): the
+    logged funnel SIDs, mostly established items without an ItemLTV score, out-reward the sampled
+    ones, and the rare long-term ones cannot outweigh them after group normalisation.
+    Why R@10 does not move: 29 of the 58 long-term clicks of 03-01 (28 of 52 on 02-28) came from
+    the simulator's fresh channel (`simulator.fresh_channel_*`: on 30% of requests a uniformly
+    random new item of the intent category in slot 3), which carries ~0.9% of all clicks; no
+    retriever can rank a random draw in its top 10, and the organic rest sits at rank 100-1000 for
+    the generator and the dense retriever alike.
     """
 
     steps: int = Field(150, ge=0)                  # optimiser steps; 0 = no alignment (SFT only)
