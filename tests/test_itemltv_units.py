@@ -8,6 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from growthgr.core.lake import Lake, PartitionNotFound
 from growthgr.core.sections.itemltv import ItemLTVConfig
@@ -183,6 +185,54 @@ def test_treated_only_uplift_gives_the_same_loss_and_gradients(objective):
     treated = b.treatment == 1
     assert torch.allclose(up_t[treated], up_all[treated].detach(), atol=1e-6)
     assert torch.count_nonzero(up_t[~treated]) == 0 and torch.count_nonzero(up_all[~treated]) > 0
+
+
+def _model() -> ItemLTV:
+    model = ItemLTV(buckets=32, n_categories=8, dims={"item": 2, "user": 3, "ctx": 1}, emb_dim=8, hidden_dim=8)
+    torch.nn.init.normal_(model.uplift_head[-1].weight)           # a non-zero uplift
+    return model
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 9), groups=st.integers(1, 4), treated=st.data())
+def test_any_number_of_treated_rows_trains(n, groups, treated):
+    """0..all clicked exposures in a batch: finite loss and gradients, the same as the full forward
+    pass, zero uplift on the unclicked rows."""
+    b = _batch(n, min(groups, n))
+    mask = treated.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    b = b._replace(treatment=torch.tensor(mask, dtype=torch.float32))
+    model = _model().eval()
+    for objective in ("item", "exposure"):
+        model.zero_grad()
+        out = model(b, treated_only=True)
+        loss = loss_fn(out, b, objective)
+        loss.backward()
+        assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        assert torch.count_nonzero(out.uplift[b.treatment == 0]) == 0
+        assert torch.allclose(loss, loss_fn(model(b), b, objective), atol=1e-6)
+
+
+def test_empty_inputs_give_empty_outputs():
+    """No exposure at all (e.g. scoring an empty pool): both towers return [0] tensors."""
+    b = _batch(6, 2)
+    empty = b._replace(**{f: getattr(b, f)[:0] for f in Batch._fields if f != "n_groups"}, n_groups=0)
+    out = _model().eval()(empty)
+    assert out.base.shape == out.uplift.shape == (0,)
+    assert item_predictions(out, empty, "item").shape == (0,)
+
+
+def test_one_training_step_on_a_batch_without_a_click():
+    """Regression: a batch whose items had no clicked exposure crashed the attention of the
+    uplift tower (`treated_only=True` sent it 0 rows). With the demo's 64 items per batch the last,
+    short batch of an epoch holds no click often enough to fail every demo run."""
+    splits, pre, cfg = _tiny()
+    for enc in (splits.train, splits.val):
+        enc.treatment[:] = 0.0
+    spec = model_spec(cfg, pre, use_uplift=True)
+    lit = LitItemLTV(model_kwargs(spec), cfg.objective, cfg.lr, cfg.weight_decay)
+    trainer = build_trainer(TrainerConfig(), max_epochs=1, monitor="val_loss", patience=1, fast_dev_run=True)
+    trainer.fit(lit, datamodule=ItemLTVData(splits, cfg.items_per_batch))
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train_loss"])
 
 
 # -- training with the shared Trainer factory --------------------------------

@@ -127,8 +127,11 @@ class ItemLTV(nn.Module):
         return self.base_head(torch.cat([e, item_x], -1)).squeeze(-1)
 
     def uplift(self, b: Batch) -> Tensor:
-        """Effect of a click for (user history, context, item): [N]."""
+        """Effect of a click for (user history, context, item): [N]; [0] for an empty batch
+        (attention cannot reshape 0 rows: a training batch whose items had no click)."""
         e = self.encoder(b.item_tokens, b.item_cat)                   # [N, D]
+        if len(e) == 0:
+            return e.sum(-1)                                          # [0], still on the graph
         h = self.encoder(b.hist_tokens, b.hist_cat)                   # [N, L, D]
         h = torch.cat([self.empty.expand(len(h), 1, -1), h], 1)       # [N, L+1, D]
         pad = torch.cat([torch.zeros_like(b.hist_mask[:, :1]), ~b.hist_mask], 1)  # [N, L+1]
