@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
+DEMO_ARGS ?=
 TEST_WORKERS ?= 3
 export GX_ANALYTICS_ENABLED = False
 export DBT_SEND_ANONYMOUS_USAGE_STATS = false
@@ -29,8 +30,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## Create .venv from requirements.lock (no-op when up to date)
 
-demo: setup ## Run the main job end to end on the embedded default (PROFILE=demo)
-	$(BIN)/python -m growthgr.demo --profile $(PROFILE)
+demo: setup ## Run the main job end to end (PROFILE=demo; DEMO_ARGS="--inject-fault nulls" shows a refused day)
+	$(BIN)/python -m growthgr.demo --profile $(PROFILE) $(DEMO_ARGS)
 
 test: setup ## Run the whole test suite (TEST_WORKERS processes, one test module each at a time)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15

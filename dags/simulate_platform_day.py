@@ -27,7 +27,7 @@ def simulate_platform_day():
     def simulate(logical_date=None, data_interval_start=None):
         from growthgr import pipeline
 
-        return pipeline.simulate_day(load_settings(), run_ds(logical_date, data_interval_start))
+        return pipeline.timed(pipeline.simulate_day, load_settings(), run_ds(logical_date, data_interval_start))
 
     simulate()
 

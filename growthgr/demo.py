@@ -116,6 +116,13 @@ def multigr_lines(report: dict, url: str) -> list[str]:
                 lines.append(f"  {label:<8} {name:<10} {int(m['requests']):>9d} " + " ".join(f"{m[c]:>10.4f}" for c in cols))
     if serving is None:
         lines.append(f"  serving model not compared: {report['serving_skipped']}")
+    else:
+        delta = {c: cand["metrics"]["search"][c] - serving["metrics"]["search"][c] for c in cols}
+        lines.append(f"  daily update: weights moved {100 * report.get('weight_change_vs_serving', 0.0):.2f}% "
+                     f"(relative L2) from the serving model; held-out search change "
+                     + ", ".join(f"{c} {v:+.4f}" for c, v in delta.items())
+                     + (" (the one-epoch refresh at a tenth of the learning rate and the day's MoPO steps do "
+                        "not change its top 10)" if delta["recall@10"] == 0 else ""))
     lines.append(f"  valid SIDs from the constrained decoder: {cand['valid_sid_fraction']:.4f} of {cand['decoded_sids']}")
     lines.append(f"  report: {url}")
     return lines
@@ -158,6 +165,34 @@ def summary(settings: Settings, days: list[str]) -> str:
     return "\n".join(lines)
 
 
+def step_times(settings: Settings, days: list[str]) -> list[str]:
+    """Per day: the pipeline steps' recorded durations (`growthgr.pipeline.timed`), longest first."""
+    from growthgr.report import timing_records
+
+    lake, lines = Lake.from_settings(settings), ["step times (s):"]
+    for ds in days:
+        records = sorted(timing_records(lake, ds), key=lambda r: -float(r.get("seconds") or 0))
+        total = sum(float(r.get("seconds") or 0) for r in records)
+        lines.append(f"  {ds} total {total:.0f}: " + ", ".join(f"{r['step']} {float(r['seconds']):.0f}"
+                                                         + ("" if r.get("status") == "ok" else " FAILED")
+                                                         for r in records))
+    return lines
+
+
+def failure_line(settings: Settings, ds: str, tasks: dict[str, str]) -> str:
+    """One readable line for a failed day: the failed task, the last line of its error and where
+    the traceback is (the step's record, `growthgr.pipeline.timed`); the output above otherwise."""
+    from growthgr.report import timing_records
+
+    failed = [t for t, state in tasks.items() if state == "failed"] or sorted(tasks)
+    records = [r for r in timing_records(Lake.from_settings(settings), ds) if r.get("status") != "ok"]
+    if not records:
+        return f"{ds}: task {', '.join(failed)} failed (no step record: see the output above)"
+    r = records[-1]
+    last = (r.get("error") or "").strip().splitlines()[-1:] or ["(no message)"]
+    return f"{ds}: task {', '.join(failed)} failed: {last[0]}  (log: {r.get('log', 'the output above')})"
+
+
 def write_html_report(settings: Settings, ds: str) -> str:
     """The day's self-contained HTML report (`growthgr.report`) in the lake; returns its URL."""
     from growthgr.core.releases import ReleaseStore
@@ -176,45 +211,80 @@ def airflow_ui_hint(airflow_home: Path, days: list[str]) -> str:
             f"(and simulate_platform_day for the same days)")
 
 
+def run_live_days(settings: Settings, days: list[str], airflow_home: Path, inject_fault: str | None) -> None:
+    """The simulate and daily DAGs for each live day; with `inject_fault` the last day's raw logs are
+    simulated with that fault first. Exits 1 with one line per failed day."""
+    from growthgr.cli.pipeline import run_days
+    from growthgr.simulator.faults import check
+
+    outcomes = run_days(days[:-1] if inject_fault else days, airflow_home, simulate=True)
+    if inject_fault and all(o.ok for o in outcomes.values()):
+        from growthgr.simulator.run import next_start, simulate
+
+        lake = Lake.from_settings(settings)
+        if next_start(lake, settings.simulator) > days[-1]:     # raw data is never overwritten
+            typer.echo(f"{days[-1]} is simulated already: --inject-fault needs a lake without it (`make clean`)")
+            raise typer.Exit(2)
+        simulate(lake, settings.simulator, start=days[-1], days=1, inject=check([inject_fault]), progress=False)
+        outcomes.update(run_days(days[-1:], airflow_home, simulate=True))
+    for ds, out in outcomes.items():
+        typer.echo(f"{ds}: {out.state}" if out.ok else failure_line(settings, ds, out.tasks))
+    if not all(o.ok for o in outcomes.values()):
+        raise typer.Exit(1)
+
+
 def main(
     profile: str = typer.Option("demo", "--profile", help="tiny | demo | large"),
-    live_days: int = typer.Option(3, "--live-days", help="Days run through Airflow at the end."),
+    live_days: int = typer.Option(
+        2, "--live-days", min=1,
+        help="Days run through Airflow at the end: the first trains every model from scratch, the next warm-start."),
     airflow_home: Path = typer.Option(Path(".airflow"), "--airflow-home"),
     feature_days: int = typer.Option(
         0, "--feature-days", min=0,
         help="Also build the feature tables for the last N history days (about 20 s a day on 2 cores), so "
              "the history cohorts' Feast training sets are not empty; 0 keeps the demo in its time budget."),
     study_seeds: int = typer.Option(
-        5, "--study-seeds", min=0,
-        help="Seeds of the ItemLTV evaluation table of the last day (about 1 min each on 2 cores); 0 skips it."),
+        0, "--study-seeds", min=0,
+        help="Seeds of an extra ItemLTV evaluation table of the last day, mean ± sd (about 1.3 min a seed on "
+             "2 cores; 5-seed tables: benchmarks/itemltv_worlds.py); 0: the summary shows the daily "
+             "pipeline's own table (one seed, the same baselines)."),
+    days: int = typer.Option(
+        None, "--days", min=2,
+        help="Days of the simulated platform in all, the live ones included (default: the profile's "
+             "`simulator.days`); the history is the days before the live ones."),
+    retries: int = typer.Option(
+        0, "--retries", min=0, help="Retries of a failed DAG task (no delay); a failed task ends the run at once."),
+    inject_fault: str = typer.Option(
+        None, "--inject-fault",
+        help="Corrupt the last day's raw logs with this simulator fault (nulls, duplicates, schema_drift, ...): "
+             "its raw gate refuses the day, nothing is published and the demo ends with rc 1."),
 ) -> None:
     """Simulate, backfill, run the daily DAG for the last days, print a summary."""
-    from growthgr.cli.pipeline import run_days
-
     setup_logging("INFO")
     started = time.perf_counter()
-    os.environ["GROWTHGR_PROFILE"] = profile  # the DAG tasks read the same settings from the environment
+    # the DAG tasks read the same settings from the environment; a demo retries at once, if at all
+    # (Airflow's `fail_fast` is no help: it skips the rest and the run then ends "success")
+    os.environ["GROWTHGR_PROFILE"] = profile
+    os.environ["GROWTHGR_ORCHESTRATION__RETRIES"] = str(retries)
+    os.environ["GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES"] = "0"
     settings = load_settings()
-    total, first = settings.simulator.days, settings.simulator.start_date
+    total, first = days or settings.simulator.days, settings.simulator.start_date
     history_end = simulate_history(settings, total - live_days)
     backfill_labels(settings, first, history_end)
     if feature_days:
         backfill_features(settings, history_end, feature_days)
     backfill_gr_samples(settings, history_end)
-    days = ds_range(shift(history_end, 1), shift(history_end, live_days))
-    outcomes = run_days(days, airflow_home, simulate=True)
-    for ds, out in outcomes.items():
-        typer.echo(f"{ds}: {out.state}" + ("" if out.ok else f"  {out.tasks}"))
-    if not all(o.ok for o in outcomes.values()):
-        raise typer.Exit(1)
+    live = ds_range(shift(history_end, 1), shift(history_end, live_days))
+    run_live_days(settings, live, airflow_home, inject_fault)
     if study_seeds:
         from models.itemltv.study import run_study
 
-        log.info("ItemLTV evaluation table of %s over %d seeds", days[-1], study_seeds)
-        run_study(settings.itemltv, settings.trainer, Lake.from_settings(settings), days[-1], list(range(study_seeds)))
-    typer.echo(summary(settings, days))
-    typer.echo(airflow_ui_hint(airflow_home, days))
-    typer.echo(f"report:    {write_html_report(settings, days[-1])}  (`growthgr report --ds {days[-1]}`)")
+        log.info("ItemLTV evaluation table of %s over %d seeds", live[-1], study_seeds)
+        run_study(settings.itemltv, settings.trainer, Lake.from_settings(settings), live[-1], list(range(study_seeds)))
+    typer.echo(summary(settings, live))
+    typer.echo("\n".join(step_times(settings, live)))
+    typer.echo(airflow_ui_hint(airflow_home, live))
+    typer.echo(f"report:    {write_html_report(settings, live[-1])}  (`growthgr report --ds {live[-1]}`)")
     typer.echo(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
 
 

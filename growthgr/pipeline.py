@@ -210,7 +210,7 @@ def multigr_evaluate(settings: Settings, ds: str) -> dict:
     report = {"ds": ds, "checkpoint": catalog.model_key(MULTIGR, ds), "checkpoint_sha256": day.meta["sha256"],
               **{k: day.meta[k] for k in ("mode", "lineage_start", "init_release", "train_days", "sid_version")},
               "candidate": candidate, "serving": serving and serving[1], "serving_release": serving and serving[0],
-              "serving_skipped": skipped}
+              "serving_skipped": skipped, "weight_change_vs_serving": serving and serving[2]}
     key = catalog.report_key(MULTIGR, ds, "daily.json")
     lake.store.put_bytes(key, json.dumps(report, indent=2, sort_keys=True).encode())
     return {"report": lake.store.url(key), "evaluated_days": candidate["evaluated_days"],
@@ -346,7 +346,8 @@ def _init_multigr(store: ReleaseStore, lake: Lake, ds: str) -> LineageModel | No
 
 def _serving_evaluation(store: ReleaseStore, lake: Lake, ds: str, day: LineageModel, candidate: dict,
                         settings: Settings) -> tuple[tuple[str, dict] | None, str | None]:
-    """((serving release id, its evaluation on the candidate's held-out requests), None), or (None, why not)."""
+    """((serving release id, its evaluation on the candidate's held-out requests, the candidate's relative
+    weight change from it), None), or (None, why not)."""
     from models.multigr.daily import evaluate_daily
 
     if store.current_id() is None:
@@ -360,10 +361,22 @@ def _serving_evaluation(store: ReleaseStore, lake: Lake, ds: str, day: LineageMo
     if serving.meta["eval_days"] != day.meta["eval_days"] or serving.meta["sid_version"] != day.meta["sid_version"]:
         return None, (f"serving release {current.release_id} is of another lineage (held-out days "
                       f"{serving.meta['eval_days']}, SID version {serving.meta['sid_version']}): not comparable")
+    change = weight_change(day.model, serving.model)
     if serving.meta["sha256"] == day.meta["sha256"]:
-        return (current.release_id, candidate), None
+        return (current.release_id, candidate, change), None
     return (current.release_id, evaluate_daily(serving.model, lake, ds, settings.multigr,
-                                               eval_days=day.meta["eval_days"])), None
+                                               eval_days=day.meta["eval_days"]), change), None
+
+
+def weight_change(model, reference) -> float:
+    """||w - w_ref|| / ||w_ref|| over every floating-point tensor of two models of one architecture."""
+    import torch
+
+    a, b = model.state_dict(), reference.state_dict()
+    keys = [k for k, v in b.items() if v.is_floating_point() and k in a and a[k].shape == v.shape]
+    diff = sum(float(torch.sum((a[k] - b[k]) ** 2)) for k in keys)
+    norm = sum(float(torch.sum(b[k] ** 2)) for k in keys)
+    return (diff / norm) ** 0.5 if norm else 0.0
 
 
 # -- DR: train the day's dense retriever, index the catalog, gate the index ------------------------
@@ -624,23 +637,29 @@ def _still_committed(lake: Lake, write: dict) -> bool:
 
 def timed(step: Callable[[Settings, str], dict], settings: Settings, ds: str, name: str | None = None) -> dict:
     """Run one step and record its duration and outcome in the lake (`catalog.pipeline_step_key`;
-    a re-run of the step overwrites its record; a failed write only logs)."""
+    a re-run of the step overwrites its record; a failed write only logs). A failed step also
+    stores its traceback (`catalog.pipeline_step_log_key`), which the record's `log` names."""
+    import traceback
     from datetime import UTC, datetime
 
     name, ds = name or step.__name__, to_ds(ds)
-    begun, started, status, error = datetime.now(UTC), time.perf_counter(), "failed", None
+    begun, started, status, error, trace = datetime.now(UTC), time.perf_counter(), "failed", None, None
     try:
         out = step(settings, ds)
         status = "ok"
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        error, trace = f"{type(exc).__name__}: {exc}"[:2000], traceback.format_exc()
         raise
     finally:
         seconds = time.perf_counter() - started
         record = {"step": name, "ds": ds, "status": status, "seconds": round(seconds, 3), "error": error,
                   "started": begun.isoformat(), "finished": datetime.now(UTC).isoformat()}
         try:
-            Lake.from_settings(settings).store.put_bytes(catalog.pipeline_step_key(ds, name), json.dumps(record).encode())
+            store = Lake.from_settings(settings).store
+            if trace is not None:
+                store.put_bytes(catalog.pipeline_step_log_key(ds, name), trace.encode())
+                record["log"] = store.url(catalog.pipeline_step_log_key(ds, name))
+            store.put_bytes(catalog.pipeline_step_key(ds, name), json.dumps(record).encode())
         except Exception:                    # the timing record must never fail the step
             log.warning("could not record the timing of %s ds=%s", name, ds, exc_info=True)
     log.info("%s ds=%s done in %.1fs: %s", name, ds, seconds, out)

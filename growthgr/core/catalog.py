@@ -118,5 +118,10 @@ def pipeline_step_key(ds: str, step: str) -> str:
     return f"{report_prefix('pipeline', ds)}/steps/{step}.json"
 
 
+def pipeline_step_log_key(ds: str, step: str) -> str:
+    """The traceback of a failed step's latest run (`reports/pipeline/ds=<ds>/steps/<step>.log`)."""
+    return f"{report_prefix('pipeline', ds)}/steps/{step}.log"
+
+
 def pipeline_steps_prefix(ds: str) -> str:
     return f"{report_prefix('pipeline', ds)}/steps/"
