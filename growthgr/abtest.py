@@ -26,8 +26,8 @@ The closed loop (`--retrain`, `ClosedLoop`) plugs in at the same place: each ret
 design's and the fully treated one; the untreated arm serves nothing, so retraining could not change
 it) gets a copy of the lake and of the release store under the A/B working directory; its `observe`
 writes the day's raw and truth tables there, runs the daily pipeline for the day in-process (the
-daily DAG's tasks in its dependency order, read from the DAG by `dag_tasks`, each through
-`pipeline.timed`) and serves the day's release from the next day, or keeps the last good one when
+daily pipeline's steps in their dependency order, from the registry the DAG is made of
+(`growthgr.steps`), each through `pipeline.timed`) and serves the day's release from the next day, or keeps the last good one when
 a step fails (a gate refuses). No pipeline runs after the last test day (its release would serve
 no test day).
 
@@ -75,7 +75,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -957,66 +956,12 @@ def trajectory_png(r: dict) -> bytes:
 Step = tuple[str, Callable[["Settings", str], dict]]
 
 
-DAG_ID = "growthgr_daily"
+def daily_steps() -> list[Step]:
+    """(name, step function `(settings, ds) -> dict`) of the daily pipeline in its dependency order
+    (`growthgr.steps`, the registry the DAG is made from): what Airflow runs, in-process."""
+    from growthgr.steps import in_order
 
-
-def dag_tasks(airflow_home: Path | None = None) -> list[tuple[str, str]]:
-    """(task id, step) of the daily DAG's tasks in a topological order of its dependencies (ties in
-    declaration order), read from the DAG itself (`dags/growthgr_daily.py`), so the closed loop runs
-    what Airflow runs. A task's step is what its function calls: `_run("<pipeline step>")` -> the
-    step, `_gate("<dataset>")` -> `gate:<dataset>`. `airflow_home`: where Airflow may write its
-    config when none is set (parsing needs no metadata DB)."""
-    if airflow_home is not None and "AIRFLOW_HOME" not in os.environ:
-        from growthgr.airflow_local import airflow_env
-
-        os.environ.update(airflow_env(airflow_home))
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    from airflow.dag_processing.dagbag import DagBag
-
-    from growthgr.airflow_local import DAGS_FOLDER
-
-    bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{DAG_ID}.py"))      # `.dags`: `get_dag` needs the metadata DB
-    root.setLevel(level)                                             # Airflow reconfigures logging on import
-    root.handlers = handlers
-    if DAG_ID not in bag.dags:
-        raise RuntimeError(f"cannot load {DAG_ID}: {bag.import_errors}")
-    dag = bag.dags[DAG_ID]
-    declared = {t: i for i, t in enumerate(dag.task_ids)}
-    upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
-    order: list[str] = []
-    while upstream:
-        ready = sorted((t for t, up in upstream.items() if not up - set(order)), key=declared.get)
-        if not ready:
-            raise ValueError(f"{DAG_ID} has a cycle among {sorted(upstream)}")
-        order.append(ready[0])
-        del upstream[ready[0]]
-    return [(t, _task_step(dag.get_task(t))) for t in order]
-
-
-def _task_step(task) -> str:
-    code = task.python_callable.__code__
-    strings = [c for c in code.co_consts if isinstance(c, str)]
-    if "_gate" in code.co_names and strings:
-        return f"gate:{strings[-1]}"
-    if "_run" in code.co_names and strings:
-        return strings[-1]
-    raise ValueError(f"{DAG_ID}.{task.task_id} calls neither _run(step) nor _gate(dataset): cannot run it in-process")
-
-
-def pipeline_steps(tasks: Sequence[tuple[str, str]]) -> list[Step]:
-    """(name, step function `(settings, ds) -> dict`) of `dag_tasks()`' answer; the name is the one
-    its timing record has when Airflow runs it (the function's name; `gate_<dataset>` for a gate)."""
-    from growthgr import pipeline
-
-    out: list[Step] = []
-    for _, step in tasks:
-        if step.startswith("gate:"):
-            dataset = step.split(":", 1)[1]
-            out.append((f"gate_{dataset}", lambda s, ds, _d=dataset: pipeline.gate(s, _d, ds)))
-        else:
-            out.append((step, getattr(pipeline, step)))
-    return out
+    return [(step.name, step.run) for step in in_order()]
 
 
 def run_pipeline_day(settings: Settings, ds: str, steps: Sequence[Step]) -> dict:
@@ -1122,13 +1067,13 @@ def closed_loop_factory(settings: Settings, workdir: Path, release: str, steps: 
     source lake and release store under `workdir/<arm>/` (the sources are only read), serving
     `release` first; the fully untreated arm does not retrain (its channel serves nothing, so its
     models could not change what it serves) and gets a plain `PoolRetriever`. `steps`: default the
-    daily DAG's (`dag_tasks`); `last_ds`: the last test day, after which no pipeline runs."""
+    daily pipeline's (`daily_steps`); `last_ds`: the last test day, after which no pipeline runs."""
     import shutil
 
     for root in (settings.lake_root, settings.releases_root):
         if "://" in root:
             raise ValueError(f"--retrain copies the lake and the release store locally; {root} is not local")
-    steps = pipeline_steps(dag_tasks(Path(workdir) / "airflow")) if steps is None else steps
+    steps = daily_steps() if steps is None else steps
     log.info("closed loop: after each test day %s", " -> ".join(name for name, _ in steps))
     source = ReleaseStore.from_settings(settings)
     release_id, plain = release_retriever(source, release, settings.itemltv.pool_size, settings.abtest.candidates,
@@ -1269,5 +1214,5 @@ def summary_lines(r: dict) -> list[str]:
 __all__ = ["DESIGNS", "Assignment", "design_assignment", "Candidates", "Retriever", "PoolRetriever", "ItemLTVScorer",
            "GrowthGRChannel", "channel_slots", "ArmLog", "Population", "run_arm", "Experiment", "run_experiment",
            "run_arms", "analyse", "start_state", "release_retriever", "write_report", "markdown", "summary_lines",
-           "trajectory", "trajectory_png", "ClosedLoop", "closed_loop_factory", "dag_tasks", "pipeline_steps", "run_pipeline_day",
+           "trajectory", "trajectory_png", "ClosedLoop", "closed_loop_factory", "daily_steps", "run_pipeline_day",
            "prepare_workdir"]

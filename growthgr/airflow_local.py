@@ -67,11 +67,18 @@ def run_ds(logical_date=None, data_interval_start=None) -> str:
     return pendulum.instance(when).in_timezone("UTC").date().isoformat()
 
 
-def raw_logs_asset():
-    """The Asset a day's raw logs update (simulator DAG or a real export) and the daily DAG reads."""
-    from airflow.sdk import Asset
+def run_step(name: str) -> dict:
+    """What every DAG task runs: step `name` of `growthgr.steps` for its run's `ds` (`run_ds`), with
+    the settings of the environment."""
+    from airflow.sdk import get_current_context
 
-    return Asset("growthgr://lake/raw")
+    from growthgr.core.config import load_settings
+    from growthgr.core.logs import setup_logging
+    from growthgr.steps import step
+
+    setup_logging()
+    ctx = get_current_context()
+    return step(name)(load_settings(), run_ds(ctx.get("logical_date"), ctx.get("data_interval_start")))
 
 
 def airflow_env(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
@@ -323,8 +330,8 @@ class LocalAirflow:
                 proc.stdout.close()
 
 
-# What the daily DAG's tasks import (`growthgr.pipeline`'s steps): `start_airflow(preload=TASK_MODULES)`.
-TASK_MODULES = ("growthgr.pipeline", "growthgr.publish", "growthgr.features", "growthgr.dbt_runner",
+# What the daily DAG's tasks import (`growthgr.steps` and the modules of its steps): `start_airflow(preload=TASK_MODULES)`.
+TASK_MODULES = ("growthgr.steps", "growthgr.pipeline", "growthgr.publish", "growthgr.features", "growthgr.dbt_runner",
                 "expectations.gate", "spark_jobs.jobs", "models.tokenizer.embed", "models.tokenizer.sids",
                 "models.itemltv.pipeline", "models.multigr.daily", "models.dense.daily")
 _PRELOAD = '''"""Written by growthgr.airflow_local.start_airflow: the scheduler imports the DAG tasks' modules

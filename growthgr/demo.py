@@ -5,15 +5,21 @@
    with `--feature-days N`, the feature job over the last N history days), and `gr_samples`
    over the last `multigr.daily.train_days + eval_days - 1` history days, so the first live
    day's MultiGR trains from scratch on history and holds out its newest days;
-3. for each of the last `--live-days` days: the `simulate_platform_day` DAG
-   delivers the day's logs, then the `growthgr_daily` DAG runs under a local
-   Airflow (SQLite, `dag.test`);
-4. the ItemLTV evaluation table of the last day over `--study-seeds` seeds
+3. for each of the last `--live-days` days (1 by default: every model from scratch; with 2 or more
+   the later days warm-start from the serving release and are compared with it): the
+   `simulate_platform_day` DAG delivers the day's logs, then the `growthgr_daily` DAG runs under
+   a local Airflow (SQLite, `dag.test`; no retries unless `--retries`: a failed day ends the
+   demo at once with one line naming the failed task, the last line of its error and its log);
+4. with `--study-seeds N`, an extra ItemLTV evaluation table of the last day over N seeds
    (`growthgr itemltv evaluate`: ItemLTV, fair baselines, references, mean ± sd);
-5. print a summary: partitions, label rows, pool, the ItemLTV table, the MultiGR
-   daily metrics on its fixed held-out days (and the serving model's), the release, and
-   where Data Docs, dbt docs, plots and reports are;
+5. print a summary: partitions, label rows, pool, the ItemLTV table (the daily step's own, or
+   the study's), the MultiGR daily metrics on its fixed held-out days (and, from the second
+   live day, the serving model's and how far the daily update moved the weights), the release,
+   where Data Docs, dbt docs, plots and reports are, and every step's time per day;
 6. write the day's self-contained HTML report (`growthgr report`) and print its path.
+
+`--inject-fault NAME` corrupts the last live day's raw logs with a simulator fault: its raw gate
+refuses the day, nothing is published, the demo exits 1.
 
 Re-running is idempotent: finished days are not simulated again, Spark and
 the DAG overwrite their own partitions, and an identical release is not
@@ -236,8 +242,9 @@ def run_live_days(settings: Settings, days: list[str], airflow_home: Path, injec
 def main(
     profile: str = typer.Option("demo", "--profile", help="tiny | demo | large"),
     live_days: int = typer.Option(
-        2, "--live-days", min=1,
-        help="Days run through Airflow at the end: the first trains every model from scratch, the next warm-start."),
+        1, "--live-days", min=1,
+        help="Days run through Airflow at the end: the first trains every model from scratch, the next ones "
+             "warm-start from the serving release and are compared with it (about 5 min a day on 2 cores)."),
     airflow_home: Path = typer.Option(Path(".airflow"), "--airflow-home"),
     feature_days: int = typer.Option(
         0, "--feature-days", min=0,

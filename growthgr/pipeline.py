@@ -1,7 +1,7 @@
 """The steps of one daily run, as plain functions `(settings, ds) -> summary dict`.
 
-The Airflow DAG (`dags/growthgr_daily.py`), the CLI (`growthgr pipeline ...`)
-and the tests call exactly these functions; the DAG only wires them. Each
+`growthgr.steps` declares which of them make a day, in what order (the DAG, the CLI and the
+closed-loop A/B walk it); the tests call them directly too. Each
 step is idempotent for its `ds` (it overwrites its own partitions), raises on
 failure, and never publishes anything itself except `publish`, which checks
 the stored gate results of the day first.
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The gates whose stored results must have passed for `publish` to release `ds`.
-PUBLISH_GATES = ("raw", "features", "sids", "pool", "multigr", "dense")
 # The day's MultiGR in the lake (`catalog.model_key("multigr", ds, file)`) -> its name in a release.
 MULTIGR = "multigr"
 MULTIGR_FILES = {"model.safetensors": "multigr.safetensors", "config.json": "multigr_config.json"}
@@ -475,7 +473,7 @@ def _dense_failure(name: str, check: dict, where: str):
                    f"target {check['limit']} (recorded at build: {check['recorded']})")
 
 
-def publish(settings: Settings, ds: str) -> dict:
+def publish(settings: Settings, ds: str, gates: tuple[str, ...]) -> dict:
     """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics, SID table and
     trie of the pool, the day's MultiGR (`multigr.safetensors` + `multigr_config.json`, exactly
     the bytes `gate_multigr` validated; its held-out figures under `metrics.multigr`), and the day's
@@ -493,7 +491,7 @@ def publish(settings: Settings, ds: str) -> dict:
     from models.tokenizer import embed, sids
 
     ds, lake = to_ds(ds), Lake.from_settings(settings)
-    gates = stored_gates(lake, ds)
+    gates = stored_gates(lake, ds, gates)
     if not all(gates.values()):
         raise PublishRefused(f"not publishing ds={ds}: gates failed: {sorted(n for n, ok in gates.items() if not ok)}")
     multigr_files, multigr_metrics, multigr_gate = _gated_multigr(lake, ds, settings.multigr.daily.max_recall_drop)
@@ -606,7 +604,7 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def stored_gates(lake: Lake, ds: str, names=PUBLISH_GATES) -> dict[str, bool]:
+def stored_gates(lake: Lake, ds: str, names: tuple[str, ...]) -> dict[str, bool]:
     """Pass/fail of the day's stored gate results. A result counts only if it passed and every
     partition (or object) it validated is still at the write it validated (`writes`): a missing or
     running result, or a partition rewritten (or deleted) since its gate, counts as failed."""

@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -325,31 +322,22 @@ def test_closed_loop_serves_each_days_release_and_keeps_the_last_good_one(tmp_pa
                                                    "user_retrain_trajectory.png"]
 
 
-def test_closed_loop_runs_the_daily_dags_tasks_in_dependency_order(tmp_path):
-    """The steps come from the DAG itself: every task, each after its upstream tasks, each resolved to
-    the `growthgr.pipeline` function (or gate) it runs. In a child process: parsing the DAG configures
-    Airflow in the process that parses it (its metadata DB), which would leak into the Airflow tests
-    that a later module runs in this pytest worker."""
-    code = textwrap.dedent(f"""
-        import json
-        from pathlib import Path
-        from growthgr import pipeline
-        from growthgr.abtest import dag_tasks, pipeline_steps
-        tasks = dag_tasks(Path({str(tmp_path / "airflow")!r}))
-        resolved = dict(pipeline_steps(tasks))
-        print(json.dumps({{"tasks": tasks, "itemltv": resolved["itemltv"] is pipeline.itemltv,
-                           "gate_raw": callable(resolved["gate_raw"])}}))
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    tasks = [tuple(t) for t in out["tasks"]]
-    order = [t for t, _ in tasks]
-    assert order[0] == "gate_raw" and order[-1] == "publish" and len(set(order)) == len(order)
-    steps = dict(tasks)
-    assert steps["spark_jobs"] == "spark" and steps["gate_pool"] == "gate:pool" and steps["gate_multigr"] == "gate_multigr"
+def test_closed_loop_runs_the_registrys_steps_in_dependency_order():
+    """The closed loop runs what the daily DAG runs: the registry's steps (the DAG's tasks, one per
+    step), each after the steps it depends on."""
+    from growthgr import pipeline
+    from growthgr.abtest import daily_steps
+    from growthgr.steps import DAILY
+
+    steps = daily_steps()
+    order = [name for name, _ in steps]
+    assert sorted(order) == sorted(s.name for s in DAILY) and order[0] == "gate_raw" and order[-1] == "publish"
+    for s in DAILY:
+        assert all(order.index(up) < order.index(s.name) for up in s.after), s.name
+    resolved = dict(steps)
+    assert resolved["itemltv"] is pipeline.itemltv and resolved["spark_jobs"] is pipeline.spark
+    assert resolved["gate_pool"].__name__ == "gate_pool"
     assert order.index("pool") < order.index("multigr_train") < order.index("gate_multigr") < order.index("publish")
-    assert out["itemltv"] and out["gate_raw"]
 
 
 def markdown_of(result: dict) -> str:

@@ -34,6 +34,7 @@ FLOORS: list[tuple[str, int, str]] = [
     ("models.dense", SUBSYSTEM, "dense"),
     ("growthgr.cli", APPLICATION, "app"),
     ("growthgr.pipeline", APPLICATION, "app"),
+    ("growthgr.steps", APPLICATION, "app"),
     ("growthgr.publish", APPLICATION, "app"),
     ("growthgr.serve", APPLICATION, "app"),
     ("growthgr.report", APPLICATION, "app"),

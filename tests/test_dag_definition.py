@@ -29,6 +29,30 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
     assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
 
 
+def test_the_daily_dag_is_the_step_registry(tmp_path, monkeypatch):
+    """One task per registry step (task id = step name), one edge per declared dependency, the
+    step's pool and assets; `growthgr pipeline step` accepts every task id."""
+    from typer.testing import CliRunner
+
+    from growthgr.cli import app
+    from growthgr.steps import DAILY, publish_gates
+
+    monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
+    prepare(tmp_path / "airflow")
+    daily = load_dag("growthgr_daily")
+    assert sorted(daily.task_ids) == sorted(s.name for s in DAILY)
+    edges = {(up, t.task_id) for t in daily.tasks for up in t.upstream_task_ids}
+    assert edges == {(up, s.name) for s in DAILY for up in s.after} and len(edges) >= len(DAILY)
+    for s in DAILY:
+        assert daily.get_task(s.name).pool == (s.pool or "default_pool"), s.name
+    assert [a.uri for a in daily.get_task("gate_raw").inlets] == ["growthgr://lake/raw"]
+    assert [a.uri for a in daily.get_task("publish").outlets] == ["growthgr://releases/current"]
+    assert publish_gates() == ("raw", "features", "sids", "pool", "multigr", "dense")
+    listed = CliRunner().invoke(app, ["pipeline", "steps"])
+    assert listed.exit_code == 0 and [line.split()[0] for line in listed.output.splitlines()][0] == "gate_raw"
+    assert {line.split()[0] for line in listed.output.splitlines()} == set(daily.task_ids)
+
+
 def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
     import pendulum
 

@@ -42,7 +42,7 @@ def test_demo_publishes_then_refuses_a_corrupted_day(tmp_path, copy_world):
     assert "2026-02-15: success" in out and "== GrowthGR demo: profile=tiny" in out
     assert "ItemLTV (held-out cohorts, mean ± sd over seeds):" in out and "release: ds=2026-02-15-" in out
     times = next(line for line in out.splitlines() if line.startswith("  2026-02-15 total "))
-    for step in ("gate_raw", "spark", "tokenize", "itemltv", "multigr_train", "dense_train", "publish"):
+    for step in ("gate_raw", "spark_jobs", "feast_materialize", "tokenize", "itemltv", "multigr_train", "dense_train", "publish"):
         assert f"{step} " in times
     assert "report:" in out and "demo finished in" in out
     store = ReleaseStore.from_settings(load_settings("tiny", env={"GROWTHGR_RELEASES_ROOT": str(tmp_path / "releases")}))

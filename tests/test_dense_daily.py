@@ -21,6 +21,7 @@ from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake
 from growthgr.core.releases import ReleaseStore
 from growthgr.publish import PublishRefused
+from growthgr.steps import publish as publish_step
 
 pytestmark = pytest.mark.slow
 FIRST, DS = "2026-02-13", "2026-02-14"
@@ -121,7 +122,7 @@ def test_index_below_target_recall_is_refused(settings, monkeypatch):
     assert stored["passed"] is False and [f["rule"] for f in stored["failures"]] == ["index_recall"]
     assert pipeline.stored_gates(lake, DS, ("dense",)) == {"dense": False}
     with pytest.raises(PublishRefused, match="'dense'"):
-        pipeline.publish(s, DS)
+        publish_step(s, DS)
 
 
 def test_non_finite_item_vectors_are_refused(settings, monkeypatch):

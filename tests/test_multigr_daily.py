@@ -25,6 +25,7 @@ from growthgr.core.config import load_settings
 from growthgr.core.lake import Lake, PartitionNotFound
 from growthgr.core.releases import ReleaseStore
 from growthgr.publish import PublishRefused
+from growthgr.steps import publish as publish_step
 from models.multigr import daily
 
 FIRST, NEXT = "2026-02-13", "2026-02-14"
@@ -240,6 +241,6 @@ def test_regressed_multigr_is_not_published_and_the_release_stays_current(settin
     assert stored["passed"] is False and stored["failures"][0]["rule"] == "max_recall_drop"
     assert pipeline.stored_gates(lake, NEXT, ("multigr",)) == {"multigr": False}
     with pytest.raises(PublishRefused, match="'multigr'"):
-        pipeline.publish(strict, NEXT)
+        publish_step(strict, NEXT)
     assert store.current_id() == first_day[1]
     assert not any(r["release_id"].startswith(f"ds={NEXT}") for r in store.list())

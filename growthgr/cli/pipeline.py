@@ -63,26 +63,28 @@ def backfill_cmd(
     _report(run_days(ds_range(start, end), airflow_home, simulate))
 
 
-# The steps `growthgr pipeline step` runs: the functions of `growthgr.pipeline` the DAG's tasks call.
-STEPS = ("simulate_day", "spark", "dbt", "gate_labels", "materialize", "training_set", "tokenize", "itemltv", "pool",
-         "multigr_train", "multigr_evaluate", "gate_multigr", "dense_train", "gate_dense", "publish")
-
-
 @app.command("step")
 def step_cmd(
-    name: str = typer.Argument(..., help=f"{', '.join(STEPS)}, or gate:<dataset>"),
+    name: str = typer.Argument(..., help="A step of the daily pipeline = a task id of the daily DAG "
+                                         "(`growthgr pipeline steps` lists them)."),
     ds: str = typer.Option(..., "--ds"),
 ) -> None:
     """Run one step of the daily pipeline directly (no Airflow)."""
-    from growthgr import pipeline
     from growthgr.cli.context import settings
+    from growthgr.steps import BY_NAME
 
-    if name not in STEPS and not name.startswith("gate:"):
-        raise typer.BadParameter(f"unknown step {name!r}: one of {', '.join(STEPS)}, or gate:<dataset>",
-                                 param_hint="NAME")
-    s = settings()
-    if name.startswith("gate:"):
-        out = pipeline.gate(s, name.split(":", 1)[1], ds)
-    else:
-        out = pipeline.timed(getattr(pipeline, name), s, ds)
+    if name not in BY_NAME:
+        raise typer.BadParameter(f"unknown step {name!r}: one of {', '.join(BY_NAME)}", param_hint="NAME")
+    out = BY_NAME[name](settings(), ds)
     typer.echo(json.dumps(out, indent=2, default=str))
+
+
+@app.command("steps")
+def steps_cmd() -> None:
+    """List the daily pipeline's steps in run order: name (= DAG task id), runs after, gate, pool."""
+    from growthgr.steps import in_order
+
+    for s in in_order():
+        extra = [f"gate {s.gate}{' (publish needs it)' if s.publish else ''}"] if s.gate else []
+        extra += [f"pool {s.pool}"] if s.pool else []
+        typer.echo(f"{s.name:<18} after {', '.join(s.after) or '-':<45} {'; '.join(extra)}")
