@@ -28,6 +28,7 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
 # the next free worker takes the next module. (xdist's default reorder, most tests first, would
 # start the one-test scheduler module last.)
 LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_spark_cluster.py", "test_dag_definition.py",
+                 "test_demo.py",
                  "test_release_crash.py", "test_spark_jobs.py")
 
 
