@@ -1,4 +1,4 @@
-"""GX gates on small hand-made raw data (per `growthgr/schemas.py`), with defects the simulator
+"""GX gates on small hand-made raw data (per `growthgr/core/schemas.py`), with defects the simulator
 does not inject (a retyped column, a volume drop). The simulator's own faults are tested on its
 real output in `test_gx_simulator.py`.
 """
