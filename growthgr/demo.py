@@ -126,9 +126,7 @@ def multigr_lines(report: dict, url: str) -> list[str]:
         delta = {c: cand["metrics"]["search"][c] - serving["metrics"]["search"][c] for c in cols}
         lines.append(f"  daily update: weights moved {100 * report.get('weight_change_vs_serving', 0.0):.2f}% "
                      f"(relative L2) from the serving model; held-out search change "
-                     + ", ".join(f"{c} {v:+.4f}" for c, v in delta.items())
-                     + (" (the one-epoch refresh at a tenth of the learning rate and the day's MoPO steps do "
-                        "not change its top 10)" if delta["recall@10"] == 0 else ""))
+                     + ", ".join(f"{c} {v:+.4f}" for c, v in delta.items()))
     lines.append(f"  valid SIDs from the constrained decoder: {cand['valid_sid_fraction']:.4f} of {cand['decoded_sids']}")
     lines.append(f"  report: {url}")
     return lines

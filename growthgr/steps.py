@@ -52,6 +52,16 @@ def gx_gate(dataset: str) -> Callable[[Settings, str], dict]:
     return run
 
 
+def publish_gates() -> tuple[str, ...]:
+    """The gate results `publish` requires, in pipeline order."""
+    return tuple(s.gate for s in DAILY if s.gate and s.publish)
+
+
+def publish(settings: Settings, ds: str) -> dict:
+    """`growthgr.pipeline.publish` behind the gate results of `publish_gates()`."""
+    return pipeline.publish(settings, ds, publish_gates())
+
+
 def _keys(*datasets) -> tuple[str, ...]:
     return tuple(f"{d.zone}/{d.table}" for d in datasets)
 
@@ -90,7 +100,7 @@ DAILY: tuple[Step, ...] = (
     # the dense retriever reads the day's gr_samples (Spark) and SIDs
     Step("dense_train", pipeline.dense_train, ("spark_jobs", "gate_sids"), reads=(*_keys(catalog.GR_SAMPLES), *_SIDS)),
     Step("gate_dense", pipeline.gate_dense, ("dense_train",), gate="dense", publish=True),
-    Step("publish", lambda settings, ds: publish(settings, ds), ("gate_pool", "gate_multigr", "gate_dense", "dbt_build"),
+    Step("publish", publish, ("gate_pool", "gate_multigr", "gate_dense", "dbt_build"),
          reads=(*_keys(catalog.NEW_ITEM_POOL), *_SIDS), outlets=(RELEASE,)),
 )
 
@@ -98,16 +108,6 @@ DAILY: tuple[Step, ...] = (
 SIMULATE_DAY = Step("simulate_day", pipeline.simulate_day, writes=("raw",), outlets=(RAW_LOGS,))
 
 BY_NAME: dict[str, Step] = {s.name: s for s in (*DAILY, SIMULATE_DAY)}
-
-
-def publish_gates() -> tuple[str, ...]:
-    """The gate results `publish` requires, in pipeline order."""
-    return tuple(s.gate for s in DAILY if s.gate and s.publish)
-
-
-def publish(settings: Settings, ds: str) -> dict:
-    """`growthgr.pipeline.publish` behind the gate results of `publish_gates()`."""
-    return pipeline.publish(settings, ds, publish_gates())
 
 
 def in_order(steps: tuple[Step, ...] = DAILY) -> list[Step]:
