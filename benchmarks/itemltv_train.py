@@ -18,10 +18,10 @@ import time
 import lightning as L
 import torch
 
-from growthgr import features
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.sections.trainer import TrainerConfig
+from features import store as features
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.sections.trainer import TrainerConfig
 from models.itemltv.data import SERVICE, TRAINING_TABLE, load_inputs, prepare, sample_partitions
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import loss_fn

@@ -9,7 +9,7 @@ perturbed mechanisms, so a result is not an accident of one world.
 
 Worlds (`WORLDS`): (name, simulator seed, `simulator` config overrides), on the profile's sizes.
 `demo` is what `make demo` simulates (seed 0, no override); the others change the seed and the
-mechanism knobs of `growthgr.core.sections.simulator`: `pop_weight` (the ranker's popularity
+mechanism knobs of `foundation.sections.simulator`: `pop_weight` (the ranker's popularity
 prior), `growth_kappa` (size of the click effect), `growth_age_tau` (its decay with the item's
 age), `niche_user_share` (share of niche users).
 
@@ -44,10 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from growthgr.core import calendar
-from growthgr.core.config import Settings, load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.logs import setup_logging
+from foundation import calendar
+from foundation.config import Settings, load_settings
+from foundation.lake import Lake
+from foundation.logs import setup_logging
 
 log = logging.getLogger("benchmarks.itemltv_worlds")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from growthgr.core.sections.multigr import MultiGRConfig
+from foundation.sections.multigr import MultiGRConfig
 from models.multigr import itemseq
 from models.multigr.beam import beam_search, trie_table
 from models.multigr.data import context_tokens, left_pad, load_sequences

@@ -62,7 +62,7 @@ def published_sids(data_dir: Path, n_items: int) -> np.ndarray:
 
 
 def our_sids(data_dir: Path, profile: str, n_items: int) -> np.ndarray:
-    from growthgr.core.config import load_settings
+    from foundation.config import load_settings
     from models.tokenizer import embed, sids
 
     settings = load_settings(profile, env={})

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.trainer import TrainerConfig
 from models.metrics import ranking_metrics
 from models.multigr import itemseq
 from models.multigr.beam import sid_keys, trie_table

@@ -26,11 +26,11 @@ SCALED = ("n_users", "new_users_per_day", "n_items", "new_items_per_day")
 
 
 def one_run(profile: str, days: int, scale: float, write: bool) -> dict:
-    from growthgr.core.config import load_settings
-    from growthgr.core.lake import Lake
-    from growthgr.simulator.engine import simulate_day
-    from growthgr.simulator.run import default_channels, simulate
-    from growthgr.simulator.world import create_world, day_index
+    from foundation.config import load_settings
+    from foundation.lake import Lake
+    from simulator.engine import simulate_day
+    from simulator.run import default_channels, simulate
+    from simulator.world import create_world, day_index
 
     cfg = load_settings(profile=profile, env={}).simulator
     cfg = cfg.model_copy(update={k: max(1, int(getattr(cfg, k) * scale)) for k in SCALED})

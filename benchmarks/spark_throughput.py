@@ -17,9 +17,9 @@ import tempfile
 import time
 from datetime import date, timedelta
 
-from growthgr.core.calendar import COHORT_OFFSET, LABEL_DAYS
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
+from foundation.calendar import COHORT_OFFSET, LABEL_DAYS
+from foundation.config import load_settings
+from foundation.lake import Lake
 from spark_jobs import item_daily_stats, itemltv_labels
 from spark_jobs.common import days
 from spark_jobs.session import get_spark
@@ -40,7 +40,7 @@ def bench(profile: str, n_days: int, repeats: int, root: str | None) -> dict[str
     settings = load_settings(profile, overrides={"lake_root": root or tempfile.mkdtemp(prefix=f"bench_{profile}_")})
     lake = Lake.from_settings(settings)
     if root is None:
-        from growthgr.simulator.run import simulate
+        from simulator.run import simulate
 
         simulate(lake, settings.simulator, seed=1, start=START, days=n_days)
     ds = (date.fromisoformat(START) + timedelta(days=n_days - 1)).isoformat()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.config import load_settings
 from growthgr.cli.tokenizer import dataset_report
-from growthgr.core.config import load_settings
 from models.tokenizer import embed
 from models.tokenizer.metrics import sid_report
 

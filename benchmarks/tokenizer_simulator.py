@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from foundation.config import load_settings
 from growthgr.cli.tokenizer import dataset_report
-from growthgr.core.config import load_settings
-from growthgr.simulator.engine import catalog_tables
-from growthgr.simulator.world import create_world, day_index
+from simulator.engine import catalog_tables
+from simulator.world import create_world, day_index
 
 
 def main() -> None:

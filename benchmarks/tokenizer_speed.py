@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from growthgr.core.config import load_settings
+from foundation.config import load_settings
 from models.tokenizer import embed
 from models.tokenizer.rqvae import train_rqvae
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from growthgr.core.lake import Lake
+from foundation.lake import Lake
 
 _NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
 # What a corrupt, truncated or missing file (or a garbled commit marker) raises when read.

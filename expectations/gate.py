@@ -32,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from expectations import suites
-from growthgr.core import catalog
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.schemas import RAW_TABLES
-from growthgr.core.sections.gates import GatesConfig
+from foundation import catalog
+from foundation.lake import Lake, to_ds
+from foundation.schemas import RAW_TABLES
+from foundation.sections.gates import GatesConfig
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A suite here is a `TableCheck`: the partition read into pandas (plus `_check_*` 
 Every expectation carries `meta = {"rule": ..., "column": ...}` so a failure summary can name
 the table, partition, column and rule without parsing GX internals.
 
-Column contracts: raw tables follow `growthgr.core.schemas.RAW_SCHEMAS` exactly; label, sample,
+Column contracts: raw tables follow `foundation.schemas.RAW_SCHEMAS` exactly; label, sample,
 feature, pool and SID tables follow their producers' documented schemas exactly (`DERIVED_SCHEMAS`
 below: an extra, renamed or retyped column fails `exact_schema`).
 
@@ -28,10 +28,10 @@ import pandas as pd
 import pyarrow as pa
 
 from expectations import frames
-from growthgr.core import calendar, catalog
-from growthgr.core.lake import Lake
-from growthgr.core.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS
-from growthgr.core.sections.gates import GatesConfig
+from foundation import calendar, catalog
+from foundation.lake import Lake
+from foundation.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS
+from foundation.sections.gates import GatesConfig
 
 EVENT_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
 RAW_KEYS: dict[str, list[list[str]]] = {t: d.unique_keys for t, d in catalog.RAW.items()}

@@ -4,12 +4,12 @@ one versioned feature service per model.
 The feature tables are the lake partitions written by `spark_jobs.features` (columns documented
 there): `<lake>/features/<table>/ds=YYYY-MM-DD/`, one snapshot per entity and day with
 `event_timestamp` = the last microsecond of `ds` (UTC). A source's path names the lake table,
-`<lake>/features/<table>`: the offline store `growthgr.feast_offline.LakeOfflineStore`
+`<lake>/features/<table>`: the offline store `features.offline_store.LakeOfflineStore`
 (feature_store.yaml) reads it as the table's committed files (`Lake.committed_files`), never a
 glob, so uncommitted writes and stray copies of a partition are not seen.
 
 The lake root comes from `GROWTHGR_LAKE_ROOT` (default `lake`), so `feast apply` inside this
-folder and `growthgr.features` (which calls `build(lake_root)`) see the same objects.
+folder and `features.store` (which calls `build(lake_root)`) see the same objects.
 Changing this file changes its hash, and the next `growthgr features ...` re-applies it once.
 """
 
@@ -29,7 +29,7 @@ FEATURE_TTL = timedelta(days=2)
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="A searching user.")
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="A catalog item.")
 query = Entity(name="query", join_keys=["query_id"], value_type=ValueType.INT64,
-               description="A query text, by its stable 60-bit hash (growthgr.core.catalog.query_id).")
+               description="A query text, by its stable 60-bit hash (foundation.catalog.query_id).")
 
 # Declared profile fields and behaviour only: the simulator's latent user parameters live in the
 # truth zone, which no feature reads.

@@ -1,4 +1,4 @@
-"""GrowthGR. Importing any part of it first turns library telemetry off and quiets third-party
-warnings (`growthgr.core.logs`), in every process: CLI, Airflow task, test."""
+"""GrowthGR's application floor: CLI, step registry, publish, service, A/B tests, report, demo and
+the Airflow helpers. Importing it sets up logging and telemetry first (`foundation.logs`)."""
 
-from growthgr.core import logs as _logs  # noqa: F401
+import foundation as _foundation  # noqa: F401

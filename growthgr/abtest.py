@@ -85,20 +85,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from growthgr.core import catalog
-from growthgr.core.calendar import COHORT_OFFSET, LABEL_WINDOW, NEW_ITEM_DAYS
-from growthgr.core.lake import Lake
-from growthgr.core.releases import ReleaseStore, release_ds
-from growthgr.core.sections.abtest import ABTestConfig
-from growthgr.simulator.channels import ITEM_SALT, USER_SALT, CatalogView, ChannelSlot, RequestBatch, bucket
-from growthgr.simulator.engine import simulate_day
-from growthgr.simulator.run import default_channels, load_world, saved_states
-from growthgr.simulator.stats import gini
-from growthgr.simulator.text import N_CATEGORIES
-from growthgr.simulator.world import World, day_ds, from_bytes, to_bytes
+from foundation import catalog
+from foundation.calendar import COHORT_OFFSET, LABEL_WINDOW, NEW_ITEM_DAYS
+from foundation.lake import Lake
+from foundation.releases import ReleaseStore, release_ds
+from foundation.sections.abtest import ABTestConfig
+from simulator.channels import ITEM_SALT, USER_SALT, CatalogView, ChannelSlot, RequestBatch, bucket
+from simulator.engine import simulate_day
+from simulator.run import default_channels, load_world, saved_states
+from simulator.stats import gini
+from simulator.text import N_CATEGORIES
+from simulator.world import World, day_ds, from_bytes, to_bytes
 
 if TYPE_CHECKING:
-    from growthgr.core.config import Settings
+    from foundation.config import Settings
 
 log = logging.getLogger(__name__)
 

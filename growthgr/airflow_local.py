@@ -34,7 +34,7 @@ def daily_dag_args() -> dict:
 
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-    from growthgr.core.config import load_settings
+    from foundation.config import load_settings
 
     orch = load_settings().orchestration
     return {
@@ -72,8 +72,8 @@ def run_step(name: str) -> dict:
     the settings of the environment."""
     from airflow.sdk import get_current_context
 
-    from growthgr.core.config import load_settings
-    from growthgr.core.logs import setup_logging
+    from foundation.config import load_settings
+    from foundation.logs import setup_logging
     from growthgr.steps import step
 
     setup_logging()
@@ -132,9 +132,13 @@ class RunOutcome:
 
 
 def load_dag(dag_id: str):
+    """`dag_id` from the DAG folder Airflow is configured with (`[core] dags_folder`, set by
+    `prepare`), parsed as the DAG processor parses it: the application runs the DAG floor
+    through Airflow and never imports it."""
+    from airflow.configuration import conf
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = DagBag(dag_folder=conf.get("core", "dags_folder"))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     return bag.get_dag(dag_id)
@@ -331,7 +335,7 @@ class LocalAirflow:
 
 
 # What the daily DAG's tasks import (`growthgr.steps` and the modules of its steps): `start_airflow(preload=TASK_MODULES)`.
-TASK_MODULES = ("growthgr.steps", "growthgr.pipeline", "growthgr.publish", "growthgr.features", "growthgr.dbt_runner",
+TASK_MODULES = ("growthgr.steps", "growthgr.pipeline", "growthgr.publish", "features.store", "warehouse.runner",
                 "expectations.gate", "spark_jobs.jobs", "models.tokenizer.embed", "models.tokenizer.sids",
                 "models.itemltv.pipeline", "models.multigr.daily", "models.dense.daily")
 _PRELOAD = '''"""Written by growthgr.airflow_local.start_airflow: the scheduler imports the DAG tasks' modules

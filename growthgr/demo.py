@@ -37,10 +37,10 @@ from pathlib import Path
 
 import typer
 
-from growthgr.core import calendar, catalog
-from growthgr.core.config import Settings, load_settings
-from growthgr.core.lake import Lake, ds_range
-from growthgr.core.logs import setup_logging
+from foundation import calendar, catalog
+from foundation.config import Settings, load_settings
+from foundation.lake import Lake, ds_range
+from foundation.logs import setup_logging
 
 log = logging.getLogger("growthgr.demo")
 
@@ -51,7 +51,7 @@ def shift(ds: str, days: int) -> str:
 
 def simulate_history(settings: Settings, days: int) -> str:
     """Simulate `days` days from the configured start unless the lake has them; returns the last day."""
-    from growthgr.simulator.run import next_start, simulate
+    from simulator.run import next_start, simulate
 
     lake = Lake.from_settings(settings)
     last = shift(settings.simulator.start_date, days - 1)
@@ -88,7 +88,7 @@ def backfill_features(settings: Settings, last: str, days: int) -> None:
     2 days and the daily run only builds the live days): ItemLTV then learns from content,
     behaviour history and exposure context alone.
     """
-    from growthgr.features import training_set
+    from features.store import training_set
     from models.itemltv.data import SERVICE, TRAINING_TABLE
 
     if backfill_job(settings, "features", ("features", "item_features"), ds_range(shift(last, 1 - days), last)):
@@ -133,7 +133,7 @@ def multigr_lines(report: dict, url: str) -> list[str]:
 
 
 def summary(settings: Settings, days: list[str]) -> str:
-    from growthgr.core.releases import ReleaseStore
+    from foundation.releases import ReleaseStore
 
     lake, store = Lake.from_settings(settings), ReleaseStore.from_settings(settings)
     last = days[-1]
@@ -160,7 +160,7 @@ def summary(settings: Settings, days: list[str]) -> str:
     lines.append(f"release: {current.release_id} -> {store.store.url(current.release_id)}")
     lines.append(f"  files: {', '.join(current.files)}")
     lines.append(f"Data Docs: {lake.store.url(catalog.data_docs_prefix('raw', last) + '/index.html')}")
-    from growthgr.dbt_runner import duckdb_path, warehouse_dir
+    from warehouse.runner import duckdb_path, warehouse_dir
 
     lines.append(f"warehouse: {duckdb_path(lake)} (DuckDB; dbt docs in {warehouse_dir(lake) / 'dbt_target'} after "
                  "`growthgr dbt docs`)")
@@ -199,7 +199,7 @@ def failure_line(settings: Settings, ds: str, tasks: dict[str, str]) -> str:
 
 def write_html_report(settings: Settings, ds: str) -> str:
     """The day's self-contained HTML report (`growthgr.report`) in the lake; returns its URL."""
-    from growthgr.core.releases import ReleaseStore
+    from foundation.releases import ReleaseStore
     from growthgr.report import write_report
 
     lake = Lake.from_settings(settings)
@@ -219,11 +219,11 @@ def run_live_days(settings: Settings, days: list[str], airflow_home: Path, injec
     """The simulate and daily DAGs for each live day; with `inject_fault` the last day's raw logs are
     simulated with that fault first. Exits 1 with one line per failed day."""
     from growthgr.cli.pipeline import run_days
-    from growthgr.simulator.faults import check
+    from simulator.faults import check
 
     outcomes = run_days(days[:-1] if inject_fault else days, airflow_home, simulate=True)
     if inject_fault and all(o.ok for o in outcomes.values()):
-        from growthgr.simulator.run import next_start, simulate
+        from simulator.run import next_start, simulate
 
         lake = Lake.from_settings(settings)
         if next_start(lake, settings.simulator) > days[-1]:     # raw data is never overwritten

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
-from growthgr.core import catalog
-from growthgr.core.config import Settings
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.releases import Release, ReleaseStore, release_ds
+from foundation import catalog
+from foundation.config import Settings
+from foundation.lake import Lake, to_ds
+from foundation.releases import Release, ReleaseStore, release_ds
 
 if TYPE_CHECKING:
     from models.multigr.model import MultiGR
@@ -54,7 +54,7 @@ def simulate_day(settings: Settings, ds: str) -> dict:
     Idempotent and append-only: a day already simulated is left untouched (raw
     data is never overwritten); a day that is not the next one is an error.
     """
-    from growthgr.simulator.run import next_start, simulate
+    from simulator.run import next_start, simulate
 
     ds, lake = to_ds(ds), Lake.from_settings(settings)
     following = next_start(lake, settings.simulator)
@@ -87,7 +87,7 @@ def dbt(settings: Settings, ds: str) -> dict:
     """Build (run + test) the dbt project over the lake."""
     from dataclasses import asdict
 
-    from growthgr.dbt_runner import build
+    from warehouse.runner import build
 
     return asdict(build(Lake.from_settings(settings)))
 
@@ -102,7 +102,7 @@ def gate_labels(settings: Settings, ds: str) -> dict:
 
 def materialize(settings: Settings, ds: str) -> dict:
     """Load the day's feature rows into the Feast online store."""
-    from growthgr import features
+    from features import store as features
 
     features.materialize(settings.feast, Lake.from_settings(settings), to_ds(ds), settings.spark.master)
     return {"materialized": to_ds(ds)}
@@ -126,7 +126,7 @@ def training_set(settings: Settings, ds: str) -> dict:
     features of the day's pool candidates as of the end of `ds` (`catalog.ITEMLTV_POOL_FEATURES`)."""
     from datetime import UTC, datetime, timedelta
 
-    from growthgr import features
+    from features import store as features
     from models.itemltv.data import SERVICE, sample_partitions
     from models.itemltv.pipeline import pool_candidates
 
@@ -298,7 +298,7 @@ def _write_multigr(lake: Lake, ds: str, model: MultiGR, meta: dict) -> str:
 
 
 def _load_multigr(blob: bytes, meta: dict, release_id: str | None = None) -> LineageModel:
-    from growthgr.core.sections.multigr import MultiGRConfig
+    from foundation.sections.multigr import MultiGRConfig
     from models.multigr.model import MultiGR
     from models.training import checkpoint_from_bytes
 
@@ -416,7 +416,7 @@ def gate_dense(settings: Settings, ds: str) -> dict:
     exact search, measured again on the day's requests, >= `dense.index.target_recall`
     (`models.dense.daily.check_daily`). Raises `GateFailed` naming the check and the values."""
     from expectations.gate import GateResult, store_result
-    from growthgr.core.sections.dense import DenseConfig
+    from foundation.sections.dense import DenseConfig
     from models.dense import daily
     from models.dense.index import index_from_bytes
     from models.dense.model import DenseRetriever
@@ -581,7 +581,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def _inputs_of(lake: Lake, ds: str) -> list[str]:
-    from growthgr.core.schemas import RAW_TABLES
+    from foundation.schemas import RAW_TABLES
 
     return [lake.partition_key("raw", t, ds) for t in RAW_TABLES if lake.exists("raw", t, ds)]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from growthgr.core.releases import Release, ReleaseStore, release_ds
+from foundation.releases import Release, ReleaseStore, release_ds
 
 log = logging.getLogger(__name__)
 

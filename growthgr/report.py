@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from growthgr.core import catalog
-from growthgr.core.lake import Lake, to_ds
+from foundation import catalog
+from foundation.lake import Lake, to_ds
 
 log = logging.getLogger(__name__)
 

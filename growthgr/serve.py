@@ -4,7 +4,7 @@
     retriever.retrieve([Query(user_id=7, query="red shoes", k=20)])
     app = create_app(settings)                                 # FastAPI; `growthgr serve` runs it in uvicorn
 
-A `Retriever` is built from one release (`growthgr.core.releases`): its MultiGR checkpoint
+A `Retriever` is built from one release (`foundation.releases`): its MultiGR checkpoint
 (`multigr.safetensors` + `multigr_config.json`, the format of `models.multigr.train.save_checkpoint`),
 the SID trie of its new-item pool (`sid_trie.npz`) and the pool's SIDs (`item_sids.parquet`). A
 request's prompt is the platform's (`models.multigr.platform.request_prompt`: hashed user id and
@@ -65,11 +65,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW
-from growthgr.core.config import Settings
-from growthgr.core.lake import Lake
-from growthgr.core.releases import Release, ReleaseError, ReleaseStore, release_ds
-from growthgr.core.sections.serve import ServeConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW
+from foundation.config import Settings
+from foundation.lake import Lake
+from foundation.releases import Release, ReleaseError, ReleaseStore, release_ds
+from foundation.sections.serve import ServeConfig
 from models.dense import train as dense_train
 from models.dense.data import ItemTable
 from models.dense.index import index_from_bytes, index_vectors

@@ -6,7 +6,7 @@ one task per step and one edge per `after`; the CLI runs one step (or, through A
 `publish` requires the stored results of the `gate`s marked `publish`; the closed-loop A/B
 (`growthgr.abtest`) runs `in_order()` in-process. Nothing reads the DAG file back.
 
-`reads` and `writes` name the catalog datasets (`growthgr.core.catalog`) a step reads and writes
+`reads` and `writes` name the catalog datasets (`foundation.catalog`) a step reads and writes
 (`raw` stands for every raw table), for lineage and for the reader of this table.
 """
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from foundation import catalog
+from foundation.config import Settings
 from growthgr import pipeline
-from growthgr.core import catalog
-from growthgr.core.config import Settings
 
 RAW_LOGS = "growthgr://lake/raw"           # the Asset a day's raw logs update (simulator DAG or export)
 RELEASE = "growthgr://releases/current"    # the Asset `publish` updates

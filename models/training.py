@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.sections.trainer import TrainerConfig
 
 for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                "lightning.fabric.utilities.seed"):

@@ -3,7 +3,7 @@ lake, day arithmetic, the query id column.
 
 Every job is extract -> pure `transform(dataframes..., params) -> DataFrame` ->
 load. Extract reads committed partitions through `Lake.partition_files` and
-checks each one against `growthgr.core.schemas` first: a missing or malformed
+checks each one against `foundation.schemas` first: a missing or malformed
 partition raises `InputError` naming the table, the partition and the problem,
 before anything is written. A local lake is read with `spark.read.parquet`; an
 `s3://` lake through the lake reader (`spark_jobs.lake_source`, pyarrow in
@@ -24,9 +24,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from growthgr.core.catalog import RAW
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.schemas import RAW_SCHEMAS
+from foundation.catalog import RAW
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.schemas import RAW_SCHEMAS
 from spark_jobs import lake_source
 from spark_jobs.lake_source import Footer
 from spark_jobs.session import S3_CONNECTOR_CONF, spark_url
@@ -66,7 +66,7 @@ def end_of_day(ds: str | date) -> datetime:
 
 # -- query id -----------------------------------------------------------------
 def query_id_col(text: Column) -> Column:
-    """`query_id` as a Spark column expression (equal to `growthgr.core.catalog.query_id(text)`)."""
+    """`query_id` as a Spark column expression (equal to `foundation.catalog.query_id(text)`)."""
     return F.conv(F.substring(F.sha2(text, 256), 1, 15), 16, 10).cast("long")
 
 

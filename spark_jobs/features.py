@@ -43,9 +43,9 @@ from typing import NamedTuple
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.core.calendar import NEW_ITEM_DAYS
-from growthgr.core.catalog import FEATURE_TABLES
-from growthgr.core.lake import Lake, to_ds
+from foundation.calendar import NEW_ITEM_DAYS
+from foundation.catalog import FEATURE_TABLES
+from foundation.lake import Lake, to_ds
 from spark_jobs import item_daily_stats
 from spark_jobs.common import (
     catalog_days,

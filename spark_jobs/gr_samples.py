@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.core.catalog import GR_SAMPLES
-from growthgr.core.lake import Lake, to_ds
+from foundation.catalog import GR_SAMPLES
+from foundation.lake import Lake, to_ds
 from spark_jobs.common import history_days, query_id_col, read_table, write_output
 
 SETS = ("rank_candidate_ids", "exposure_ids", "click_ids", "purchase_ids", "site_order_item_ids")

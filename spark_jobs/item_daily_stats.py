@@ -24,8 +24,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.core.catalog import ITEM_DAILY_STATS
-from growthgr.core.lake import Lake, to_ds
+from foundation.catalog import ITEM_DAILY_STATS
+from foundation.lake import Lake, to_ds
 from spark_jobs.common import read_table, ts_day, write_output
 
 FUNNEL_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")

@@ -54,9 +54,9 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from growthgr.core.calendar import LABEL_DAYS, NEW_ITEM_DAYS
-from growthgr.core.catalog import ITEMLTV_LABELS, ITEMLTV_SAMPLES
-from growthgr.core.lake import Lake, to_ds
+from foundation.calendar import LABEL_DAYS, NEW_ITEM_DAYS
+from foundation.catalog import ITEMLTV_LABELS, ITEMLTV_SAMPLES
+from foundation.lake import Lake, to_ds
 from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day
 
 log = logging.getLogger(__name__)

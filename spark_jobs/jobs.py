@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from growthgr.core import calendar, catalog
-from growthgr.core.config import SparkConfig, StorageConfig
-from growthgr.core.lake import Lake, ds_range, to_ds
+from foundation import calendar, catalog
+from foundation.config import SparkConfig, StorageConfig
+from foundation.lake import Lake, ds_range, to_ds
 from spark_jobs import features, gr_samples, item_daily_stats, itemltv_labels
 from spark_jobs.common import day
 from spark_jobs.session import get_spark

@@ -16,7 +16,7 @@ at `maxSplitBytes`, a row group belonging to the split holding its midpoint, spl
 "next fit decreasing" with the open cost; the `spark.sql.files.*` settings of the session), so
 every task reads the same rows in the same order as `spark.read.parquet` on a local lake, and
 the jobs' floating-point sums come out bit for bit the same. An executor task reads its splits
-with `growthgr.core.storage.FileReader` (a local path directly, `s3://` through
+with `foundation.storage.FileReader` (a local path directly, `s3://` through
 `pyarrow.fs.S3FileSystem`; credentials from the executor's AWS default chain: environment or
 instance role, none travel with the task) and yields Arrow record batches with only the
 schema's columns, cast to the schema's types.
@@ -37,7 +37,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from growthgr.core.storage import FileReader
+from foundation.storage import FileReader
 
 Split = tuple[str, list[int]]          # (file URL, indices of the row groups this split reads)
 

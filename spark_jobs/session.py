@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from growthgr.core.config import SparkConfig, StorageConfig
+from foundation.config import SparkConfig, StorageConfig
 
 log = logging.getLogger(__name__)
 S3_CONNECTOR_CONF = "spark.growthgr.s3Connector"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from growthgr.core.logs import disable_telemetry
+from foundation.logs import disable_telemetry
 
 disable_telemetry()
 # Fake credentials for the S3 API server, set before any JVM starts: Spark executors (Python
@@ -66,9 +66,9 @@ TINY_WORLD = {"seed": 1, "start": "2026-01-01", "days": 45}    # 2026-01-01 .. 2
 def tiny_world(tmp_path_factory) -> Path:
     """The tiny simulated platform, simulated once per test session (raw + truth + end-of-day
     states, so copies can be continued day by day). Tests never write into it: they `copy_world`."""
-    from growthgr.core.config import load_settings
-    from growthgr.core.lake import Lake
-    from growthgr.simulator.run import simulate
+    from foundation.config import load_settings
+    from foundation.lake import Lake
+    from simulator.run import simulate
 
     root = tmp_path_factory.mktemp("tiny_world")
     simulate(Lake.open(str(root)), load_settings("tiny", env={}).simulator, progress=False, **TINY_WORLD)

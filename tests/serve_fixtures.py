@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW
-from growthgr.core.config import Settings, load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.releases import ReleaseStore
-from growthgr.core.sections.dense import PROFILES as DENSE_PROFILES
-from growthgr.core.sections.dense import DenseConfig
-from growthgr.core.sections.multigr import PROFILES as MULTIGR_PROFILES
-from growthgr.core.sections.multigr import MultiGRConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW
+from foundation.config import Settings, load_settings
+from foundation.lake import Lake
+from foundation.releases import ReleaseStore
+from foundation.sections.dense import PROFILES as DENSE_PROFILES
+from foundation.sections.dense import DenseConfig
+from foundation.sections.multigr import PROFILES as MULTIGR_PROFILES
+from foundation.sections.multigr import MultiGRConfig
 
 DS = "2026-01-10"
 CODES = ["c1", "c2", "c3"]

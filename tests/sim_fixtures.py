@@ -14,10 +14,10 @@ import tempfile
 
 import pandas as pd
 
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.sections.simulator import SimulatorConfig
-from growthgr.simulator.run import load_world, saved_states, simulate
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.sections.simulator import SimulatorConfig
+from simulator.run import load_world, saved_states, simulate
 
 START = "2026-01-01"
 SEED = 11

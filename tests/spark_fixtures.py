@@ -1,5 +1,5 @@
 """Shared pieces of the Spark and dbt tests: one SparkSession per test session and a
-small hand-built raw dataset that follows `growthgr.core.schemas` exactly.
+small hand-built raw dataset that follows `foundation.schemas` exactly.
 
 The hand-built world (all times UTC). Logical date DS = 2026-03-10, so the
 cohort closing on DS was listed on L = DS - 36 = 2026-02-02: new-item period
@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake, ds_range
-from growthgr.core.schemas import RAW_SCHEMAS
+from foundation.config import load_settings
+from foundation.lake import Lake, ds_range
+from foundation.schemas import RAW_SCHEMAS
 
 DS = "2026-03-10"
 L = date(2026, 2, 2)

@@ -12,6 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from foundation.calendar import NEW_ITEM_DAYS
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.releases import ReleaseStore
 from growthgr.abtest import (
     CHANNEL,
     CONTROL,
@@ -31,13 +35,9 @@ from growthgr.abtest import (
     write_report,
 )
 from growthgr.cli import app
-from growthgr.core.calendar import NEW_ITEM_DAYS
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.releases import ReleaseStore
-from growthgr.simulator.engine import simulate_day
-from growthgr.simulator.run import default_channels
-from growthgr.simulator.world import World, from_bytes
+from simulator.engine import simulate_day
+from simulator.run import default_channels
+from simulator.world import World, from_bytes
 
 CFG = load_settings("tiny", env={}).abtest
 DAYS = 4
@@ -259,7 +259,7 @@ def fake_steps(fail_on: str) -> list:
     """Stand-ins for the daily pipeline (the real one runs Spark, dbt, Feast, training: minutes a day):
     a gate that refuses on `fail_on`, and a publish whose pool is the serving pool + the day's new items
     read from the arm's lake (so it only works if the day's logs were written there)."""
-    from growthgr.core import catalog
+    from foundation import catalog
     from growthgr.pipeline import GateFailed
 
     def gate_pool(s, ds):
@@ -284,9 +284,9 @@ def test_closed_loop_serves_each_days_release_and_keeps_the_last_good_one(tmp_pa
     day 2 publishes nothing, so day 3 keeps serving day 1's; day 3 publishes and day 4 serves it; no
     pipeline after the last day. The arms' lakes and release stores are copies under the working
     directory; the sources are untouched."""
+    from foundation import catalog
     from growthgr.abtest import closed_loop_factory, prepare_workdir
-    from growthgr.core import catalog
-    from growthgr.simulator.world import day_ds
+    from simulator.world import day_ds
 
     lake_root, releases = copy_world(tmp_path / "lake"), tmp_path / "releases"
     first = publish_start_release(releases, start)
@@ -379,7 +379,7 @@ class StubService:
 
 def test_multigr_retriever_maps_service_answers_and_falls_back_to_the_pool():
     from growthgr.abtest import MultiGRRetriever
-    from growthgr.simulator.channels import CatalogView, RequestBatch
+    from simulator.channels import CatalogView, RequestBatch
 
     catalog = CatalogView(item_id=np.array([10, 11, 12, 13, 14], np.int64), category=np.array([0, 0, 1, 1, 1], np.int32),
                           age_days=np.array([1, 2, 3, 40, 0], np.int32), pop=np.zeros(5), price=np.ones(5),

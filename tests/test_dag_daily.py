@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from foundation import catalog
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.releases import ReleaseStore
+from foundation.schemas import RAW_TABLES
+from foundation.storage import LocalStore
 from growthgr.airflow_local import prepare, run_day
-from growthgr.core import catalog
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.releases import ReleaseStore
-from growthgr.core.schemas import RAW_TABLES
-from growthgr.core.storage import LocalStore
-from growthgr.dbt_runner import query
+from warehouse.runner import query
 
 D = "2026-02-16"
 DAYS = ["2026-02-15", D]
@@ -77,7 +77,7 @@ def _use_s3(monkeypatch, endpoint: str | None, state_dir=None):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, copy_world, s3_server):
-    from growthgr.simulator.run import simulate
+    from simulator.run import simulate
     from spark_jobs.jobs import backfill
 
     mp = pytest.MonkeyPatch()

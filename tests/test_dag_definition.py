@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from foundation.config import load_settings
+from foundation.lake import Lake
 from growthgr.airflow_local import load_dag, prepare, run_day
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
 
 
 def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
@@ -69,7 +69,7 @@ def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
 
 def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, monkeypatch):
     """Under Airflow, a run created for a logical date far from "now" writes exactly that day."""
-    from growthgr.simulator.run import simulate
+    from simulator.run import simulate
 
     monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
     monkeypatch.setenv("GROWTHGR_SIMULATOR__N_USERS", "50")

@@ -43,11 +43,11 @@ import pyarrow as pa
 import pytest
 from conftest import TINY_WORLD
 
+from foundation import catalog
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.releases import ReleaseStore
 from growthgr.airflow_local import TASK_MODULES, airflow_env, as_ds, free_port, start_airflow
-from growthgr.core import catalog
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.releases import ReleaseStore
 from models.itemltv.data import SERVICE
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import pytest
 from spark_fixtures import TINY_LAST
 from typer.testing import CliRunner
 
-from growthgr.core.lake import Lake
-from growthgr.dbt_runner import DbtError, build, docs, query
+from foundation.lake import Lake
+from warehouse.runner import DbtError, build, docs, query
 
 pytest_plugins = ("spark_fixtures",)
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from growthgr.core.config import load_settings
-from growthgr.core.releases import ReleaseStore
+from foundation.config import load_settings
+from foundation.releases import ReleaseStore
 
 pytestmark = pytest.mark.slow
 

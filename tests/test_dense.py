@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW
-from growthgr.core.lake import Lake, PartitionNotFound
-from growthgr.core.sections.dense import PROFILES, DenseConfig, DenseIndexConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW
+from foundation.lake import Lake, PartitionNotFound
+from foundation.sections.dense import PROFILES, DenseConfig, DenseIndexConfig
+from foundation.sections.trainer import TrainerConfig
 from models.dense import index as dindex
 from models.dense.data import OBJECTIVES, ItemTable, build_requests, collate, under_exposures
 from models.dense.loss import moppr_loss

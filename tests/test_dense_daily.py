@@ -15,11 +15,11 @@ import math
 import numpy as np
 import pytest
 
+from foundation import catalog
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.releases import ReleaseStore
 from growthgr import pipeline
-from growthgr.core import catalog
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.releases import ReleaseStore
 from growthgr.publish import PublishRefused
 from growthgr.steps import publish as publish_step
 

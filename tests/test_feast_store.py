@@ -8,10 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.sections.feast import FeatureStoreConfig
-from growthgr.features import (
+from features.store import (
     historical_features,
     item_features_at,
     load_definitions,
@@ -19,6 +16,9 @@ from growthgr.features import (
     online_features,
     open_store,
 )
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.sections.feast import FeatureStoreConfig
 
 DAYS = ["2026-01-01", "2026-01-02"]
 N = 5  # entities per table
@@ -132,7 +132,7 @@ def test_online_equals_latest_offline_after_materialize_redis(feast_settings, re
 
 
 def test_apply_runs_once_per_definitions_change(feast_settings):
-    from growthgr.features import feast_dir
+    from features.store import feast_dir
 
     cfg = FeatureStoreConfig(online_store="sqlite")
     open_store(*store_args(feast_settings, cfg))
@@ -175,7 +175,7 @@ def test_cli_training_set_materialize_online(feast_settings, monkeypatch):
 def test_frozen_heap_hides_live_objects_from_the_gc_only_inside():
     import gc
 
-    from growthgr.features import frozen_heap
+    from features.store import frozen_heap
 
     before = gc.get_freeze_count()
     with frozen_heap():

@@ -1,6 +1,6 @@
 import pytest
 
-from growthgr.core.config import ConfigError, load_settings
+from foundation.config import ConfigError, load_settings
 
 
 def test_profile_selection_by_argument_env_and_file(tmp_path):

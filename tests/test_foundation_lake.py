@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from growthgr.core.lake import LOCK, ConcurrentWrite, Lake, PartitionNotFound, ds_range
+from foundation.lake import LOCK, ConcurrentWrite, Lake, PartitionNotFound, ds_range
 
 DF1 = pd.DataFrame({"id": [1, 2, 3], "ts": pd.to_datetime(["2026-01-01 10:00"] * 3, utc=True), "v": [0.1, 0.2, 0.3]})
 DF2 = pd.DataFrame({"id": [9], "ts": pd.to_datetime(["2026-01-01 12:00"], utc=True), "v": [9.0]})
@@ -134,7 +134,7 @@ def test_read_files_gives_the_committed_files_with_their_ds_like_hive_partitioni
 
 
 def test_state_dir_is_the_local_root_or_a_local_folder_for_s3(tmp_path, monkeypatch):
-    from growthgr.core.storage import local_state_dir
+    from foundation.storage import local_state_dir
 
     monkeypatch.chdir(tmp_path)
     assert Lake.open(str(tmp_path / "lake")).state_dir == (tmp_path / "lake").resolve()

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load, save
 
-from growthgr.core.releases import ReleaseStore
+from foundation.releases import ReleaseStore
 from growthgr.publish import ModelGateFailed, PublishRefused, ReleaseInputs, load_faiss_index, publish_release
 
 WEIGHTS = {"layer.weight": np.ones((4, 3), dtype="float32"), "steps": np.array([7], dtype="int64")}

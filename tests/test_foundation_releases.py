@@ -3,8 +3,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from growthgr.core.releases import HISTORY, POINTER, ReleaseError, ReleaseStore
-from growthgr.core.storage import InvalidKey, LocalStore, S3Store
+from foundation.releases import HISTORY, POINTER, ReleaseError, ReleaseStore
+from foundation.storage import InvalidKey, LocalStore, S3Store
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -13,8 +13,8 @@ import pytest
 from test_gx_handmade import DAYS, make_raw_day
 from typer.testing import CliRunner
 
+from foundation.lake import Lake
 from growthgr.cli import app
-from growthgr.core.lake import Lake
 
 D0, D1 = DAYS[0], DAYS[1]
 

@@ -1,4 +1,4 @@
-"""GX gates on small hand-made raw data (per `growthgr/core/schemas.py`), with defects the simulator
+"""GX gates on small hand-made raw data (per `foundation/schemas.py`), with defects the simulator
 does not inject (a retyped column, a volume drop). The simulator's own faults are tested on its
 real output in `test_gx_simulator.py`.
 """
@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pytest
 
 from expectations.gate import validate as validate_gate
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.schemas import RAW_SCHEMAS
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.schemas import RAW_SCHEMAS
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):

@@ -13,8 +13,8 @@ import pytest
 
 from expectations import frames, suites
 from expectations.gate import validate as validate_gate
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
+from foundation.config import load_settings
+from foundation.lake import Lake
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from expectations.gate import validate as validate_gate
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.simulator import run as sim
+from foundation.config import load_settings
+from foundation.lake import Lake
+from simulator import run as sim
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):

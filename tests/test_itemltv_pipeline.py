@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
+from foundation import catalog
+from foundation.config import load_settings
+from foundation.lake import Lake
 from growthgr import pipeline
-from growthgr.core import catalog
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
 from models.itemltv.model import ItemLTV

@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from growthgr.core.lake import Lake, PartitionNotFound
-from growthgr.core.sections.itemltv import ItemLTVConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.lake import Lake, PartitionNotFound
+from foundation.sections.itemltv import ItemLTVConfig
+from foundation.sections.trainer import TrainerConfig
 from models.itemltv.baselines import ridge_clicks
 from models.itemltv.data import (
     Encoded,

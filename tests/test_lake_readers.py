@@ -15,11 +15,11 @@ from test_feast_store import snapshot
 from test_gx_handmade import make_raw_day
 
 import expectations.gate as gate
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.dbt_runner import build, query
-from growthgr.features import historical_features, load_definitions, open_store
+from features.store import historical_features, load_definitions, open_store
+from foundation.config import load_settings
+from foundation.lake import Lake
 from growthgr.pipeline import stored_gates
+from warehouse.runner import build, query
 
 pytest_plugins = ("spark_fixtures",)
 DS = "2026-01-01"

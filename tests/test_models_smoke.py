@@ -9,11 +9,11 @@ import torch
 from sklearn.metrics import ndcg_score
 from torch.utils.data import DataLoader, TensorDataset
 
-from growthgr.core.sections.multigr import PROFILES as MULTIGR_PROFILES
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
-from growthgr.core.sections.tokenizer import TokenizerConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.sections.multigr import PROFILES as MULTIGR_PROFILES
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
+from foundation.sections.tokenizer import TokenizerConfig
+from foundation.sections.trainer import TrainerConfig
 from models.metrics import graded_ndcg, ranking_metrics
 from models.multigr.data import SFTDataModule, sample_example
 from models.multigr.model import Vocab

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
+from foundation.sections.multigr import PROFILES, MultiGRConfig
 from models.multigr.beam import SidItems, beam_search, trie_table
 from models.multigr.data import context_tokens, left_pad, sid_tokens
 from models.multigr.model import MultiGR, Vocab

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import torch
 
+from foundation import catalog
+from foundation.config import load_settings
+from foundation.lake import Lake, PartitionNotFound
+from foundation.releases import ReleaseStore
 from growthgr import pipeline
-from growthgr.core import catalog
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake, PartitionNotFound
-from growthgr.core.releases import ReleaseStore
 from growthgr.publish import PublishRefused
 from growthgr.steps import publish as publish_step
 from models.multigr import daily

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
+from foundation.sections.multigr import PROFILES, MultiGRConfig
 from models.metrics import ranking_metrics
 from models.multigr.beam import sid_keys, trie_table
 from models.multigr.itemseq import ItemSeqGR, SASRec, pad_items, rank_items, windows

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from growthgr.core.catalog import report_key
-from growthgr.core.lake import Lake, ds_range
+from foundation.catalog import report_key
+from foundation.lake import Lake, ds_range
 from models.multigr import platform
 from models.multigr.beam import trie_table
 from models.multigr.model import MultiGR

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from growthgr.core.sections.multigr import PROFILES, MoPOConfig, MultiGRConfig
+from foundation.sections.multigr import PROFILES, MoPOConfig, MultiGRConfig
 from models.multigr import labels
 from models.multigr.beam import sid_keys, trie_table
 from models.multigr.data import SFTDataModule, left_pad

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
+from foundation.sections.multigr import PROFILES, MultiGRConfig
 from models.metrics import ranking_metrics
 from models.multigr.beam import trie_table
 from models.multigr.data import SFTDataModule

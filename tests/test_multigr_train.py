@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from growthgr.core.sections.multigr import PROFILES, MultiGRConfig
+from foundation.sections.multigr import PROFILES, MultiGRConfig
 from models.metrics import ranking_metrics
 from models.multigr.beam import beam_search, trie_table
 from models.multigr.data import (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from growthgr.core.lake import Lake
-from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from foundation.lake import Lake
+from foundation.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Latent parameters of the simulator (users and items) and the truth it derives from them.
@@ -20,7 +20,7 @@ LATENT_NAMES = {"segment", "home_category_id", "home_cat", "activity", "price_se
 USER_LATENTS = ("segment", "home_category_id", "niche_id", "activity", "price_sensitivity")
 # Feature and training code: never reads truth/ (evaluation of ItemLTV and the synthetic-lake
 # writer are the exceptions; the simulator writes it).
-NO_TRUTH_SOURCES = ("spark_jobs", "models", "growthgr/features.py", "growthgr/feast_offline.py", "feature_repo")
+NO_TRUTH_SOURCES = ("spark_jobs", "models", "features/store.py", "features/offline_store.py", "feature_repo")
 TRUTH_READERS = ("models/itemltv/evaluate.py", "models/itemltv/synthetic.py", "models/multigr/labels.py")
 TRUTH_SYMBOLS = {"TRUTH", "TRUTH_SCHEMAS"}
 
@@ -119,7 +119,7 @@ def test_truth_reference_detector():
     assert truth_references('"""Docstring about the truth/ zone."""\nx = 1\n') == []
     assert len(truth_references('lake.read_partition("truth", "users", ds)\n')) == 1
     assert len(truth_references('lake.read_range(*catalog.TRUTH["click_effects"], a, b)\n')) == 1
-    assert len(truth_references("from growthgr.core.schemas import TRUTH_SCHEMAS\n")) == 1
+    assert len(truth_references("from foundation.schemas import TRUTH_SCHEMAS\n")) == 1
     assert len(truth_references('key = f"truth/users/ds={ds}"\n')) == 1
     # the known reader (evaluation) is found, so the scan below would see a new one
     assert truth_references((ROOT / "models/itemltv/evaluate.py").read_text())

@@ -21,7 +21,7 @@ DAYS = ["2026-03-10", "2026-03-08", "2026-03-09"]
 
 
 def _store(root: str, endpoint: str | None):
-    from growthgr.core.releases import ReleaseStore
+    from foundation.releases import ReleaseStore
 
     return ReleaseStore.open(root, endpoint_url=endpoint or None)
 
@@ -57,7 +57,7 @@ def count_puts(store, crash_at: int = 0) -> list[int]:
 
 def check_consistent(store) -> None:
     """Complete releases have all their files; CURRENT is on a complete release of D, logged."""
-    from growthgr.core.releases import release_ds
+    from foundation.releases import release_ds
 
     for row in store.list():
         if row["complete"]:

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from growthgr.core import catalog
-from growthgr.core.lake import Lake
+from foundation import catalog
+from foundation.lake import Lake
 from growthgr.report import REPORT, page_stats, write_report
 
 DS = "2026-02-16"
@@ -119,8 +119,8 @@ def test_headless_chromium_renders_the_tables_and_images(lake, tmp_path):
 
 def test_pipeline_timings_are_recorded_and_reported(tmp_path):
     """`pipeline.timed` records every step (a failed one too, then re-raises); the page shows a table and a bar plot."""
+    from foundation.config import load_settings
     from growthgr import pipeline
-    from growthgr.core.config import load_settings
 
     settings = load_settings("tiny", env={}).model_copy(update={"lake_root": str(tmp_path / "lake")})
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sim_fixtures import final_world
 
-from growthgr.simulator.channels import (
+from simulator.channels import (
     ITEM_SALT,
     USER_SALT,
     CatalogView,
@@ -15,7 +15,7 @@ from growthgr.simulator.channels import (
     RequestBatch,
     bucket,
 )
-from growthgr.simulator.engine import simulate_day
+from simulator.engine import simulate_day
 
 
 class CheapestInCategory:

@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
+from foundation.lake import Lake
 from growthgr.cli import app
-from growthgr.core.lake import Lake
 
 
 def test_simulate_continue_inject_and_report(tmp_path):

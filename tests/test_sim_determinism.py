@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sim_fixtures import START, tiny_config
 
-from growthgr.core.lake import Lake
-from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
-from growthgr.simulator.run import StateMismatch, saved_states, simulate
+from foundation.lake import Lake
+from foundation.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from simulator.run import StateMismatch, saved_states, simulate
 
 DAYS = 4
 

@@ -8,9 +8,9 @@ import pytest
 from sim_fixtures import START, tiny_config
 from test_sim_determinism import partition_bytes
 
-from growthgr.core.lake import Lake
-from growthgr.simulator.faults import FAULTS, check
-from growthgr.simulator.run import simulate
+from foundation.lake import Lake
+from simulator.faults import FAULTS, check
+from simulator.run import simulate
 
 DAYS, BAD, NEXT = 3, "2026-01-02", "2026-01-03"
 

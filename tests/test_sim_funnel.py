@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sim_fixtures import read_all, tiny_lake
 
-from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from foundation.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 
 
 def keys(df: pd.DataFrame, cols=("request_id", "item_id")) -> set[tuple]:

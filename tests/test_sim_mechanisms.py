@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from sim_fixtures import final_world, read_all, tiny_lake
 
-from growthgr.core.schemas import AGE_BANDS, REGIONS
-from growthgr.simulator.engine import simulate_day
-from growthgr.simulator.run import default_channels
-from growthgr.simulator.stats import (
+from foundation.schemas import AGE_BANDS, REGIONS
+from simulator.engine import simulate_day
+from simulator.run import default_channels
+from simulator.stats import (
     AGE_BUCKETS,
     exposure_affinity,
     exposure_gini,
@@ -19,7 +19,7 @@ from growthgr.simulator.stats import (
     new_item_shares,
     uplift_summary,
 )
-from growthgr.simulator.text import ATTRIBUTES, CATEGORIES, NOUNS
+from simulator.text import ATTRIBUTES, CATEGORIES, NOUNS
 
 
 def test_gini_helper():

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pytest
 from sim_fixtures import SEED, START, final_world, read_all, tiny_config
 
-from growthgr.simulator.engine import label_rate, label_window_orders, poisson_icdf, simulate_day
-from growthgr.simulator.run import default_channels
-from growthgr.simulator.world import create_world, day_index
+from simulator.engine import label_rate, label_window_orders, poisson_icdf, simulate_day
+from simulator.run import default_channels
+from simulator.world import create_world, day_index
 
 
 def test_poisson_icdf_is_a_poisson_sampler():

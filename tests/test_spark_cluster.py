@@ -20,7 +20,7 @@ import pyspark
 import pytest
 from spark_fixtures import DS
 
-from growthgr.core.config import load_settings
+from foundation.config import load_settings
 from spark_jobs import item_daily_stats, itemltv_labels
 
 pytest_plugins = ("spark_fixtures",)
@@ -102,7 +102,7 @@ def test_label_job_on_standalone_cluster_equals_local(standalone_cluster, hand_l
     url, env, logs = standalone_cluster
     local_root = tmp_path / "local"
     shutil.copytree(hand_lake.store.uri, local_root)
-    from growthgr.core.lake import Lake
+    from foundation.lake import Lake
 
     local = Lake.open(str(local_root))
     itemltv_labels.run(spark, local, DS)
@@ -115,8 +115,8 @@ def test_label_job_on_standalone_cluster_equals_local(standalone_cluster, hand_l
 
 
 def test_job_on_standalone_cluster_reads_and_writes_an_s3_lake(standalone_cluster, s3_bucket, hand_lake, spark):
-    from growthgr.core.lake import Lake
-    from growthgr.core.storage import LocalStore
+    from foundation.lake import Lake
+    from foundation.storage import LocalStore
 
     url, env, logs = standalone_cluster
     endpoint, bucket = s3_bucket

@@ -38,7 +38,7 @@ def test_run_all_catches_up_every_closable_label_day(tiny_lake):
     """The fixture ran `run_all` for the last day only: the earlier closable days (raw data back to
     their cohort's listing day, 2026-01-01 + 36 = 2026-02-06) were labelled too, so a young lake's
     first daily run has every cohort closed so far."""
-    from growthgr.core.lake import ds_range
+    from foundation.lake import ds_range
     from spark_jobs.jobs import label_days
 
     _, lake, _ = tiny_lake
@@ -94,9 +94,9 @@ def test_demo_feature_backfill_fills_the_history_training_sets(tiny_lake, tmp_pa
     training sets already built, whose exposures on the following days then carry features."""
     import shutil
 
-    from growthgr.core.lake import Lake
+    from features.store import training_set
+    from foundation.lake import Lake
     from growthgr.demo import backfill_features, shift
-    from growthgr.features import training_set
     from models.itemltv.data import SERVICE, TRAINING_TABLE
 
     settings, _, _ = tiny_lake
@@ -122,7 +122,7 @@ def test_label_range_job_writes_what_one_run_per_day_writes(tiny_lake, spark, tm
     import shutil
     from pathlib import Path
 
-    from growthgr.core.lake import Lake
+    from foundation.lake import Lake
     from growthgr.demo import shift
     from spark_jobs import itemltv_labels
     from spark_jobs.jobs import run_days

@@ -18,9 +18,9 @@ from pyspark.testing import assertDataFrameEqual
 from spark_fixtures import DS, at
 from typer.testing import CliRunner
 
-from growthgr.core.catalog import query_id
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
+from foundation.catalog import query_id
+from foundation.config import load_settings
+from foundation.lake import Lake
 from spark_jobs import features, gr_samples, item_daily_stats
 from spark_jobs.common import end_of_day, query_id_col
 from spark_jobs.jobs import JOBS, backfill
@@ -200,7 +200,7 @@ def _planned_layout(footers, conf):
 def test_lake_source_plans_the_input_partitions_of_sparks_file_source(spark, tmp_path, max_bytes, open_cost):
     """Same splits (a row group goes to the split holding its midpoint), same packing, same order:
     the S3 reader hands each task the rows `spark.read.parquet` would, so sums agree bit for bit."""
-    from growthgr.core.storage import FileReader
+    from foundation.storage import FileReader
 
     rng = np.random.default_rng(0)
     files = []

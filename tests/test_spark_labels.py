@@ -11,7 +11,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 from spark_fixtures import DS, L, at
 
-from growthgr.core.catalog import query_id
+from foundation.catalog import query_id
 from spark_jobs import itemltv_labels
 from spark_jobs.common import InputError
 from spark_jobs.itemltv_labels import LabelParams

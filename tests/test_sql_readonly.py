@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from foundation.lake import Lake
 from growthgr.cli import app
-from growthgr.core.lake import Lake
-from growthgr.dbt_runner import DbtError, duckdb_path, query
+from warehouse.runner import DbtError, duckdb_path, query
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 from test_tokenizer_sids import catalog, write_items
 from typer.testing import CliRunner
 
+from foundation.config import load_settings
+from foundation.lake import Lake
 from growthgr.cli.tokenizer import dataset_report
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
 from models.tokenizer import embed
 
 AMAZON = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "amazon-industrial"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
+from foundation.config import load_settings
+from foundation.lake import Lake
 from models.tokenizer import embed, sids
 
 SID = ["c1", "c2", "c3", "c4"]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from growthgr.core.config import load_settings
-from growthgr.core.lake import Lake
-from growthgr.core.schemas import RAW_SCHEMAS
+from foundation.config import load_settings
+from foundation.lake import Lake
+from foundation.schemas import RAW_SCHEMAS
 from models.tokenizer import embed, sids
 from models.tokenizer.rqvae import model_from_bytes, model_to_bytes
 

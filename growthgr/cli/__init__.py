@@ -9,9 +9,9 @@ from pathlib import Path
 
 import typer
 
+from foundation import logs  # noqa: F401  (telemetry off before anything else is imported)
 from growthgr.cli import context
 from growthgr.cli.context import settings
-from growthgr.core import logs  # noqa: F401  (telemetry off before anything else is imported)
 
 app = typer.Typer(help="GrowthGR: daily batch system for new-item growth in search.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)

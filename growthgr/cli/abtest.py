@@ -39,6 +39,8 @@ def abtest_cmd(
     With `--retrain` the design's arm and the fully treated arm retrain every day through the daily
     pipeline on their own copies (`--workdir`), so treatment traffic feeds tomorrow's models; the
     per-day log (served release, pipeline outcome) goes into the report."""
+    from foundation.lake import Lake
+    from foundation.releases import ReleaseError, ReleaseStore
     from growthgr.abtest import (
         DESIGNS,
         Experiment,
@@ -51,8 +53,6 @@ def abtest_cmd(
         write_report,
     )
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
-    from growthgr.core.releases import ReleaseError, ReleaseStore
 
     if design not in DESIGNS:
         typer.secho(f"abtest: --design must be one of {', '.join(DESIGNS)}", fg="red", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from growthgr.core.config import ConfigError, Settings, load_settings
+from foundation.config import ConfigError, Settings, load_settings
 
 
 class State:

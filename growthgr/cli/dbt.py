@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from growthgr.dbt_runner import DbtError, build, docs, query
+from warehouse.runner import DbtError, build, docs, query
 
 app = typer.Typer(help="dbt models for analysts (dbt-duckdb over the lake).", no_args_is_help=True)
 
 
 def _lake():
     """The configured lake (root, S3 endpoint, local state directory)."""
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
 
     return Lake.from_settings(settings())
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from growthgr.core.lake import to_ds
-from growthgr.features import materialize, online_features, open_store, training_set
+from features.store import materialize, online_features, open_store, training_set
+from foundation.lake import to_ds
 
 app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
 
 
 def _store_args() -> tuple:
     """(feast section, lake, Spark master) of this invocation's settings."""
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
 
     s = settings()
     return s.feast, Lake.from_settings(s), s.spark.master

@@ -11,8 +11,8 @@ DS = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD (cohorts whose labe
 
 
 def _settings_and_lake():
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
 
     s = settings()
     return s, Lake.from_settings(s)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from growthgr.core.sections.multigr import MultiGRConfig
+from foundation.sections.multigr import MultiGRConfig
 
 app = typer.Typer(help="MultiGR generative retriever: SFT and constrained beam search.", no_args_is_help=True)
 
@@ -114,9 +114,9 @@ def platform_cmd(
 ) -> None:
     """SFT on the train days, Recall/NDCG@10/100/1000 on the test days (search, all-net) vs popularity;
     writes reports/multigr/ds=<ds>/metrics.json."""
+    from foundation.catalog import report_key
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
-    from growthgr.core.catalog import report_key
-    from growthgr.core.lake import Lake
     from models.multigr.platform import report_table, run_platform
 
     s = settings()
@@ -144,9 +144,9 @@ def evaluate_cmd(
     """The paper's Tables 3-5 on held-out days (popularity, DR, SFT, GRPO on conversion, MoPO and its
     ablations, GrowthGR-twoStage, top-p vs beam rollouts; labels search, all-net, long-term,
     long-term-true), mean and 95% interval over seeds; writes reports/multigr/ds=<ds>/offline.{json,md,png}."""
+    from foundation.catalog import report_key
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
-    from growthgr.core.catalog import report_key
-    from growthgr.core.lake import Lake
     from models.dense.offline import offline_rows
     from models.multigr.offline import VARIANTS, offline_markdown, run_offline
 

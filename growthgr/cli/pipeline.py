@@ -58,7 +58,7 @@ def backfill_cmd(
     airflow_home: Path = AIRFLOW_HOME,
 ) -> None:
     """Run the daily DAG for every day start..end, in order (stops at the first failed day)."""
-    from growthgr.core.lake import ds_range
+    from foundation.lake import ds_range
 
     _report(run_days(ds_range(start, end), airflow_home, simulate))
 

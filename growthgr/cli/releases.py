@@ -10,8 +10,8 @@ app = typer.Typer(help="Inspect published releases and move the serving pointer.
 
 
 def _store():
+    from foundation.releases import ReleaseStore
     from growthgr.cli.context import settings
-    from growthgr.core.releases import ReleaseStore
 
     return ReleaseStore.from_settings(settings())
 
@@ -30,8 +30,8 @@ def list_releases() -> None:
 
 def _run(action):
     """Run `action()`; a release error (or an invalid key) is a red message and exit code 1."""
-    from growthgr.core.releases import ReleaseError
-    from growthgr.core.storage import InvalidKey
+    from foundation.releases import ReleaseError
+    from foundation.storage import InvalidKey
 
     try:
         return action()

@@ -13,9 +13,9 @@ def report_cmd(
 ) -> None:
     """Gather every report of the day (ItemLTV, MultiGR, A/B tests, ...), the gate results and the
     serving release into one HTML page in the lake's reports zone; print where it is."""
+    from foundation.lake import Lake
+    from foundation.releases import ReleaseStore
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
-    from growthgr.core.releases import ReleaseStore
     from growthgr.report import write_report
 
     s = settings()

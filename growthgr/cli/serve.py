@@ -14,8 +14,8 @@ def retrieve_cmd(
     release: str = typer.Option("current", "--release", help="A release id, or 'current'."),
 ) -> None:
     """Top-k new items of the release for a user and a query, as JSON (what `GET /retrieve` answers)."""
+    from foundation.releases import ReleaseError
     from growthgr.cli.context import settings
-    from growthgr.core.releases import ReleaseError
     from growthgr.serve import RequestError, Retriever, check_request, set_threads
 
     s = settings()

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from growthgr.simulator.faults import FAULTS
+from simulator.faults import FAULTS
 
 app = typer.Typer(help="The simulated search platform.", invoke_without_command=True)
 
@@ -26,10 +26,10 @@ def simulate_cmd(
     """Simulate days of platform logs, continuing from the lake's last simulated day when it has one."""
     if ctx.invoked_subcommand is not None:
         return
+    from foundation.lake import Lake
     from growthgr.cli.context import State, settings
-    from growthgr.core.lake import Lake
-    from growthgr.simulator.run import StateMismatch, simulate
-    from growthgr.simulator.stats import mechanism_report
+    from simulator.run import StateMismatch, simulate
+    from simulator.stats import mechanism_report
 
     if profile:
         State.profile = profile

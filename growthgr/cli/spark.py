@@ -23,8 +23,8 @@ def _command(name: str):
         start: str | None = typer.Option(None, "--start", help="First day of a backfill."),
         end: str | None = typer.Option(None, "--end", help="Last day of a backfill (inclusive)."),
     ) -> None:
+        from foundation.lake import Lake
         from growthgr.cli.context import settings
-        from growthgr.core.lake import Lake
         from spark_jobs.common import InputError
         from spark_jobs.jobs import backfill
 

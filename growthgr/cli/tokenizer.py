@@ -20,8 +20,8 @@ def _settings():
 
 
 def _lake_and_cfg():
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake
 
     s = settings()
     return Lake.from_settings(s), s.tokenizer
@@ -79,7 +79,7 @@ def load_dataset(path: Path) -> pd.DataFrame:
     from models.tokenizer import embed
 
     if path.is_dir():
-        from growthgr.core.lake import Lake
+        from foundation.lake import Lake
 
         lake = Lake.open(str(path))
         items = lake.read_range("raw", "items", "0001-01-01", "9999-12-31").to_pandas()

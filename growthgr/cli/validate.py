@@ -16,8 +16,8 @@ def validate_cmd(
 ) -> None:
     """Validate one dataset's partition; print a summary naming table, partition, column and rule."""
     from expectations.gate import DATASETS, validate
+    from foundation.lake import Lake, to_ds
     from growthgr.cli.context import settings
-    from growthgr.core.lake import Lake, to_ds
 
     try:
         ds = to_ds(ds)

@@ -32,10 +32,10 @@ import faiss
 import numpy as np
 import torch
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.sections.dense import DenseConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.sections.dense import DenseConfig
+from foundation.sections.trainer import TrainerConfig
 from models.dense.data import ItemTable
 from models.dense.index import build_index, gate_index, index_vectors, measure_recall
 from models.dense.model import DenseRetriever

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from growthgr.core.sections.dense import DenseConfig
+from foundation.sections.dense import DenseConfig
 from models.multigr.model import Vocab
 
 OBJECTIVES: tuple[str, ...] = ("relevance", "exposure", "click", "purchase")

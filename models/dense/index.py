@@ -36,7 +36,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from growthgr.core.sections.dense import DenseIndexConfig
+from foundation.sections.dense import DenseIndexConfig
 from models.metrics import ranking_metrics
 
 MIN_POINTS_PER_LIST = 39

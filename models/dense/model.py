@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from growthgr.core.sections.dense import DenseConfig
+from foundation.sections.dense import DenseConfig
 from models.dense.data import ItemFeats, QueryBatch, query_vocab
 
 

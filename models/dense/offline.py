@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from growthgr.core.lake import Lake
-from growthgr.core.sections.dense import DenseConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.lake import Lake
+from foundation.sections.dense import DenseConfig
+from foundation.sections.trainer import TrainerConfig
 from models.dense.index import build_index, search
 from models.dense.platform import item_table, train_dense
 from models.dense.rerank import ItemVectors, two_stage

@@ -3,7 +3,7 @@
     model, stats = train_dense(settings.dense, settings.trainer, lake, ["2026-01-07", ..., "2026-01-16"])
     item_ids, vectors = encode_items(model, lake, "2026-01-16")
 
-Reads, through `growthgr.core.catalog`:
+Reads, through `foundation.catalog`:
 - `GR_SAMPLES` of every training day (each must be committed: the `gr_samples` Spark job);
 - `RAW["items"]` partitions up to the day (category and price of every listed item);
 - `ITEM_SIDS`: the newest snapshot up to the day (SID codes c1..c3; `growthgr tokenizer fit`).
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.sections.dense import DenseConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.sections.dense import DenseConfig
+from foundation.sections.trainer import TrainerConfig
 from models.dense.data import SAMPLE_COLUMNS, ItemTable, build_requests
 from models.dense.model import DenseRetriever
 from models.dense.train import encode_catalog, fit

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from growthgr.core.sections.dense import DenseConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.sections.dense import DenseConfig
+from foundation.sections.trainer import TrainerConfig
 from models import training
 from models.dense.data import (
     OBJECTIVES,

@@ -44,10 +44,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from growthgr.core import calendar, catalog
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.schemas import AGE_BANDS
-from growthgr.core.sections.itemltv import ItemLTVConfig
+from foundation import calendar, catalog
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.schemas import AGE_BANDS
+from foundation.sections.itemltv import ItemLTVConfig
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 
-from growthgr.core import catalog  # noqa: E402
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
+from foundation import catalog  # noqa: E402
+from foundation.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
 from models.itemltv.baselines import baseline_uplifts  # noqa: E402
 from models.itemltv.data import Encoded, Splits  # noqa: E402
 from models.itemltv.lit import ItemGroups  # noqa: E402

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from growthgr.core import calendar, catalog
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.sections.itemltv import ItemLTVConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation import calendar, catalog
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.sections.itemltv import ItemLTVConfig
+from foundation.sections.trainer import TrainerConfig
 from models.itemltv.data import (
     Inputs,
     encode,

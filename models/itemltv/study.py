@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 
-from growthgr.core import catalog
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.sections.itemltv import ItemLTVConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation import catalog
+from foundation.lake import Lake, to_ds
+from foundation.sections.itemltv import ItemLTVConfig
+from foundation.sections.trainer import TrainerConfig
 from models.itemltv.baselines import FAIR, baseline_uplifts
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import REPORT, attach_truth, label_metrics, predict, references, uplift_metrics

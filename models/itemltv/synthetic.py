@@ -23,10 +23,10 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from growthgr.core.calendar import COHORT_OFFSET, LABEL_DAYS, NEW_ITEM_DAYS
-from growthgr.core.catalog import query_id
-from growthgr.core.lake import Lake
-from growthgr.core.schemas import AGE_BANDS, REGIONS
+from foundation.calendar import COHORT_OFFSET, LABEL_DAYS, NEW_ITEM_DAYS
+from foundation.catalog import query_id
+from foundation.lake import Lake
+from foundation.schemas import AGE_BANDS, REGIONS
 
 CATS = ["shoes", "phone", "lamp", "shirt", "mug", "watch", "bag", "chair"]
 QUALITY_WORDS = np.array(["basic", "standard", "premium"])

@@ -22,10 +22,10 @@ from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from growthgr.core import catalog
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.sections.itemltv import ItemLTVConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation import catalog
+from foundation.lake import Lake, to_ds
+from foundation.sections.itemltv import ItemLTVConfig
+from foundation.sections.trainer import TrainerConfig
 from models.itemltv.data import Preprocess, Splits
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import ItemLTV

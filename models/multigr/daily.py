@@ -47,10 +47,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, ITEM_UPLIFT
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS, ITEM_UPLIFT
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.trainer import TrainerConfig
 from models.multigr.beam import beam_search, trie_table
 from models.multigr.data import SFTDataModule, left_pad
 from models.multigr.model import MultiGR, Vocab

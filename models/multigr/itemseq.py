@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from growthgr.core.sections.multigr import MultiGRConfig
+from foundation.sections.multigr import MultiGRConfig
 from models import training
 from models.metrics import ranking_metrics
 from models.multigr.beam import NEG_INF, BeamResult, trie_children

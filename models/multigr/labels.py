@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from growthgr.core.catalog import RAW, TRUTH
-from growthgr.core.lake import Lake
+from foundation.catalog import RAW, TRUTH
+from foundation.lake import Lake
 from models.multigr.mopo import long_term_items
 from models.multigr.platform import SidLookup, relevant_sets
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from growthgr.core.sections.multigr import MultiGRConfig
+from foundation.sections.multigr import MultiGRConfig
 
 PAD, BOS = 0, 1
 

@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from growthgr.core.sections.multigr import MoPOConfig, MultiGRConfig
+from foundation.sections.multigr import MoPOConfig, MultiGRConfig
 from models.multigr.beam import beam_search, sid_keys, trie_children
 from models.multigr.data import Prompts, left_pad
 from models.multigr.model import MultiGR, Vocab

@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from growthgr.core.catalog import ITEM_UPLIFT, RAW, report_key
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.catalog import ITEM_UPLIFT, RAW, report_key
+from foundation.lake import Lake, to_ds
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.trainer import TrainerConfig
 from models.metrics import ranking_metrics
 from models.multigr import labels
 from models.multigr.beam import trie_table

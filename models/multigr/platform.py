@@ -30,10 +30,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from growthgr.core.catalog import GR_SAMPLES, ITEM_SIDS, RAW, report_key
-from growthgr.core.lake import Lake, PartitionNotFound, ds_range, to_ds
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW, report_key
+from foundation.lake import Lake, PartitionNotFound, ds_range, to_ds
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.trainer import TrainerConfig
 from models.metrics import ranking_metrics
 from models.multigr.beam import SidItems, beam_search, trie_table
 from models.multigr.data import Example, SFTDataModule, context_tokens, left_pad, sample_example

@@ -15,8 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.trainer import TrainerConfig
 from models import training
 from models.metrics import ranking_metrics
 from models.multigr.beam import beam_search

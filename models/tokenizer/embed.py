@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.sections.tokenizer import TokenizerConfig
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.sections.tokenizer import TokenizerConfig
 from models.tokenizer.runtime import torch_threads
 
 log = logging.getLogger(__name__)

@@ -35,8 +35,8 @@ from safetensors.torch import save as st_save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from growthgr.core.sections.tokenizer import TokenizerConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation.sections.tokenizer import TokenizerConfig
+from foundation.sections.trainer import TrainerConfig
 from models.tokenizer.runtime import torch_threads
 from models.training import build_trainer
 

@@ -43,10 +43,10 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from growthgr.core import catalog
-from growthgr.core.lake import Lake, PartitionNotFound, to_ds
-from growthgr.core.sections.tokenizer import TokenizerConfig
-from growthgr.core.sections.trainer import TrainerConfig
+from foundation import catalog
+from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.sections.tokenizer import TokenizerConfig
+from foundation.sections.trainer import TrainerConfig
 from models.tokenizer import embed
 from models.tokenizer.metrics import sid_report
 from models.tokenizer.rqvae import RQVAE, model_from_bytes, model_to_bytes, train_rqvae

@@ -1,8 +1,8 @@
-"""Config section of the Feast feature store (`growthgr.features`)."""
+"""Config section of the Feast feature store (`features.store`)."""
 
 from typing import Literal
 
-from growthgr.core.strict import StrictModel
+from foundation.strict import StrictModel
 
 
 class FeatureStoreConfig(StrictModel):

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from growthgr.core.calendar import NEW_ITEM_DAYS
+from foundation.calendar import NEW_ITEM_DAYS
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
-"""Config section of the simulated platform (growthgr.simulator).
+"""Config section of the simulated platform (simulator).
 
 Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides.
 The structural parameters (weights of the ranker, click and conversion models,
 the growth mechanism) are documented where they are used, in
-`growthgr.simulator.engine`.
+`simulator.engine`.
 """
 
 from typing import Any
 
 from pydantic import Field
 
-from growthgr.core.strict import StrictModel
+from foundation.strict import StrictModel
 
 
 class SimulatorConfig(StrictModel):

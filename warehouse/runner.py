@@ -30,8 +30,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from growthgr.core import calendar
-from growthgr.core.lake import Lake
+from foundation import calendar
+from foundation.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def dbt_vars(lake: Lake | str, files: dict[str, list[str]] | None = None) -> dic
     """`lake_root`, the DuckDB file, the committed files of each lake table the staging models
     read (`lake_files`: the lake's list, never a glob; a table without files gives an empty
     view), the mirror schema for an `s3://` lake (`lake_mirror`, else null), and the label
-    calendar (`growthgr.core.calendar`)."""
+    calendar (`foundation.calendar`)."""
     lake = _lake(lake)
     remote = is_remote(lake)
     return {"lake_root": lake.store.uri if remote else str(Path(lake.store.uri).resolve()),

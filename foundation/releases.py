@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from growthgr.core.storage import ObjectStore, open_store
+from foundation.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

@@ -24,9 +24,9 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from growthgr.core.calendar import NEW_ITEM_DAYS
-from growthgr.core.sections.simulator import SimulatorConfig
-from growthgr.simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, make_brands, make_niche_attributes
+from foundation.calendar import NEW_ITEM_DAYS
+from foundation.sections.simulator import SimulatorConfig
+from simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, make_brands, make_niche_attributes
 
 EPOCH = date(1970, 1, 1)
 RECENT_QUERIES = 3          # remembered per user for linking site-wide orders

@@ -2,7 +2,7 @@
 report / validation / model key, defined once. Code names a dataset by its catalog entry
 (`lake.read_partition(*ITEM_SIDS, ds)` or `ITEM_SIDS.zone`), never by string literals.
 
-Schemas: raw and truth tables are fixed here (`growthgr.core.schemas`); derived tables are
+Schemas: raw and truth tables are fixed here (`foundation.schemas`); derived tables are
 defined by their writer (Spark job, tokenizer, model) and checked by the GX suites.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from growthgr.core.lake import to_ds
-from growthgr.core.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
+from foundation.lake import to_ds
+from foundation.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Dataset:
         return f"{self.zone}/{self.table}/ds={to_ds(ds)}"
 
 
-_SIM = "growthgr.simulator"
+_SIM = "simulator"
 _RAW_KEYS = {"items": ("item_id",), "users": ("user_id",), "search_requests": ("request_id",),
              "rank_candidates": ("request_id", "item_id"), "exposures": ("request_id", "item_id"),
              "clicks": ("request_id", "item_id"), "purchases": ("order_id",),
@@ -73,7 +73,7 @@ ITEMLTV_POOL_FEATURES = Dataset("samples", "itemltv_pool_features", ("item_id",)
 
 def training_set(service: str) -> Dataset:
     """The point-in-time training set of a Feast feature service (`samples/training_<service>`)."""
-    return Dataset("samples", f"training_{service}", (), "growthgr.features")
+    return Dataset("samples", f"training_{service}", (), "features.store")
 
 
 # -- keys outside the partitioned tables -----------------------------------------------------------

@@ -26,26 +26,26 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from growthgr.core.sections.abtest import PROFILES as ABTEST_PROFILES
-from growthgr.core.sections.abtest import ABTestConfig
-from growthgr.core.sections.dense import PROFILES as DENSE_PROFILES
-from growthgr.core.sections.dense import DenseConfig
-from growthgr.core.sections.feast import FeatureStoreConfig
-from growthgr.core.sections.gates import PROFILES as GATES_PROFILES
-from growthgr.core.sections.gates import GatesConfig
-from growthgr.core.sections.itemltv import PROFILES as ITEMLTV_PROFILES
-from growthgr.core.sections.itemltv import ItemLTVConfig
-from growthgr.core.sections.multigr import PROFILES as MULTIGR_PROFILES
-from growthgr.core.sections.multigr import MultiGRConfig
-from growthgr.core.sections.serve import PROFILES as SERVE_PROFILES
-from growthgr.core.sections.serve import ServeConfig
-from growthgr.core.sections.simulator import PROFILES as SIMULATOR_PROFILES
-from growthgr.core.sections.simulator import SimulatorConfig
-from growthgr.core.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
-from growthgr.core.sections.tokenizer import TokenizerConfig
-from growthgr.core.sections.trainer import PROFILES as TRAINER_PROFILES
-from growthgr.core.sections.trainer import TrainerConfig
-from growthgr.core.strict import StrictModel
+from foundation.sections.abtest import PROFILES as ABTEST_PROFILES
+from foundation.sections.abtest import ABTestConfig
+from foundation.sections.dense import PROFILES as DENSE_PROFILES
+from foundation.sections.dense import DenseConfig
+from foundation.sections.feast import FeatureStoreConfig
+from foundation.sections.gates import PROFILES as GATES_PROFILES
+from foundation.sections.gates import GatesConfig
+from foundation.sections.itemltv import PROFILES as ITEMLTV_PROFILES
+from foundation.sections.itemltv import ItemLTVConfig
+from foundation.sections.multigr import PROFILES as MULTIGR_PROFILES
+from foundation.sections.multigr import MultiGRConfig
+from foundation.sections.serve import PROFILES as SERVE_PROFILES
+from foundation.sections.serve import ServeConfig
+from foundation.sections.simulator import PROFILES as SIMULATOR_PROFILES
+from foundation.sections.simulator import SimulatorConfig
+from foundation.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
+from foundation.sections.tokenizer import TokenizerConfig
+from foundation.sections.trainer import PROFILES as TRAINER_PROFILES
+from foundation.sections.trainer import TrainerConfig
+from foundation.strict import StrictModel
 
 Profile = Literal["tiny", "demo", "large"]
 PROFILES: tuple[str, ...] = ("tiny", "demo", "large")

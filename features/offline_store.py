@@ -11,7 +11,7 @@ files are read with pyarrow (`Lake.read_files`, endpoint and region from the sto
 `s3_endpoint_url` / `s3_region`, credentials from the environment or an instance role) and handed
 to ibis as an in-memory table: the same rows, read whole on every call (no pushdown).
 
-Selected in `feature_repo/feature_store.yaml` as `type: growthgr.feast_offline.LakeOfflineStore`
+Selected in `feature_repo/feature_store.yaml` as `type: features.offline_store.LakeOfflineStore`
 (Feast imports the class by that name, and this module only when it does: it loads Feast).
 """
 
@@ -25,10 +25,10 @@ import ibis
 from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores import ibis as feast_ibis
 
-from growthgr.core.lake import Lake, PartitionNotFound
-from growthgr.core.storage import FileReader
+from foundation.lake import Lake, PartitionNotFound
+from foundation.storage import FileReader
 
-TYPE = "growthgr.feast_offline.LakeOfflineStore"
+TYPE = "features.offline_store.LakeOfflineStore"
 _DuckDB = feast_duckdb.DuckDBOfflineStore
 
 
@@ -69,7 +69,7 @@ def _through_lake(ibis_fn, duckdb_method):
 
 
 class LakeOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
-    type: Literal["growthgr.feast_offline.LakeOfflineStore"] = TYPE
+    type: Literal["features.offline_store.LakeOfflineStore"] = TYPE
     s3_endpoint_url: str | None = None     # an s3:// lake's endpoint (None: AWS)
     s3_region: str = "us-east-1"
 

@@ -35,14 +35,14 @@ import pyarrow as pa
 import yaml
 from filelock import FileLock
 
-from growthgr.core import catalog
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.sections.feast import FeatureStoreConfig
+from foundation import catalog
+from foundation.lake import Lake, to_ds
+from foundation.sections.feast import FeatureStoreConfig
 
 log = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
 YAML_FILES = {"local": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
-LAKE_OFFLINE = "growthgr.feast_offline.LakeOfflineStore"   # the type name; the module loads Feast
+LAKE_OFFLINE = "features.offline_store.LakeOfflineStore"   # the type name; the module loads Feast
 
 
 # -- configuration -----------------------------------------------------------------------------------

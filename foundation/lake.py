@@ -1,6 +1,6 @@
 """The data lake: date-partitioned Parquet datasets at `<root>/<zone>/<table>/ds=YYYY-MM-DD/`.
 
-One API for a local directory and for `s3://bucket/prefix` (see `growthgr.core.storage`).
+One API for a local directory and for `s3://bucket/prefix` (see `foundation.storage`).
 
 Atomic partitions. A write never touches the files of the current version:
   1. the writer takes the partition's lock `ds=.../_LOCK` (owner, write id, time);
@@ -12,7 +12,7 @@ Atomic partitions. A write never touches the files of the current version:
 Committed files. The marker is the only definition of what a partition holds, and this class
 is the only reader of markers: `read_partition` / `read_range` (Lake API, GX), `partition_files`
 (Spark), `committed_files` (every partition of a table: dbt gets it as a var, Feast through
-`growthgr.feast_offline`). Nothing globs the lake, so the files of an uncommitted or crashed
+`features.offline_store`). Nothing globs the lake, so the files of an uncommitted or crashed
 write, or a stray copy of a folder (`ds=2026-02-14 (copy)`), are never read; `unknown_entries`
 names such strays so the raw gate can report them.
 
@@ -36,7 +36,7 @@ Engines without access to the store (DuckDB without its httpfs extension, ibis i
 table's committed files as one Arrow table, `read_files`, each row with its partition's `ds`.
 Single-writer state that cannot live in an object store (dbt's DuckDB file, Feast's registry and
 SQLite online store) goes under `state_dir`: the root of a local lake, a local directory for an
-`s3://` lake (`storage.state_dir`, see `growthgr.core.storage.local_state_dir`).
+`s3://` lake (`storage.state_dir`, see `foundation.storage.local_state_dir`).
 
 Timestamps are stored as microsecond UTC (`timestamp[us, tz=UTC]`), which is
 what Feast/DuckDB 2.x expect.
@@ -59,7 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from growthgr.core.storage import ObjectStore, local_state_dir, new_write_id, open_store
+from foundation.storage import ObjectStore, local_state_dir, new_write_id, open_store
 
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"
@@ -74,6 +74,24 @@ class PartitionNotFound(FileNotFoundError):
 
 class ConcurrentWrite(RuntimeError):
     """Another writer holds (or took over) the lock of the partition being written."""
+
+
+class BadDate(ValueError):
+    """A logical date that is not a calendar day `YYYY-MM-DD`."""
+
+
+def parse_ds(value: str | date | datetime) -> date:
+    """The logical date of a run, parsed once at the edge (CLI option, Airflow task, step call);
+    everything past the edge takes and passes a `datetime.date` (partition keys format it as
+    `YYYY-MM-DD`). A bad value raises `BadDate` naming it."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise BadDate(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
 def to_ds(value: str | date | datetime) -> str:

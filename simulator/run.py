@@ -21,12 +21,12 @@ from datetime import date
 import pyarrow as pa
 from tqdm import tqdm
 
-from growthgr.core.lake import Lake, to_ds
-from growthgr.core.sections.simulator import SimulatorConfig
-from growthgr.simulator import faults as fault_lib
-from growthgr.simulator.channels import ChannelSlot, FreshItemsChannel
-from growthgr.simulator.engine import simulate_day
-from growthgr.simulator.world import World, create_world, day_ds, day_index, day_rng, from_bytes, to_bytes
+from foundation.lake import Lake, to_ds
+from foundation.sections.simulator import SimulatorConfig
+from simulator import faults as fault_lib
+from simulator.channels import ChannelSlot, FreshItemsChannel
+from simulator.engine import simulate_day
+from simulator.world import World, create_world, day_ds, day_index, day_rng, from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 

@@ -87,11 +87,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from growthgr.core.calendar import NEW_ITEM_DAYS
-from growthgr.core.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS, TRUTH_SCHEMAS
-from growthgr.core.sections.simulator import SimulatorConfig
-from growthgr.simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
-from growthgr.simulator.text import (
+from foundation.calendar import NEW_ITEM_DAYS
+from foundation.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS, TRUTH_SCHEMAS
+from foundation.sections.simulator import SimulatorConfig
+from simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
+from simulator.text import (
     ATTRIBUTES,
     CATEGORIES,
     N_CATEGORIES,
@@ -100,7 +100,7 @@ from growthgr.simulator.text import (
     queries,
     titles,
 )
-from growthgr.simulator.world import (
+from simulator.world import (
     RECENT_QUERIES,
     World,
     append,

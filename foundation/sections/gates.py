@@ -1,7 +1,7 @@
 """Config section of the data-quality gates (`settings.gates`).
 
 The SID bounds (K, collision rate) and the pool size bound follow the tokenizer and ItemLTV
-sections: `Settings.gates_config()` fills them in. Day numbers come from `growthgr.core.calendar`.
+sections: `Settings.gates_config()` fills them in. Day numbers come from `foundation.calendar`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from growthgr.core.strict import StrictModel
+from foundation.strict import StrictModel
 
 
 class GatesConfig(StrictModel):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from growthgr.core.calendar import NEW_ITEM_DAYS
-from growthgr.core.lake import Lake
-from growthgr.simulator.engine import affinity
-from growthgr.simulator.world import World, day_index
+from foundation.calendar import NEW_ITEM_DAYS
+from foundation.lake import Lake
+from simulator.engine import affinity
+from simulator.world import World, day_index
 
 AGE_BUCKETS = (0, 5, 10, 15, 20, 25, 30)
 AFFINE = 0.4   # an exposure is "niche-affine" when the user's affinity to the item is at least this
@@ -78,7 +78,7 @@ def uplift_summary(effects: pd.DataFrame, aff: np.ndarray) -> dict:
 
 def mechanism_report(lake: Lake) -> dict:
     """The headline figures of a simulated lake (see the README of issue 3)."""
-    from growthgr.simulator.run import load_world, saved_states
+    from simulator.run import load_world, saved_states
 
     states = saved_states(lake)
     if not states:

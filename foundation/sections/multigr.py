@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from growthgr.core.strict import StrictModel
+from foundation.strict import StrictModel
 
 
 class MoPOConfig(StrictModel):

@@ -1,0 +1,1 @@
+"""The dbt warehouse (subsystem): `runner` builds the DuckDB marts of `dbt/` and answers analyst SQL."""
