@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from serve_fixtures import World, build_world, free_port  # noqa: E402
 
+from growthgr.serve import summary  # noqa: E402
+
 HOT_PAIRS = 200
 
 
@@ -78,7 +80,7 @@ async def phase(url: str, params: list[dict], rate: float, at: dict[float, objec
     results: list[tuple[float, int, str | None, float]] = []   # (latency s, status, release, done at)
     async with httpx.AsyncClient(base_url=url, timeout=10,
                                  limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000)) as client:
-        before = (await client.get("/metrics")).json()
+        before = summary((await client.get("/metrics")).text)
 
         async def one(p: dict) -> None:
             t0 = time.perf_counter()
@@ -98,7 +100,7 @@ async def phase(url: str, params: list[dict], rate: float, at: dict[float, objec
             tasks.append(asyncio.create_task(one(p)))
         await asyncio.gather(*tasks, *extra)
         elapsed = time.perf_counter() - start
-        after = (await client.get("/metrics")).json()
+        after = summary((await client.get("/metrics")).text)
     lat = np.array([r[0] for r in results]) * 1000
     hits = after["cache_hits"] - before["cache_hits"]
     lookups = hits + after["cache_misses"] - before["cache_misses"]

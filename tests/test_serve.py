@@ -1,6 +1,7 @@
 """The retrieval service against a real uvicorn on 127.0.0.1 and a real redis-server: answers come from
 the current release (valid pool SIDs only), malformed requests get 4xx (never 500), the cache hit rate
-rises on repeated requests, and switching CURRENT under concurrent load loses no request."""
+rises on repeated requests, and switching CURRENT under concurrent load loses no request. `/metrics` is
+Prometheus text; `growthgr.serve.summary` reads the figures asserted on from one scrape."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import time
 import httpx
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from serve_fixtures import UNKNOWN_USER, World, build_world, uvicorn_thread
+
+from growthgr.serve import MemoryCache, summary
 
 pytest_plugins = ("serve_fixtures",)
 
@@ -49,6 +53,11 @@ def assert_valid(pools: dict[str, dict[int, list[int]]], body: dict) -> None:
     assert body["items"], body
     for item in body["items"]:
         assert pools[body["release_id"]].get(item["item_id"]) == item["sid"], (body["release_id"], item)
+
+
+def scrape(url: str) -> dict:
+    """`summary` of one `/metrics` scrape."""
+    return summary(httpx.get(f"{url}/metrics").text)
 
 
 def test_answers_come_from_the_current_release(world, pools, memory_server):
@@ -114,7 +123,49 @@ def test_malformed_json_bodies_get_4xx_and_no_request_got_a_500(memory_server):
     for content in (b"{not json", b"[]", b'{"user_id": 0}', b'{"user_id": 0, "query": "", "k": 3}'):
         r = httpx.post(f"{memory_server}/retrieve", content=content, headers={"content-type": "application/json"})
         assert r.status_code == 422, (content, r.text)
-    assert httpx.get(f"{memory_server}/metrics").json()["errors_5xx"] == 0
+    assert scrape(memory_server)["errors_5xx"] == 0
+
+
+def test_metrics_are_prometheus_text(world, memory_server):
+    """The instrumentator counts `/retrieve` by status class and times it (not `/metrics` itself); the
+    service's own counters and the serving release are on the same registry."""
+    before = scrape(memory_server)
+    ok = httpx.get(f"{memory_server}/retrieve", params={"user_id": int(world.active_users[2]),
+                                                        "query": world.queries[2], "k": 2})
+    unknown = httpx.get(f"{memory_server}/retrieve", params={"user_id": UNKNOWN_USER, "query": "x"})
+    assert (ok.status_code, unknown.status_code) == (200, 404)
+    r = httpx.get(f"{memory_server}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = [s for f in text_string_to_metric_families(r.text) for s in f.samples]
+    names = {s.name for s in samples}
+    assert {"http_requests_total", "http_request_duration_seconds_bucket", "growthgr_serve_cache_hits_total",
+            "growthgr_serve_cache_misses_total", "growthgr_serve_cache_errors_total", "growthgr_serve_batch_size_count",
+            "growthgr_serve_reloads_total", "growthgr_serve_reload_failures_total",
+            "growthgr_serve_release_info", "process_start_time_seconds"} <= names
+    assert not any(s.labels.get("handler") == "/metrics" for s in samples)
+    after = summary(r.text)
+    assert after["release_id"] == "A" and after["errors_5xx"] == 0
+    assert (after["requests"] - before["requests"], after["errors_4xx"] - before["errors_4xx"]) == (2, 1)
+    timed = sum(s.value for s in samples
+                if s.name == "http_request_duration_seconds_count" and s.labels["handler"] == "/retrieve")
+    assert timed == after["requests"] and after["batches"] >= 1 and after["batched_requests"] >= after["batches"]
+
+
+def test_memory_cache_is_an_lru_with_a_ttl():
+    """`serve.cache = "memory"`: at most `cache_size` entries, the least recently used evicted first,
+    an entry gone once its TTL passed."""
+    async def run() -> tuple[list, list]:
+        cache = MemoryCache(size=2, ttl_s=0.3)
+        await cache.set("a", "1")
+        await cache.set("b", "2")
+        assert await cache.get("a") == "1"              # "b" is now the least recently used
+        await cache.set("c", "3")
+        kept = [await cache.get(k) for k in "abc"]
+        await asyncio.sleep(0.4)
+        return kept, [await cache.get(k) for k in "ac"]
+
+    kept, expired = asyncio.run(run())
+    assert kept == ["1", None, "3"] and expired == [None, None]
 
 
 @pytest.mark.parametrize("server", ["memory_server", "redis_server"])
@@ -123,11 +174,11 @@ def test_cache_hit_rate_rises_on_repeated_requests(world, server, request):
     url = request.getfixturevalue(server)
     params = [{"user_id": int(u), "query": world.queries[(i + 20) % len(world.queries)], "k": 3}
               for i, u in enumerate(world.active_users[:10])]
-    before = httpx.get(f"{url}/metrics").json()
+    before = scrape(url)
     first = [httpx.get(f"{url}/retrieve", params=p).json() for p in params]
-    middle = httpx.get(f"{url}/metrics").json()
+    middle = scrape(url)
     again = [httpx.get(f"{url}/retrieve", params=p).json() for p in params]
-    after = httpx.get(f"{url}/metrics").json()
+    after = scrape(url)
     assert not any(b["cached"] for b in first) and all(b["cached"] for b in again)
     assert [b["items"] for b in again] == [b["items"] for b in first]
     assert (middle["cache_misses"] - before["cache_misses"], middle["cache_hits"] - before["cache_hits"]) == (10, 0)
@@ -192,9 +243,9 @@ def test_release_switch_under_load_loses_no_request(world, pools, redis_server):
     assert health["models"]["dense"]["items_with_vectors"] == 200
     later = asyncio.run(load(redis_server, world, 50, 8))
     assert {r.json()["release_id"] for r in later} == {"B"}
-    metrics = httpx.get(f"{redis_server}/metrics").json()
+    metrics = scrape(redis_server)
     assert metrics["reloads"] == 1 and metrics["reload_failures"] == 0 and metrics["errors_5xx"] == 0
-    assert metrics["latency_ms"]["p99"] is not None and metrics["release_id"] == "B"
+    assert metrics["requests"] >= len(responses) + 50 and metrics["release_id"] == "B"
 
 
 def test_a_release_that_cannot_be_served_is_skipped(world, redis_server):
@@ -202,7 +253,7 @@ def test_a_release_that_cannot_be_served_is_skipped(world, redis_server):
     files = {name: world.store.read("B", name) for name in ("sid_trie.npz", "item_sids.parquet")}
     world.store.publish("C", files, {"ds": "2026-01-10"})
     deadline = time.monotonic() + 30
-    while (metrics := httpx.get(f"{redis_server}/metrics").json())["reload_failures"] == 0:
+    while (metrics := scrape(redis_server))["reload_failures"] == 0:
         assert time.monotonic() < deadline, metrics
         time.sleep(0.1)
     assert metrics["release_id"] == "B" and metrics["reload_failures"] == 1

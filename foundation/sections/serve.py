@@ -32,7 +32,6 @@ class ServeConfig(StrictModel):
     batch_wait_ms: float = Field(2.0, ge=0)
     torch_threads: int = Field(2, ge=1)
     faiss_threads: int = Field(1, ge=1)
-    latency_window: int = Field(10_000, ge=1)    # last requests the latency quantiles of /metrics cover
 
     @model_validator(mode="after")
     def _default_within_max(self) -> "ServeConfig":

@@ -1,0 +1,204 @@
+"""The FastAPI service: batching, hot reload, cache and metrics around the serving `Retriever`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from foundation.config import Settings
+from foundation.releases import ReleaseStore
+from foundation.sections.serve import ServeConfig
+from growthgr.serve.cache import cache_key, open_cache
+from growthgr.serve.context import Query, RequestError, check_request
+from growthgr.serve.metrics import ServiceMetrics, instrument
+from growthgr.serve.retriever import Retriever, load_warm, set_threads
+
+log = logging.getLogger(__name__)
+
+
+# -- batching and hot reload -----------------------------------------------------------------------
+class Batcher:
+    """Runs queued queries in batches on one worker thread, each batch on the retriever serving then."""
+
+    def __init__(self, current: Callable[[], Retriever], cfg: ServeConfig, metrics: ServiceMetrics):
+        self.current, self.cfg, self.metrics = current, cfg, metrics
+        self.queue: asyncio.Queue[tuple[Query, asyncio.Future]] = asyncio.Queue()
+
+    async def submit(self, q: Query) -> tuple[str, list[dict[str, Any]]]:
+        """(release id that answered, items)."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((q, future))
+        return await future
+
+    async def _collect(self) -> list[tuple[Query, asyncio.Future]]:
+        """The next batch: the first queued query, then whatever else is queued or arrives within
+        `batch_wait_ms`, up to `max_batch`."""
+        batch = [await self.queue.get()]
+        deadline = time.monotonic() + self.cfg.batch_wait_ms / 1000
+        while len(batch) < self.cfg.max_batch:
+            if not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [(q, f) for q, f in batch if not f.done()]      # a cancelled request needs no answer
+
+    async def run(self) -> None:
+        while True:
+            batch, retriever = await self._collect(), self.current()
+            ok = []
+            for q, future in batch:
+                try:
+                    retriever.context.row(q)
+                    ok.append((q, future))
+                except RequestError as err:
+                    future.set_exception(err)
+            if ok:
+                await self._run_batch(retriever, ok)
+
+    async def _run_batch(self, retriever: Retriever, batch: list[tuple[Query, asyncio.Future]]) -> None:
+        self.metrics.batch_size.observe(len(batch))
+        try:
+            answers = await asyncio.to_thread(retriever.retrieve, [q for q, _ in batch])
+        except Exception as err:  # noqa: BLE001 -- each waiting request gets the error (a 500)
+            answers = [err] * len(batch)
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if future.done():
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result((retriever.release_id, answer))
+
+
+class ServiceState:
+    """The serving retriever (swapped by the reload task), cache, metrics and batcher of one app."""
+
+    def __init__(self, settings: Settings, retriever: Retriever, metrics: ServiceMetrics):
+        self.settings, self.retriever, self.metrics = settings, retriever, metrics
+        self.cache = open_cache(settings.serve)
+        self.batcher = Batcher(lambda: self.retriever, settings.serve, metrics)
+        self.failed_release: str | None = None
+        metrics.serving(retriever.release_id)
+
+    async def reload_once(self, store: ReleaseStore) -> bool:
+        """Swap to the release `CURRENT` names when it moved (built fully first); whether it swapped."""
+        current = await asyncio.to_thread(store.current_id)
+        if current is None or current in (self.retriever.release_id, self.failed_release):
+            return False
+        try:
+            new = await asyncio.to_thread(load_warm, self.settings, current)
+        except Exception:  # noqa: BLE001 -- a release that cannot be served must not stop the service
+            log.exception("release %s could not be loaded; still serving %s", current, self.retriever.release_id)
+            self.metrics.reload_failures.inc()
+            self.failed_release = current
+            return False
+        self.retriever, self.failed_release = new, None
+        self.metrics.reloads.inc()
+        self.metrics.serving(new.release_id)
+        log.info("now serving release %s", new.release_id)
+        return True
+
+    async def watch(self) -> None:
+        store = ReleaseStore.from_settings(self.settings)
+        while True:
+            await asyncio.sleep(self.settings.serve.reload_poll_s)
+            try:
+                await self.reload_once(store)
+            except Exception:  # noqa: BLE001 -- e.g. the store unreachable for a moment: poll again
+                log.exception("polling CURRENT failed")
+
+    async def answer(self, q: Query) -> dict[str, Any]:
+        """The answer of one checked query: from the cache when there, else from a batch."""
+        release_id = self.retriever.release_id
+        key = cache_key(release_id, q)
+        cached = await self._cache_get(key)
+        if cached is not None:
+            return {**json.loads(cached), "cached": True}
+        release_id, items = await self.batcher.submit(q)
+        body = {"release_id": release_id, "user_id": q.user_id, "query": q.query, "k": q.k, "items": items}
+        await self._cache_set(cache_key(release_id, q), json.dumps(body))
+        return {**body, "cached": False}
+
+    async def _cache_get(self, key: str) -> str | None:
+        try:
+            value = await self.cache.get(key)
+        except Exception:  # noqa: BLE001 -- the cache is an optimisation: a failure is a miss
+            log.warning("cache get failed", exc_info=True)
+            self.metrics.cache_errors.inc()
+            value = None
+        (self.metrics.cache_misses if value is None else self.metrics.cache_hits).inc()
+        return value
+
+    async def _cache_set(self, key: str, value: str) -> None:
+        try:
+            await self.cache.set(key, value)
+        except Exception:  # noqa: BLE001
+            log.warning("cache set failed", exc_info=True)
+            self.metrics.cache_errors.inc()
+
+
+# -- the FastAPI application -----------------------------------------------------------------------
+class RetrieveBody(BaseModel):
+    """The JSON body of `POST /retrieve` (k: default `serve.top_k_default`)."""
+
+    user_id: int
+    query: str
+    k: int | None = None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The FastAPI app: `GET|POST /retrieve`, `/healthz`, `/metrics` (Prometheus), OpenAPI docs at `/docs`."""
+    cfg = settings.serve
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        set_threads(cfg)
+        state = ServiceState(settings, await asyncio.to_thread(load_warm, settings, "current"), metrics)
+        app.state.service = state
+        tasks = [asyncio.create_task(state.batcher.run()), asyncio.create_task(state.watch())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.cache.close()
+
+    app = FastAPI(title="GrowthGR retrieval", lifespan=lifespan,
+                  description="New items for a user and query from the current GrowthGR release.")
+    metrics = instrument(app)                  # GET /metrics: Prometheus text
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    @app.get("/retrieve", summary="Top-k new items for a user and a query")
+    async def retrieve_get(request: Request, user_id: int, query: str = "", k: int | None = None) -> dict:
+        return await request.app.state.service.answer(check_request(cfg, user_id, query, k))
+
+    @app.post("/retrieve", summary="Top-k new items for a user and a query (JSON body)")
+    async def retrieve_post(request: Request, body: RetrieveBody) -> dict:
+        return await request.app.state.service.answer(check_request(cfg, body.user_id, body.query, body.k))
+
+    @app.get("/healthz", summary="The serving release and the models loaded")
+    async def healthz(request: Request) -> dict:
+        state = request.app.state.service
+        return {"status": "ok", **state.retriever.describe(), "cache": cfg.cache,
+                "threads": {"torch": cfg.torch_threads, "faiss": cfg.faiss_threads}}
+
+    return app

@@ -1,0 +1,64 @@
+"""The answer cache: Redis (`serve.cache = "redis"`) or an in-process `cachetools.TTLCache`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Protocol
+
+from cachetools import TTLCache
+
+from foundation.sections.serve import ServeConfig
+from growthgr.serve.context import Query
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> str | None: ...
+    async def set(self, key: str, value: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """In-process LRU with a time-to-live (`cachetools.TTLCache`: at most `size` entries, least recently
+    used evicted first, each expiring `ttl_s` after it was set)."""
+
+    def __init__(self, size: int, ttl_s: float):
+        self.entries: TTLCache[str, str] = TTLCache(maxsize=size, ttl=ttl_s)
+
+    async def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    async def set(self, key: str, value: str) -> None:
+        self.entries[key] = value
+
+    async def close(self) -> None:
+        self.entries.clear()
+
+
+class RedisCache:
+    """Redis (`redis.asyncio`), entries expiring after the TTL."""
+
+    def __init__(self, url: str, ttl_s: float):
+        import redis.asyncio as redis
+
+        self.client = redis.from_url(url, decode_responses=True)
+        self.ttl_ms = max(int(ttl_s * 1000), 1)
+
+    async def get(self, key: str) -> str | None:
+        return await self.client.get(key)
+
+    async def set(self, key: str, value: str) -> None:
+        await self.client.set(key, value, px=self.ttl_ms)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def open_cache(cfg: ServeConfig) -> Cache:
+    return RedisCache(cfg.redis_url, cfg.cache_ttl_s) if cfg.cache == "redis" else MemoryCache(cfg.cache_size,
+                                                                                                cfg.cache_ttl_s)
+
+
+def cache_key(release_id: str, q: Query) -> str:
+    blob = json.dumps([release_id, q.user_id, q.query, q.k]).encode()
+    return "growthgr:serve:" + hashlib.sha256(blob).hexdigest()
