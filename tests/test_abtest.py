@@ -16,24 +16,11 @@ from foundation.calendar import NEW_ITEM_DAYS
 from foundation.config import load_settings
 from foundation.lake import Lake
 from foundation.releases import ReleaseStore
-from growthgr.abtest import (
-    CHANNEL,
-    CONTROL,
-    MIN_TI30_DAYS,
-    TREATED,
-    Assignment,
-    Experiment,
-    PoolRetriever,
-    Population,
-    category_table,
-    channel_slots,
-    design_assignment,
-    pick,
-    run_experiment,
-    start_state,
-    ti30_block,
-    write_report,
-)
+from growthgr.abtest import Experiment, run_experiment, start_state, write_report
+from growthgr.abtest.arms import Population
+from growthgr.abtest.assignment import CONTROL, TREATED, Assignment, design_assignment
+from growthgr.abtest.channel import CHANNEL, PoolRetriever, category_table, channel_slots, pick
+from growthgr.abtest.estimators import MIN_TI30_DAYS, ti30_block
 from growthgr.cli import app
 from simulator.engine import simulate_day
 from simulator.run import default_channels
@@ -173,7 +160,7 @@ def test_trajectory_ends_at_the_final_estimate(user_result):
 def test_trajectory_plot_and_table(user_result):
     from PIL import Image
 
-    from growthgr.abtest import markdown, trajectory_png
+    from growthgr.abtest.render import markdown, trajectory_png
 
     png = trajectory_png(user_result)
     image = Image.open(io.BytesIO(png)).convert("L")
@@ -258,12 +245,13 @@ def test_cli_writes_only_reports(tmp_path, copy_world, start):
 def fake_steps(fail_on: str) -> list:
     """Stand-ins for the daily pipeline (the real one runs Spark, dbt, Feast, training: minutes a day):
     a gate that refuses on `fail_on`, and a publish whose pool is the serving pool + the day's new items
-    read from the arm's lake (so it only works if the day's logs were written there)."""
+    read from the arm's lake (so it only works if the day's logs were written there). Like the registry's
+    steps they get `ds` as a `datetime.date`."""
     from foundation import catalog
     from growthgr.pipeline import GateFailed
 
     def gate_pool(s, ds):
-        if ds == fail_on:
+        if f"{ds}" == fail_on:
             raise GateFailed(f"curated/new_item_pool ds={ds}: 1 expectation failed")
         return {"gate": "pool"}
 
@@ -273,7 +261,8 @@ def fake_steps(fail_on: str) -> list:
         items = lake.read_partition(*catalog.RAW["items"], ds).to_pandas()
         ids = np.concatenate([served["item_id"].to_numpy(), items["item_id"].to_numpy()])
         price = np.concatenate([np.expm1(served["score"].to_numpy()), items["price"].to_numpy()])
-        release = store.publish(f"ds={ds}-loop", {"pool.parquet": _pool_bytes(ds, ids, price)}, {"ds": ds})
+        release = store.publish(f"ds={ds}-loop", {"pool.parquet": _pool_bytes(f"{ds}", ids, price)},
+                                {"ds": f"{ds}"})
         return {"release_id": release.release_id}
 
     return [("gate_pool", gate_pool), ("publish", publish)]
@@ -326,7 +315,7 @@ def test_closed_loop_runs_the_registrys_steps_in_dependency_order():
     """The closed loop runs what the daily DAG runs: the registry's steps (the DAG's tasks, one per
     step), each after the steps it depends on."""
     from growthgr import pipeline
-    from growthgr.abtest import daily_steps
+    from growthgr.abtest.closed_loop import daily_steps
     from growthgr.steps import DAILY
 
     steps = daily_steps()
@@ -341,7 +330,7 @@ def test_closed_loop_runs_the_registrys_steps_in_dependency_order():
 
 
 def markdown_of(result: dict) -> str:
-    from growthgr.abtest import markdown
+    from growthgr.abtest.render import markdown
 
     return markdown(result)
 
@@ -378,7 +367,7 @@ class StubService:
 
 
 def test_multigr_retriever_maps_service_answers_and_falls_back_to_the_pool():
-    from growthgr.abtest import MultiGRRetriever
+    from growthgr.abtest.channel import MultiGRRetriever
     from simulator.channels import CatalogView, RequestBatch
 
     catalog = CatalogView(item_id=np.array([10, 11, 12, 13, 14], np.int64), category=np.array([0, 0, 1, 1, 1], np.int32),
