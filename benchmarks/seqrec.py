@@ -161,23 +161,45 @@ def metric_fields(prefix: str, m: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}.{k}": round(v, 4) for k, v in m.items() if k != "requests"}
 
 
-def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Sequence[int], codebook_size: int = 256,
-        metrics: Sequence[str] = ("recall", "ndcg")) -> dict:
-    """Train and evaluate one row (`args.arch`) on `split`; the result dict (see the module docstring)."""
-    torch.set_num_threads(args.threads)
-    n_items, n_levels = item_sids.shape
-    vt, tt = split.val_targets, split.test_targets
-    if args.arch == "popularity":  # the training targets' counts (test: refit_train's, if any)
+def popularity_row(args: argparse.Namespace, split: Split, n_items: int, ks: Sequence[int],
+                   metrics: Sequence[str]) -> dict:
+    """The popularity row: the training targets' counts (test: refit_train's, if any)."""
+    def top(windows, histories):
+        counts = np.bincount(np.concatenate([w[1:] for w in windows]), minlength=n_items)
+        order = np.argsort(-counts, kind="stable")[: max(ks) + (args.max_history if args.exclude_history else 0)]
+        keep = [order[~np.isin(order, h)] if args.exclude_history else order for h in histories]
+        return np.stack([k[: max(ks)] for k in keep])
 
-        def top(windows, histories):
-            counts = np.bincount(np.concatenate([w[1:] for w in windows]), minlength=n_items)
-            order = np.argsort(-counts, kind="stable")[: max(ks) + (args.max_history if args.exclude_history else 0)]
-            keep = [order[~np.isin(order, h)] if args.exclude_history else order for h in histories]
-            return np.stack([k[: max(ks)] for k in keep])
+    val = ranking_metrics(top(split.train, split.val_histories), split.val_targets, ks, metrics)
+    test = ranking_metrics(top(split.refit_train or split.train, split.test_histories), split.test_targets, ks, metrics)
+    return {"model": "popularity (training targets)", **metric_fields("val", val), **metric_fields("test", test)}
 
-        val = ranking_metrics(top(split.train, split.val_histories), vt, ks, metrics)
-        test = ranking_metrics(top(split.refit_train or split.train, split.test_histories), tt, ks, metrics)
-        return {"model": "popularity (training targets)", **metric_fields("val", val), **metric_fields("test", test)}
+
+class Setup(NamedTuple):
+    """What every fit and ranking of one model row shares."""
+
+    args: argparse.Namespace
+    cfg: MultiGRConfig
+    item_sids: np.ndarray
+    trie_next: torch.Tensor
+    leaf_items: np.ndarray
+    val_batches: list
+
+    def rank(self, model, histories, k=10):
+        if self.args.arch == "sasrec":
+            return model.rank(histories, k, exclude_history=bool(self.args.exclude_history))
+        return itemseq.rank_items(model, histories, self.args.width, k, self.trie_next, self.leaf_items,
+                                  exclude_history=bool(self.args.exclude_history))
+
+    @property
+    def item_kwargs(self) -> dict:
+        return {"item_input": bool(self.args.item_input), "item_loss": self.args.item_loss}
+
+
+def setup(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Sequence[int],
+          codebook_size: int) -> Setup:
+    """The model config, the SID trie and the validation subset of one row."""
+    n_levels = item_sids.shape[1]
     cfg = MultiGRConfig(
         seed=args.seed, sid_levels=n_levels, codebook_size=codebook_size, n_user_buckets=0, n_query_buckets=0,
         max_query_words=0, max_history=args.max_history, n_layer=args.n_layer, n_head=args.n_head,
@@ -186,72 +208,94 @@ def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Seque
         top_k=max(ks), beam_widths=[args.width] * n_levels, renormalize_beams=True,
     )
     trie = SidTrie.from_sids(item_sids, codebook_size)
-    trie_next, leaf_items = trie_table(trie), leaf_item_map(trie, item_sids)
-
-    def rank(model, histories, k=10):
-        if args.arch == "sasrec":
-            return model.rank(histories, k, exclude_history=bool(args.exclude_history))
-        return itemseq.rank_items(model, histories, args.width, k, trie_next, leaf_items,
-                                  exclude_history=bool(args.exclude_history))
-
+    vt = split.val_targets
     sub = np.random.default_rng(args.seed).choice(len(vt), size=min(args.val_users, len(vt)), replace=False)
     val_batches = [([split.val_histories[i] for i in sub[j: j + 512]], vt[sub[j: j + 512]]) for j in range(0, len(sub), 512)]
-    item_kwargs = {"item_input": bool(args.item_input), "item_loss": args.item_loss}
+    return Setup(args, cfg, item_sids, trie_table(trie), leaf_item_map(trie, item_sids), val_batches)
 
-    def fit(windows: list[np.ndarray], stop_after: int | None = None):
-        """A model trained on `windows`: the best validated epoch, or (`stop_after`) the last of that many epochs."""
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        net = itemseq.SASRec(cfg, n_items) if args.arch == "sasrec" else itemseq.ItemSeqGR(cfg, item_sids, **item_kwargs)
-        module = itemseq.ItemSeqModule(cfg, net, rank, **({"trie_next": trie_next} if args.arch == "item" and args.trie_loss else {}))
-        history, select = History(), stop_after is None
-        trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
-                                monitor="val_recall@10" if select else None, mode="max", patience=args.patience,
-                                gradient_clip_val=1.0, callbacks=[history] if select else [StopAfter(stop_after)],
-                                check_val_every_n_epoch=args.val_every, limit_val_batches=1.0 if select else 0)
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=DataLoader(itemseq.WindowBatches(windows, cfg.batch_size, cfg.seed), batch_size=None),
-                    val_dataloaders=DataLoader(val_batches, batch_size=None, collate_fn=lambda b: b))
-        seconds = time.perf_counter() - start
-        if select:
-            module.model.load_state_dict(best_state(trainer))
-        for h in history.rows:
-            h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
-        return module, trainer, history.rows, seconds
 
-    module, trainer, rows, train_s = fit(split.train)
-    best = max(rows, key=lambda h: h["val_subset_recall@10"]) if rows else {"epoch": None}
-    model = module.model
-    val = ranking_metrics(rank(model, split.val_histories, max(ks)), vt, ks, metrics)
+def fit(s: Setup, windows: list[np.ndarray], stop_after: int | None = None):
+    """A model trained on `windows`: the best validated epoch, or (`stop_after`) the last of that many epochs."""
+    args, cfg = s.args, s.cfg
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = (itemseq.SASRec(cfg, len(s.item_sids)) if args.arch == "sasrec"
+           else itemseq.ItemSeqGR(cfg, s.item_sids, **s.item_kwargs))
+    module = itemseq.ItemSeqModule(cfg, net, s.rank, **({"trie_next": s.trie_next} if args.arch == "item" and args.trie_loss else {}))
+    history, select = History(), stop_after is None
+    trainer = build_trainer(TrainerConfig(), max_epochs=cfg.max_epochs, max_time_s=args.minutes * 60,
+                            monitor="val_recall@10" if select else None, mode="max", patience=args.patience,
+                            gradient_clip_val=1.0, callbacks=[history] if select else [StopAfter(stop_after)],
+                            check_val_every_n_epoch=args.val_every, limit_val_batches=1.0 if select else 0)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=DataLoader(itemseq.WindowBatches(windows, cfg.batch_size, cfg.seed), batch_size=None),
+                val_dataloaders=DataLoader(s.val_batches, batch_size=None, collate_fn=lambda b: b))
+    seconds = time.perf_counter() - start
+    if select:
+        module.model.load_state_dict(best_state(trainer))
+    for h in history.rows:
+        h["elapsed_s"] = round(h["elapsed_s"] - start, 1)
+    return module, trainer, history.rows, seconds
+
+
+def final_model(s: Setup, split: Split, model, best: dict, ks: Sequence[int], metrics: Sequence[str]):
+    """The model tested (refit on `refit_train` for the selected epochs, if any) and the extra fields."""
     extra = {}
     if split.refit_train is not None:  # the test model: trained again on refit_train for the selected epochs
-        extra = metric_fields("test_selected", ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics))
-        refit, refit_trainer, _, refit_s = fit(split.refit_train, stop_after=int(best["epoch"]) + 1)
+        selected = ranking_metrics(s.rank(model, split.test_histories, max(ks)), split.test_targets, ks, metrics)
+        extra = metric_fields("test_selected", selected)
+        refit, refit_trainer, _, refit_s = fit(s, split.refit_train, stop_after=int(best["epoch"]) + 1)
         model = refit.model
         extra |= {"refit_epochs": int(refit_trainer.current_epoch), "refit_minutes": round(refit_s / 60, 2),
                   "refit_train_targets": int(sum(len(w) - 1 for w in split.refit_train))}
-    if args.checkpoint:
-        save_checkpoint(model, args.checkpoint, {"arch": args.arch, "n_items": n_items, **item_kwargs})
+    if s.args.checkpoint:
+        save_checkpoint(model, s.args.checkpoint, {"arch": s.args.arch, "n_items": len(s.item_sids), **s.item_kwargs})
+    return model, extra
+
+
+def scored_test(s: Setup, split: Split, model, ks: Sequence[int], metrics: Sequence[str]) -> tuple[dict, dict, float]:
+    """(test metrics, beam-only fields, decode seconds) of the tested model."""
     t0 = time.perf_counter()
-    test = ranking_metrics(rank(model, split.test_histories, max(ks)), tt, ks, metrics)
+    test = ranking_metrics(s.rank(model, split.test_histories, max(ks)), split.test_targets, ks, metrics)
     decode_s = time.perf_counter() - t0
-    if args.arch == "item" and args.item_loss > 0:  # the generative ranking alone, without the item head's re-score
-        beam_only = itemseq.rank_items(model, split.test_histories, args.width, max(ks), trie_next, leaf_items,
-                                       rescore=False, exclude_history=bool(args.exclude_history))
-        extra |= metric_fields("test_beam_only", ranking_metrics(beam_only, tt, ks, metrics))
+    extra = {}
+    if s.args.arch == "item" and s.args.item_loss > 0:  # the generative ranking alone, without the item head's re-score
+        beam_only = itemseq.rank_items(model, split.test_histories, s.args.width, max(ks), s.trie_next, s.leaf_items,
+                                       rescore=False, exclude_history=bool(s.args.exclude_history))
+        extra = metric_fields("test_beam_only", ranking_metrics(beam_only, split.test_targets, ks, metrics))
+    return test, extra, decode_s
+
+
+def throughput(s: Setup, module, trainer, train_s: float, windows: list[np.ndarray]) -> dict:
+    """Training GFLOP per step and per second against the machine's matmul peak."""
     module.model.train()
-    flops = step_flops(module, list(itertools.islice(iter(itemseq.WindowBatches(split.train, cfg.batch_size, 99)), 5)))
-    peak = matmul_peak_gflops(args.threads)
+    flops = step_flops(module, list(itertools.islice(iter(itemseq.WindowBatches(windows, s.cfg.batch_size, 99)), 5)))
+    peak = matmul_peak_gflops(s.args.threads)
     achieved = flops * trainer.global_step / train_s / 1e9
+    return {"train_gflop_per_step": round(flops / 1e9, 2), "train_gflop_per_s": round(achieved, 2),
+            "matmul_peak_gflop_per_s": round(peak, 1), "train_fraction_of_matmul_peak": round(achieved / peak, 3)}
+
+
+def run(args: argparse.Namespace, split: Split, item_sids: np.ndarray, ks: Sequence[int], codebook_size: int = 256,
+        metrics: Sequence[str] = ("recall", "ndcg")) -> dict:
+    """Train and evaluate one row (`args.arch`) on `split`; the result dict (see the module docstring)."""
+    torch.set_num_threads(args.threads)
+    if args.arch == "popularity":
+        return popularity_row(args, split, len(item_sids), ks, metrics)
+    s = setup(args, split, item_sids, ks, codebook_size)
+    module, trainer, rows, train_s = fit(s, split.train)
+    best = max(rows, key=lambda h: h["val_subset_recall@10"]) if rows else {"epoch": None}
+    val = ranking_metrics(s.rank(module.model, split.val_histories, max(ks)), split.val_targets, ks, metrics)
+    model, extra = final_model(s, split, module.model, best, ks, metrics)
+    test, beam_only, decode_s = scored_test(s, split, model, ks, metrics)
     return {
         "model": {"item": "MultiGR item positions (ItemSeqGR)", "sasrec": "SASRec, full cross-entropy"}[args.arch],
-        "params": model.num_params(), "config": cfg.model_dump(mode="json", exclude={"mopo", "daily"}),
+        "params": model.num_params(), "config": s.cfg.model_dump(mode="json", exclude={"mopo", "daily"}),
         "train_targets": int(sum(len(w) - 1 for w in split.train)), "training_time_s": round(train_s, 1),
         "train_minutes": round(train_s / 60, 2), "steps": int(trainer.global_step),
         "epochs_run": int(trainer.current_epoch), "best_epoch": best["epoch"], "epoch_history": rows,
-        **metric_fields("val", val), **metric_fields("test", test), **extra,
-        "test_users": len(tt), "decode_requests_per_s": round(len(tt) / decode_s, 1),
-        "train_gflop_per_step": round(flops / 1e9, 2), "train_gflop_per_s": round(achieved, 2),
-        "matmul_peak_gflop_per_s": round(peak, 1), "train_fraction_of_matmul_peak": round(achieved / peak, 3),
+        **metric_fields("val", val), **metric_fields("test", test), **extra, **beam_only,
+        "test_users": len(split.test_targets), "decode_requests_per_s": round(len(split.test_targets) / decode_s, 1),
+        **throughput(s, module, trainer, train_s, split.train),
     }
 
 

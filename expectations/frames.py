@@ -42,7 +42,7 @@ def _utf8_repaired(table: pa.Table) -> pa.Table:
     return table
 
 
-def read_table(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame:
+def read_table(lake: Lake, zone: str, table: str, ds: date) -> pd.DataFrame:
     """One committed partition as pandas; raises `Unreadable` naming it when it cannot be read."""
     try:
         return to_frame(lake.read_partition(zone, table, ds))
@@ -50,36 +50,35 @@ def read_table(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame:
         raise Unreadable(f"cannot read {zone}/{table}/ds={ds}: {type(err).__name__}: {err}"[:300]) from None
 
 
-def read(lake: Lake, zone: str, table: str, ds: str) -> pd.DataFrame | None:
+def read(lake: Lake, zone: str, table: str, ds: date) -> pd.DataFrame | None:
     """One committed partition as pandas, or None when it does not exist (`Unreadable` if corrupt)."""
     return read_table(lake, zone, table, ds) if lake.exists(zone, table, ds) else None
 
 
-def read_days(lake: Lake, zone: str, table: str, ds: str, lookback: int, columns: list[str]) -> pd.DataFrame:
+def read_days(lake: Lake, zone: str, table: str, ds: date, lookback: int, columns: list[str]) -> pd.DataFrame:
     """`columns` of the partitions ds-lookback..ds that exist (empty frame if none)."""
-    day = date.fromisoformat(ds)
-    days = [(day - timedelta(days=back)).isoformat() for back in range(lookback + 1)]
+    days = [ds - timedelta(days=back) for back in range(lookback + 1)]
     return _concat(lake, zone, table, [d for d in days if lake.exists(zone, table, d)], columns)
 
 
-def read_up_to(lake: Lake, zone: str, table: str, ds: str, columns: list[str], *, before: bool = False
+def read_up_to(lake: Lake, zone: str, table: str, ds: date, columns: list[str], *, before: bool = False
                ) -> pd.DataFrame:
     """`columns` of every committed partition up to ds (inclusive, or strictly `before` it)."""
-    days = [d for d in lake.list_partitions(zone, table, end=ds) if not (before and d == ds)]
+    days = lake.list_partitions(zone, table, end=ds - timedelta(days=1) if before else ds)
     return _concat(lake, zone, table, days, columns)
 
 
-def _concat(lake: Lake, zone: str, table: str, days: list[str], columns: list[str]) -> pd.DataFrame:
+def _concat(lake: Lake, zone: str, table: str, days: list[date] | list[str], columns: list[str]) -> pd.DataFrame:
     frames = [read_table(lake, zone, table, d) for d in days]
     frames = [f[[c for c in columns if c in f.columns]] for f in frames]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def earlier_partitions(lake: Lake, zone: str, table: str, ds: str) -> list[str]:
-    return [d for d in lake.list_partitions(zone, table, end=ds) if d < ds]
+def earlier_partitions(lake: Lake, zone: str, table: str, ds: date) -> list[str]:
+    return lake.list_partitions(zone, table, end=ds - timedelta(days=1))
 
 
-def previous_rows(lake: Lake, zone: str, table: str, ds: str) -> int | None:
+def previous_rows(lake: Lake, zone: str, table: str, ds: date) -> int | None:
     """Row count of the latest committed partition before `ds` (None on the first day)."""
     earlier = earlier_partitions(lake, zone, table, ds)
     if not earlier:

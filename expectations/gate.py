@@ -28,12 +28,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from expectations import suites
 from foundation import catalog
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from foundation.schemas import RAW_TABLES
 from foundation.sections.gates import GatesConfig
 
@@ -82,7 +82,7 @@ class Failure:
 @dataclass
 class GateResult:
     dataset: str
-    ds: str
+    ds: date
     passed: bool
     failures: list[Failure] = field(default_factory=list)
     suites: list[str] = field(default_factory=list)
@@ -97,12 +97,11 @@ class GateResult:
         return "\n".join([head, *(f.line() for f in self.failures)])
 
 
-def validate(cfg: GatesConfig, lake: Lake, dataset: str, ds: str, *, build_docs: bool | None = None) -> GateResult:
+def validate(cfg: GatesConfig, lake: Lake, dataset: str, ds: date, *, build_docs: bool | None = None) -> GateResult:
     """Run the suites of `dataset` on partition `ds`; store results and (optionally) Data Docs.
     `cfg` is the effective gates section (`Settings.gates_config()`)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    ds = to_ds(ds)
     _store_results(lake, GateResult(dataset, ds, False), status="running")
     writes = _current_writes(lake, DATASETS[dataset], ds)
     checks = [TABLE_BUILDERS[t](lake, ds, cfg) for t in DATASETS[dataset]]
@@ -117,9 +116,9 @@ def validate(cfg: GatesConfig, lake: Lake, dataset: str, ds: str, *, build_docs:
     return result
 
 
-def _current_writes(lake: Lake, tables: tuple[str, ...], ds: str) -> list[dict]:
+def _current_writes(lake: Lake, tables: tuple[str, ...], ds: date) -> list[dict]:
     """The committed write of each existing partition about to be validated."""
-    return [{"zone": ZONE_OF[t], "table": t, "ds": ds, "write_id": lake.commit_info(ZONE_OF[t], t, ds).write_id}
+    return [{"zone": ZONE_OF[t], "table": t, "ds": f"{ds}", "write_id": lake.commit_info(ZONE_OF[t], t, ds).write_id}
             for t in tables if lake.exists(ZONE_OF[t], t, ds)]
 
 
@@ -204,7 +203,7 @@ def _build_docs(context) -> Path:
     return out
 
 
-def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: str) -> str:
+def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: date) -> str:
     prefix = catalog.data_docs_prefix(dataset, ds)
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
         lake.store.put_bytes(f"{prefix}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())

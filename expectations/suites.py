@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import great_expectations.expectations as gxe
 import pandas as pd
@@ -106,7 +106,7 @@ class TableCheck:
 
     zone: str
     table: str
-    ds: str
+    ds: date
     frame: pd.DataFrame | None
     expectations: list = field(default_factory=list)
 
@@ -123,14 +123,14 @@ def rule(cls, name: str, column: str | None = None, about: str | None = None, **
     return cls(meta={"rule": name, "column": about or column or "*"}, **kwargs)
 
 
-def day_bounds(ds: str) -> tuple[datetime, datetime]:
+def day_bounds(ds: date) -> tuple[datetime, datetime]:
     """[start, end] of the UTC calendar day `ds` (end = the last microsecond)."""
-    start = datetime.fromisoformat(ds).replace(tzinfo=UTC)
+    start = datetime.combine(ds, time(), tzinfo=UTC)
     return start, start + timedelta(days=1) - timedelta(microseconds=1)
 
 
-def _days_before(ds: str, n: int) -> date:
-    return date.fromisoformat(ds) - timedelta(days=n)
+def _days_before(ds: date, n: int) -> date:
+    return ds - timedelta(days=n)
 
 
 # -- building blocks ------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def text_rules(schema: pa.Schema, frame: pd.DataFrame) -> list:
     return out
 
 
-def add_input_checks(lake: Lake, table: str, ds: str, frame: pd.DataFrame, nullable=()) -> pd.DataFrame:
+def add_input_checks(lake: Lake, table: str, ds: date, frame: pd.DataFrame, nullable=()) -> pd.DataFrame:
     """The `_check_*` columns of `input_rules`: finite floats (nulls allowed in `nullable`), ids known
     to the raw catalog up to ds, keys not used on an earlier day."""
     frame = frame.copy()
@@ -206,7 +206,7 @@ def input_rules(frame: pd.DataFrame) -> list:
     return out
 
 
-def catalog_ids(lake: Lake, table: str, ds: str, before: bool = False):
+def catalog_ids(lake: Lake, table: str, ds: date, before: bool = False):
     """The distinct keys of raw `table` (items, users, search_requests) over every day up to ds."""
     key = catalog.RAW[table].keys[0]
     return frames.read_up_to(lake, "raw", table, ds, [key], before=before)[key].dropna().unique()
@@ -263,13 +263,13 @@ def all_true(frame: pd.DataFrame, check_column: str, name: str, column: str, mos
             ] if check_column in frame.columns else []
 
 
-def ts_in_day(frame: pd.DataFrame, column: str, ds: str) -> list:
+def ts_in_day(frame: pd.DataFrame, column: str, ds: date) -> list:
     """Every event timestamp lies in the partition's UTC day (late or early data fails)."""
     lo, hi = day_bounds(ds)
     return between(frame, column, "ts_in_partition_day", min_value=lo, max_value=hi)
 
 
-def volume_rule(lake: Lake, zone: str, table: str, ds: str, cfg: GatesConfig) -> list:
+def volume_rule(lake: Lake, zone: str, table: str, ds: date, cfg: GatesConfig) -> list:
     """Row count within [min_ratio, max_ratio] x the previous committed partition's row count."""
     prev = frames.previous_rows(lake, zone, table, ds)
     if prev is None or prev < cfg.volume_min_rows:
@@ -280,7 +280,7 @@ def volume_rule(lake: Lake, zone: str, table: str, ds: str, cfg: GatesConfig) ->
 
 # -- raw tables -----------------------------------------------------------------------------------
 @reports_unreadable("raw")
-def raw_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableCheck:
+def raw_check(lake: Lake, table: str, ds: date, cfg: GatesConfig) -> TableCheck:
     """Schema, keys, not-null, ranges, funnel consistency, volume and bad inputs of one raw partition."""
     frame = frames.read(lake, "raw", table, ds)
     if frame is None:
@@ -303,7 +303,7 @@ def raw_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableCheck:
     return TableCheck("raw", table, ds, frame, exps)
 
 
-def _add_raw_checks(lake: Lake, table: str, ds: str, frame: pd.DataFrame, cfg: GatesConfig) -> pd.DataFrame:
+def _add_raw_checks(lake: Lake, table: str, ds: date, frame: pd.DataFrame, cfg: GatesConfig) -> pd.DataFrame:
     frame = frame.copy()
     if table in FUNNEL:
         parent, keys, _ = FUNNEL[table]
@@ -320,8 +320,8 @@ def _add_raw_checks(lake: Lake, table: str, ds: str, frame: pd.DataFrame, cfg: G
     return frame
 
 
-def _raw_value_rules(table: str, frame: pd.DataFrame, ds: str, cfg: GatesConfig, first_day: bool) -> list:
-    day = date.fromisoformat(ds)
+def _raw_value_rules(table: str, frame: pd.DataFrame, ds: date, cfg: GatesConfig, first_day: bool) -> list:
+    day = ds
     day_start, day_end = day_bounds(ds)
     cat = {"min_value": 0, "max_value": cfg.n_categories - 1}
     # Catalog rows are written on their listing / signup day; the first day also holds the initial ones.
@@ -370,22 +370,22 @@ def derived_rules(dataset, frame: pd.DataFrame) -> list:
 
 
 # -- labels and samples ---------------------------------------------------------------------------
-def cohort_items(lake: Lake, ds: str, cfg: GatesConfig) -> set[int]:
+def cohort_items(lake: Lake, ds: date, cfg: GatesConfig) -> set[int]:
     """Items listed on the cohort day of `ds` (ds - calendar.COHORT_OFFSET), from the raw catalog."""
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
-    items = frames.read_up_to(lake, "raw", "items", cohort.isoformat(), ["item_id", "listing_date"])
+    items = frames.read_up_to(lake, "raw", "items", cohort, ["item_id", "listing_date"])
     return set(items.loc[items["listing_date"] == cohort, "item_id"].astype(int)) if len(items) else set()
 
 
 @reports_unreadable(*catalog.ITEMLTV_LABELS)
-def labels_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
+def labels_check(lake: Lake, ds: date, cfg: GatesConfig) -> TableCheck:
     """label >= 0 and finite, one row per item x cohort, every cohort item has its label."""
     frame = frames.read(lake, *catalog.ITEMLTV_LABELS, ds)
     if frame is None:
         return TableCheck(*catalog.ITEMLTV_LABELS, ds, None)
     frame = add_input_checks(lake, catalog.ITEMLTV_LABELS.table, ds, frame)
     cohort = _days_before(ds, calendar.COHORT_OFFSET)
-    first, last = _days_before(ds, calendar.LABEL_DAYS - 1), date.fromisoformat(ds)   # the label window
+    first, last = _days_before(ds, calendar.LABEL_DAYS - 1), ds   # the label window
     key = ["item_id", "listing_date"] if "listing_date" in frame.columns else ["item_id"]
     exps = (derived_rules(catalog.ITEMLTV_LABELS, frame) + key_rules(frame, [key])
             + not_null_rules(frame, ["item_id", "listing_date", "label"])
@@ -400,7 +400,7 @@ def labels_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
 
 
 @reports_unreadable(*catalog.ITEMLTV_SAMPLES)
-def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
+def samples_check(lake: Lake, ds: date, cfg: GatesConfig) -> TableCheck:
     """Treatment in {0, 1}; events inside the items' new-item period; items belong to the cohort."""
     frame = frames.read(lake, *catalog.ITEMLTV_SAMPLES, ds)
     if frame is None:
@@ -424,7 +424,7 @@ def samples_check(lake: Lake, ds: str, cfg: GatesConfig) -> TableCheck:
 
 # -- feature tables -------------------------------------------------------------------------------
 @reports_unreadable("features")
-def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableCheck:
+def feature_check(lake: Lake, table: str, ds: date, cfg: GatesConfig) -> TableCheck:
     """Entity key unique and not null, fresh event timestamps, bounded null rate per feature."""
     frame = frames.read(lake, "features", table, ds)
     if frame is None:
@@ -447,7 +447,7 @@ def feature_check(lake: Lake, table: str, ds: str, cfg: GatesConfig) -> TableChe
 
 # -- daily pool and SIDs --------------------------------------------------------------------------
 @reports_unreadable(*catalog.NEW_ITEM_POOL)
-def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableCheck:
+def pool_check(lake: Lake, ds: date, cfg: GatesConfig, max_size: int) -> TableCheck:
     """Pool size in [pool_min_size, max_size], unique items, only items in their new-item period, finite scores."""
     frame = frames.read(lake, *catalog.NEW_ITEM_POOL, ds)
     if frame is None:
@@ -459,14 +459,14 @@ def pool_check(lake: Lake, ds: str, cfg: GatesConfig, max_size: int) -> TableChe
             + [rule(gxe.ExpectTableRowCountToBeBetween, "pool_size", min_value=cfg.pool_min_size,
                     max_value=max_size)]
             + between(frame, "listing_date", "only_new_items", min_value=first_new,
-                      max_value=date.fromisoformat(ds))
-            + in_set(frame, "ds", "event_date_matches_partition", [ds])
+                      max_value=ds)
+            + in_set(frame, "ds", "event_date_matches_partition", [ds.isoformat()])
             + between(frame, "rank", "non_negative", min_value=0))
     return TableCheck(*catalog.NEW_ITEM_POOL, ds, frame, exps)
 
 
 @reports_unreadable(*catalog.ITEM_SIDS)
-def sids_check(lake: Lake, ds: str, cfg: GatesConfig, codebook_size: int, max_collision_rate: float) -> TableCheck:
+def sids_check(lake: Lake, ds: date, cfg: GatesConfig, codebook_size: int, max_collision_rate: float) -> TableCheck:
     """Every item exactly one row, codes int32 in [0, K), (c1, c2, c3) collision rate under a bound,
     and with the disambiguation token c4 the full SID unique (c4 wrapping over K breaks it)."""
     frame = frames.read(lake, *catalog.ITEM_SIDS, ds)

@@ -26,7 +26,7 @@ import hashlib
 import importlib.util
 import logging
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import yaml
 from filelock import FileLock
 
 from foundation import catalog
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from foundation.sections.feast import FeatureStoreConfig
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def utc_us(values: pd.Series) -> pd.Series:
     return ts.astype("datetime64[us, UTC]")
 
 
-def entity_frame(lake: Lake, service: str, ds: str) -> pd.DataFrame:
+def entity_frame(lake: Lake, service: str, ds: date) -> pd.DataFrame:
     """The rows a training set is built for, with `event_timestamp` = the event's own time.
 
     itemltv_v1: one row per ItemLTV sample (an exposure of a cohort item, label and treatment kept);
@@ -166,10 +166,9 @@ def service_refs(store, service: str, views: set[str] | None = None) -> list[str
             if views is None or p.name in views for f in p.features]
 
 
-def training_set(cfg: FeatureStoreConfig, lake: Lake, service: str, ds: str, spark_master: str = "local[*]") -> pa.Table:
+def training_set(cfg: FeatureStoreConfig, lake: Lake, service: str, ds: date, spark_master: str = "local[*]") -> pa.Table:
     """Build and write `samples/training_<service>/ds=<ds>` (entity rows + their PIT features),
     with the column types Feast declares (so partitions concatenate)."""
-    ds = to_ds(ds)
     store = open_store(cfg, lake, spark_master)
     out = historical_features(store, entity_frame(lake, service, ds), service, arrow=True)
     keys = [(c, "ascending") for c in ("event_timestamp", "request_id", "item_id") if c in out.column_names]
@@ -216,9 +215,9 @@ def frozen_heap():
         gc.unfreeze()
 
 
-def materialize(cfg: FeatureStoreConfig, lake: Lake, ds: str, spark_master: str = "local[*]") -> None:
+def materialize(cfg: FeatureStoreConfig, lake: Lake, ds: date, spark_master: str = "local[*]") -> None:
     """Load the feature rows of the data interval [ds 00:00, ds+1 00:00) UTC into the online store."""
-    start = datetime.fromisoformat(to_ds(ds)).replace(tzinfo=UTC)
+    start = datetime.combine(ds, time(), tzinfo=UTC)
     store = open_store(cfg, lake, spark_master)
     with writer_lock(lake), frozen_heap():
         try:

@@ -16,9 +16,9 @@ COHORT_OFFSET = NEW_ITEM_DAYS + LABEL_DAYS - 1       # 36: listing day -> last l
 LABEL_WINDOW = range(NEW_ITEM_DAYS, COHORT_OFFSET + 1)   # the label days as listing ages
 
 
-def cohort_listing_day(ds: str | date) -> date:
+def cohort_listing_day(ds: date) -> date:
     """The listing day of the cohort whose label window ends on `ds`."""
-    return date.fromisoformat(str(ds)[:10]) - timedelta(days=COHORT_OFFSET)
+    return ds - timedelta(days=COHORT_OFFSET)
 
 
 def is_new(age_days: int) -> bool:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 
 import pyarrow as pa
 
-from foundation.lake import to_ds
+from foundation.lake import partition_dir
 from foundation.schemas import RAW_SCHEMAS, TRUTH_SCHEMAS
 
 
@@ -38,8 +39,8 @@ class Dataset:
         """`lake.read_partition(*DATASET, ds)` unpacks to (zone, table)."""
         return iter((self.zone, self.table))
 
-    def key(self, ds: str) -> str:
-        return f"{self.zone}/{self.table}/ds={to_ds(ds)}"
+    def key(self, ds: date) -> str:
+        return f"{self.zone}/{self.table}/{partition_dir(ds)}"
 
 
 _SIM = "simulator"
@@ -77,32 +78,32 @@ def training_set(service: str) -> Dataset:
 
 
 # -- keys outside the partitioned tables -----------------------------------------------------------
-def report_prefix(subsystem: str, ds: str) -> str:
+def report_prefix(subsystem: str, ds: date) -> str:
     """Reports of one subsystem and day: metrics.json, plots (`reports/<subsystem>/ds=<ds>`)."""
-    return f"reports/{subsystem}/ds={to_ds(ds)}"
+    return f"reports/{subsystem}/{partition_dir(ds)}"
 
 
-def report_key(subsystem: str, ds: str, name: str = "metrics.json") -> str:
+def report_key(subsystem: str, ds: date, name: str = "metrics.json") -> str:
     return f"{report_prefix(subsystem, ds)}/{name}"
 
 
-def gate_result_key(ds: str, dataset: str) -> str:
+def gate_result_key(ds: date, dataset: str) -> str:
     """The stored result of one gate (`validation/gate_results/ds=<ds>/<dataset>.json`)."""
-    return f"validation/gate_results/ds={to_ds(ds)}/{dataset}.json"
+    return f"validation/gate_results/{partition_dir(ds)}/{dataset}.json"
 
 
-def data_docs_prefix(dataset: str, ds: str) -> str:
+def data_docs_prefix(dataset: str, ds: date) -> str:
     """GX Data Docs of one gate run (`validation/data_docs/<dataset>/ds=<ds>/`)."""
-    return f"validation/data_docs/{dataset}/ds={to_ds(ds)}"
+    return f"validation/data_docs/{dataset}/{partition_dir(ds)}"
 
 
 def model_prefix(name: str) -> str:
     return f"models/{name}/"
 
 
-def model_key(name: str, ds: str, file: str = "model.safetensors") -> str:
+def model_key(name: str, ds: date, file: str = "model.safetensors") -> str:
     """A model checkpoint in the lake's `models` zone (`models/<name>/ds=<ds>/<file>`)."""
-    return f"models/{name}/ds={to_ds(ds)}/{file}"
+    return f"models/{name}/{partition_dir(ds)}/{file}"
 
 
 # -- key functions shared by writers and readers ---------------------------------------------------
@@ -112,16 +113,16 @@ def query_id(text: str) -> int:
 
 
 # -- pipeline step timings (written by `growthgr.pipeline.timed`, read by `growthgr.report`) --------
-def pipeline_step_key(ds: str, step: str) -> str:
+def pipeline_step_key(ds: date, step: str) -> str:
     """One step's latest run for ds: step, status, seconds, start/end UTC
     (`reports/pipeline/ds=<ds>/steps/<step>.json`)."""
     return f"{report_prefix('pipeline', ds)}/steps/{step}.json"
 
 
-def pipeline_step_log_key(ds: str, step: str) -> str:
+def pipeline_step_log_key(ds: date, step: str) -> str:
     """The traceback of a failed step's latest run (`reports/pipeline/ds=<ds>/steps/<step>.log`)."""
     return f"{report_prefix('pipeline', ds)}/steps/{step}.log"
 
 
-def pipeline_steps_prefix(ds: str) -> str:
+def pipeline_steps_prefix(ds: date) -> str:
     return f"{report_prefix('pipeline', ds)}/steps/"

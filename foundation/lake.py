@@ -95,18 +95,26 @@ def parse_ds(value: str | date | datetime) -> date:
 
 
 def to_ds(value: str | date | datetime) -> str:
-    """Normalise a logical date to `YYYY-MM-DD` (rejects anything else)."""
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return date.fromisoformat(value).isoformat()
+    """`YYYY-MM-DD` of a logical date. Transitional: past the edge code passes `date`s and formats
+    them with f"{ds}"; remove once nothing imports it."""
+    return _iso(value)
 
 
-def ds_range(start: str | date, end: str | date) -> list[str]:
-    """Every `ds` from `start` to `end`, inclusive."""
-    first, last = date.fromisoformat(to_ds(start)), date.fromisoformat(to_ds(end))
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+def _iso(ds: str | date | datetime) -> str:
+    """The lake boundary's one normaliser: a `ds` given as a date or a `YYYY-MM-DD` string, as the
+    partition key spells it (a bad value raises `BadDate`)."""
+    return parse_ds(ds).isoformat()
+
+
+def partition_dir(ds: str | date) -> str:
+    """The folder name of one day's partition, `ds=YYYY-MM-DD` (every lake, report, gate and model key)."""
+    return f"ds={_iso(ds)}"
+
+
+def ds_range(start: str | date, end: str | date) -> list[date]:
+    """Every day from `start` to `end`, inclusive."""
+    first, last = parse_ds(start), parse_ds(end)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def normalise_timestamps(table: pa.Table) -> pa.Table:
@@ -182,7 +190,7 @@ class Lake:
     # -- keys -------------------------------------------------------------
     @staticmethod
     def partition_key(zone: str, table: str, ds: str | date) -> str:
-        return f"{zone}/{table}/ds={to_ds(ds)}"
+        return f"{zone}/{table}/{partition_dir(ds)}"
 
     def staging_key(self, zone: str, table: str, ds: str | date, write_id: str) -> str:
         """Where the files of one write attempt go before they are committed."""
@@ -339,7 +347,7 @@ class Lake:
             t = self.read_partition(zone, table, ds, columns)
             parts.append(t.append_column("ds", pa.array([ds] * t.num_rows, pa.string())))
         if not parts:
-            raise PartitionNotFound(f"no partitions of {zone}/{table} between {to_ds(start)} and {to_ds(end)}")
+            raise PartitionNotFound(f"no partitions of {zone}/{table} between {_iso(start)} and {_iso(end)}")
         return pa.concat_tables(parts, promote_options="default")
 
     def list_partitions(
@@ -349,8 +357,8 @@ class Lake:
         prefix = f"{zone}/{table}/"
         found = sorted({ds for k in self.store.list(prefix)
                         if k.endswith("/" + MARKER) and (ds := _partition_ds(k[len(prefix):-len(MARKER) - 1]))})
-        lo = to_ds(start) if start else "0000-00-00"
-        hi = to_ds(end) if end else "9999-99-99"
+        lo = _iso(start) if start else "0000-00-00"
+        hi = _iso(end) if end else "9999-99-99"
         return [ds for ds in found if lo <= ds <= hi]
 
     def unknown_entries(self, zone: str, table: str) -> list[str]:

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import pendulum
@@ -50,7 +51,7 @@ def daily_dag_args() -> dict:
     }
 
 
-def run_ds(logical_date=None, data_interval_start=None) -> str:
+def run_ds(logical_date=None, data_interval_start=None) -> date:
     """The partition (`ds`) a DAG run processes - the one rule shared by the DAG tasks, the CLI and
     the tests, however the run was created.
 
@@ -64,12 +65,13 @@ def run_ds(logical_date=None, data_interval_start=None) -> str:
     when = logical_date if logical_date is not None else data_interval_start
     if when is None:
         raise ValueError("a DAG run has neither a logical date nor a data interval")
-    return pendulum.instance(when).in_timezone("UTC").date().isoformat()
+    day = pendulum.instance(when).in_timezone("UTC")
+    return date(day.year, day.month, day.day)
 
 
 def run_step(name: str) -> dict:
-    """What every DAG task runs: step `name` of `growthgr.steps` for its run's `ds` (`run_ds`), with
-    the settings of the environment."""
+    """What every DAG task runs: step `name` of `growthgr.steps` for its run's `ds` (`run_ds`: Airflow's
+    logical date parsed once, here), with the settings of the environment."""
     from airflow.sdk import get_current_context
 
     from foundation.config import load_settings
@@ -158,7 +160,7 @@ class _OnceFilter:
         return not seen
 
 
-def run_day(dag_id: str, ds: str) -> RunOutcome:
+def run_day(dag_id: str, ds: str | date) -> RunOutcome:
     """One run for `ds`: its logical date is ds 00:00 UTC (see `run_ds`)."""
     import logging
 
@@ -166,7 +168,7 @@ def run_day(dag_id: str, ds: str) -> RunOutcome:
     logger, once = logging.getLogger("airflow.sdk.definitions.dag"), _OnceFilter("No tasks to run")
     logger.addFilter(once)
     try:
-        run = dag.test(logical_date=pendulum.parse(ds, tz="UTC"))
+        run = dag.test(logical_date=pendulum.parse(f"{ds}", tz="UTC"))
     finally:
         logger.removeFilter(once)
     tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}

@@ -39,31 +39,27 @@ import typer
 
 from foundation import calendar, catalog
 from foundation.config import Settings, load_settings
-from foundation.lake import Lake, ds_range
+from foundation.lake import Lake, ds_range, parse_ds
 from foundation.logs import setup_logging
 
 log = logging.getLogger("growthgr.demo")
 
 
-def shift(ds: str, days: int) -> str:
-    return (date.fromisoformat(ds) + timedelta(days=days)).isoformat()
-
-
-def simulate_history(settings: Settings, days: int) -> str:
-    """Simulate `days` days from the configured start unless the lake has them; returns the last day."""
+def simulate_history(settings: Settings, first: date, days: int) -> date:
+    """Simulate `days` days from `first` unless the lake has them; returns the last day."""
     from simulator.run import next_start, simulate
 
     lake = Lake.from_settings(settings)
-    last = shift(settings.simulator.start_date, days - 1)
+    last = first + timedelta(days=days - 1)
     following = next_start(lake, settings.simulator)
     if following <= last:
-        remaining = (date.fromisoformat(last) - date.fromisoformat(following)).days + 1
+        remaining = (last - following).days + 1
         log.info("simulating %d day(s) %s..%s", remaining, following, last)
         simulate(lake, settings.simulator, start=following, days=remaining)
     return last
 
 
-def backfill_job(settings: Settings, job: str, table: tuple[str, str], days: list[str]) -> list[str]:
+def backfill_job(settings: Settings, job: str, table: tuple[str, str], days: list[date]) -> list[date]:
     """Spark job `job` for each of `days` whose output partition `table` (zone, name) is missing."""
     from spark_jobs.jobs import run_days
 
@@ -75,12 +71,12 @@ def backfill_job(settings: Settings, job: str, table: tuple[str, str], days: lis
     return todo
 
 
-def backfill_labels(settings: Settings, first_day: str, last: str) -> None:
+def backfill_labels(settings: Settings, first_day: date, last: date) -> None:
     """The label job for every day from the first closable cohort up to `last` (missing days only)."""
-    backfill_job(settings, "itemltv_labels", ("samples", "itemltv_labels"), ds_range(shift(first_day, calendar.COHORT_OFFSET), last))
+    backfill_job(settings, "itemltv_labels", ("samples", "itemltv_labels"), ds_range(first_day + timedelta(days=calendar.COHORT_OFFSET), last))
 
 
-def backfill_features(settings: Settings, last: str, days: int) -> None:
+def backfill_features(settings: Settings, last: date, days: int) -> None:
     """The Spark feature job for the last `days` history days up to `last` (missing days only), then
     the ItemLTV training sets already built are rebuilt so they pick the new features up.
 
@@ -91,19 +87,19 @@ def backfill_features(settings: Settings, last: str, days: int) -> None:
     from features.store import training_set
     from models.itemltv.data import SERVICE, TRAINING_TABLE
 
-    if backfill_job(settings, "features", ("features", "item_features"), ds_range(shift(last, 1 - days), last)):
+    if backfill_job(settings, "features", ("features", "item_features"), ds_range(last - timedelta(days=days - 1), last)):
         lake = Lake.from_settings(settings)
         for ds in lake.list_partitions(*TRAINING_TABLE):
-            training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
+            training_set(settings.feast, lake, SERVICE, date.fromisoformat(ds), settings.spark.master)
 
 
-def backfill_gr_samples(settings: Settings, last: str) -> list[str]:
+def backfill_gr_samples(settings: Settings, last: date) -> list[date]:
     """`gr_samples` for the last `train_days + eval_days - 1` history days up to `last` (missing
     days only): with the first live day, the first MultiGR lineage holds out the newest `eval_days`
     days and trains from scratch on the `train_days` before them (`models.multigr.daily`)."""
     daily = settings.multigr.daily
     n = daily.train_days + daily.eval_days - 1
-    return backfill_job(settings, "gr_samples", tuple(catalog.GR_SAMPLES), ds_range(shift(last, 1 - n), last))
+    return backfill_job(settings, "gr_samples", tuple(catalog.GR_SAMPLES), ds_range(last - timedelta(days=n - 1), last))
 
 
 def multigr_lines(report: dict, url: str) -> list[str]:
@@ -132,7 +128,7 @@ def multigr_lines(report: dict, url: str) -> list[str]:
     return lines
 
 
-def summary(settings: Settings, days: list[str]) -> str:
+def summary(settings: Settings, days: list[date]) -> str:
     from foundation.releases import ReleaseStore
 
     lake, store = Lake.from_settings(settings), ReleaseStore.from_settings(settings)
@@ -169,7 +165,7 @@ def summary(settings: Settings, days: list[str]) -> str:
     return "\n".join(lines)
 
 
-def step_times(settings: Settings, days: list[str]) -> list[str]:
+def step_times(settings: Settings, days: list[date]) -> list[str]:
     """Per day: the pipeline steps' recorded durations (`growthgr.pipeline.timed`), longest first."""
     from growthgr.report import timing_records
 
@@ -183,7 +179,7 @@ def step_times(settings: Settings, days: list[str]) -> list[str]:
     return lines
 
 
-def failure_line(settings: Settings, ds: str, tasks: dict[str, str]) -> str:
+def failure_line(settings: Settings, ds: date, tasks: dict[str, str]) -> str:
     """One readable line for a failed day: the failed task, the last line of its error and where
     the traceback is (the step's record, `growthgr.pipeline.timed`); the output above otherwise."""
     from growthgr.report import timing_records
@@ -197,7 +193,7 @@ def failure_line(settings: Settings, ds: str, tasks: dict[str, str]) -> str:
     return f"{ds}: task {', '.join(failed)} failed: {last[0]}  (log: {r.get('log', 'the output above')})"
 
 
-def write_html_report(settings: Settings, ds: str) -> str:
+def write_html_report(settings: Settings, ds: date) -> str:
     """The day's self-contained HTML report (`growthgr.report`) in the lake; returns its URL."""
     from foundation.releases import ReleaseStore
     from growthgr.report import write_report
@@ -206,7 +202,7 @@ def write_html_report(settings: Settings, ds: str) -> str:
     return lake.store.url(write_report(lake, ds, ReleaseStore.from_settings(settings).get("current").manifest))
 
 
-def airflow_ui_hint(airflow_home: Path, days: list[str]) -> str:
+def airflow_ui_hint(airflow_home: Path, days: list[date]) -> str:
     """How to look at the demo's DAG runs in the Airflow UI (same SQLite metadata DB)."""
     home = airflow_home.absolute()
     return (f"Airflow UI: AIRFLOW_HOME={home} AIRFLOW__CORE__DAGS_FOLDER={home.parent / 'dags'} "
@@ -215,7 +211,7 @@ def airflow_ui_hint(airflow_home: Path, days: list[str]) -> str:
             f"(and simulate_platform_day for the same days)")
 
 
-def run_live_days(settings: Settings, days: list[str], airflow_home: Path, inject_fault: str | None) -> None:
+def run_live_days(settings: Settings, days: list[date], airflow_home: Path, inject_fault: str | None) -> None:
     """The simulate and daily DAGs for each live day; with `inject_fault` the last day's raw logs are
     simulated with that fault first. Exits 1 with one line per failed day."""
     from growthgr.cli.pipeline import run_days
@@ -273,13 +269,13 @@ def main(
     os.environ["GROWTHGR_ORCHESTRATION__RETRIES"] = str(retries)
     os.environ["GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES"] = "0"
     settings = load_settings()
-    total, first = days or settings.simulator.days, settings.simulator.start_date
-    history_end = simulate_history(settings, total - live_days)
+    total, first = days or settings.simulator.days, parse_ds(settings.simulator.start_date)
+    history_end = simulate_history(settings, first, total - live_days)
     backfill_labels(settings, first, history_end)
     if feature_days:
         backfill_features(settings, history_end, feature_days)
     backfill_gr_samples(settings, history_end)
-    live = ds_range(shift(history_end, 1), shift(history_end, live_days))
+    live = ds_range(history_end + timedelta(days=1), history_end + timedelta(days=live_days))
     run_live_days(settings, live, airflow_home, inject_fault)
     if study_seeds:
         from models.itemltv.study import run_study

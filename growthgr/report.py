@@ -23,10 +23,10 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from foundation import catalog
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def json_html(name: str, data: object, max_rows: int = 60) -> str:
             f"<table><tr><th>field</th><th>value</th></tr>{body}</table>{more}</details>")
 
 
-def subsystem_section(lake: Lake, subsystem: str, ds: str) -> Section | None:
+def subsystem_section(lake: Lake, subsystem: str, ds: date) -> Section | None:
     """The section of one subsystem's report directory for `ds` (None when it has no file)."""
     prefix = catalog.report_prefix(subsystem, ds) + "/"
     keys = sorted(k for k in lake.store.list(prefix) if "/" not in k[len(prefix):])
@@ -121,7 +121,7 @@ def subsystem_section(lake: Lake, subsystem: str, ds: str) -> Section | None:
     return section
 
 
-def timing_records(lake: Lake, ds: str) -> list[dict]:
+def timing_records(lake: Lake, ds: date) -> list[dict]:
     """The day's pipeline step records (`growthgr.pipeline.timed`), in the order they started."""
     prefix = catalog.pipeline_steps_prefix(ds)
     records = [json.loads(lake.store.get_bytes(k)) for k in sorted(lake.store.list(prefix)) if k.endswith(".json")]
@@ -155,7 +155,7 @@ def timings_png(records: list[dict]) -> bytes:
     return buf.getvalue()
 
 
-def timings_parts(lake: Lake, ds: str) -> list[str]:
+def timings_parts(lake: Lake, ds: date) -> list[str]:
     """Table + bar plot of the day's step durations (empty when no step recorded one)."""
     records = timing_records(lake, ds)
     if not records:
@@ -173,7 +173,7 @@ def timings_parts(lake: Lake, ds: str) -> list[str]:
     return [note, table, image_html("pipeline_timings.png", timings_png(records))]
 
 
-def gates_section(lake: Lake, ds: str) -> Section | None:
+def gates_section(lake: Lake, ds: date) -> Section | None:
     """The day's stored gate results: gate, passed, expectations, failures."""
     prefix = catalog.gate_result_key(ds, "x").rsplit("/", 1)[0] + "/"
     keys = sorted(k for k in lake.store.list(prefix) if k.endswith(".json"))
@@ -199,9 +199,8 @@ def release_section(manifest: dict | None) -> Section | None:
     return Section("Serving release", "release", [json_html(str(manifest.get("release_id", "manifest")), manifest)])
 
 
-def collect(lake: Lake, ds: str, manifest: dict | None = None) -> list[Section]:
+def collect(lake: Lake, ds: date, manifest: dict | None = None) -> list[Section]:
     """Every section of the page for `ds`, known subsystems first."""
-    ds = to_ds(ds)
     found = {k.split("/")[1] for k in lake.store.list("reports/") if f"/ds={ds}/" in k}
     names = [s for s in ORDER if s in found] + sorted(found - set(ORDER) - {REPORT})
     sections = []
@@ -228,7 +227,7 @@ figcaption{font-size:.8em;color:#555} summary{cursor:pointer;margin:.6em 0;color
 """
 
 
-def render(sections: list[Section], ds: str, title: str = "GrowthGR daily report") -> str:
+def render(sections: list[Section], ds: date, title: str = "GrowthGR daily report") -> str:
     """The self-contained page."""
     nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{"".join(s.parts)}</section>'
@@ -239,9 +238,8 @@ def render(sections: list[Section], ds: str, title: str = "GrowthGR daily report
             f"<p class='note'>generated {stamp} from the lake's reports zone</p><nav>{nav}</nav>{body}</body></html>")
 
 
-def write_report(lake: Lake, ds: str, manifest: dict | None = None) -> str:
+def write_report(lake: Lake, ds: date, manifest: dict | None = None) -> str:
     """Render the page for `ds` into the lake; returns its key."""
-    ds = to_ds(ds)
     sections = collect(lake, ds, manifest)
     page = render(sections, ds)
     key = catalog.report_key(REPORT, ds, "index.html")

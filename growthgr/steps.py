@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from foundation import catalog
 from foundation.config import Settings
+from foundation.lake import parse_ds
 from growthgr import pipeline
 
 RAW_LOGS = "growthgr://lake/raw"           # the Asset a day's raw logs update (simulator DAG or export)
@@ -28,7 +30,7 @@ class Step:
     """One step of the daily pipeline (see the module doc)."""
 
     name: str
-    run: Callable[[Settings, str], dict]
+    run: Callable[[Settings, date], dict]
     after: tuple[str, ...] = ()
     gate: str | None = None              # the dataset whose gate result the step stores
     publish: bool = False                # `publish` requires that gate result to have passed
@@ -38,14 +40,15 @@ class Step:
     inlets: tuple[str, ...] = ()         # Asset URIs
     outlets: tuple[str, ...] = ()
 
-    def __call__(self, settings: Settings, ds: str) -> dict:
-        """Run the step for `ds`, recording its duration and outcome under its name."""
-        return pipeline.timed(self.run, settings, ds, name=self.name)
+    def __call__(self, settings: Settings, ds: str | date) -> dict:
+        """Run the step for `ds` (parsed here, once: the step function gets a `date`), recording its
+        duration and outcome under its name."""
+        return pipeline.timed(self.run, settings, parse_ds(ds), name=self.name)
 
 
-def gx_gate(dataset: str) -> Callable[[Settings, str], dict]:
+def gx_gate(dataset: str) -> Callable[[Settings, date], dict]:
     """The Great Expectations gate of `dataset` as a step function."""
-    def run(settings: Settings, ds: str) -> dict:
+    def run(settings: Settings, ds: date) -> dict:
         return pipeline.gate(settings, dataset, ds)
 
     run.__name__ = run.__qualname__ = f"gate_{dataset}"
@@ -57,7 +60,7 @@ def publish_gates() -> tuple[str, ...]:
     return tuple(s.gate for s in DAILY if s.gate and s.publish)
 
 
-def publish(settings: Settings, ds: str) -> dict:
+def publish(settings: Settings, ds: date) -> dict:
     """`growthgr.pipeline.publish` behind the gate results of `publish_gates()`."""
     return pipeline.publish(settings, ds, publish_gates())
 

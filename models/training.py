@@ -1,16 +1,9 @@
-"""The one Lightning Trainer factory of every model (ItemLTV, RQ-VAE, MultiGR, DR), and the one
-checkpoint format of the config-built models (MultiGR, DR).
+"""The one Lightning Trainer factory of every model (ItemLTV, RQ-VAE, MultiGR, DR); their one
+checkpoint format is `models.checkpoint`.
 
     trainer = build_trainer(settings.trainer, max_epochs=20, monitor="val_loss", patience=5)
     trainer.fit(module, datamodule=dm)
     best = best_state(trainer)          # weights of the best monitored epoch (or None)
-
-    weights, config = checkpoint_bytes(model, {"ds": ds})          # safetensors + config.json bytes
-    model = checkpoint_from_bytes(weights, config, MultiGR, MultiGRConfig)
-    save_checkpoint(model, "ckpt/"); model = load_checkpoint("ckpt/", MultiGR, MultiGRConfig)
-
-A checkpoint is `model.safetensors` (the state dict) + `config.json`: `{"config": model.cfg,
-"sha256": of the weights, **extra}`; a model class is built as `model_cls(config_cls(...))`.
 
 Where and how it trains comes from `TrainerConfig` (CPU by default, `gpu` + `bf16-mixed` + DDP by
 config). Model selection uses Lightning's own `ModelCheckpoint` (best `monitor` value, kept in a
@@ -20,21 +13,15 @@ temporary directory, never in the lake) and `EarlyStopping`.
 from __future__ import annotations
 
 import atexit
-import hashlib
-import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from pydantic import BaseModel
-from safetensors.torch import load as load_weights
-from safetensors.torch import save as save_weights
 
 from foundation.sections.trainer import TrainerConfig
 
@@ -93,43 +80,3 @@ def best_state(trainer: L.Trainer, prefix: str = "model.") -> dict[str, torch.Te
 def best_score(trainer: L.Trainer) -> float:
     ckpt = checkpoint_callback(trainer)
     return float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else float("nan")
-
-
-# -- checkpoints of config-built models (MultiGR, DR) ----------------------------------------------
-M = TypeVar("M", bound=torch.nn.Module)
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def checkpoint_bytes(model: torch.nn.Module, extra: dict[str, Any] | None = None) -> tuple[bytes, bytes]:
-    """(safetensors weights, config.json) of a model with a pydantic `cfg`; the config names the
-    weights' sha256 (a torn pair is detected on loading)."""
-    blob = save_weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    meta = {**(extra or {}), "config": model.cfg.model_dump(mode="json"), "sha256": hashlib.sha256(blob).hexdigest()}
-    return blob, json.dumps(meta, indent=2, sort_keys=True).encode()
-
-
-def checkpoint_from_bytes(blob: bytes, config: bytes | dict, model_cls: Callable[[Any], M],
-                          config_cls: type[BaseModel]) -> M:
-    """The model (eval mode) of a `checkpoint_bytes` pair; raises ValueError when the config names a
-    sha256 the weights do not have."""
-    meta = json.loads(config) if isinstance(config, (bytes, str)) else config
-    if meta.get("sha256") and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise ValueError("checkpoint weights do not match the sha256 of their config.json")
-    model = model_cls(config_cls.model_validate(meta["config"]))
-    model.load_state_dict(load_weights(blob))
-    return model.eval()
-
-
-def save_checkpoint(model: torch.nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """`model.safetensors` + `config.json` (`checkpoint_bytes`) in the directory `path`."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    blob, config = checkpoint_bytes(model, extra)
-    (path / WEIGHTS).write_bytes(blob)
-    (path / CONFIG).write_bytes(config)
-    return path
-
-
-def load_checkpoint(path: str | Path, model_cls: Callable[[Any], M], config_cls: type[BaseModel]) -> M:
-    path = Path(path)
-    return checkpoint_from_bytes((path / WEIGHTS).read_bytes(), (path / CONFIG).read_bytes(), model_cls, config_cls)

@@ -88,20 +88,22 @@ import numpy as np
 import pyarrow as pa
 
 from foundation.calendar import NEW_ITEM_DAYS
-from foundation.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS, TRUTH_SCHEMAS
-from foundation.sections.simulator import SimulatorConfig
 from simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
-from simulator.text import (
-    ATTRIBUTES,
-    CATEGORIES,
-    N_CATEGORIES,
-    NOUNS,
-    attribute_strings,
-    queries,
-    titles,
+from simulator.equations import (
+    affinity,
+    growth_increment,
+    label_rate,
+    label_window_orders,
+    poisson_icdf,
+    sigmoid,
 )
+from simulator.site_orders import site_orders
+from simulator.tables import Funnel, Slate, catalog_tables, catalog_truth, click_effects_table, funnel_tables
+from simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, queries
 from simulator.world import (
     RECENT_QUERIES,
+    US,
+    US_PER_DAY,
     World,
     append,
     cells,
@@ -110,14 +112,9 @@ from simulator.world import (
     new_users,
 )
 
-US_PER_DAY = 86_400_000_000
-US = 1_000_000
-LINK_LOOKBACK_DAYS = 7
-MAIN = "main"
-PROFILE_STREAM = 4          # day_rng stream of the declared profile fields (raw/users)
-# P(age band) for niche enthusiasts and mass consumers (overlapping; niche skews younger).
-AGE_BAND_P_NICHE = (0.32, 0.30, 0.18, 0.12, 0.08)
-AGE_BAND_P_MASS = (0.16, 0.24, 0.24, 0.20, 0.16)
+# importable from here as before: the equations (`simulator.equations`) and the tables (`simulator.tables`)
+__all__ = ["DayOutput", "affinity", "catalog_tables", "growth_increment", "label_rate", "label_window_orders",
+           "poisson_icdf", "simulate_day"]
 
 
 @dataclass(frozen=True)
@@ -125,58 +122,6 @@ class DayOutput:
     raw: dict[str, pa.Table]
     truth: dict[str, pa.Table]
 
-
-@dataclass(frozen=True)
-class Slate:
-    """Ranked candidates of the day's requests: W columns per request, -1 padded at the end."""
-
-    item: np.ndarray       # int64 (R, W) catalog row
-    score: np.ndarray      # float64 (R, W)
-    channel: np.ndarray    # int16 (R, W) 0 = main, k = channels[k - 1]
-    relevance: np.ndarray  # float64 (R, W)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def poisson_icdf(u: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """Inverse CDF of Poisson(lam) at u: one uniform per draw, so common random numbers couple draws."""
-    lam = np.minimum(lam, 500.0)
-    k = np.zeros(len(u), dtype=np.int64)
-    p = np.exp(-lam)
-    cdf = p.copy()
-    active = np.flatnonzero(u > cdf)
-    limit = lam + 12.0 * np.sqrt(lam) + 30.0
-    i = 0
-    while len(active):
-        i += 1
-        p[active] *= lam[active] / i
-        cdf[active] += p[active]
-        k[active] += 1
-        active = active[(u[active] > cdf[active]) & (i < limit[active])]
-    return k
-
-
-def label_rate(base_demand: np.ndarray, growth: np.ndarray) -> np.ndarray:
-    """Expected orders/day after the new-item period: (1 + B) e^G - 1."""
-    return (1.0 + base_demand) * np.exp(growth) - 1.0
-
-
-def label_window_orders(base_demand: np.ndarray, growth: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """Orders per item and day of the label window given the per-day uniforms U (n, days): int64 (n, days)."""
-    lam = np.repeat(label_rate(base_demand, growth)[:, None], uniforms.shape[1], axis=1)
-    return poisson_icdf(uniforms.ravel(), lam.ravel()).reshape(uniforms.shape)
-
-
-def affinity(user_offset: np.ndarray, item_offset: np.ndarray, scale: float) -> np.ndarray:
-    return np.exp(-((user_offset - item_offset) ** 2).sum(-1) / (2.0 * scale**2))
-
-
-def growth_increment(cfg: SimulatorConfig, aff: np.ndarray, age: np.ndarray, prior_exposures: np.ndarray) -> np.ndarray:
-    """delta(u, i, a): the growth-state increment of one click (see the module docstring)."""
-    shape = cfg.growth_kappa * (cfg.growth_floor + (1.0 - cfg.growth_floor) * aff) * np.exp(-age / cfg.growth_age_tau)
-    return shape / (1.0 + prior_exposures / cfg.growth_saturation) * (age < NEW_ITEM_DAYS)
 
 
 # -- 1. arrivals ----------------------------------------------------------------------------------
@@ -330,15 +275,6 @@ def apply_channels(w: World, day: int, req: RequestBatch, slate: Slate, channels
 
 # -- 5-8. exposure, clicks, orders, growth ----------------------------------------------------------
 
-@dataclass(frozen=True)
-class Funnel:
-    exposed: np.ndarray    # bool (R, W)
-    clicked: np.ndarray    # bool (R, W)
-    bought: np.ndarray     # bool (R, W) search purchases
-    site_n: np.ndarray     # int64 (N,) site-wide orders per item
-    age: np.ndarray        # int32 (R, W) item age in days
-
-
 def funnel(w: World, day: int, slate: Slate, user_row: np.ndarray, u_demand: np.ndarray,
            rng: np.random.Generator) -> Funnel:
     """Exposure with position bias, clicks, conversion (new items) and demand-driven orders (mature items)."""
@@ -410,39 +346,6 @@ def growth_clicks(item_id: np.ndarray, slate: Slate, req: RequestBatch, fun: Fun
     return clicks ^ (np.isin(cells, keys) & fun.exposed)
 
 
-# -- site-wide orders -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SiteOrders:
-    item: np.ndarray          # int64 (S,) catalog row
-    buyer: np.ndarray         # int64 (S,) user row
-    linked: np.ndarray        # int64 (S,) request_id, -1 = none
-    link_score: np.ndarray    # float64 (S,) nan where none
-    ts: np.ndarray            # int64 (S,) us
-
-
-def site_orders(w: World, day: int, site_n: np.ndarray, rng: np.random.Generator) -> SiteOrders:
-    """Buyers from the item's category; each order linked to the buyer's most relevant recent query."""
-    it, users = w.items, w.users
-    item = np.repeat(np.arange(w.n_items), site_n)
-    cat = it["category"][item]
-    by_home = np.argsort(users["home_cat"], kind="stable")
-    bounds = np.searchsorted(users["home_cat"][by_home], np.arange(N_CATEGORIES + 1))
-    count = (bounds[1:] - bounds[:-1])[cat]
-    u = rng.random(len(item))
-    in_cat = by_home[np.minimum(bounds[cat] + (u * count).astype(np.int64), w.n_users - 1)]
-    buyer = np.where(count > 0, in_cat, (u * w.n_users).astype(np.int64))
-    recent_ok = (users["recent_req"][buyer] >= 0) & (users["recent_day"][buyer] >= day - LINK_LOOKBACK_DAYS)
-    dist2 = ((users["recent_qoff"][buyer] - it["offset"][item][:, None, :]) ** 2).sum(-1)     # (S, 3)
-    score = np.exp(-0.5 * dist2) * np.where(users["recent_cat"][buyer] == cat[:, None], 1.0, 0.1)
-    score = np.where(recent_ok, score, -1.0)
-    best = score.argmax(1)
-    has = score.max(1, initial=-1.0) >= 0
-    linked = np.where(has, users["recent_req"][buyer, best], -1)
-    ts = day * US_PER_DAY + rng.integers(0, US_PER_DAY, len(item))
-    return SiteOrders(item, buyer, linked, np.where(has, score[np.arange(len(item)), best], np.nan), ts)
-
-
 # -- state update ---------------------------------------------------------------------------------
 
 def update_items(w: World, orders_per_item: np.ndarray, exposures_per_item: np.ndarray, delta_growth: np.ndarray) -> None:
@@ -471,126 +374,6 @@ def update_recent_queries(w: World, day: int, req: RequestBatch, user_row: np.nd
         new[u_sorted[keep], from_end[keep]] = today[order][keep]
         users[name] = new
 
-
-# -- tables ---------------------------------------------------------------------------------------
-
-def ts_array(us: np.ndarray) -> pa.Array:
-    return pa.array(us.astype(np.int64), pa.timestamp("us", tz="UTC"))
-
-
-def date_array(days: np.ndarray) -> pa.Array:
-    return pa.array(days.astype(np.int32), pa.int32()).cast(pa.date32())
-
-
-def table(name: str, columns: dict, truth: bool = False) -> pa.Table:
-    schema = (TRUTH_SCHEMAS if truth else RAW_SCHEMAS)[name]
-    return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)
-
-
-def catalog_tables(w: World, day: int) -> dict[str, pa.Table]:
-    """Raw items and users first announced on `day` (the first day also carries the initial population)."""
-    it, us, s = w.items, w.users, w.structure
-    rows = np.flatnonzero(it["announce_day"] == day)
-    cat = it["category"][rows]
-    brands = [str(b) for b in s.brand_names[it["brand"][rows]]]
-    nouns = [NOUNS[c][n] for c, n in zip(cat.tolist(), it["noun"][rows].tolist(), strict=True)]
-    listed_at = it["listing_day"][rows].astype(np.int64) * US_PER_DAY + (it["item_id"][rows] * 7919 % 86_400) * US
-    items = table("items", {
-        "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
-        "listed_at": ts_array(listed_at), "title": titles(brands, it["attrs"][rows, :2], nouns),
-        "category_id": cat, "category": [CATEGORIES[c] for c in cat.tolist()], "brand": brands,
-        "attributes": attribute_strings(it["attrs"][rows]), "price": it["price"][rows],
-    })
-    u = np.flatnonzero(us["announce_day"] == day)
-    region, age_band = declared_profile(us["home_cat"][u], us["niche"][u] >= 0, day_rng(w.seed, day, PROFILE_STREAM))
-    users = table("users", {
-        "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
-        "region": region, "age_band": age_band,
-    })
-    return {"items": items, "users": users}
-
-
-def declared_profile(home_cat: np.ndarray, is_niche: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
-    """The profile fields users declare (region, age band): correlated with the latent traits,
-    never revealing them. Region = home category mod 8 with probability 1/2, else uniform over
-    the 8 regions; the age band skews younger for niche enthusiasts than for mass consumers.
-    Drawn from their own stream (`PROFILE_STREAM`), so no other draw of the day changes."""
-    n = len(home_cat)
-    region = np.where(rng.random(n) < 0.5, home_cat % len(REGIONS), rng.integers(0, len(REGIONS), n))
-    cdf = np.cumsum(np.where(is_niche[:, None], AGE_BAND_P_NICHE, AGE_BAND_P_MASS), axis=1)
-    band = np.minimum((rng.random(n)[:, None] >= cdf).sum(axis=1), len(AGE_BANDS) - 1)
-    return [REGIONS[r] for r in region.tolist()], [AGE_BANDS[b] for b in band.tolist()]
-
-
-def catalog_truth(w: World, day: int) -> dict[str, pa.Table]:
-    """Truth rows of the items and users first announced on `day`: item outcomes, user latents."""
-    it, us = w.items, w.users
-    rows = np.flatnonzero(it["announce_day"] == day)
-    outcomes = table("item_outcomes", {
-        "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
-        "y0": np.log1p(it["base_demand"][rows]),
-    }, truth=True)
-    u = np.flatnonzero(us["announce_day"] == day)
-    users = table("users", {
-        "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
-        "segment": np.where(us["niche"][u] >= 0, "niche", "mass").tolist(), "home_category_id": us["home_cat"][u],
-        "niche_id": us["niche"][u], "activity": us["activity"][u], "price_sensitivity": us["price_sens"][u],
-    }, truth=True)
-    return {"item_outcomes": outcomes, "users": users}
-
-
-def order_columns(first_id: int, price: np.ndarray, rng: np.random.Generator) -> dict:
-    n = len(price)
-    quantity = (1 + (rng.random(n) < 0.2) + (rng.random(n) < 0.05)).astype(np.int32)
-    return {"order_id": np.arange(first_id, first_id + n, dtype=np.int64), "price": price,
-            "quantity": quantity, "gmv": np.round(price * quantity, 2)}
-
-
-def funnel_tables(w: World, req: RequestBatch, user_row: np.ndarray, req_ts: np.ndarray, slate: Slate,
-                  fun: Funnel, site: SiteOrders, channel_names: Sequence[str],
-                  rng: np.random.Generator) -> dict[str, pa.Table]:
-    it = w.items
-    names = np.array([MAIN, *channel_names])
-    r_c, j_c = np.nonzero(slate.item >= 0)
-    r_e, j_e = np.nonzero(fun.exposed)
-    r_k, j_k = np.nonzero(fun.clicked)
-    click_ts = req_ts[r_k] + rng.integers(1, 120, len(r_k)) * US
-    bought = fun.bought[r_k, j_k]
-    r_b, j_b, buy_ts = r_k[bought], j_k[bought], click_ts[bought] + rng.integers(30, 1800, int(bought.sum())) * US
-    buy = order_columns(w.next_order_id, it["price"][slate.item[r_b, j_b]], rng)
-    site_cols = order_columns(w.next_order_id + len(r_b), it["price"][site.item], rng)
-    iid = lambda r, j: it["item_id"][slate.item[r, j]]  # noqa: E731
-    uid = w.users["user_id"]
-    return {
-        "search_requests": table("search_requests", {
-            "request_id": req.request_id, "user_id": req.user_id, "ts": ts_array(req_ts),
-            "query_text": req.query_text, "intent_category_id": req.category}),
-        "rank_candidates": table("rank_candidates", {
-            "request_id": req.request_id[r_c], "item_id": iid(r_c, j_c), "rank": j_c.astype(np.int32),
-            "score": slate.score[r_c, j_c], "channel": names[slate.channel[r_c, j_c]].tolist()}),
-        "exposures": table("exposures", {
-            "request_id": req.request_id[r_e], "user_id": req.user_id[r_e], "item_id": iid(r_e, j_e),
-            "position": j_e.astype(np.int32), "ts": ts_array(req_ts[r_e])}),
-        "clicks": table("clicks", {
-            "request_id": req.request_id[r_k], "user_id": req.user_id[r_k], "item_id": iid(r_k, j_k),
-            "position": j_k.astype(np.int32), "ts": ts_array(click_ts)}),
-        "purchases": table("purchases", buy | {
-            "request_id": req.request_id[r_b], "user_id": req.user_id[r_b], "item_id": iid(r_b, j_b),
-            "ts": ts_array(buy_ts)}),
-        "site_orders": table("site_orders", site_cols | {
-            "user_id": uid[site.buyer], "item_id": it["item_id"][site.item], "ts": ts_array(site.ts),
-            "linked_request_id": pa.array(site.linked, mask=site.linked < 0),
-            "link_score": pa.array(site.link_score, mask=np.isnan(site.link_score))}),
-    }
-
-
-def click_effects_table(w: World, req: RequestBatch, req_ts: np.ndarray, slate: Slate, fun: Funnel,
-                        delta: np.ndarray) -> pa.Table:
-    r, j = np.nonzero(fun.exposed & (fun.age < NEW_ITEM_DAYS))
-    return table("click_effects", {
-        "request_id": req.request_id[r], "user_id": req.user_id[r], "item_id": w.items["item_id"][slate.item[r, j]],
-        "ts": ts_array(req_ts[r]), "item_age_days": fun.age[r, j], "clicked": fun.clicked[r, j],
-        "true_uplift": delta[r, j]}, truth=True)
 
 
 # -- the day --------------------------------------------------------------------------------------

@@ -16,17 +16,17 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import pyarrow as pa
 from tqdm import tqdm
 
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake, parse_ds
 from foundation.sections.simulator import SimulatorConfig
 from simulator import faults as fault_lib
 from simulator.channels import ChannelSlot, FreshItemsChannel
 from simulator.engine import simulate_day
-from simulator.world import World, create_world, day_ds, day_index, day_rng, from_bytes, to_bytes
+from simulator.world import EPOCH, World, create_world, day_ds, day_index, day_rng, from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,10 @@ def open_world(lake: Lake, cfg: SimulatorConfig, seed: int, start: str) -> World
     return create_world(cfg, seed, day_index(start))
 
 
-def next_start(lake: Lake, cfg: SimulatorConfig) -> str:
+def next_start(lake: Lake, cfg: SimulatorConfig) -> date:
     """The day after the last stored state, or the configured start date."""
     states = saved_states(lake)
-    return day_ds(day_index(states[-1]) + 1) if states else to_ds(cfg.start_date)
+    return EPOCH + timedelta(days=day_index(states[-1]) + 1) if states else parse_ds(cfg.start_date)
 
 
 def simulate(
@@ -105,28 +105,29 @@ def simulate(
     cfg: SimulatorConfig,
     *,
     seed: int | None = None,
-    start: str | date | None = None,
+    start: date | None = None,
     days: int | None = None,
     inject: Sequence[str] = (),
-    inject_day: str | date | None = None,
+    inject_day: date | None = None,
     channels: Sequence[ChannelSlot] | None = None,
     progress: bool = True,
 ) -> RunSummary:
     """Simulate `days` days from `start` (default: continue the lake), writing raw, truth and state."""
     seed = cfg.seed if seed is None else seed
-    start = to_ds(start) if start else next_start(lake, cfg)
+    first = day_index(start or next_start(lake, cfg))
+    start = day_ds(first)
     days = cfg.days if days is None else days
     inject = fault_lib.check(inject)
-    inject_ds = to_ds(inject_day) if inject_day else (start if inject else None)
-    if inject and inject_ds not in {day_ds(d) for d in range(day_index(start), day_index(start) + days)}:
-        raise ValueError(f"--inject-day {inject_ds} is not one of the simulated days ({start} + {days} days)")
+    inject_at = day_index(inject_day) if inject_day else first
+    if inject and not first <= inject_at < first + days:
+        raise ValueError(f"--inject-day {day_ds(inject_at)} is not one of the simulated days ({start} + {days} days)")
     channels = default_channels(cfg) if channels is None else channels
     w = open_world(lake, cfg, seed, start)
     summary = RunSummary(start=start, end=start, days=days, seconds=0.0)
     t0 = time.perf_counter()
-    for day in tqdm(range(day_index(start), day_index(start) + days), desc="simulate", unit="day", disable=not progress):
+    for day in tqdm(range(first, first + days), desc="simulate", unit="day", disable=not progress):
         ds = day_ds(day)
-        raw, truth = run_day(w, day, channels, inject if ds == inject_ds else ())
+        raw, truth = run_day(w, day, channels, inject if day == inject_at else ())
         for zone, tables in (("raw", raw), ("truth", truth)):
             for name, t in tables.items():
                 lake.write_partition(zone, name, ds, t)

@@ -28,6 +28,9 @@ from foundation.calendar import NEW_ITEM_DAYS
 from foundation.sections.simulator import SimulatorConfig
 from simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, make_brands, make_niche_attributes
 
+US_PER_DAY = 86_400_000_000   # event times are microseconds since the epoch (UTC)
+US = 1_000_000
+
 EPOCH = date(1970, 1, 1)
 RECENT_QUERIES = 3          # remembered per user for linking site-wide orders
 NICHE_SPREAD, MASS_SPREAD, NICHE_RADIUS = 0.35, 0.5, 1.6

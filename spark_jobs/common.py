@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from foundation.catalog import RAW
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
 from foundation.schemas import RAW_SCHEMAS
 from spark_jobs import lake_source
 from spark_jobs.lake_source import Footer
@@ -49,17 +49,17 @@ class InputError(RuntimeError):
 
 
 # -- days -------------------------------------------------------------------
-def day(ds: str | date, offset: int = 0) -> date:
+def day(ds: date, offset: int = 0) -> date:
     """The UTC calendar day `ds + offset` days."""
-    return date.fromisoformat(to_ds(ds)) + timedelta(days=offset)
+    return ds + timedelta(days=offset)
 
 
-def days(ds: str | date, first: int, last: int) -> list[str]:
-    """`ds + first .. ds + last` (inclusive) as `YYYY-MM-DD` strings."""
-    return [day(ds, k).isoformat() for k in range(first, last + 1)]
+def days(ds: date, first: int, last: int) -> list[date]:
+    """`ds + first .. ds + last` (inclusive)."""
+    return [day(ds, k) for k in range(first, last + 1)]
 
 
-def end_of_day(ds: str | date) -> datetime:
+def end_of_day(ds: date) -> datetime:
     """The last microsecond of UTC day `ds`: the `event_timestamp` of features built from it."""
     return datetime.combine(day(ds, 1), time(), tzinfo=UTC) - timedelta(microseconds=1)
 
@@ -85,7 +85,7 @@ def schema_problem(found: pa.Schema, expected: pa.Schema) -> str | None:
     return f"wrong column types {wrong}" if wrong else None
 
 
-def checked_footers(lake: Lake, zone: str, table: str, ds: str, expected: pa.Schema) -> list[Footer]:
+def checked_footers(lake: Lake, zone: str, table: str, ds: date, expected: pa.Schema) -> list[Footer]:
     """The footers of the committed files of one partition, after checking it exists and
     every file matches `expected` (an `s3://` file: only its footer is fetched)."""
     where = f"{zone}/{table}/ds={ds}"
@@ -106,14 +106,14 @@ def checked_footers(lake: Lake, zone: str, table: str, ds: str, expected: pa.Sch
     return footers
 
 
-def checked_files(lake: Lake, zone: str, table: str, ds: str, expected: pa.Schema) -> list[str]:
+def checked_files(lake: Lake, zone: str, table: str, ds: date, expected: pa.Schema) -> list[str]:
     """The committed files of one partition after checking it exists and matches `expected`."""
     return [f.url for f in checked_footers(lake, zone, table, ds, expected)]
 
 
 # -- extract ----------------------------------------------------------------
 def read_table(
-    spark: SparkSession, lake: Lake, table: str, ds_list: Sequence[str], zone: str = "raw",
+    spark: SparkSession, lake: Lake, table: str, ds_list: Sequence[date], zone: str = "raw",
     schema: pa.Schema | None = None,
 ) -> DataFrame:
     """The union of the given partitions of one table, checked, with the contract's columns."""
@@ -150,7 +150,7 @@ def _loadable(spark: SparkSession, class_name: str) -> bool:
         return False
 
 
-def history_days(lake: Lake, table: str, ds: str, lookback: int, zone: str = "raw") -> list[str]:
+def history_days(lake: Lake, table: str, ds: date, lookback: int, zone: str = "raw") -> list[date]:
     """`ds - lookback + 1 .. ds`, clipped at the table's first committed partition.
 
     Rolling windows that reach before the first day of data use what exists;
@@ -159,19 +159,20 @@ def history_days(lake: Lake, table: str, ds: str, lookback: int, zone: str = "ra
     parts = lake.list_partitions(zone, table, end=ds)
     if not parts:
         raise InputError(f"{zone}/{table}: no committed partitions up to ds={ds}")
-    return [d for d in days(ds, -(lookback - 1), 0) if d >= parts[0]]
+    first = date.fromisoformat(parts[0])
+    return [d for d in days(ds, -(lookback - 1), 0) if d >= first]
 
 
-def catalog_days(lake: Lake, table: str, ds: str) -> list[str]:
+def catalog_days(lake: Lake, table: str, ds: date) -> list[date]:
     """Every committed partition of a catalog table (`items`, `users`) up to `ds`."""
     parts = lake.list_partitions(*RAW[table], end=ds)
     if not parts:
         raise InputError(f"{RAW[table].zone}/{table}: no committed partitions up to ds={ds}")
-    return parts
+    return [date.fromisoformat(p) for p in parts]
 
 
 # -- load -------------------------------------------------------------------
-def write_output(lake: Lake, zone: str, table: str, ds: str, df: DataFrame, keys: Sequence[str]) -> int:
+def write_output(lake: Lake, zone: str, table: str, ds: date, df: DataFrame, keys: Sequence[str]) -> int:
     """Replace partition `zone/table/ds` with `df` sorted by `keys`; returns the row count."""
     arrow = df.orderBy(*keys).toArrow()
     lake.write_partition(zone, table, ds, arrow)

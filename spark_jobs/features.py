@@ -38,6 +38,7 @@ int64; every query searched in the last 30 days):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import NamedTuple
 
 from pyspark.sql import Column, DataFrame
@@ -45,7 +46,7 @@ from pyspark.sql import functions as F
 
 from foundation.calendar import NEW_ITEM_DAYS
 from foundation.catalog import FEATURE_TABLES
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from spark_jobs import item_daily_stats
 from spark_jobs.common import (
     catalog_days,
@@ -78,21 +79,21 @@ def _ratio(num: str, den: str) -> Column:
     return F.when(F.col(den) > 0, F.col(num) / F.col(den)).otherwise(F.lit(0.0))
 
 
-def _since(col: str, ds: str, w: int) -> Column:
+def _since(col: str, ds: date, w: int) -> Column:
     """True when day column `col` is within the w days ending on ds."""
     return F.col(col) >= F.lit(day(ds, -(w - 1)))
 
 
-def _window(events: DataFrame, ds: str, w: int) -> DataFrame:
+def _window(events: DataFrame, ds: date, w: int) -> DataFrame:
     """The rows of `events` whose timestamp falls on UTC days ds-w+1 .. ds."""
     return events.where(ts_day("ts").between(F.lit(day(ds, -(w - 1))), F.lit(day(ds))))
 
 
-def _in_window_sum(value: str, ds: str, w: int) -> Column:
+def _in_window_sum(value: str, ds: date, w: int) -> Column:
     return F.coalesce(F.sum(F.when(_since("day", ds, w), F.col(value))), F.lit(0)).alias(f"{value}_{w}d")
 
 
-def item_features(items: DataFrame, daily: DataFrame, ds: str, params: FeatureParams) -> DataFrame:
+def item_features(items: DataFrame, daily: DataFrame, ds: date, params: FeatureParams) -> DataFrame:
     """Static attributes, age and rolling funnel counts per item (`daily` = item_daily_stats rows)."""
     sums = [
         _in_window_sum(v, ds, w) for w in params.windows for v in ("exposures", "clicks", "search_orders", "orders", "gmv")
@@ -132,7 +133,7 @@ def _category_affinity(events: DataFrame) -> DataFrame:
 
 def user_features(
     users: DataFrame, items: DataFrame, search_requests: DataFrame, clicks: DataFrame, orders: DataFrame,
-    ds: str, params: FeatureParams,
+    ds: date, params: FeatureParams,
 ) -> DataFrame:
     """Declared profile, activity counts, category affinity, price level and behaviour sequence per user."""
     acts = clicks.select("user_id", "item_id", "ts", F.lit("click").alias("kind")).unionByName(
@@ -167,7 +168,7 @@ def user_features(
 
 def query_features(
     items: DataFrame, search_requests: DataFrame, exposures: DataFrame, clicks: DataFrame, purchases: DataFrame,
-    ds: str, params: FeatureParams,
+    ds: date, params: FeatureParams,
 ) -> DataFrame:
     """Frequency, intent and funnel rates per query text (30 days)."""
     reqs = search_requests.select(
@@ -209,7 +210,7 @@ WINDOW_TABLES = ("search_requests", "exposures", "clicks", "purchases", "site_or
 def transform(
     users: DataFrame, items: DataFrame, search_requests: DataFrame,
     exposures: DataFrame, clicks: DataFrame, purchases: DataFrame, site_orders: DataFrame,
-    ds: str, params: FeatureParams = FeatureParams(),
+    ds: date, params: FeatureParams = FeatureParams(),
 ) -> FeatureOutputs:
     """The three feature tables of `ds` from the last 30 days of raw data (plus the catalogs).
 
@@ -227,18 +228,17 @@ def transform(
     )
 
 
-def extract(spark, lake: Lake, ds: str, params: FeatureParams) -> dict[str, DataFrame]:
+def extract(spark, lake: Lake, ds: date, params: FeatureParams) -> dict[str, DataFrame]:
     window = history_days(lake, "search_requests", ds, max(params.windows))
     funnel = {t: read_table(spark, lake, t, window) for t in WINDOW_TABLES}
     catalogs = {t: read_table(spark, lake, t, catalog_days(lake, t, ds)) for t in ("users", "items")}
     return {**catalogs, **funnel}
 
 
-def run(spark, lake: Lake, ds: str, params: FeatureParams = FeatureParams()) -> dict[str, int]:
+def run(spark, lake: Lake, ds: date, params: FeatureParams = FeatureParams()) -> dict[str, int]:
     """Write the three feature tables of `ds`. The inputs are read once and cached for the three
     outputs, each of which would otherwise re-read the 30-day window (through the lake reader
     on an `s3://` lake that doubled the job's time)."""
-    ds = to_ds(ds)
     inputs = {name: df.cache() for name, df in extract(spark, lake, ds, params).items()}
     try:
         out = transform(**inputs, ds=ds, params=params)

@@ -24,12 +24,13 @@ data up to D).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from foundation.catalog import GR_SAMPLES
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from spark_jobs.common import history_days, query_id_col, read_table, write_output
 
 SETS = ("rank_candidate_ids", "exposure_ids", "click_ids", "purchase_ids", "site_order_item_ids")
@@ -59,7 +60,7 @@ def _history(requests: DataFrame, events: DataFrame, n: int, name: str) -> DataF
 def transform(
     search_requests: DataFrame, rank_candidates: DataFrame, exposures: DataFrame, clicks: DataFrame,
     purchases: DataFrame, site_orders: DataFrame, history_clicks: DataFrame, history_orders: DataFrame,
-    ds: str, params: GRParams = GRParams(),
+    ds: date, params: GRParams = GRParams(),
 ) -> DataFrame:
     """Per request made on `ds`: query, history and funnel sets (see the module docstring).
 
@@ -91,7 +92,7 @@ def transform(
     )
 
 
-def extract(spark, lake: Lake, ds: str, params: GRParams) -> dict[str, DataFrame]:
+def extract(spark, lake: Lake, ds: date, params: GRParams) -> dict[str, DataFrame]:
     today = {t: read_table(spark, lake, t, [ds]) for t in
              ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")}
     window = history_days(lake, "clicks", ds, params.history_days + 1)
@@ -102,7 +103,6 @@ def extract(spark, lake: Lake, ds: str, params: GRParams) -> dict[str, DataFrame
             "history_orders": orders}
 
 
-def run(spark, lake: Lake, ds: str, params: GRParams = GRParams()) -> dict[str, int]:
-    ds = to_ds(ds)
+def run(spark, lake: Lake, ds: date, params: GRParams = GRParams()) -> dict[str, int]:
     out = transform(**extract(spark, lake, ds, params), ds=ds, params=params)
     return {GR_SAMPLES.table: write_output(lake, *GR_SAMPLES, ds, out, GR_SAMPLES.keys)}

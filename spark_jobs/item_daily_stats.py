@@ -21,11 +21,13 @@ Rank candidates carry no timestamp: they take the day of their request.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from foundation.catalog import ITEM_DAILY_STATS
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from spark_jobs.common import read_table, ts_day, write_output
 
 FUNNEL_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
@@ -71,11 +73,10 @@ def transform(
     )
 
 
-def extract(spark, lake: Lake, ds_list: list[str]) -> dict[str, DataFrame]:
+def extract(spark, lake: Lake, ds_list: list[date]) -> dict[str, DataFrame]:
     return {t: read_table(spark, lake, t, ds_list) for t in FUNNEL_TABLES}
 
 
-def run(spark, lake: Lake, ds: str) -> dict[str, int]:
-    ds = to_ds(ds)
+def run(spark, lake: Lake, ds: date) -> dict[str, int]:
     out = transform(**extract(spark, lake, [ds])).where(F.col("day") == F.lit(ds).cast("date"))
     return {ITEM_DAILY_STATS.table: write_output(lake, *ITEM_DAILY_STATS, ds, out, ITEM_DAILY_STATS.keys)}

@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -56,7 +57,7 @@ from pyspark.sql import functions as F
 
 from foundation.calendar import LABEL_DAYS, NEW_ITEM_DAYS
 from foundation.catalog import ITEMLTV_LABELS, ITEMLTV_SAMPLES
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from spark_jobs.common import catalog_days, day, days, query_id_col, read_table, ts_day
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,11 @@ class LabelOutputs(NamedTuple):
     samples: DataFrame
 
 
-def _as_list(ds: str | Sequence[str]) -> list[str]:
-    return [to_ds(ds)] if isinstance(ds, str) else sorted({to_ds(d) for d in ds})
+def _as_list(ds: date | Sequence[date]) -> list[date]:
+    return [ds] if isinstance(ds, date) else sorted(set(ds))
 
 
-def cohort(items: DataFrame, ds: str | Sequence[str], params: LabelParams) -> DataFrame:
+def cohort(items: DataFrame, ds: date | Sequence[date], params: LabelParams) -> DataFrame:
     """The items listed on ds - 36, for each ds given (one row each)."""
     listed = [day(d, -params.horizon) for d in _as_list(ds)]
     return (
@@ -123,7 +124,7 @@ def new_period_exposures(exposures: DataFrame, clicks: DataFrame, items: DataFra
 
 def transform(
     items: DataFrame, search_requests: DataFrame, exposures: DataFrame, clicks: DataFrame,
-    orders: DataFrame, ds: str | Sequence[str], params: LabelParams = LabelParams(),
+    orders: DataFrame, ds: date | Sequence[date], params: LabelParams = LabelParams(),
 ) -> LabelOutputs:
     """Labels and samples of the cohort listed on ds - 36, for each ds (see the module docstring).
 
@@ -164,12 +165,12 @@ def _orders(purchases: DataFrame, site_orders: DataFrame, params: LabelParams) -
     return both.unionByName(site_orders.select(*cols)) if params.include_site_orders else both
 
 
-def extract(spark, lake: Lake, ds: str | Sequence[str], params: LabelParams) -> dict:
+def extract(spark, lake: Lake, ds: date | Sequence[date], params: LabelParams) -> dict:
     """Raw inputs of each cohort: new-item period ds-36..ds-7 (requests, exposures, clicks),
     label window ds-6..ds (purchases, site orders); a range reads the union of the days."""
     ds_list = _as_list(ds)
 
-    def union(first: int, last: int) -> list[str]:
+    def union(first: int, last: int) -> list[date]:
         return sorted({d for x in ds_list for d in days(x, first, last)})
 
     new_period = union(-params.horizon, -params.label_days)
@@ -185,13 +186,13 @@ def extract(spark, lake: Lake, ds: str | Sequence[str], params: LabelParams) -> 
     }
 
 
-def _split(table: pa.Table, column: str, values: dict[str, object]) -> dict[str, pa.Table]:
+def _split(table: pa.Table, column: str, values: dict[date, object]) -> dict[date, pa.Table]:
     """One slice of `table` per ds: the rows whose `column` equals `values[ds]` (order kept)."""
     return {ds: table.filter(pc.equal(table[column], pa.scalar(v, table.schema.field(column).type)))
             for ds, v in values.items()}
 
 
-def run_range(spark, lake: Lake, ds: Sequence[str], params: LabelParams = LabelParams()) -> dict[str, dict[str, int]]:
+def run_range(spark, lake: Lake, ds: Sequence[date], params: LabelParams = LabelParams()) -> dict[date, dict[str, int]]:
     """Build the cohorts closing on each of `ds` in one Spark job; replace each day's two
     partitions (every input is checked before anything is written). Returns rows per day and table."""
     ds_list = _as_list(ds)
@@ -204,7 +205,7 @@ def run_range(spark, lake: Lake, ds: Sequence[str], params: LabelParams = LabelP
         cached.unpersist()
     per_day = ((ITEMLTV_LABELS, _split(labels, "label_window_end", {d: day(d) for d in ds_list})),
                (ITEMLTV_SAMPLES, _split(samples, "listing_date", {d: day(d, -params.horizon) for d in ds_list})))
-    rows: dict[str, dict[str, int]] = {d: {} for d in ds_list}
+    rows: dict[date, dict[str, int]] = {d: {} for d in ds_list}
     for dataset, parts in per_day:
         for d, part in parts.items():
             lake.write_partition(*dataset, d, part)
@@ -213,6 +214,6 @@ def run_range(spark, lake: Lake, ds: Sequence[str], params: LabelParams = LabelP
     return rows
 
 
-def run(spark, lake: Lake, ds: str, params: LabelParams = LabelParams()) -> dict[str, int]:
+def run(spark, lake: Lake, ds: date, params: LabelParams = LabelParams()) -> dict[str, int]:
     """The cohort closing on `ds` (a range of one day)."""
-    return run_range(spark, lake, [ds], params)[to_ds(ds)]
+    return run_range(spark, lake, [ds], params)[ds]

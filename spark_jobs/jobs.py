@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import date
 
 from tqdm import tqdm
 
 from foundation import calendar, catalog
 from foundation.config import SparkConfig, StorageConfig
-from foundation.lake import Lake, ds_range, to_ds
+from foundation.lake import Lake, ds_range
 from spark_jobs import features, gr_samples, item_daily_stats, itemltv_labels
 from spark_jobs.common import day
 from spark_jobs.session import get_spark
@@ -29,7 +30,7 @@ from spark_jobs.session import get_spark
 log = logging.getLogger(__name__)
 
 JobFn = Callable[..., dict[str, int]]
-RangeFn = Callable[..., dict[str, dict[str, int]]]
+RangeFn = Callable[..., dict[date, dict[str, int]]]
 JOBS: dict[str, JobFn] = {
     "item_daily_stats": item_daily_stats.run,
     "features": features.run,
@@ -45,32 +46,32 @@ def _check(name: str) -> None:
         raise KeyError(f"unknown spark job {name!r}; known: {sorted(JOBS)}")
 
 
-def run_job(lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, ds: str) -> dict[str, int]:
+def run_job(lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, ds: date) -> dict[str, int]:
     """Run job `name` for `ds`; returns rows written per output table."""
     _check(name)
     started = time.perf_counter()
-    rows = JOBS[name](get_spark(cfg, storage, lake.store.uri), lake, to_ds(ds))
-    log.info("%s ds=%s: %s in %.1fs", name, to_ds(ds), rows, time.perf_counter() - started)
+    rows = JOBS[name](get_spark(cfg, storage, lake.store.uri), lake, ds)
+    log.info("%s ds=%s: %s in %.1fs", name, ds, rows, time.perf_counter() - started)
     return rows
 
 
-def label_ready(lake: Lake, ds: str) -> bool:
+def label_ready(lake: Lake, ds: date) -> bool:
     """True when the raw data reaches back to the listing day of the cohort closing on ds."""
     first = lake.list_partitions(*catalog.RAW["search_requests"])
-    return bool(first) and first[0] <= day(ds, -calendar.COHORT_OFFSET).isoformat()
+    return bool(first) and date.fromisoformat(first[0]) <= day(ds, -calendar.COHORT_OFFSET)
 
 
-def label_days(lake: Lake, ds: str) -> list[str]:
+def label_days(lake: Lake, ds: date) -> list[date]:
     """`ds` and every earlier closable day (raw data back to its cohort's listing day) whose
     `itemltv_labels` partition is missing; empty while no cohort can close on `ds`."""
     first = lake.list_partitions(*catalog.RAW["search_requests"])
     if not label_ready(lake, ds):
         return []
-    closable = ds_range(day(first[0], calendar.COHORT_OFFSET).isoformat(), to_ds(ds))
-    return [d for d in closable if d == to_ds(ds) or not lake.exists(*catalog.ITEMLTV_LABELS, d)]
+    closable = ds_range(day(date.fromisoformat(first[0]), calendar.COHORT_OFFSET), ds)
+    return [d for d in closable if d == ds or not lake.exists(*catalog.ITEMLTV_LABELS, d)]
 
 
-def run_all(lake: Lake, cfg: SparkConfig, storage: StorageConfig, ds: str) -> dict[str, int]:
+def run_all(lake: Lake, cfg: SparkConfig, storage: StorageConfig, ds: date) -> dict[str, int]:
     """Every job for `ds` (labels only once a cohort can close, catching up missed label days);
     returns rows per output table of `ds`."""
     out: dict[str, int] = {}
@@ -84,19 +85,19 @@ def run_all(lake: Lake, cfg: SparkConfig, storage: StorageConfig, ds: str) -> di
             if len(days) > 1:
                 log.info("itemltv_labels: catching up %d closable day(s) without labels: %s..%s",
                          len(days) - 1, days[0], days[-2])
-            out.update(run_days(lake, cfg, storage, name, days)[to_ds(ds)])
+            out.update(run_days(lake, cfg, storage, name, days)[ds])
     return out
 
 
 def run_days(
-    lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, days: list[str],
-) -> dict[str, dict[str, int]]:
+    lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, days: list[date],
+) -> dict[date, dict[str, int]]:
     """Run job `name` for each of `days` (in date order); returns rows per day and table."""
     _check(name)
-    days = sorted(to_ds(d) for d in days)
+    days = sorted(days)
     if name not in RANGE_JOBS:
         return {ds: run_job(lake, cfg, storage, name, ds) for ds in tqdm(days, desc=f"spark {name}")}
-    out: dict[str, dict[str, int]] = {}
+    out: dict[date, dict[str, int]] = {}
     size = cfg.backfill_days_per_job
     for chunk in tqdm([days[i:i + size] for i in range(0, len(days), size)], desc=f"spark {name}", unit="job"):
         started = time.perf_counter()
@@ -106,8 +107,8 @@ def run_days(
 
 
 def backfill(
-    lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, start: str, end: str,
-) -> dict[str, dict[str, int]]:
+    lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, start: date, end: date,
+) -> dict[date, dict[str, int]]:
     """Run job `name` (or "all", day by day) for every day start..end; returns rows per day and table."""
     if name != "all":
         return run_days(lake, cfg, storage, name, ds_range(start, end))

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 from foundation.config import load_settings
-from foundation.lake import Lake, ds_range
+from foundation.lake import Lake, ds_range, parse_ds
 from foundation.schemas import RAW_SCHEMAS
 
 DS = "2026-03-10"
@@ -120,7 +120,7 @@ def write_raw_lake(lake: Lake, rows: dict[str, list[dict]], first: str, last: st
     request_days = {r["request_id"]: r["ts"].date().isoformat() for r in rows["search_requests"]}
     for table, schema in RAW_SCHEMAS.items():
         for ds in ds_range(first, last):
-            day_rows = [r for r in rows.get(table, []) if _row_day(table, r, request_days) == ds]
+            day_rows = [r for r in rows.get(table, []) if _row_day(table, r, request_days) == ds.isoformat()]
             lake.write_partition("raw", table, ds, pa.Table.from_pylist(day_rows, schema=schema))
 
 
@@ -183,5 +183,5 @@ def tiny_lake(tmp_path_factory, spark_settings, copy_world):
     root = copy_world(tmp_path_factory.mktemp("tiny_lake") / "lake")
     settings = spark_settings.model_copy(update={"lake_root": str(root)})
     lake = Lake.open(str(root))
-    rows = run_all(lake, settings.spark, settings.storage, TINY_LAST)
+    rows = run_all(lake, settings.spark, settings.storage, parse_ds(TINY_LAST))
     return settings, lake, rows

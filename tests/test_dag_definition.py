@@ -4,6 +4,8 @@ world). The daily DAG's scenarios are in tests/test_dag_daily.py."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from foundation.config import load_settings
@@ -59,10 +61,10 @@ def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
     from growthgr.airflow_local import run_ds
 
     day = pendulum.datetime(2026, 2, 14, tz="UTC")
-    assert run_ds(day, day) == "2026-02-14"                                  # scheduled / backfill
-    assert run_ds(day, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-02-14"  # manual with a logical date
-    assert run_ds(None, pendulum.datetime(2026, 11, 30, tz="UTC")) == "2026-11-30"  # manual without one
-    assert run_ds(pendulum.datetime(2026, 2, 14, 23, 30, tz="Europe/Berlin"), None) == "2026-02-14"
+    assert run_ds(day, day) == date(2026, 2, 14)                              # scheduled / backfill
+    assert run_ds(day, pendulum.datetime(2026, 11, 30, tz="UTC")) == date(2026, 2, 14)  # manual with a logical date
+    assert run_ds(None, pendulum.datetime(2026, 11, 30, tz="UTC")) == date(2026, 11, 30)  # manual without one
+    assert run_ds(pendulum.datetime(2026, 2, 14, 23, 30, tz="Europe/Berlin"), None) == date(2026, 2, 14)
     with pytest.raises(ValueError):
         run_ds(None, None)
 

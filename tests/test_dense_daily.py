@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date
 
 import numpy as np
 import pytest
@@ -38,9 +39,9 @@ def settings(tmp_path_factory, copy_world):
     s = load_settings("tiny", env={}, overrides={"lake_root": str(root), "releases_root": str(top / "releases")})
     lake = Lake.from_settings(s)
     for ds in ("2026-02-12", FIRST, DS):
-        run_job(lake, s.spark, s.storage, "gr_samples", ds)
+        run_job(lake, s.spark, s.storage, "gr_samples", date.fromisoformat(ds))
     for ds in (FIRST, DS):
-        pipeline.tokenize(s, ds)
+        pipeline.tokenize(s, date.fromisoformat(ds))
     return s
 
 
@@ -56,7 +57,7 @@ def _objects(s) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def gated(settings):
-    return pipeline.dense_train(settings, DS), pipeline.gate_dense(settings, DS), _objects(settings)
+    return pipeline.dense_train(settings, date.fromisoformat(DS)), pipeline.gate_dense(settings, date.fromisoformat(DS)), _objects(settings)
 
 
 def test_day_is_trained_indexed_gated_and_loads_in_the_service(settings, gated):
@@ -84,16 +85,16 @@ def test_day_is_trained_indexed_gated_and_loads_in_the_service(settings, gated):
     norms = np.linalg.norm(stage.vectors.vectors, axis=1)
     assert stage.vectors.vectors.shape[1] == settings.dense.emb_dim and np.allclose(norms, 1.0, atol=1e-4)
     # same inputs, same machine: the same bytes (weights, config, index)
-    pipeline.dense_train(settings, DS)
+    pipeline.dense_train(settings, date.fromisoformat(DS))
     assert _objects(settings) == objects
 
 
 def test_approximate_index_parameter_is_chosen_by_measured_recall(settings):
     s = _with(settings, IVF)
-    out = pipeline.dense_train(s, DS)
+    out = pipeline.dense_train(s, date.fromisoformat(DS))
     assert out["index"] == "ivf" and set(out["params"]) == {"nlist", "nprobe"}
     assert out["measured_recall"] >= 0.95 and 1 <= out["params"]["nprobe"] <= out["params"]["nlist"]
-    gate = pipeline.gate_dense(s, DS)
+    gate = pipeline.gate_dense(s, date.fromisoformat(DS))
     assert gate["recall"]["value"] >= 0.95 and gate["recall"]["params"] == out["params"]
     metrics = pipeline._gated_dense(Lake.from_settings(s), DS)[1]
     assert metrics["index"]["nprobe"] == out["params"]["nprobe"]
@@ -112,10 +113,10 @@ def test_index_below_target_recall_is_refused(settings, monkeypatch):
 
     monkeypatch.setattr(daily, "build_index", one_probe)
     s = _with(settings, IVF)
-    out = pipeline.dense_train(s, DS)
+    out = pipeline.dense_train(s, date.fromisoformat(DS))
     assert out["measured_recall"] >= 0.95 and out["params"]["nprobe"] == 1
     with pytest.raises(pipeline.GateFailed, match="rule=index_recall") as failed:
-        pipeline.gate_dense(s, DS)
+        pipeline.gate_dense(s, date.fromisoformat(DS))
     assert f"recorded at build: {out['measured_recall']}" in str(failed.value)
     lake = Lake.from_settings(s)
     stored = json.loads(lake.store.get_bytes(catalog.gate_result_key(DS, "dense")))
@@ -136,21 +137,21 @@ def test_non_finite_item_vectors_are_refused(settings, monkeypatch):
         return ids, vectors
 
     monkeypatch.setattr(daily, "encode_catalog", poisoned)
-    pipeline.dense_train(settings, DS)
+    pipeline.dense_train(settings, date.fromisoformat(DS))
     with pytest.raises(pipeline.GateFailed, match="rule=finite_normalised_vectors") as failed:
-        pipeline.gate_dense(settings, DS)
+        pipeline.gate_dense(settings, date.fromisoformat(DS))
     assert "1 of" in str(failed.value) and "not finite" in str(failed.value)
     assert pipeline.stored_gates(Lake.from_settings(settings), DS, ("dense",)) == {"dense": False}
 
 
 def test_an_index_replaced_after_training_is_refused(settings):
-    pipeline.dense_train(settings, DS)
+    pipeline.dense_train(settings, date.fromisoformat(DS))
     lake = Lake.from_settings(settings)
     key = catalog.model_key("dense", DS, "index.faiss")
     blob = lake.store.get_bytes(key)
     lake.store.put_bytes(key, blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(pipeline.GateFailed, match="rule=config_names_objects"):
-        pipeline.gate_dense(settings, DS)
+        pipeline.gate_dense(settings, date.fromisoformat(DS))
     assert pipeline.stored_gates(lake, DS, ("dense",)) == {"dense": False}
 
 
@@ -161,7 +162,7 @@ def test_offline_tables_get_the_dr_and_two_stage_rows(settings):
     lake = Lake.from_settings(settings)
     cfg = settings.multigr.model_copy(update={"mopo": settings.multigr.mopo.model_copy(update={"steps": 2})})
     hook = offline_rows(settings.dense, settings.trainer, lake, epochs=2)
-    report = run_offline(cfg, lake, DS, 2, 1, [0], settings.trainer, variants=("growthgr",), max_test_requests=20,
+    report = run_offline(cfg, lake, date.fromisoformat(DS), 2, 1, [0], settings.trainer, variants=("growthgr",), max_test_requests=20,
                          extra_rows=hook)
     assert {"dr", "two_stage"} <= set(report["rows"]) and {"dr", "two_stage"} <= set(TABLES["Table 3: main comparison"])
     for row in ("dr", "two_stage", "growthgr"):

@@ -1,7 +1,7 @@
 import io
 import socket
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -110,7 +110,8 @@ def test_timestamps_are_microsecond_utc(lake):
 
 
 def test_ds_range_inclusive():
-    assert ds_range("2026-01-30", "2026-02-02") == ["2026-01-30", "2026-01-31", "2026-02-01", "2026-02-02"]
+    assert ds_range("2026-01-30", date(2026, 2, 2)) == [date(2026, 1, 30), date(2026, 1, 31), date(2026, 2, 1),
+                                                        date(2026, 2, 2)]
 
 
 # -- committed files only -----------------------------------------------------------------------

@@ -17,13 +17,13 @@ import pytest
 
 from expectations.gate import validate as validate_gate
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from foundation.schemas import RAW_SCHEMAS
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):
     """The gate as the application calls it: the effective gates section and the lake of `settings`."""
-    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, ds, **kwargs)
+    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, parse_ds(ds), **kwargs)
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 

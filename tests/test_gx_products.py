@@ -14,12 +14,12 @@ import pytest
 from expectations import frames, suites
 from expectations.gate import validate as validate_gate
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):
     """The gate as the application calls it: the effective gates section and the lake of `settings`."""
-    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, ds, **kwargs)
+    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, parse_ds(ds), **kwargs)
 
 DS = "2026-02-06"                 # label window of the cohort listed on DS - 36 = 2026-01-01 closes on DS
 COHORT = date(2026, 1, 1)

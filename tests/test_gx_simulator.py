@@ -10,13 +10,13 @@ from typer.testing import CliRunner
 
 from expectations.gate import validate as validate_gate
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from simulator import run as sim
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):
     """The gate as the application calls it: the effective gates section and the lake of `settings`."""
-    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, ds, **kwargs)
+    return validate_gate(settings.gates_config(), Lake.from_settings(settings), dataset, parse_ds(ds), **kwargs)
 
 FAULT_DAY, NEXT_DAY = "2026-01-03", "2026-01-04"
 

@@ -43,7 +43,7 @@ def settings(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(settings):
     """The application step that reads Feast: training sets + the pool candidates' item features."""
-    return pipeline.training_set(settings, DS)
+    return pipeline.training_set(settings, date.fromisoformat(DS))
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_pool_candidates_features_are_point_in_time_at_the_end_of_the_day(settin
 
 
 def test_training_set_step_builds_only_what_is_missing_and_the_day_itself(settings, built, trained):
-    again = pipeline.training_set(settings, DS)
+    again = pipeline.training_set(settings, date.fromisoformat(DS))
     assert again["built"] == [DS] and again["pool_candidates"] == built["pool_candidates"]
 
 

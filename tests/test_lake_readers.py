@@ -17,7 +17,7 @@ from test_gx_handmade import make_raw_day
 import expectations.gate as gate
 from features.store import historical_features, load_definitions, open_store
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from growthgr.pipeline import stored_gates
 from warehouse.runner import build, query
 
@@ -54,19 +54,19 @@ def _stored(lake: Lake, dataset: str) -> dict:
 
 def test_gate_result_names_its_write_and_a_rewrite_invalidates_it(gx_lake):
     settings, lake = gx_lake
-    assert gate.validate(settings.gates_config(), lake, "clicks", DS, build_docs=False).passed
+    assert gate.validate(settings.gates_config(), lake, "clicks", parse_ds(DS), build_docs=False).passed
     write_id = lake.commit_info("raw", "clicks", DS).write_id
     assert _stored(lake, "clicks")["writes"] == [{"zone": "raw", "table": "clicks", "ds": DS, "write_id": write_id}]
     assert stored_gates(lake, DS, ("clicks",)) == {"clicks": True}
     lake.write_partition("raw", "clicks", DS, lake.read_partition("raw", "clicks", DS))   # same data, new write
     assert stored_gates(lake, DS, ("clicks",)) == {"clicks": False}
-    gate.validate(settings.gates_config(), lake, "clicks", DS, build_docs=False)
+    gate.validate(settings.gates_config(), lake, "clicks", parse_ds(DS), build_docs=False)
     assert stored_gates(lake, DS, ("clicks", "raw")) == {"clicks": True, "raw": False}   # raw never ran
 
 
 def test_a_crash_mid_gate_leaves_no_earlier_pass(gx_lake, monkeypatch):
     settings, lake = gx_lake
-    gate.validate(settings.gates_config(), lake, "clicks", DS, build_docs=False)
+    gate.validate(settings.gates_config(), lake, "clicks", parse_ds(DS), build_docs=False)
     assert stored_gates(lake, DS, ("clicks",)) == {"clicks": True}
 
     def crash(*args, **kwargs):
@@ -74,7 +74,7 @@ def test_a_crash_mid_gate_leaves_no_earlier_pass(gx_lake, monkeypatch):
 
     monkeypatch.setattr(gate, "_run_gx", crash)
     with pytest.raises(MemoryError):
-        gate.validate(settings.gates_config(), lake, "clicks", DS, build_docs=False)
+        gate.validate(settings.gates_config(), lake, "clicks", parse_ds(DS), build_docs=False)
     assert _stored(lake, "clicks")["status"] == "running" and not _stored(lake, "clicks")["passed"]
     assert stored_gates(lake, DS, ("clicks",)) == {"clicks": False}
 
@@ -82,7 +82,7 @@ def test_a_crash_mid_gate_leaves_no_earlier_pass(gx_lake, monkeypatch):
 def test_raw_gate_reports_unknown_entries_and_ignores_their_data(gx_lake):
     settings, lake = gx_lake
     pollute(lake, "raw", "clicks", DS, leftover=pd.DataFrame({"request_id": [-1]}))
-    result = gate.validate(settings.gates_config(), lake, "clicks", DS, build_docs=False)
+    result = gate.validate(settings.gates_config(), lake, "clicks", parse_ds(DS), build_docs=False)
     assert [(f.table, f.partition, f.rule) for f in result.failures] == [
         ("raw.clicks", f"ds={DS} (copy)", "unknown_entry")]                              # the leftover is not read
     assert "raw/clicks/ds=2026-01-01 (copy) is not a ds=YYYY-MM-DD partition" in result.summary()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from datetime import date
 
 import pandas as pd
 import pytest
@@ -26,7 +27,7 @@ from foundation.releases import ReleaseStore
 from growthgr import pipeline
 from growthgr.publish import PublishRefused
 from growthgr.steps import publish as publish_step
-from models.multigr import daily
+from models.multigr import daily, gate, lineage
 
 FIRST, NEXT = "2026-02-13", "2026-02-14"
 
@@ -41,18 +42,18 @@ def test_held_out_days_are_the_newest_days_when_history_allows(tmp_path):
     lake = Lake.open(str(tmp_path))
     _fake_samples(lake, ["2026-02-08", "2026-02-10", "2026-02-11", "2026-02-12", "2026-02-13"])
     cfg = load_settings("tiny", env={}, overrides={"multigr": {"daily": {"train_days": 2, "eval_days": 2}}}).multigr
-    assert daily.lineage_days(lake, "2026-02-13", cfg) == (["2026-02-10", "2026-02-11"], ["2026-02-12", "2026-02-13"])
+    assert daily.lineage_days(lake, date(2026, 2, 13), cfg) == (["2026-02-10", "2026-02-11"], ["2026-02-12", "2026-02-13"])
     # the day before: only partitions up to ds count
-    assert daily.lineage_days(lake, "2026-02-12", cfg) == (["2026-02-08", "2026-02-10"], ["2026-02-11", "2026-02-12"])
+    assert daily.lineage_days(lake, date(2026, 2, 12), cfg) == (["2026-02-08", "2026-02-10"], ["2026-02-11", "2026-02-12"])
 
 
 def test_young_lake_holds_out_the_days_after_the_first_day(tmp_path):
     lake = Lake.open(str(tmp_path))
     _fake_samples(lake, ["2026-02-12", "2026-02-13"])
     cfg = load_settings("tiny", env={}, overrides={"multigr": {"daily": {"train_days": 3, "eval_days": 2}}}).multigr
-    assert daily.lineage_days(lake, "2026-02-13", cfg) == (["2026-02-12", "2026-02-13"], ["2026-02-14", "2026-02-15"])
+    assert daily.lineage_days(lake, date(2026, 2, 13), cfg) == (["2026-02-12", "2026-02-13"], ["2026-02-14", "2026-02-15"])
     with pytest.raises(PartitionNotFound, match="samples/gr_samples/ds=2026-02-14"):
-        daily.lineage_days(lake, "2026-02-14", cfg)
+        daily.lineage_days(lake, date(2026, 2, 14), cfg)
 
 
 def _evaluation(recall: float, fraction: float = 1.0, days=("2026-02-13",)) -> dict:
@@ -62,13 +63,13 @@ def _evaluation(recall: float, fraction: float = 1.0, days=("2026-02-13",)) -> d
 
 
 def test_gate_checks_name_the_failed_rule():
-    ok = daily.gate_checks(_evaluation(0.30), _evaluation(0.32), 0.05)
+    ok = gate.gate_checks(_evaluation(0.30), _evaluation(0.32), 0.05)
     assert all(c["passed"] for c in ok.values()) and ok["recall"]["limit"] == pytest.approx(0.27)
-    worse = daily.gate_checks(_evaluation(0.20), _evaluation(0.32), 0.05)["recall"]
+    worse = gate.gate_checks(_evaluation(0.20), _evaluation(0.32), 0.05)["recall"]
     assert not worse["passed"] and worse["value"] == 0.20 and worse["serving"] == 0.32
-    first = daily.gate_checks(_evaluation(0.0), None, 0.05)["recall"]
+    first = gate.gate_checks(_evaluation(0.0), None, 0.05)["recall"]
     assert first["passed"] and first["limit"] is None and first["skipped"]
-    bad = daily.gate_checks(_evaluation(math.nan, fraction=0.9), None, 0.05)
+    bad = gate.gate_checks(_evaluation(math.nan, fraction=0.9), None, 0.05)
     assert not bad["finite_metrics"]["passed"] and bad["finite_metrics"]["non_finite"] == ["metrics.search.recall@10", "metrics.all-net.recall@10"]
     assert not bad["valid_sids"]["passed"] and bad["valid_sids"]["value"] == 0.9
 
@@ -87,15 +88,15 @@ def settings(tmp_path_factory, copy_world):
                                                  "multigr": multigr})
     lake = Lake.from_settings(s)
     for ds in ("2026-02-12", FIRST, NEXT):
-        run_job(lake, s.spark, s.storage, "gr_samples", ds)
+        run_job(lake, s.spark, s.storage, "gr_samples", date.fromisoformat(ds))
     for ds in (FIRST, NEXT):
-        pipeline.tokenize(s, ds)
+        pipeline.tokenize(s, date.fromisoformat(ds))
     return s
 
 
 def _steps(s, ds: str) -> dict:
-    return {"train": pipeline.multigr_train(s, ds), "evaluate": pipeline.multigr_evaluate(s, ds),
-            "gate": pipeline.gate_multigr(s, ds)}
+    return {"train": pipeline.multigr_train(s, date.fromisoformat(ds)), "evaluate": pipeline.multigr_evaluate(s, date.fromisoformat(ds)),
+            "gate": pipeline.gate_multigr(s, date.fromisoformat(ds))}
 
 
 def _release_of_day(s, ds: str) -> str:
@@ -149,7 +150,7 @@ def test_released_multigr_decodes_only_valid_sids(settings, first_day):
     store, lake = ReleaseStore.from_settings(settings), Lake.from_settings(settings)
     release = first_day[1]
     meta = json.loads(store.read(release, "multigr_config.json"))
-    model = pipeline._load_multigr(store.read(release, "multigr.safetensors"), meta, release).model
+    model = lineage.from_bytes(store.read(release, "multigr.safetensors"), meta, release).model
     _, table = sids.latest_snapshot(lake, FIRST)
     pool = table["item_id"].to_numpy()[::7]                         # a serving trie over a subset of items
     trie = sids.build_trie(table, settings.tokenizer.codebook_size, pool)
@@ -187,7 +188,7 @@ def test_next_day_warm_starts_from_the_serving_release_on_its_own_samples(settin
     assert report["candidate"]["scored_requests"] == report["serving"]["scored_requests"]
     assert next_day["gate"]["recall"]["serving"] == report["serving"]["metrics"]["search"]["recall@10"]
     # same inputs, same machine: the same checkpoint bytes
-    assert pipeline.multigr_train(settings, NEXT)["checkpoint"] == catalog.model_key("multigr", NEXT)
+    assert pipeline.multigr_train(settings, date.fromisoformat(NEXT))["checkpoint"] == catalog.model_key("multigr", NEXT)
     assert lake.store.get_bytes(catalog.model_key("multigr", NEXT)) == second
 
 
@@ -203,7 +204,7 @@ def test_gate_refuses_a_checkpoint_changed_after_its_evaluation(settings, next_d
     try:
         assert pipeline.stored_gates(lake, NEXT, ("multigr",)) == {"multigr": False}     # stale result
         with pytest.raises(GateFailed, match="report_of_current_checkpoint"):
-            pipeline.gate_multigr(settings, NEXT)
+            pipeline.gate_multigr(settings, date.fromisoformat(NEXT))
     finally:
         lake.store.put_bytes(key, good)
 
@@ -228,12 +229,12 @@ def test_regressed_multigr_is_not_published_and_the_release_stays_current(settin
     assert store.current_id() == first_day[1]
     serving = first_day[0]["gate"]["recall"]["value"]
     assert serving > 0, "the serving MultiGR retrieves nothing on the held-out day: no regression to detect"
-    pipeline.multigr_train(settings, NEXT)
-    pipeline.multigr_evaluate(settings, NEXT)
+    pipeline.multigr_train(settings, date.fromisoformat(NEXT))
+    pipeline.multigr_evaluate(settings, date.fromisoformat(NEXT))
     strict = settings.model_copy(update={"multigr": settings.multigr.model_copy(update={
         "daily": settings.multigr.daily.model_copy(update={"max_recall_drop": 0.0})})})   # tiny: few requests
     with pytest.raises(GateFailed) as failed:
-        pipeline.gate_multigr(strict, NEXT)
+        pipeline.gate_multigr(strict, date.fromisoformat(NEXT))
     message = str(failed.value)
     assert "gate multigr ds=2026-02-14: FAILED" in message
     assert "column=search recall@10 rule=max_recall_drop" in message and first_day[1] in message

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import typer
 
 from features.store import materialize, online_features, open_store, training_set
-from foundation.lake import to_ds
+from growthgr.cli.context import date_option
 
 app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
 
@@ -28,19 +30,19 @@ def apply_cmd() -> None:
 
 @app.command("training-set")
 def training_set_cmd(service: str = typer.Option("itemltv_v1", "--service"),
-                     ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
+                     ds: date = date_option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
     """Point-in-time training set of a feature service for the samples of `ds`, written to the lake."""
     cfg, lake, master = _store_args()
     out = training_set(cfg, lake, service, ds, master)
-    typer.echo(f"samples/training_{service}/ds={to_ds(ds)}: {len(out)} rows, {out.shape[1]} columns")
+    typer.echo(f"samples/training_{service}/ds={ds}: {len(out)} rows, {out.shape[1]} columns")
 
 
 @app.command("materialize")
-def materialize_cmd(ds: str = typer.Option(..., "--ds", help="Data interval [ds, ds+1) UTC.")) -> None:
+def materialize_cmd(ds: date = date_option(..., "--ds", help="Data interval [ds, ds+1) UTC.")) -> None:
     """Materialise one day of feature rows into the online store."""
     cfg, lake, master = _store_args()
     materialize(cfg, lake, ds, master)
-    typer.echo(f"materialised {to_ds(ds)}")
+    typer.echo(f"materialised {ds}")
 
 
 @app.command("online")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import typer
 
+from growthgr.cli.context import date_option
+
 app = typer.Typer(help="ItemLTV uplift model: train, evaluate, daily new-item pool.", no_args_is_help=True)
-DS = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD (cohorts whose label window ended by then).")
+DS = date_option(..., "--ds", help="Logical date YYYY-MM-DD (cohorts whose label window ended by then).")
 
 
 def _settings_and_lake():
@@ -19,7 +22,7 @@ def _settings_and_lake():
 
 
 @app.command("train")
-def train_cmd(ds: str = DS) -> None:
+def train_cmd(ds: date = DS) -> None:
     """Fit the "+uplift" and "base only" models; save safetensors checkpoints in the lake."""
     from models.itemltv.pipeline import run_train
 
@@ -30,7 +33,7 @@ def train_cmd(ds: str = DS) -> None:
 
 @app.command("evaluate")
 def evaluate_cmd(
-    ds: str = DS,
+    ds: date = DS,
     seeds: int = typer.Option(5, "--seeds", min=1, help="Train and evaluate every model and baseline with seeds "
                               "0..N-1; figures are mean ± sd."),
     checkpoint: bool = typer.Option(False, "--checkpoint", help="Instead: evaluate the day's saved checkpoints "
@@ -53,7 +56,7 @@ def evaluate_cmd(
 
 
 @app.command("pool")
-def pool_cmd(ds: str = DS) -> None:
+def pool_cmd(ds: date = DS) -> None:
     """Score the items in their new-item period with the base tower; write curated/new_item_pool."""
     from models.itemltv.pipeline import write_pool
 

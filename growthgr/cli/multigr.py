@@ -11,12 +11,14 @@ held-out days of `samples/gr_samples` (see `platform.run_platform`, `offline.run
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import typer
 
 from foundation.sections.multigr import MultiGRConfig
+from growthgr.cli.context import date_option
 
 app = typer.Typer(help="MultiGR generative retriever: SFT and constrained beam search.", no_args_is_help=True)
 
@@ -106,7 +108,7 @@ def evaluate_seq_cmd(
 
 @app.command("platform")
 def platform_cmd(
-    ds: str = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD: the last held-out test day."),
+    ds: date = date_option(..., "--ds", help="Logical date YYYY-MM-DD: the last held-out test day."),
     train_days: int = typer.Option(14, "--train-days", min=1, help="days of gr_samples before the test days"),
     test_days: int = typer.Option(2, "--test-days", min=1, help="newest days up to --ds, held out"),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="override multigr.max_epochs"),
@@ -128,7 +130,7 @@ def platform_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    ds: str = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD: the last held-out test day."),
+    ds: date = date_option(..., "--ds", help="Logical date YYYY-MM-DD: the last held-out test day."),
     train_days: int = typer.Option(14, "--train-days", min=1, help="days of gr_samples before the test days"),
     test_days: int = typer.Option(2, "--test-days", min=1, help="newest days up to --ds, held out"),
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 (init, batch order, rollouts)"),

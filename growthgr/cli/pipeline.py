@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import typer
+
+from growthgr.cli.context import date_option
 
 app = typer.Typer(help="Run the daily pipeline (under Airflow, or step by step).", no_args_is_help=True)
 AIRFLOW_HOME = typer.Option(Path(".airflow"), "--airflow-home", help="Local Airflow home (SQLite DB, logs).")
 
 
-def run_days(days: list[str], airflow_home: Path, simulate: bool) -> dict[str, object]:
+def run_days(days: list[date], airflow_home: Path, simulate: bool) -> dict[str, object]:
     """For each day in order: (optionally) the simulate DAG, then the daily DAG. Stops at a failed day."""
     from growthgr.airflow_local import prepare, run_day
 
@@ -42,7 +45,7 @@ def _report(outcomes: dict) -> None:
 
 @app.command("run")
 def run_cmd(
-    ds: str = typer.Option(..., "--ds", help="Data interval start YYYY-MM-DD."),
+    ds: date = date_option(..., "--ds", help="Data interval start YYYY-MM-DD."),
     simulate: bool = typer.Option(False, "--simulate", help="First advance the simulated platform to ds."),
     airflow_home: Path = AIRFLOW_HOME,
 ) -> None:
@@ -52,8 +55,8 @@ def run_cmd(
 
 @app.command("backfill")
 def backfill_cmd(
-    start: str = typer.Option(..., "--start"),
-    end: str = typer.Option(..., "--end"),
+    start: date = date_option(..., "--start", help="First day YYYY-MM-DD."),
+    end: date = date_option(..., "--end", help="Last day YYYY-MM-DD (inclusive)."),
     simulate: bool = typer.Option(False, "--simulate", help="Advance the simulated platform day by day too."),
     airflow_home: Path = AIRFLOW_HOME,
 ) -> None:
@@ -67,7 +70,7 @@ def backfill_cmd(
 def step_cmd(
     name: str = typer.Argument(..., help="A step of the daily pipeline = a task id of the daily DAG "
                                          "(`growthgr pipeline steps` lists them)."),
-    ds: str = typer.Option(..., "--ds"),
+    ds: date = date_option(..., "--ds"),
 ) -> None:
     """Run one step of the daily pipeline directly (no Airflow)."""
     from growthgr.cli.context import settings

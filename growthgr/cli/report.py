@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import typer
 
+from growthgr.cli.context import date_option
+
 
 def report_cmd(
-    ds: str = typer.Option(..., "--ds", help="Logical date YYYY-MM-DD of the reports to gather."),
+    ds: date = date_option(..., "--ds", help="Logical date YYYY-MM-DD of the reports to gather."),
     out: Path | None = typer.Option(None, "--out", dir_okay=False, help="Also write the page to this local file."),
 ) -> None:
     """Gather every report of the day (ItemLTV, MultiGR, A/B tests, ...), the gate results and the

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import typer
 
+from growthgr.cli.context import date_option
 from simulator.faults import FAULTS
 
 app = typer.Typer(help="The simulated search platform.", invoke_without_command=True)
@@ -15,12 +17,12 @@ app = typer.Typer(help="The simulated search platform.", invoke_without_command=
 def simulate_cmd(
     ctx: typer.Context,
     profile: str | None = typer.Option(None, "--profile", help="tiny | demo | large (default: the global profile)."),
-    start: str | None = typer.Option(None, "--start", help="First day YYYY-MM-DD (default: continue the lake)."),
+    start: date | None = date_option(None, "--start", help="First day YYYY-MM-DD (default: continue the lake)."),
     days: int | None = typer.Option(None, "--days", min=1, help="Number of days (default: the profile's)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: simulator.seed)."),
     out: str | None = typer.Option(None, "--out", help="Lake root (default: the configured lake_root)."),
     inject: list[str] = typer.Option([], "--inject", help=f"Fault to inject (repeatable): {', '.join(FAULTS)}."),
-    inject_day: str | None = typer.Option(None, "--inject-day", help="Day of the faults (default: the first day)."),
+    inject_day: date | None = date_option(None, "--inject-day", help="Day of the faults (default: the first day)."),
     report: bool = typer.Option(False, "--report", help="Only print the mechanism report of the lake (JSON)."),
 ) -> None:
     """Simulate days of platform logs, continuing from the lake's last simulated day when it has one."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import typer
+
+from growthgr.cli.context import date_option
 
 app = typer.Typer(help="Spark jobs: item stats, features, ItemLTV labels, GR samples.", no_args_is_help=True)
 
 
-def _days(ds: str | None, start: str | None, end: str | None) -> tuple[str, str]:
+def _days(ds: date | None, start: date | None, end: date | None) -> tuple[date, date]:
     if ds and not (start or end):
         return ds, ds
     if start and end and not ds:
@@ -19,9 +22,9 @@ def _days(ds: str | None, start: str | None, end: str | None) -> tuple[str, str]
 
 def _command(name: str):
     def command(
-        ds: str | None = typer.Option(None, "--ds", help="Logical date YYYY-MM-DD."),
-        start: str | None = typer.Option(None, "--start", help="First day of a backfill."),
-        end: str | None = typer.Option(None, "--end", help="Last day of a backfill (inclusive)."),
+        ds: date | None = date_option(None, "--ds", help="Logical date YYYY-MM-DD."),
+        start: date | None = date_option(None, "--start", help="First day of a backfill."),
+        end: date | None = date_option(None, "--end", help="Last day of a backfill (inclusive)."),
     ) -> None:
         from foundation.lake import Lake
         from growthgr.cli.context import settings
@@ -35,7 +38,7 @@ def _command(name: str):
         except InputError as err:
             typer.secho(f"input error: {err}", fg="red", err=True)
             raise typer.Exit(1) from None
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps({f"{day}": tables for day, tables in rows.items()}, indent=2))
 
     command.__doc__ = f"Run `{name}` for one day or a range of days."
     return command

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import typer
+
+from growthgr.cli.context import date_option
 
 app = typer.Typer(help="Item tokenizer: text embeddings, RQ-VAE semantic IDs, SID table.", no_args_is_help=True)
 
@@ -36,17 +39,17 @@ def _echo(data: dict, as_json: bool) -> None:
 
 
 @app.command("embed")
-def embed_cmd(ds: str = typer.Option(..., "--ds", help="Logical day YYYY-MM-DD.")) -> None:
+def embed_cmd(ds: date = date_option(..., "--ds", help="Logical day YYYY-MM-DD.")) -> None:
     """Encode the catalog items up to DS that have no embedding yet (curated/item_embeddings)."""
     from models.tokenizer import embed
 
     lake, cfg = _lake_and_cfg()
-    typer.echo(json.dumps({"ds": ds, "embedded": embed.embed_new_items(lake, ds, cfg)}))
+    typer.echo(json.dumps({"ds": f"{ds}", "embedded": embed.embed_new_items(lake, ds, cfg)}))
 
 
 @app.command("fit")
 def fit_cmd(
-    ds: str = typer.Option(..., "--ds", help="Logical day YYYY-MM-DD."),
+    ds: date = date_option(..., "--ds", help="Logical day YYYY-MM-DD."),
     version: str | None = typer.Option(None, "--version", help="SID version name (default sid-YYYYMMDD)."),
     embed_first: bool = typer.Option(True, "--embed/--no-embed", help="Embed pending items of DS first."),
     as_json: bool = typer.Option(False, "--json"),
@@ -62,7 +65,7 @@ def fit_cmd(
 
 @app.command("assign")
 def assign_cmd(
-    ds: str = typer.Option(..., "--ds", help="Logical day YYYY-MM-DD."),
+    ds: date = date_option(..., "--ds", help="Logical day YYYY-MM-DD."),
     embed_first: bool = typer.Option(True, "--embed/--no-embed", help="Embed pending items of DS first."),
 ) -> None:
     """Give SIDs to the items new since the last snapshot with the frozen model (existing SIDs unchanged)."""
@@ -119,7 +122,7 @@ def dataset_report(items: pd.DataFrame, cfg, cache: Path | None = None) -> dict:
 @app.command("report")
 def report_cmd(
     dataset: Path | None = typer.Option(None, "--dataset", exists=True, help="Item file or lake root to fit on."),
-    ds: str | None = typer.Option(None, "--ds", help="Report the lake's SID snapshot of this day instead."),
+    ds: date | None = date_option(None, "--ds", help="Report the lake's SID snapshot of this day instead."),
     cache: Path | None = typer.Option(None, "--embeddings-cache", help="Parquet file to reuse item embeddings."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

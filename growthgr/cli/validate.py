@@ -6,26 +6,26 @@ gate itself broke); 2 a usage error (unknown dataset, malformed date).
 
 from __future__ import annotations
 
+from datetime import date
+
 import typer
+
+from growthgr.cli.context import date_option
 
 
 def validate_cmd(
     dataset: str = typer.Argument(..., help="raw | labels | features | pool | sids | a table name"),
-    ds: str = typer.Option(..., "--ds", help="Partition date YYYY-MM-DD."),
+    ds: date = date_option(..., "--ds", help="Partition date YYYY-MM-DD."),
     docs: bool = typer.Option(True, "--docs/--no-docs", help="Build GX Data Docs into the lake."),
 ) -> None:
     """Validate one dataset's partition; print a summary naming table, partition, column and rule."""
     from expectations.gate import DATASETS, validate
-    from foundation.lake import Lake, to_ds
+    from foundation.lake import Lake
     from growthgr.cli.context import settings
 
-    try:
-        ds = to_ds(ds)
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    except ValueError as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(2) from None
+    if dataset not in DATASETS:
+        typer.secho(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}", fg="red", err=True)
+        raise typer.Exit(2)
     s = settings()
     try:
         result = validate(s.gates_config(), Lake.from_settings(s), dataset, ds, build_docs=docs)

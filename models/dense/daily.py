@@ -1,10 +1,11 @@
 """The dense retriever in the daily pipeline: train, encode the catalog, index, and check the index.
 
     built = build_daily(settings.dense, settings.trainer, lake, ds)      # model, ids, vectors, index, manifest
-    checks = check_daily(model, index, lake, ds, settings.dense)         # {name: {"passed": ..., ...}}
+    summary = train(settings.dense, settings.trainer, lake, ds)          # build_daily + write the day's objects
 
 Pure functions over a lake (no release store): the application (`growthgr.pipeline.dense_train /
-gate_dense / publish`) writes the checkpoint, the index and the gate result, and ships them.
+gate_dense / publish`) calls `train` and the model gate (`models.dense.gate`), stores the gate
+result and ships the objects.
 
 - Training days: the newest `daily.train_days` committed `samples/gr_samples` partitions up to
   ds (ds itself must be one), from scratch, `daily.epochs` epochs (`platform.train_dense`).
@@ -15,7 +16,7 @@ gate_dense / publish`) writes the checkpoint, the index and the gate result, and
 - Recall queries: the query vectors of a seeded sample of `index.recall_queries` of ds's requests
   (real queries, not item vectors), the same in the build and in the check.
 
-`check_daily` does not trust the manifest: it reads the vectors back from the index, checks them
+The gate (`gate.check_daily`) does not trust the manifest: it reads the vectors back from the index, checks them
 (finite, L2-normalised, as many as recorded) and the model's weights (finite), and measures the
 stored index's recall@k against exact search over those vectors again.
 
@@ -26,21 +27,27 @@ from scratch daily); one index of the whole catalog serves both the catalog and 
 
 from __future__ import annotations
 
+import json
+from datetime import date
 from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
-import torch
 
+from foundation import catalog
 from foundation.catalog import GR_SAMPLES, ITEM_SIDS
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
+from foundation.samples import read_gr_samples
 from foundation.sections.dense import DenseConfig
 from foundation.sections.trainer import TrainerConfig
-from models.dense.data import ItemTable
-from models.dense.index import build_index, gate_index, index_vectors, measure_recall
+from models import checkpoint
+from models.dense.data import SAMPLE_COLUMNS, ItemTable
+from models.dense.index import build_index, index_to_bytes
 from models.dense.model import DenseRetriever
-from models.dense.platform import item_table, read_samples, train_dense
+from models.dense.platform import item_table, train_dense
 from models.dense.train import encode_catalog, query_vectors
+
+NAME = "dense"
 
 
 class DailyDense(NamedTuple):
@@ -53,18 +60,17 @@ class DailyDense(NamedTuple):
     inputs: list[dict]           # the partitions read: {zone, table, ds, write_id}
 
 
-def train_days(lake: Lake, ds: str, cfg: DenseConfig) -> list[str]:
+def train_days(lake: Lake, ds: date, cfg: DenseConfig) -> list[str]:
     """The newest `daily.train_days` `gr_samples` days up to ds (ds must have one)."""
-    ds = to_ds(ds)
     days = lake.list_partitions(*GR_SAMPLES, end=ds)
-    if ds not in days:
+    if f"{ds}" not in days:
         raise PartitionNotFound(f"no {GR_SAMPLES.key(ds)}: run the gr_samples Spark job (spark_jobs) for {ds}")
     return days[-cfg.daily.train_days:]
 
 
-def recall_queries(model: DenseRetriever, table: ItemTable, lake: Lake, ds: str, cfg: DenseConfig) -> np.ndarray:
+def recall_queries(model: DenseRetriever, table: ItemTable, lake: Lake, ds: date, cfg: DenseConfig) -> np.ndarray:
     """(Q, D) query vectors of a seeded sample of `index.recall_queries` of ds's requests."""
-    samples = read_samples(lake, [ds])
+    samples = read_gr_samples(lake, [ds], SAMPLE_COLUMNS)
     rng = np.random.default_rng(cfg.index.seed)
     rows = np.sort(rng.choice(len(samples), min(cfg.index.recall_queries, len(samples)), replace=False))
     return query_vectors(model, table, samples.iloc[rows].reset_index(drop=True))
@@ -76,9 +82,8 @@ def _inputs(lake: Lake, days: list[str], sid_ds: str) -> list[dict]:
             for p, d in parts]
 
 
-def build_daily(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: str) -> DailyDense:
+def build_daily(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date) -> DailyDense:
     """The day's DR (from scratch on `train_days`), its catalog vectors and their FAISS index."""
-    ds = to_ds(ds)
     days = train_days(lake, ds, cfg)
     model, stats = train_dense(cfg.model_copy(update={"max_epochs": cfg.daily.epochs}), trainer_cfg, lake, days)
     table, _, _ = item_table(lake, ds)
@@ -87,23 +92,27 @@ def build_daily(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: st
     return DailyDense(model, ids, vectors, index, manifest, stats, _inputs(lake, days, stats["sid_snapshot"]))
 
 
-def check_daily(model: DenseRetriever, index: faiss.Index, manifest: dict[str, Any], lake: Lake, ds: str,
-                cfg: DenseConfig) -> dict[str, dict]:
-    """The gate's checks of a stored model + index: `finite_weights`, `vectors` (`index.gate_index` on
-    the vectors read back from the index, the recorded recall included) and `recall` (measured again
-    on the stored index against exact search, >= `index.target_recall`)."""
-    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    ids, vectors = index_vectors(index)
-    failures = gate_index(vectors, manifest, min_recall=cfg.index.target_recall)
-    k = manifest.get("recall_k", cfg.index.recall_k)
-    queries = recall_queries(model, item_table(lake, ds)[0], lake, ds, cfg) if not bad else np.zeros((0, 1))
-    finite = not len(queries) or bool(np.isfinite(queries).all())
-    recall = measure_recall(index, queries, k) if finite and len(queries) and np.isfinite(vectors).all() else float("nan")
-    return {
-        "finite_weights": {"passed": not bad, "non_finite": bad},
-        "vectors": {"passed": not failures, "failures": failures, "n_items": int(len(ids))},
-        "recall": {"passed": bool(np.isfinite(recall) and recall >= cfg.index.target_recall), "value": recall,
-                   "limit": cfg.index.target_recall, "k": int(k), "n_queries": int(len(queries)),
-                   "recorded": manifest.get("measured_recall"), "kind": manifest.get("kind"),
-                   "params": manifest.get("params"), "finite_queries": finite},
-    }
+def train(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date) -> dict:
+    """Train the day's dense retriever from scratch on the newest `daily.train_days` days of
+    `gr_samples`, encode the catalog as of ds and index it (`build_daily`); write
+    `models/dense/ds=<ds>/index.faiss`, `model.safetensors` and then `config.json` (a
+    `models.checkpoint` pair: DenseConfig, the index manifest, the sha256 of weights and index: a
+    torn trio is detected), and `reports/dense/ds=<ds>/daily.json` (the same, plus the timings and
+    the partitions read at their write ids: kept out of `config.json`, so that a re-run of the day
+    publishes identical bytes)."""
+    built = build_daily(cfg, trainer_cfg, lake, ds)
+    index_blob = index_to_bytes(built.index)
+    stats = {k: built.stats[k] for k in ("days", "sample_rows", "sid_snapshot", "requests", "items", "epochs",
+                                         "epoch_losses", "params", "temperature")}
+    meta = {"ds": f"{ds}", **stats, "index": built.manifest, "index_sha256": checkpoint.sha256(index_blob)}
+    blob, config = checkpoint.model_to_bytes(built.model, meta)
+    lake.store.put_bytes(catalog.model_key(NAME, ds, "index.faiss"), index_blob)
+    lake.store.put_bytes(catalog.model_key(NAME, ds), blob)
+    lake.store.put_bytes(catalog.model_key(NAME, ds, "config.json"), config)
+    report = {**meta, "checkpoint_sha256": checkpoint.sha256(blob), "inputs": built.inputs,
+              "training_time_s": built.stats["training_time_s"]}
+    lake.store.put_bytes(catalog.report_key(NAME, ds, "daily.json"), json.dumps(report, indent=2, sort_keys=True).encode())
+    m = built.manifest
+    return {"checkpoint": catalog.model_key(NAME, ds), "days": stats["days"], "requests": stats["requests"],
+            "items": m["n_items"], "index": m["kind"], "params": m["params"], "measured_recall": m["measured_recall"],
+            "training_time_s": built.stats["training_time_s"]}

@@ -4,7 +4,7 @@
     item_ids, vectors = encode_items(model, lake, "2026-01-16")
 
 Reads, through `foundation.catalog`:
-- `GR_SAMPLES` of every training day (each must be committed: the `gr_samples` Spark job);
+- `GR_SAMPLES` of every training day (`foundation.samples.read_gr_samples`: each must be committed);
 - `RAW["items"]` partitions up to the day (category and price of every listed item);
 - `ITEM_SIDS`: the newest snapshot up to the day (SID codes c1..c3; `growthgr tokenizer fit`).
 Training never reads `truth/`. The SID codebook size of the model is the config's, raised to
@@ -14,13 +14,15 @@ the snapshot's largest code + 1.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.catalog import ITEM_SIDS, RAW
+from foundation.lake import Lake, PartitionNotFound
+from foundation.samples import read_gr_samples
 from foundation.sections.dense import DenseConfig
 from foundation.sections.trainer import TrainerConfig
 from models.dense.data import SAMPLE_COLUMNS, ItemTable, build_requests
@@ -31,17 +33,7 @@ ITEM_COLUMNS = ["item_id", "category_id", "price"]
 CODE_COLUMNS = ("c1", "c2", "c3")
 
 
-def read_samples(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
-    """The `gr_samples` rows of `days` (DR's columns); every day must have a committed partition."""
-    days = [to_ds(d) for d in days]
-    missing = [d for d in days if not lake.exists(*GR_SAMPLES, d)]
-    if missing:
-        raise PartitionNotFound(f"no {GR_SAMPLES.zone}/{GR_SAMPLES.table} for {missing}: run the gr_samples Spark job")
-    return pd.concat([lake.read_partition(*GR_SAMPLES, d, SAMPLE_COLUMNS).to_pandas() for d in days],
-                     ignore_index=True)
-
-
-def read_items(lake: Lake, ds: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def read_items(lake: Lake, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(raw items listed up to `ds`, the newest SID snapshot up to `ds`, that snapshot's ds)."""
     item_parts = lake.list_partitions(*RAW["items"], end=ds)
     if not item_parts:
@@ -55,9 +47,9 @@ def read_items(lake: Lake, ds: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return items, sids, sid_parts[-1]
 
 
-def item_table(lake: Lake, ds: str) -> tuple[ItemTable, str, int]:
+def item_table(lake: Lake, ds: date) -> tuple[ItemTable, str, int]:
     """(the catalog's DR features as of `ds`, the SID snapshot's ds, its largest code + 1)."""
-    items, sids, sid_ds = read_items(lake, to_ds(ds))
+    items, sids, sid_ds = read_items(lake, ds)
     codes = sids[list(CODE_COLUMNS)].to_numpy(np.int64)
     return ItemTable.from_frames(items, sids, CODE_COLUMNS), sid_ds, int(codes.max()) + 1 if codes.size else 0
 
@@ -67,13 +59,13 @@ def platform_config(cfg: DenseConfig, code_bound: int) -> DenseConfig:
     return cfg.model_copy(update={"sid_levels": len(CODE_COLUMNS), "codebook_size": max(cfg.codebook_size, code_bound)})
 
 
-def train_dense(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, days: Sequence[str]
+def train_dense(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, days: Sequence[date | str]
                 ) -> tuple[DenseRetriever, dict[str, Any]]:
     """Train DR on the `gr_samples` of `days` with the catalog as of the last day; (model, stats)."""
     if not days:
         raise ValueError("train_dense needs at least one day of gr_samples")
-    days = sorted(to_ds(d) for d in days)
-    samples = read_samples(lake, days)
+    days = sorted(f"{d}" for d in days)
+    samples = read_gr_samples(lake, days, SAMPLE_COLUMNS)
     table, sid_ds, bound = item_table(lake, days[-1])
     cfg = platform_config(cfg, bound)
     requests = build_requests(samples, cfg)
@@ -81,7 +73,7 @@ def train_dense(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, days: 
     return model, {**stats, "days": [days[0], days[-1]], "sample_rows": int(len(samples)), "sid_snapshot": sid_ds}
 
 
-def encode_items(model: DenseRetriever, lake: Lake, ds: str) -> tuple[np.ndarray, np.ndarray]:
+def encode_items(model: DenseRetriever, lake: Lake, ds: date) -> tuple[np.ndarray, np.ndarray]:
     """(item ids (N,), L2-normalised vectors (N, D)) of every item listed up to `ds`, with the
     SIDs of the newest snapshot up to `ds` (codes beyond the model's codebook count as no SID)."""
     table, _, _ = item_table(lake, ds)

@@ -20,7 +20,7 @@ import torch
 
 from foundation.sections.dense import DenseConfig
 from foundation.sections.trainer import TrainerConfig
-from models import training
+from models import checkpoint
 from models.dense.data import (
     OBJECTIVES,
     Batch,
@@ -149,9 +149,9 @@ def evaluate(model: DenseRetriever, table: ItemTable, samples: pd.DataFrame, ks:
 
 
 def save_checkpoint(model: DenseRetriever, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """`model.safetensors` + `config.json` (the DenseConfig and any `extra` metadata): `models.training`."""
-    return training.save_checkpoint(model, path, extra)
+    """`model.safetensors` + `config.json` (the DenseConfig and any `extra` metadata): `models.checkpoint`."""
+    return checkpoint.save_model(model, path, extra)
 
 
 def load_checkpoint(path: str | Path) -> DenseRetriever:
-    return training.load_checkpoint(path, DenseRetriever, DenseConfig)
+    return checkpoint.load_model(path, DenseRetriever, DenseConfig)

@@ -4,28 +4,27 @@ The Trainer comes from `models.training.build_trainer` (where it trains: `settin
 its `ModelCheckpoint` picks the best validation epoch. Training uses a warm-up + cosine learning rate and an EMA of the weights (`ItemLTVConfig`);
 the EMA weights are the ones validated, selected and saved. Checkpoints live in the lake's `models`
 zone as one self-describing file, `catalog.model_key(name, ds)` =
-`models/<name>/ds=<ds>/model.safetensors` (weights + the model spec and the preprocessing as
-safetensors metadata); `name` is `itemltv` (base + uplift) or `itemltv_base` (the "base only"
+`models/<name>/ds=<ds>/model.safetensors` (`models.checkpoint.to_file`: the weights, and the model
+spec and the preprocessing in the config JSON that names their sha256); `name` is `itemltv` (base + uplift) or `itemltv_base` (the "base only"
 ablation).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import date
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from foundation import catalog
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
+from models import checkpoint
 from models.itemltv.data import Preprocess, Splits
 from models.itemltv.lit import ItemLTVData, LitItemLTV
 from models.itemltv.model import ItemLTV
@@ -99,48 +98,39 @@ def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: 
 
 
 # -- checkpoints -------------------------------------------------------------
-def checkpoint_key(name: str, ds: str) -> str:
+def checkpoint_key(name: str, ds: date) -> str:
     """The lake key of the checkpoint `name` of `ds` (the catalog's `model_key`)."""
     return catalog.model_key(name, ds)
 
 
-def save_checkpoint(lake: Lake, name: str, ds: str, trained: Trained) -> str:
-    """Write weights + spec + preprocessing as one safetensors object; returns its key."""
-    state = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    # one metadata key: safetensors writes its metadata map in arbitrary order, and identical
-    # checkpoints must be identical bytes (content-addressed releases, idempotent re-runs)
-    meta = {"growthgr": json.dumps({"spec": trained.spec, "preprocess": asdict(trained.pre), "ds": to_ds(ds)},
-                                   sort_keys=True)}
+def save_checkpoint(lake: Lake, name: str, ds: date, trained: Trained) -> str:
+    """Write weights + spec + preprocessing as one checkpoint file (`models.checkpoint.to_file`);
+    returns its key."""
+    meta = {"spec": trained.spec, "preprocess": asdict(trained.pre), "ds": f"{ds}"}
     key = checkpoint_key(name, ds)
-    lake.store.put_bytes(key, st_save(state, metadata=meta))
+    lake.store.put_bytes(key, checkpoint.to_file(*checkpoint.to_bytes(trained.model.state_dict(), meta)))
     return key
 
 
-def latest_checkpoint_ds(lake: Lake, name: str, ds: str) -> str:
+def latest_checkpoint_ds(lake: Lake, name: str, ds: date) -> str:
     """The newest checkpoint date <= ds."""
     found = sorted(m.group(1) for k in lake.store.list(catalog.model_prefix(name))
-                   if (m := re.search(r"ds=(\d{4}-\d{2}-\d{2})/model\.safetensors$", k)) and m.group(1) <= to_ds(ds))
+                   if (m := re.search(r"ds=(\d{4}-\d{2}-\d{2})/model\.safetensors$", k)) and m.group(1) <= f"{ds}")
     if not found:
         raise FileNotFoundError(f"no {name} checkpoint at or before {ds} in {lake.store.uri}")
     return found[-1]
 
 
-def safetensors_metadata(blob: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file (header = u64 length + JSON)."""
-    size = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8:8 + size])["__metadata__"]
-
-
-def load_checkpoint(lake: Lake, name: str, ds: str) -> Trained:
+def load_checkpoint(lake: Lake, name: str, ds: date) -> Trained:
     """Load the newest checkpoint at or before `ds`."""
     return checkpoint_from_bytes(lake.store.get_bytes(checkpoint_key(name, latest_checkpoint_ds(lake, name, ds))))
 
 
 def checkpoint_from_bytes(blob: bytes) -> Trained:
     """A model from the bytes of a checkpoint (e.g. a release's copy), with its own spec and preprocessing."""
-    meta = json.loads(safetensors_metadata(blob)["growthgr"])
+    state, meta = checkpoint.from_bytes(*checkpoint.from_file(blob))
     spec, pre = meta["spec"], Preprocess(**meta["preprocess"])
     model = ItemLTV(**model_kwargs(spec))
-    model.load_state_dict(st_load(blob))
+    model.load_state_dict(state)
     return Trained(model.eval(), pre, spec)
 

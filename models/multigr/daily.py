@@ -1,8 +1,8 @@
 """MultiGR in the daily pipeline: warm-started SFT refresh (+ MoPO) and evaluation on fixed held-out days.
 
 Pure functions over a lake (no Airflow, no release store): the application
-(`growthgr.pipeline.multigr_train / multigr_evaluate / gate_multigr`) finds the serving
-release's model, writes checkpoints, reports and gate results.
+(`growthgr.pipeline.multigr_train / multigr_evaluate / gate_multigr`) wires `lineage` (finds the
+serving release's model, writes checkpoints and reports) and `gate` (the model gate).
 
 A *lineage* is a chain of daily models, each warm-started from the one before; it starts
 with a model trained from scratch (first day, a new SID version, or a new architecture).
@@ -48,7 +48,8 @@ import pandas as pd
 import torch
 
 from foundation.catalog import GR_SAMPLES, ITEM_SIDS, ITEM_UPLIFT
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
+from foundation.samples import read_gr_samples
 from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.trainer import TrainerConfig
 from models.multigr.beam import beam_search, trie_table
@@ -68,7 +69,6 @@ from models.tokenizer.trie import SidTrie
 log = logging.getLogger(__name__)
 
 KS = (10, 100)                     # Recall@10/100, NDCG@10/100
-GATE_METRIC = ("search", "recall@10")
 LATE_ORDER_DAYS = 7                # site orders are linked to queries of the 1..7 days before
 VALID_SID_PROMPTS = 64             # prompts decoded for the valid-SID fraction (held-out requests first)
 # the fields that decide whether a checkpoint's weights fit a config (warm start, scoring the serving model)
@@ -90,13 +90,13 @@ class SidTable(NamedTuple):
         return trie_table(SidTrie.from_sids(self.codes, self.codebook_size))
 
 
-def sid_table(lake: Lake, ds: str) -> SidTable:
+def sid_table(lake: Lake, ds: date) -> SidTable:
     """The SID snapshot as of `ds` (every item embedded up to ds has a SID)."""
     from models.tokenizer import sids
 
-    parts = lake.list_partitions(*ITEM_SIDS, end=to_ds(ds))
+    parts = lake.list_partitions(*ITEM_SIDS, end=ds)
     if not parts:
-        raise PartitionNotFound(f"no {ITEM_SIDS.key(ds)} or earlier: run the tokenize step for {to_ds(ds)}")
+        raise PartitionNotFound(f"no {ITEM_SIDS.key(ds)} or earlier: run the tokenize step for {ds}")
     write_id = lake.commit_info(*ITEM_SIDS, parts[-1]).write_id
     table = lake.read_partition(*ITEM_SIDS, parts[-1]).to_pandas()
     versions = sorted(set(table["sid_version"]))
@@ -117,25 +117,16 @@ def same_architecture(a: MultiGRConfig, b: MultiGRConfig) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in ARCHITECTURE)
 
 
-def lineage_days(lake: Lake, ds: str, cfg: MultiGRConfig) -> tuple[list[str], list[str]]:
+def lineage_days(lake: Lake, ds: date, cfg: MultiGRConfig) -> tuple[list[str], list[str]]:
     """(train days, held-out days) of a lineage starting on `ds` (the rule in the module docstring)."""
-    ds, daily = to_ds(ds), cfg.daily
+    daily = cfg.daily
     days = lake.list_partitions(*GR_SAMPLES, end=ds)
-    if ds not in days:
+    if f"{ds}" not in days:
         raise PartitionNotFound(f"no {GR_SAMPLES.key(ds)}: run the gr_samples Spark job (spark_jobs) for {ds}")
     if len(days) > daily.eval_days:
         return days[: -daily.eval_days][-daily.train_days:], days[-daily.eval_days:]
-    after = [(date.fromisoformat(ds) + timedelta(days=i)).isoformat() for i in range(1, daily.eval_days + 1)]
+    after = [(ds + timedelta(days=i)).isoformat() for i in range(1, daily.eval_days + 1)]
     return days[-daily.train_days:], after
-
-
-def read_days(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
-    """Every column of the `samples/gr_samples` rows of `days` (each must be committed)."""
-    missing = [d for d in days if not lake.exists(*GR_SAMPLES, d)]
-    if missing:
-        raise PartitionNotFound(f"no {', '.join(GR_SAMPLES.key(d) for d in missing)}: run the gr_samples Spark job")
-    frames = [lake.read_partition(*GR_SAMPLES, d).to_pandas() for d in days]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _refresh_cfg(cfg: MultiGRConfig, n_examples: int) -> MultiGRConfig:
@@ -152,14 +143,13 @@ def _copy(model: MultiGR, cfg: MultiGRConfig) -> MultiGR:
     return out.eval()
 
 
-def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: str, init: MultiGR | None,
+def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date, init: MultiGR | None,
                 *, eval_days: Sequence[str] | None = None) -> tuple[MultiGR, dict]:
     """The day's MultiGR and what was done: warm start from `init` (the serving release's model, with
     its lineage's held-out `eval_days`) and SFT refresh on the day's `gr_samples`, or (no `init`, or
     an `init` whose architecture does not fit the day's SID table) SFT from scratch on the lineage's
     train days; then MoPO (`cfg.daily.mopo_steps > 0` steps) on the same requests with the day's ItemLTV
     `curated/item_uplift` (None when absent). Never trains on a held-out day."""
-    ds = to_ds(ds)
     table = sid_table(lake, ds)
     mcfg = model_config(cfg, table).model_copy(update={"max_epochs": cfg.daily.scratch_epochs})
     if init is not None and not same_architecture(init.cfg, mcfg):
@@ -170,12 +160,12 @@ def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: 
     if init is None:
         train, held = lineage_days(lake, ds, cfg)
     else:
-        held = sorted(to_ds(d) for d in eval_days)
-        train = [] if ds in held else [ds]
-    samples = read_days(lake, train)
+        held = sorted(f"{d}" for d in eval_days)
+        train = [] if f"{ds}" in held else [f"{ds}"]
+    samples = read_gr_samples(lake, train)
     examples = sft_examples(Vocab.from_config(mcfg), samples, table.lookup, mcfg.max_history,
                             mcfg.max_query_words) if train else []
-    info = {"ds": ds, "mode": "scratch" if init is None else "warm_start", "train_days": train, "eval_days": held,
+    info = {"ds": f"{ds}", "mode": "scratch" if init is None else "warm_start", "train_days": train, "eval_days": held,
             "sid_snapshot": table.ds, "sid_version": table.version, "items_with_sid": int(len(table.lookup.ids)),
             "train_requests": int(len(samples)), "sft_examples": len(examples)}
     model, seconds = _sft(mcfg, trainer_cfg, examples, init, train)
@@ -203,7 +193,7 @@ def _sft(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, examples: list, init: M
     return _copy(model, cfg), seconds
 
 
-def _mopo(cfg: MultiGRConfig, lake: Lake, ds: str, model: MultiGR, samples: pd.DataFrame,
+def _mopo(cfg: MultiGRConfig, lake: Lake, ds: date, model: MultiGR, samples: pd.DataFrame,
           table: SidTable) -> tuple[MultiGR, dict]:
     """MoPO alignment of `model` on the requests of `samples` (models.multigr.mopo)."""
     from models.multigr.mopo import align, build_contexts
@@ -225,39 +215,39 @@ def _mopo(cfg: MultiGRConfig, lake: Lake, ds: str, model: MultiGR, samples: pd.D
     return aligned, {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in info.items()}
 
 
-def evaluate_daily(model: MultiGR, lake: Lake, ds: str, cfg: MultiGRConfig, *,
+def evaluate_daily(model: MultiGR, lake: Lake, ds: date, cfg: MultiGRConfig, *,
                    eval_days: Sequence[str] | None = None) -> dict:
     """Recall@10/100 and NDCG@10/100 (labels `search`, `all-net`) of `model` on the held-out days
     `eval_days` (default: those of a lineage starting on ds) that have samples by `ds`, and the
     fraction of valid SIDs from the constrained decoder (serving beam widths and top_k), with the
     day's SID snapshot and its trie. `inputs` names every partition read, at the write read."""
-    ds = to_ds(ds)
-    held = sorted(to_ds(d) for d in (eval_days if eval_days is not None else lineage_days(lake, ds, cfg)[1]))
+    day = f"{ds}"
+    held = sorted(f"{d}" for d in (eval_days if eval_days is not None else lineage_days(lake, ds, cfg)[1]))
     table = sid_table(lake, ds)
     mcfg = model_config(cfg, table)
     if (model.cfg.sid_levels, model.cfg.codebook_size) != (mcfg.sid_levels, mcfg.codebook_size):
         raise ValueError(f"the model decodes {model.cfg.sid_levels} levels of {model.cfg.codebook_size} codes; "
                          f"{ITEM_SIDS.key(table.ds)} has {mcfg.sid_levels} of {mcfg.codebook_size}")
-    due = [d for d in held if d <= ds]
+    due = [d for d in held if d <= day]
     present = [d for d in due if lake.exists(*GR_SAMPLES, d)]
     inputs = [{"zone": ITEM_SIDS.zone, "table": ITEM_SIDS.table, "ds": table.ds, "write_id": table.write_id}]
     inputs += [{"zone": GR_SAMPLES.zone, "table": GR_SAMPLES.table, "ds": d,
                 "write_id": lake.commit_info(*GR_SAMPLES, d).write_id} for d in present]
     trie_next = table.trie_next()
-    report = {"ds": ds, "eval_days": held, "evaluated_days": present, "pending_eval_days": [d for d in held if d > ds],
+    report = {"ds": day, "eval_days": held, "evaluated_days": present, "pending_eval_days": [d for d in held if d > day],
               "missing_eval_days": [d for d in due if d not in present], "sid_snapshot": table.ds,
               "sid_version": table.version, "items_with_sid": int(len(table.lookup.ids)), "ks": list(KS),
               "inputs": inputs}
     started, scored = time.perf_counter(), pd.DataFrame()
     if present:
-        window_end = min(ds, (date.fromisoformat(present[-1]) + timedelta(days=LATE_ORDER_DAYS)).isoformat())
-        test = add_late_site_orders(lake, read_days(lake, present), present[0], window_end)
+        window_end = min(day, (date.fromisoformat(present[-1]) + timedelta(days=LATE_ORDER_DAYS)).isoformat())
+        test = add_late_site_orders(lake, read_gr_samples(lake, present), present[0], window_end)
         relevant = relevant_sets(test, table.lookup)
         scored = _subset(test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)],
                          cfg.daily.eval_requests)
         report["metrics"] = evaluate_samples(model, scored, table.lookup, trie_next, KS)
         report.update(label_window_end=window_end, requests=int(len(test)), scored_requests=int(len(scored)))
-    prompts_from = (scored if len(scored) else read_days(lake, [ds])).head(VALID_SID_PROMPTS)
+    prompts_from = (scored if len(scored) else read_gr_samples(lake, [ds])).head(VALID_SID_PROMPTS)
     report.update(valid_sids(model, prompts_from, table, trie_next))
     report["eval_time_s"] = round(time.perf_counter() - started, 1)
     return report
@@ -290,53 +280,3 @@ def valid_sids(model: MultiGR, samples: pd.DataFrame, table: SidTable, trie_next
         valid += sum(tuple(r) in known for r in rows.tolist())
     return {"decoded_prompts": len(prompts), "decoded_sids": decoded,
             "valid_sid_fraction": valid / decoded if decoded else float("nan")}
-
-
-def headline(report: dict) -> dict:
-    """The deterministic part of an evaluation report (no timings): what a release manifest records."""
-    keep = ("eval_days", "evaluated_days", "pending_eval_days", "missing_eval_days", "sid_snapshot", "sid_version",
-            "label_window_end", "requests", "scored_requests", "metrics", "decoded_sids", "valid_sid_fraction")
-    return {k: report[k] for k in keep if k in report}
-
-
-def _non_finite(value, path: str = "") -> list[str]:
-    if isinstance(value, bool) or value is None:
-        return []
-    if isinstance(value, (int, float)):
-        return [] if math.isfinite(value) else [path]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
-    return []
-
-
-def gate_figure(report: dict | None) -> float | None:
-    """The gated figure (search Recall@10) of an evaluation, None without held-out samples."""
-    label, metric = GATE_METRIC
-    return (report or {}).get("metrics", {}).get(label, {}).get(metric)
-
-
-def gate_checks(candidate: dict, serving: dict | None, max_recall_drop: float) -> dict[str, dict]:
-    """The model gate of a day's MultiGR, from its evaluation (`evaluate_daily`) and, when comparable,
-    the serving model's on the same held-out requests. Each check: passed, value(s), limit, details.
-
-    finite_metrics: every metric is finite; valid_sids: the valid-SID fraction is exactly 1.0 (and
-    some SID was decoded); held_out_days: every held-out day up to ds has samples; recall: search
-    Recall@10 >= the serving model's - `max_recall_drop` (passes without a comparison when no
-    serving model was scored or no held-out day has samples yet)."""
-    bad = _non_finite({"metrics": candidate.get("metrics", {}), "valid_sid_fraction": candidate["valid_sid_fraction"]})
-    fraction = candidate["valid_sid_fraction"]
-    value, base = gate_figure(candidate), gate_figure(serving)
-    limit = None if base is None else base - max_recall_drop
-    days = candidate["evaluated_days"]
-    return {
-        "finite_metrics": {"passed": not bad, "non_finite": bad},
-        "valid_sids": {"passed": fraction == 1.0 and candidate["decoded_sids"] > 0, "value": fraction, "limit": 1.0,
-                       "decoded_sids": candidate["decoded_sids"]},
-        "held_out_days": {"passed": not candidate["missing_eval_days"], "missing": candidate["missing_eval_days"],
-                          "pending": candidate["pending_eval_days"]},
-        "recall": {"passed": limit is None or (value is not None and value >= limit - 1e-12),
-                   "metric": " ".join(GATE_METRIC), "value": value, "serving": base, "limit": limit,
-                   "max_recall_drop": max_recall_drop, "days": days,
-                   "skipped": None if limit is not None else ("no held-out day has samples yet" if not days
-                                                               else "no serving model scored")},
-    }

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundation.sections.multigr import MultiGRConfig
-from models import training
+from models import checkpoint
 from models.metrics import ranking_metrics
 from models.multigr.beam import NEG_INF, BeamResult, trie_children
 from models.multigr.model import Block, attention_mask
@@ -338,11 +338,11 @@ class SASRec(nn.Module):
 
 
 def load(path) -> nn.Module:
-    """An `ItemSeqGR` or `SASRec` checkpoint written by `models.training.save_checkpoint` with the extra
+    """An `ItemSeqGR` or `SASRec` checkpoint written by `models.checkpoint.save_model` with the extra
     fields `arch` ("item" | "sasrec") and `n_items` (the benchmarks' `--checkpoint`)."""
-    meta = json.loads((Path(path) / training.CONFIG).read_text())
+    meta = json.loads((Path(path) / checkpoint.CONFIG).read_text())
     n = int(meta["n_items"])
     build = {"item": lambda c: ItemSeqGR(c, np.zeros((n, c.sid_levels), np.int64), bool(meta.get("item_input")),
                                          float(meta.get("item_loss", 0.0))),
              "sasrec": lambda c: SASRec(c, n)}[meta["arch"]]
-    return training.load_checkpoint(path, build, MultiGRConfig)
+    return checkpoint.load_model(path, build, MultiGRConfig)

@@ -46,7 +46,7 @@ import pandas as pd
 from scipy import stats
 
 from foundation.catalog import ITEM_UPLIFT, RAW, report_key
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.trainer import TrainerConfig
 from models.metrics import ranking_metrics
@@ -104,7 +104,7 @@ ExtraRows = Callable[[ExtraRowInputs], tuple[dict[str, np.ndarray], dict]]
 
 def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
     """The newest `curated/item_uplift` at or before `ds` (None when there is none)."""
-    parts = lake.list_partitions(*ITEM_UPLIFT, end=to_ds(ds))
+    parts = lake.list_partitions(*ITEM_UPLIFT, end=ds)
     return lake.read_partition(*ITEM_UPLIFT, parts[-1]).to_pandas() if parts else None
 
 
@@ -172,7 +172,6 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     from models.multigr.train import fit
 
     started = time.perf_counter()
-    ds = to_ds(ds)
     data = load_platform_data(lake, ds, train_days, test_days)
     late_end = late_orders_end(lake, data.test_days)
     if late_end > data.test_days[-1]:                 # site orders placed after the test days (labels only)
@@ -210,7 +209,7 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     def build_report() -> dict:
         seeds_done = sorted(per_seed)
         return {
-            "ds": ds, "train_days": [data.train_days[0], data.train_days[-1]],
+            "ds": f"{ds}", "train_days": [data.train_days[0], data.train_days[-1]],
             "test_days": [data.test_days[0], data.test_days[-1]], "seeds": [int(s) for s in seeds_done],
             "late_site_orders_through": late_end,
             "sid_snapshot": data.sid_ds, "eval_sid_snapshot": data.eval_sid_ds, "sid_version": data.sid_version,

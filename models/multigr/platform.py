@@ -30,8 +30,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from foundation.catalog import GR_SAMPLES, ITEM_SIDS, RAW, report_key
-from foundation.lake import Lake, PartitionNotFound, ds_range, to_ds
+from foundation.catalog import ITEM_SIDS, RAW, report_key
+from foundation.lake import Lake, PartitionNotFound, ds_range
+from foundation.samples import read_gr_samples
 from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.trainer import TrainerConfig
 from models.metrics import ranking_metrics
@@ -137,22 +138,12 @@ SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "
                   "purchase_ids", "site_order_item_ids"]
 
 
-def split_days(ds: str, train_days: int, test_days: int) -> tuple[list[str], list[str]]:
+def split_days(ds: date, train_days: int, test_days: int) -> tuple[list[str], list[str]]:
     """(train, test): the newest `test_days` days up to `ds` and the `train_days` before them."""
     if train_days < 1 or test_days < 1:
         raise ValueError(f"need train_days >= 1 and test_days >= 1, got {train_days}, {test_days}")
-    end = date.fromisoformat(to_ds(ds))
-    days = ds_range(end - timedelta(days=train_days + test_days - 1), end)
+    days = ds_range(ds - timedelta(days=train_days + test_days - 1), ds)
     return days[:train_days], days[train_days:]
-
-
-def read_samples(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
-    """The `samples/gr_samples` rows of `days` (every day must have a committed partition)."""
-    missing = [d for d in days if not lake.exists(*GR_SAMPLES, d)]
-    if missing:
-        raise PartitionNotFound(f"no samples/gr_samples for {missing}: run the gr_samples Spark job for them")
-    return pd.concat([lake.read_partition(*GR_SAMPLES, d, SAMPLE_COLUMNS).to_pandas() for d in days],
-                     ignore_index=True)
 
 
 def add_late_site_orders(lake: Lake, samples: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
@@ -238,12 +229,12 @@ def eval_lookup(train_sids: pd.DataFrame, test_sids: pd.DataFrame) -> SidLookup:
     return SidLookup(test_sids, cols)
 
 
-def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> PlatformData:
+def load_platform_data(lake: Lake, ds: date, train_days: int, test_days: int) -> PlatformData:
     """Train / test samples and the SID snapshot as of the last train day (see `run_platform`)."""
     from models.tokenizer import sids
 
     train_ds, test_ds = split_days(ds, train_days, test_days)
-    train, test = read_samples(lake, train_ds), read_samples(lake, test_ds)
+    train, test = read_gr_samples(lake, train_ds, SAMPLE_COLUMNS), read_gr_samples(lake, test_ds, SAMPLE_COLUMNS)
     test = add_late_site_orders(lake, test, test_ds[0], test_ds[-1])
     parts = lake.list_partitions(*ITEM_SIDS, end=train_ds[-1])
     if not parts:
@@ -258,7 +249,7 @@ def load_platform_data(lake: Lake, ds: str, train_days: int, test_days: int) -> 
                         eval_ds, evaluated)
 
 
-def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, test_days: int = 2,
+def run_platform(cfg: MultiGRConfig, lake: Lake, ds: date, train_days: int = 14, test_days: int = 2,
                  epochs: int | None = None, trainer_cfg: TrainerConfig = TrainerConfig()) -> dict:
     """Offline evaluation of MultiGR (SFT) on held-out days of the lake; writes and returns the report.
 
@@ -288,7 +279,6 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
     """
     from models.multigr.train import fit
 
-    ds = to_ds(ds)
     data = load_platform_data(lake, ds, train_days, test_days)
     cfg = platform_config(cfg, data.codes, data.codebook_size)
     if epochs:
@@ -312,9 +302,18 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
     popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
                   for name, rel in relevant.items()}
 
+    figures = {"multigr_sft": multigr, "popularity": popularity}
+    report = _report(ds, data, cfg, model, len(examples), figures, widths, (seconds, eval_seconds))
+    lake.store.put_bytes(report_key("multigr", ds), json.dumps(report, indent=2).encode())
+    return report
+
+
+def _report(ds: date, data: PlatformData, cfg: MultiGRConfig, model: MultiGR, n_examples: int, metrics: dict,
+            widths: list[int], seconds: tuple[float, float]) -> dict:
+    test_lookup, lookup = data.eval_lookup, data.lookup
     bought = np.concatenate([np.asarray(v, np.int64) for v in data.test["purchase_ids"]] + [np.zeros(0, np.int64)])
-    report = {
-        "ds": ds,
+    return {
+        "ds": f"{ds}",
         "train_days": [data.train_days[0], data.train_days[-1]],
         "test_days": [data.test_days[0], data.test_days[-1]],
         "sid_snapshot": data.sid_ds,
@@ -323,20 +322,18 @@ def run_platform(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int = 14, 
         "items_with_sid": int(len(test_lookup.ids)),
         "new_items_with_sid": int(len(test_lookup.ids) - len(lookup.ids)),
         "train_requests": int(len(data.train)),
-        "train_examples": len(examples),
+        "train_examples": n_examples,
         "test_requests": int(len(data.test)),
         "test_purchases_without_sid": int(len(bought) - len(test_lookup.known(bought))),
         "epochs": cfg.max_epochs,
         "params": model.num_params(),
-        "training_time_s": round(seconds, 1),
-        "eval_time_s": round(eval_seconds, 1),
+        "training_time_s": round(seconds[0], 1),
+        "eval_time_s": round(seconds[1], 1),
         "beam_widths": widths,
         "ks": list(KS),
-        "metrics": {"multigr_sft": multigr, "popularity": popularity},
+        "metrics": metrics,
         "config": cfg.model_dump(mode="json"),
     }
-    lake.store.put_bytes(report_key("multigr", ds), json.dumps(report, indent=2).encode())
-    return report
 
 
 def report_table(report: dict) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.trainer import TrainerConfig
-from models import training
+from models import checkpoint
 from models.metrics import ranking_metrics
 from models.multigr.beam import beam_search
 from models.multigr.data import SeqBatch, SFTDataModule, left_pad
@@ -113,12 +113,12 @@ def fit(
 
 
 def save_checkpoint(model: MultiGR, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """`model.safetensors` + `config.json` (the MultiGRConfig and any `extra` metadata): `models.training`."""
-    return training.save_checkpoint(model, path, extra)
+    """`model.safetensors` + `config.json` (the MultiGRConfig and any `extra` metadata): `models.checkpoint`."""
+    return checkpoint.save_model(model, path, extra)
 
 
 def load_checkpoint(path: str | Path) -> MultiGR:
-    return training.load_checkpoint(path, MultiGR, MultiGRConfig)
+    return checkpoint.load_model(path, MultiGR, MultiGRConfig)
 
 
 def rank_items(

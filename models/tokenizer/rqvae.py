@@ -21,8 +21,6 @@ Training runs on the `models.training` Trainer (`TrainerConfig`: CPU by default)
 
 from __future__ import annotations
 
-import json
-import struct
 import warnings
 from dataclasses import dataclass
 
@@ -30,13 +28,12 @@ import faiss
 import lightning as L
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from foundation.sections.tokenizer import TokenizerConfig
 from foundation.sections.trainer import TrainerConfig
+from models import checkpoint
 from models.tokenizer.runtime import torch_threads
 from models.training import build_trainer
 
@@ -247,16 +244,16 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False,
 
 
 def model_to_bytes(model: RQVAE, meta: dict) -> bytes:
-    """safetensors bytes of the state dict, with `meta` (JSON) in the header."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    return st_save(state, metadata={"meta": json.dumps(meta)})
+    """The model of a SID version as one checkpoint file (`models.checkpoint.to_file`: weights +
+    `meta`, which holds `input_dim` and the `tokenizer` config)."""
+    return checkpoint.to_file(*checkpoint.to_bytes(model.state_dict(), meta))
 
 
 def model_from_bytes(data: bytes) -> tuple[RQVAE, dict]:
-    """Inverse of `model_to_bytes`; meta must hold `input_dim` and the `tokenizer` config."""
-    header_len = struct.unpack("<Q", data[:8])[0]
-    meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["meta"])
+    """Inverse of `model_to_bytes` (the weights checked against the sha256 of `meta`)."""
+    state, meta = checkpoint.from_bytes(*checkpoint.from_file(data))
+    meta.pop("sha256")
     model = RQVAE(meta["input_dim"], TokenizerConfig(**meta["tokenizer"]))
-    model.load_state_dict(st_load(data))
+    model.load_state_dict(state)
     model.eval()
     return model, meta
