@@ -352,13 +352,12 @@ class Lake:
 
     def list_partitions(
         self, zone: str, table: str, start: str | date | None = None, end: str | date | None = None
-    ) -> list[str]:
-        """The committed `ds` values of a table, sorted, optionally within [start, end]."""
+    ) -> list[date]:
+        """The committed days of a table, sorted, optionally within [start, end]."""
         prefix = f"{zone}/{table}/"
-        found = sorted({ds for k in self.store.list(prefix)
+        found = sorted({parse_ds(ds) for k in self.store.list(prefix)
                         if k.endswith("/" + MARKER) and (ds := _partition_ds(k[len(prefix):-len(MARKER) - 1]))})
-        lo = _iso(start) if start else "0000-00-00"
-        hi = _iso(end) if end else "9999-99-99"
+        lo, hi = parse_ds(start) if start else date.min, parse_ds(end) if end else date.max
         return [ds for ds in found if lo <= ds <= hi]
 
     def unknown_entries(self, zone: str, table: str) -> list[str]:

@@ -90,7 +90,7 @@ def backfill_features(settings: Settings, last: date, days: int) -> None:
     if backfill_job(settings, "features", ("features", "item_features"), ds_range(last - timedelta(days=days - 1), last)):
         lake = Lake.from_settings(settings)
         for ds in lake.list_partitions(*TRAINING_TABLE):
-            training_set(settings.feast, lake, SERVICE, date.fromisoformat(ds), settings.spark.master)
+            training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
 
 
 def backfill_gr_samples(settings: Settings, last: date) -> list[date]:

@@ -96,7 +96,7 @@ def mechanism_report(lake: Lake) -> dict:
             for t in ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")}
     aff = exposure_affinity(w, effects["user_id"].to_numpy(), effects["item_id"].to_numpy())
     return {
-        "days": len(parts), "first_day": parts[0], "last_day": parts[-1], "rows": rows,
+        "days": len(parts), "first_day": f"{parts[0]}", "last_day": f"{parts[-1]}", "rows": rows,
         "items": int(len(items)),
         "exposure_gini": exposure_gini(exp["item_id"].to_numpy(), items["item_id"].to_numpy()),
         "new_item_exposure_share": shares[0], "new_item_catalog_share": shares[1],

@@ -159,7 +159,7 @@ def history_days(lake: Lake, table: str, ds: date, lookback: int, zone: str = "r
     parts = lake.list_partitions(zone, table, end=ds)
     if not parts:
         raise InputError(f"{zone}/{table}: no committed partitions up to ds={ds}")
-    first = date.fromisoformat(parts[0])
+    first = parts[0]
     return [d for d in days(ds, -(lookback - 1), 0) if d >= first]
 
 
@@ -168,7 +168,7 @@ def catalog_days(lake: Lake, table: str, ds: date) -> list[date]:
     parts = lake.list_partitions(*RAW[table], end=ds)
     if not parts:
         raise InputError(f"{RAW[table].zone}/{table}: no committed partitions up to ds={ds}")
-    return [date.fromisoformat(p) for p in parts]
+    return parts
 
 
 # -- load -------------------------------------------------------------------

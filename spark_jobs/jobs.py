@@ -58,7 +58,7 @@ def run_job(lake: Lake, cfg: SparkConfig, storage: StorageConfig, name: str, ds:
 def label_ready(lake: Lake, ds: date) -> bool:
     """True when the raw data reaches back to the listing day of the cohort closing on ds."""
     first = lake.list_partitions(*catalog.RAW["search_requests"])
-    return bool(first) and date.fromisoformat(first[0]) <= day(ds, -calendar.COHORT_OFFSET)
+    return bool(first) and first[0] <= day(ds, -calendar.COHORT_OFFSET)
 
 
 def label_days(lake: Lake, ds: date) -> list[date]:
@@ -67,7 +67,7 @@ def label_days(lake: Lake, ds: date) -> list[date]:
     first = lake.list_partitions(*catalog.RAW["search_requests"])
     if not label_ready(lake, ds):
         return []
-    closable = ds_range(day(date.fromisoformat(first[0]), calendar.COHORT_OFFSET), ds)
+    closable = ds_range(day(first[0], calendar.COHORT_OFFSET), ds)
     return [d for d in closable if d == ds or not lake.exists(*catalog.ITEMLTV_LABELS, d)]
 
 
