@@ -31,11 +31,12 @@ from torch.utils.data import DataLoader
 
 from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.trainer import TrainerConfig
+from models.checkpoint import save_model as save_checkpoint
 from models.metrics import ranking_metrics
 from models.multigr import itemseq
 from models.multigr.beam import sid_keys, trie_table
 from models.tokenizer.trie import SidTrie
-from models.training import best_state, build_trainer, save_checkpoint
+from models.training import best_state, build_trainer
 
 log = logging.getLogger("seqrec")
 

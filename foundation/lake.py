@@ -345,7 +345,7 @@ class Lake:
         parts = []
         for ds in self.list_partitions(zone, table, start, end):
             t = self.read_partition(zone, table, ds, columns)
-            parts.append(t.append_column("ds", pa.array([ds] * t.num_rows, pa.string())))
+            parts.append(t.append_column("ds", pa.array([ds.isoformat()] * t.num_rows, pa.string())))
         if not parts:
             raise PartitionNotFound(f"no partitions of {zone}/{table} between {_iso(start)} and {_iso(end)}")
         return pa.concat_tables(parts, promote_options="default")

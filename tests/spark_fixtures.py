@@ -22,10 +22,10 @@ import pyarrow as pa
 import pytest
 
 from foundation.config import load_settings
-from foundation.lake import Lake, ds_range, parse_ds
+from foundation.lake import Lake, ds_range
 from foundation.schemas import RAW_SCHEMAS
 
-DS = "2026-03-10"
+DS = date(2026, 3, 10)
 L = date(2026, 2, 2)
 FIRST_DAY = "2026-02-01"
 
@@ -172,7 +172,7 @@ def hand_lake(tmp_path, _hand_lake_template):
     return Lake.open(str(tmp_path / "lake"))
 
 
-TINY_LAST = "2026-02-14"   # day 44: the cohort listed on 2026-01-09 closes on it
+TINY_LAST = date(2026, 2, 14)   # day 44: the cohort listed on 2026-01-09 closes on it
 
 
 @pytest.fixture(scope="session")
@@ -183,5 +183,5 @@ def tiny_lake(tmp_path_factory, spark_settings, copy_world):
     root = copy_world(tmp_path_factory.mktemp("tiny_lake") / "lake")
     settings = spark_settings.model_copy(update={"lake_root": str(root)})
     lake = Lake.open(str(root))
-    rows = run_all(lake, settings.spark, settings.storage, parse_ds(TINY_LAST))
+    rows = run_all(lake, settings.spark, settings.storage, TINY_LAST)
     return settings, lake, rows

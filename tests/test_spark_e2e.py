@@ -12,7 +12,11 @@ from spark_fixtures import TINY_LAST
 
 pytest_plugins = ("spark_fixtures",)
 pytestmark = pytest.mark.slow
-COHORT = date.fromisoformat(TINY_LAST) - timedelta(days=36)
+COHORT = TINY_LAST - timedelta(days=36)
+
+
+def shift(day: date, days: int) -> date:
+    return day + timedelta(days=days)
 
 
 def _raw(lake, table, first, last):
@@ -45,7 +49,7 @@ def test_run_all_catches_up_every_closable_label_day(tiny_lake):
     closable = ds_range("2026-02-06", TINY_LAST)
     assert set(closable) <= set(lake.list_partitions("samples", "itemltv_labels"))
     assert label_days(lake, TINY_LAST) == [TINY_LAST]          # only the day itself is (re)built now
-    assert label_days(lake, "2026-02-05") == []                 # no cohort can close yet
+    assert label_days(lake, date(2026, 2, 5)) == []                 # no cohort can close yet
 
 
 def test_labels_match_an_independent_pandas_computation(tiny_lake):
@@ -96,7 +100,7 @@ def test_demo_feature_backfill_fills_the_history_training_sets(tiny_lake, tmp_pa
 
     from features.store import training_set
     from foundation.lake import Lake
-    from growthgr.demo import backfill_features, shift
+    from growthgr.demo import backfill_features
     from models.itemltv.data import SERVICE, TRAINING_TABLE
 
     settings, _, _ = tiny_lake
@@ -104,7 +108,7 @@ def test_demo_feature_backfill_fills_the_history_training_sets(tiny_lake, tmp_pa
     settings = settings.model_copy(update={"lake_root": str(tmp_path / "lake")})
     lake = Lake.from_settings(settings)
     training_set(settings.feast, lake, SERVICE, TINY_LAST, settings.spark.master)
-    served = {date.fromisoformat(shift(TINY_LAST, d)) for d in (-9, -8)}   # see the snapshots of -10 and -9
+    served = {shift(TINY_LAST, d) for d in (-9, -8)}   # see the snapshots of -10 and -9
 
     def coverage() -> float:
         ts = lake.read_partition(*TRAINING_TABLE, TINY_LAST).to_pandas()
@@ -123,7 +127,6 @@ def test_label_range_job_writes_what_one_run_per_day_writes(tiny_lake, spark, tm
     from pathlib import Path
 
     from foundation.lake import Lake
-    from growthgr.demo import shift
     from spark_jobs import itemltv_labels
     from spark_jobs.jobs import run_days
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from foundation.catalog import query_id
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, ds_range
 from spark_jobs import features, gr_samples, item_daily_stats
 from spark_jobs.common import end_of_day, query_id_col
 from spark_jobs.jobs import JOBS, backfill
@@ -63,7 +63,7 @@ def test_gr_samples_funnel_sets_history_and_linked_site_orders(spark, raw_dfs):
     )
     assertDataFrameEqual(out, expected)
     day5 = gr_samples.transform(**_funnel(raw), history_clicks=raw["clicks"].select(*cols), history_orders=orders,
-                                ds="2026-02-07")
+                                ds=date(2026, 2, 7))
     got = {r.request_id: (r.rank_candidate_ids, r.exposure_ids, r.click_ids, r.history_item_ids)
            for r in day5.collect()}
     assert got == {11: ([1], [1], [], []), 12: ([2, 1], [2, 1], [2], [])}
@@ -109,10 +109,10 @@ def test_query_id_is_the_same_in_python_and_spark(spark):
 def test_backfill_equals_single_runs_and_rerun_is_identical(spark, spark_settings, hand_lake, tmp_path):
     other = Lake.open(str(tmp_path / "other"))
     shutil.copytree(hand_lake.store.uri, other.store.uri, dirs_exist_ok=True)
-    days = ["2026-03-03", "2026-03-04", "2026-03-05"]
+    days = ds_range("2026-03-03", "2026-03-05")
     rows = backfill(hand_lake, spark_settings.spark, spark_settings.storage, "item_daily_stats", days[0], days[-1])
-    assert rows == {"2026-03-03": {"item_daily_stats": 2}, "2026-03-04": {"item_daily_stats": 2},
-                    "2026-03-05": {"item_daily_stats": 1}}   # day 31: the order of item 3
+    assert rows == {days[0]: {"item_daily_stats": 2}, days[1]: {"item_daily_stats": 2},
+                    days[2]: {"item_daily_stats": 1}}   # day 31: the order of item 3
     for ds in days:
         item_daily_stats.run(spark, other, ds)
         assert hand_lake.read_partition("curated", "item_daily_stats", ds).equals(
@@ -135,7 +135,7 @@ def test_cli_runs_a_job_and_reports_input_errors(hand_lake, spark, monkeypatch):
     res = runner.invoke(app, ["--profile", "tiny", "spark", "item_daily_stats", "--start", "2026-03-05",
                               "--end", "2026-03-06"])
     assert res.exit_code == 1 and "raw/clicks/ds=2026-03-06: partition is missing" in res.output
-    assert hand_lake.list_partitions("curated", "item_daily_stats") == ["2026-03-04", "2026-03-05"]
+    assert hand_lake.list_partitions("curated", "item_daily_stats") == ds_range("2026-03-04", "2026-03-05")
 
 
 def test_cli_job_names_match_the_registry():

@@ -28,7 +28,7 @@ def _transform(raw, params=LabelParams()):
 
 
 def test_cohort_is_listed_on_ds_minus_36():
-    assert L == COHORT and (date.fromisoformat(DS) - COHORT).days == 36
+    assert L == COHORT and (DS - COHORT).days == 36
 
 
 def test_labels_match_hand_computed(spark, raw_dfs):

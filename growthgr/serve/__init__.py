@@ -5,7 +5,7 @@
     app = create_app(settings)                                 # FastAPI; `growthgr serve` runs it in uvicorn
 
 A `Retriever` (`retriever.py`) is built from one release (`foundation.releases`): its MultiGR checkpoint
-(`multigr.safetensors` + `multigr_config.json`, the format of `models.multigr.train.save_checkpoint`),
+(`multigr.safetensors` + `multigr_config.json`, the format of `models.checkpoint`),
 the SID trie of its new-item pool (`sid_trie.npz`) and the pool's SIDs (`item_sids.parquet`). A
 request's prompt is the platform's (`models.multigr.platform.request_prompt`: hashed user id and
 intent category, the SIDs of the user's history, the query words); MultiGR's trie-constrained beam
@@ -63,7 +63,6 @@ from growthgr.serve.retriever import (
     POOL_FILES,
     DenseStage,
     Retriever,
-    _checkpoint,
     load_dense,
     load_warm,
     set_threads,
@@ -72,7 +71,7 @@ from growthgr.serve.retriever import (
 __all__ = [
     "CONTEXT_COLUMNS", "DENSE_FILES", "MULTIGR_FILES", "POOL_FILES", "Batcher", "Cache", "ContextRow", "DenseStage",
     "MemoryCache", "Query", "RedisCache", "RequestError", "RetrieveBody", "Retriever", "ServiceMetrics",
-    "ServiceState", "UserContext", "_checkpoint", "cache_key", "check_request", "create_app", "instrument",
+    "ServiceState", "UserContext", "cache_key", "check_request", "create_app", "instrument",
     "latest_history", "load_dense", "load_warm", "normalise_query", "open_cache", "read_user_context",
     "set_threads", "summary",
 ]

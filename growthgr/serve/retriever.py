@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -22,15 +18,17 @@ from foundation.catalog import ITEM_SIDS
 from foundation.config import Settings
 from foundation.lake import Lake, parse_ds
 from foundation.releases import Release, ReleaseError, ReleaseStore, release_ds
+from foundation.sections.dense import DenseConfig
+from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.serve import ServeConfig
 from growthgr.serve.context import ContextRow, Query, UserContext, read_user_context
+from models import checkpoint
 from models.dense import train as dense_train
 from models.dense.data import ItemTable
 from models.dense.index import index_from_bytes, index_vectors
 from models.dense.model import DenseRetriever
 from models.dense.platform import item_table
 from models.dense.rerank import ItemVectors, dr_reranker, two_stage
-from models.multigr import train as multigr_train
 from models.multigr.beam import SidItems, beam_search, trie_table
 from models.multigr.data import left_pad
 from models.multigr.model import MultiGR
@@ -44,16 +42,13 @@ DENSE_FILES = ("dense.safetensors", "dense_config.json", "dense_index.faiss")
 POOL_FILES = ("sid_trie.npz", "item_sids.parquet")
 
 
-def _checkpoint(load: Callable[[Path], Any], weights: bytes, config: bytes) -> Any:
-    """A `save_checkpoint` pair (weights + config.json) from release bytes, through the model's loader;
-    a `sha256` in the config must match the weights."""
-    expected = json.loads(config).get("sha256")
-    if expected and hashlib.sha256(weights).hexdigest() != expected:
-        raise ReleaseError("checkpoint weights do not match the sha256 of their config")
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "model.safetensors").write_bytes(weights)
-        (Path(tmp) / "config.json").write_bytes(config)
-        return load(Path(tmp))
+def _checkpoint(model_cls: type[torch.nn.Module], config_cls: type, weights: bytes, config: bytes) -> Any:
+    """The model of a release's checkpoint pair (`models.checkpoint`: weights + config with their
+    sha256); a mismatch is a `ReleaseError`."""
+    try:
+        return checkpoint.model_from_bytes(weights, config, model_cls, config_cls)
+    except checkpoint.CheckpointMismatch as e:
+        raise ReleaseError(f"checkpoint weights do not match the sha256 of their config: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ def load_dense(store: ReleaseStore, release: Release, lake: Lake, ds: date) -> D
     if not all(name in release.files for name in DENSE_FILES):
         return None
     weights, config, index = (store.read(release.release_id, name) for name in DENSE_FILES)
-    model = _checkpoint(dense_train.load_checkpoint, weights, config)
+    model = _checkpoint(DenseRetriever, DenseConfig, weights, config)
     table, _, _ = item_table(lake, ds)
     return DenseStage(model, table, ItemVectors(*index_vectors(index_from_bytes(index))),
                       model.cfg.two_stage_top_n)
@@ -115,7 +110,7 @@ class Retriever:
         store, lake = ReleaseStore.from_settings(settings), Lake.from_settings(settings)
         release = store.get(release_id)
         ds = _release_ds(release)
-        model = _checkpoint(multigr_train.load_checkpoint, *(store.read(release.release_id, n) for n in MULTIGR_FILES))
+        model = _checkpoint(MultiGR, MultiGRConfig, *(store.read(release.release_id, n) for n in MULTIGR_FILES))
         trie = SidTrie.load(io.BytesIO(store.read(release.release_id, "sid_trie.npz")))
         cfg = model.cfg
         if (trie.codebook_size, trie.depth) != (cfg.codebook_size, cfg.sid_levels):
