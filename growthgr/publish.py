@@ -10,6 +10,10 @@ current. The release id is derived from the content (`ds=<ds>-<digest>`), so
 re-publishing identical inputs is a no-op (idempotent re-runs), while a changed
 input makes a new immutable release. Publishing never demotes a newer release:
 `CURRENT` moves only to a ds >= the serving one (`ReleaseStore.advance`).
+
+`publish` is the daily pipeline's publish step (`growthgr.steps`): it reads the day's stored gate
+results (`stored_gates`), gathers the artifacts those gates validated and hands them to
+`publish_release`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ import math
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from foundation import catalog
+from foundation.config import Settings
+from foundation.lake import Lake
 from foundation.releases import Release, ReleaseStore, release_ds
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,15 @@ MODEL, METRIC = "itemltv.safetensors", "mse"
 # Scores checkpoints (bytes by name: "candidate", "serving") on one set of held-out rows; returns
 # {"scores": {name: {METRIC: ...}}, **what the rows are} (`models.itemltv.pipeline.score_checkpoints`).
 Scorer = Callable[[Mapping[str, bytes]], Mapping]
+
+# The day's MultiGR in the lake (`catalog.model_key("multigr", ds, file)`) -> its name in a release.
+MULTIGR = "multigr"
+MULTIGR_FILES = {"model.safetensors": "multigr.safetensors", "config.json": "multigr_config.json"}
+# The day's dense retriever (checkpoint + FAISS index of the catalog) -> its names in a release
+# (the names `growthgr.serve.DENSE_FILES` loads).
+DENSE = "dense"
+DENSE_FILES = {"model.safetensors": "dense.safetensors", "config.json": "dense_config.json",
+               "index.faiss": "dense_index.faiss"}
 
 
 @dataclass
@@ -232,3 +249,147 @@ def publish_release(
     held_out = held_out_scores(store, inputs.ds, files, serving, score)
     manifest["model_gate"] = model_gate(files, inputs.metrics, held_out, max_regression)
     return store.publish(release_id, files, manifest)
+
+
+# -- the daily publish step: the day's gated artifacts -> `publish_release` ------------------------
+def publish(settings: Settings, ds: date, gates: tuple[str, ...]) -> dict:
+    """Release the day's pool, ItemLTV checkpoint, FAISS index of pool items, metrics, SID table and
+    trie of the pool, the day's MultiGR (`multigr.safetensors` + `multigr_config.json`, exactly
+    the bytes `gate_multigr` validated; its held-out figures under `metrics.multigr`), and the day's
+    dense retriever (`dense.safetensors`, `dense_config.json`, `dense_index.faiss`, the bytes
+    `gate_dense` validated; index kind, nprobe / efSearch and measured recall under `metrics.dense`).
+
+    Behind the data gates, the MultiGR gate and the ItemLTV model gate (the day's checkpoint and the
+    serving release's, scored on the day's ItemLTV test cohorts: `score_checkpoints`); refused before
+    reading any artifact when a stored gate result is missing, failed or stale. `current` in the result
+    is the serving release afterwards (an older day's release does not demote a newer one).
+    """
+    from models.itemltv.pipeline import score_checkpoints
+    from models.itemltv.train import FULL, checkpoint_key, latest_checkpoint_ds
+    from models.tokenizer import embed, sids
+
+    lake = Lake.from_settings(settings)
+    gates = stored_gates(lake, ds, gates)
+    if not all(gates.values()):
+        raise PublishRefused(f"not publishing ds={ds}: gates failed: {sorted(n for n, ok in gates.items() if not ok)}")
+    multigr_files, multigr_metrics, multigr_gate = _gated_multigr(lake, ds, settings.multigr.daily.max_recall_drop)
+    dense_files, dense_metrics = _gated_dense(lake, ds)
+    frame = pool_frame(lake, ds)
+    emb = embed.read_embeddings(lake, ds).set_index("item_id").loc[frame["item_id"]]
+    _, sid_rows = sids.latest_snapshot(lake, ds)
+    trie = sids.build_trie(sid_rows, settings.tokenizer.codebook_size, frame["item_id"].to_numpy())
+    metrics = json.loads(lake.store.get_bytes(catalog.report_key("itemltv", ds)))
+    ckpt = checkpoint_key(FULL, latest_checkpoint_ds(lake, FULL, ds))
+    inputs = ReleaseInputs(
+        ds=f"{ds}",
+        pool=frame,
+        item_ids=frame["item_id"].to_numpy(),
+        embeddings=embed.embedding_matrix(emb.reset_index()),
+        metrics={**metrics, MULTIGR: multigr_metrics, DENSE: dense_metrics},
+        input_partitions=_inputs_of(lake, ds),
+        sid_version=str(sid_rows["sid_version"].iloc[0]),
+        files={
+            "itemltv.safetensors": lake.store.get_bytes(ckpt),
+            "sid_trie.npz": _trie_bytes(trie),
+            "item_sids.parquet": _parquet_bytes(sid_rows[sid_rows["item_id"].isin(frame["item_id"])]),
+            **multigr_files,
+            **dense_files,
+        },
+        records={"multigr_gate": multigr_gate},
+    )
+    store = ReleaseStore.from_settings(settings)
+    release = publish_release(store, inputs, gates, settings.digest(),
+                              max_regression=settings.gates.publish_max_regression,
+                              score=lambda blobs: score_checkpoints(settings.itemltv, lake, ds, blobs))
+    quality = release.manifest.get("model_gate", {}).get("checks", {}).get("quality")
+    return {"release_id": release.release_id, "pool_size": len(frame), "current": store.current_id(),
+            "quality": quality and {k: quality[k] for k in ("candidate", "serving", "limit", "serving_release")}}
+
+
+def _gated_multigr(lake: Lake, ds: date, max_recall_drop: float) -> tuple[dict[str, bytes], dict, dict]:
+    """The release files of the day's MultiGR, checked against the objects its stored gate validated;
+    its metrics and the gate's record (`models.multigr.gate.release_record`)."""
+    from models.multigr.gate import release_record
+
+    files = _gated_files(lake, ds, MULTIGR, MULTIGR_FILES)
+    report = json.loads(lake.store.get_bytes(catalog.report_key(MULTIGR, ds, "daily.json")))
+    metrics, gate = release_record(report, max_recall_drop, _gate_result(lake, ds, MULTIGR)["passed"])
+    return files, metrics, gate
+
+
+def _gated_files(lake: Lake, ds: date, name: str, names: dict[str, str]) -> dict[str, bytes]:
+    """{release name: bytes} of the day's `models/<name>/` objects, each checked to be the object the
+    stored `<name>` gate validated (`PublishRefused` otherwise)."""
+    gated = {w["key"]: w["sha256"] for w in _gate_result(lake, ds, name).get("writes", []) if "key" in w}
+    files = {}
+    for lake_name, release_name in names.items():
+        key = catalog.model_key(name, ds, lake_name)
+        blob = lake.store.get_bytes(key)
+        if _sha256(blob) != gated.get(key):
+            raise PublishRefused(f"not publishing ds={ds}: {key} is not the object gate_{name} validated")
+        files[release_name] = blob
+    return files
+
+
+def _gated_dense(lake: Lake, ds: date) -> tuple[dict[str, bytes], dict]:
+    """The release files of the day's dense retriever (the objects `gate_dense` validated) and its
+    metrics (`models.dense.gate.release_metrics`)."""
+    from models.dense.gate import release_metrics
+
+    files = _gated_files(lake, ds, DENSE, DENSE_FILES)
+    return files, release_metrics(json.loads(files[DENSE_FILES["config.json"]]))
+
+
+
+def _inputs_of(lake: Lake, ds: date) -> list[str]:
+    from foundation.schemas import RAW_TABLES
+
+    return [lake.partition_key("raw", t, ds) for t in RAW_TABLES if lake.exists("raw", t, ds)]
+
+
+def _trie_bytes(trie) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trie.npz"
+        trie.save(path)
+        return path.read_bytes()
+
+
+def stored_gates(lake: Lake, ds: date, names: tuple[str, ...]) -> dict[str, bool]:
+    """Pass/fail of the day's stored gate results. A result counts only if it passed and every
+    partition (or object) it validated is still at the write it validated (`writes`): a missing or
+    running result, or a partition rewritten (or deleted) since its gate, counts as failed."""
+    out = {}
+    for name in names:
+        result = _gate_result(lake, ds, name)
+        stale = [w for w in result.get("writes", []) if not _still_committed(lake, w)]
+        if stale:
+            log.warning("gate %s ds=%s validated writes that are no longer current: %s", name, ds, stale)
+        out[name] = bool(result.get("passed")) and bool(result.get("writes")) and not stale
+    return out
+
+
+def _gate_result(lake: Lake, ds: date, name: str) -> dict:
+    key = catalog.gate_result_key(ds, name)
+    return json.loads(lake.store.get_bytes(key)) if lake.store.exists(key) else {}
+
+
+def _still_committed(lake: Lake, write: dict) -> bool:
+    """Whether the partition `write` names is still committed at that write id (an object of the
+    lake's store, such as a model checkpoint: still holds the bytes of that sha256)."""
+    if "key" in write:
+        return lake.store.exists(write["key"]) and _sha256(lake.store.get_bytes(write["key"])) == write["sha256"]
+    if not lake.exists(write["zone"], write["table"], write["ds"]):
+        return False
+    return lake.commit_info(write["zone"], write["table"], write["ds"]).write_id == write["write_id"]
+
+
+
+def pool_frame(lake: Lake, ds: date) -> pd.DataFrame:
+    return lake.read_partition(*catalog.NEW_ITEM_POOL, ds).to_pandas()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

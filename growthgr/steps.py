@@ -20,6 +20,7 @@ from foundation import catalog
 from foundation.config import Settings
 from foundation.lake import parse_ds
 from growthgr import pipeline
+from growthgr import publish as publishing
 
 RAW_LOGS = "growthgr://lake/raw"           # the Asset a day's raw logs update (simulator DAG or export)
 RELEASE = "growthgr://releases/current"    # the Asset `publish` updates
@@ -61,8 +62,8 @@ def publish_gates() -> tuple[str, ...]:
 
 
 def publish(settings: Settings, ds: date) -> dict:
-    """`growthgr.pipeline.publish` behind the gate results of `publish_gates()`."""
-    return pipeline.publish(settings, ds, publish_gates())
+    """`growthgr.publish.publish` behind the gate results of `publish_gates()`."""
+    return publishing.publish(settings, ds, publish_gates())
 
 
 def _keys(*datasets) -> tuple[str, ...]:

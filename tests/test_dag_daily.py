@@ -189,16 +189,16 @@ def test_released_dense_retriever_loads_in_the_service(good_day, lake_b):
 def test_released_multigr_decodes_only_valid_sids(good_day, lake_b, tmp_path):
     """The release's MultiGR, decoded as served (its beam widths and top_k, the release's SID trie of
     the pool), returns only SIDs of the release's SID table."""
-    from growthgr.pipeline import _load_multigr
     from models.multigr.beam import beam_search, trie_table
     from models.multigr.data import left_pad
+    from models.multigr.lineage import from_bytes
     from models.multigr.platform import SidLookup, request_prompt
     from models.tokenizer.sids import sid_matrix
     from models.tokenizer.trie import SidTrie
 
     s, releases = lake_b
     rid = good_day[1]
-    model = _load_multigr(releases.read(rid, "multigr.safetensors"),
+    model = from_bytes(releases.read(rid, "multigr.safetensors"),
                           json.loads(releases.read(rid, "multigr_config.json")), rid).model
     (tmp_path / "trie.npz").write_bytes(releases.read(rid, "sid_trie.npz"))
     table = pd.read_parquet(io.BytesIO(releases.read(rid, "item_sids.parquet")))

@@ -46,8 +46,8 @@ def _fail_on(lake: Lake, predicate, monkeypatch):
 def test_write_read_list(lake):
     lake.write_partition("raw", "t", "2026-01-01", DF1)
     lake.write_partition("raw", "t", "2026-01-03", DF2)
-    assert lake.list_partitions("raw", "t") == ["2026-01-01", "2026-01-03"]
-    assert lake.list_partitions("raw", "t", "2026-01-02", "2026-01-05") == ["2026-01-03"]
+    assert lake.list_partitions("raw", "t") == [date(2026, 1, 1), date(2026, 1, 3)]
+    assert lake.list_partitions("raw", "t", "2026-01-02", "2026-01-05") == [date(2026, 1, 3)]
     got = lake.read_partition("raw", "t", "2026-01-01").to_pandas()
     assert got["id"].tolist() == [1, 2, 3]
     assert str(got["ts"].dtype) == "datetime64[us, UTC]"
@@ -152,7 +152,7 @@ def test_readers_see_only_committed_files_and_strays_are_named(lake):
     lake.store.put_bytes("raw/t/notes.txt", b"x")
     _plant(lake, "raw/t/ds=2026-02-30/_wbad/part-00000.parquet", DF2)               # not a date
     assert lake.committed_files("raw", "t") == committed and len(committed) == 1
-    assert lake.list_partitions("raw", "t") == ["2026-01-01"]
+    assert lake.list_partitions("raw", "t") == [date(2026, 1, 1)]
     assert lake.read_range("raw", "t", "2026-01-01", "2026-01-31").num_rows == 3
     assert lake.unknown_entries("raw", "t") == ["ds=2026-01-01 (copy)", "ds=2026-02-30", "notes.txt"]
 

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from foundation.lake import Lake
+from foundation.lake import Lake, ds_range
 from growthgr.cli import app
 
 
@@ -22,7 +22,7 @@ def test_simulate_continue_inject_and_report(tmp_path):
     assert step.exit_code == 0, step.output
     assert "simulated 1 day(s) 2026-03-03..2026-03-03" in step.output
     lake = Lake.open(root)
-    assert lake.list_partitions("raw", "clicks") == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    assert lake.list_partitions("raw", "clicks") == ds_range("2026-03-01", "2026-03-03")
     assert lake.read_partition("raw", "clicks", "2026-03-02").column("item_id").null_count >= 1
     assert lake.read_partition("raw", "clicks", "2026-03-03").column("item_id").null_count == 0
 

@@ -8,7 +8,7 @@ import pytest
 from sim_fixtures import START, tiny_config
 from test_sim_determinism import partition_bytes
 
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from simulator.faults import FAULTS, check
 from simulator.run import simulate
 
@@ -93,7 +93,7 @@ def test_funnel_violation(clean, tmp_path):
 def test_missing_partition(clean, tmp_path):
     bad = injected(tmp_path, "missing_partition")
     assert not bad.exists("raw", "exposures", BAD)
-    assert bad.list_partitions("raw", "exposures") == ["2026-01-01", NEXT]
+    assert bad.list_partitions("raw", "exposures") == [parse_ds("2026-01-01"), parse_ds(NEXT)]
     assert changed(clean, bad) == {f"raw/exposures/{BAD}"}
 
 
