@@ -20,7 +20,7 @@ import torch
 
 from features import store as features
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from foundation.sections.trainer import TrainerConfig
 from models.itemltv.data import SERVICE, TRAINING_TABLE, load_inputs, prepare, sample_partitions
 from models.itemltv.lit import ItemLTVData, LitItemLTV
@@ -65,10 +65,10 @@ def main() -> None:
     split = {} if args.lake else {"val_cohorts": 1, "test_cohorts": 1}   # the synthetic lake has 8 cohorts
     settings = load_settings(args.profile, env={}, overrides={"lake_root": root, "itemltv": split})
     cfg, lake = settings.itemltv, Lake.open(root)
-    for ds in sample_partitions(lake, args.ds, 1000):
+    for ds in sample_partitions(lake, parse_ds(args.ds), 1000):
         if not lake.exists(*TRAINING_TABLE, ds):
             features.training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
-    splits, pre = prepare(load_inputs(lake, args.ds, 1000), cfg)
+    splits, pre = prepare(load_inputs(lake, parse_ds(args.ds), 1000), cfg)
     spec = model_spec(cfg, pre, True)
     kwargs = model_kwargs(spec)
     n = len(splits.train.y) * args.epochs

@@ -86,7 +86,7 @@ def prepare_world(settings: Settings, days: int, feature_days: int) -> dict[str,
         features.training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
         log.info("training set %d/%d (ds=%s) built", i, len(todo), ds)
     rows = sum(lake.commit_info(*TRAINING_TABLE, ds).rows for ds in parts)
-    return {"ds": last, "cohorts": len(parts), "first_cohort": parts[0] if parts else None,
+    return {"ds": f"{last}", "cohorts": len(parts), "first_cohort": f"{parts[0]}" if parts else None,
             "training_rows": rows}
 
 

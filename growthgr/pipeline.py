@@ -119,13 +119,13 @@ def training_set(settings: Settings, ds: date) -> dict:
     lake, cfg, master = Lake.from_settings(settings), settings.itemltv, settings.spark.master
     n_cohorts = cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts
     todo = [p for p in sample_partitions(lake, ds, n_cohorts)
-            if p == f"{ds}" or not lake.exists(*catalog.training_set(SERVICE), p)]
+            if p == ds or not lake.exists(*catalog.training_set(SERVICE), p)]
     rows = sum(features.training_set(settings.feast, lake, SERVICE, p, master).num_rows for p in todo)
     end_of_day = datetime(ds.year, ds.month, ds.day, tzinfo=UTC) + timedelta(days=1)
     items = pool_candidates(lake, ds)["item_id"].to_numpy()
     pool = features.item_features_at(settings.feast, lake, SERVICE, items, end_of_day, master)
     lake.write_partition(*catalog.ITEMLTV_POOL_FEATURES, ds, pool)
-    return {"training_set": SERVICE, "built": todo, "rows": rows, "pool_candidates": pool.num_rows}
+    return {"training_set": SERVICE, "built": [f"{p}" for p in todo], "rows": rows, "pool_candidates": pool.num_rows}
 
 
 def itemltv(settings: Settings, ds: date) -> dict:

@@ -9,6 +9,8 @@ tests/test_multigr_lake.py), too slow for this file.
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -272,11 +274,11 @@ def test_train_and_encode_from_a_lake(tmp_path):
     lake.write_partition(*GR_SAMPLES, "2026-01-01", samples.iloc[:300])
     lake.write_partition(*GR_SAMPLES, "2026-01-02", samples.iloc[300:])
     cfg = tiny_cfg(max_epochs=2, codebook_size=4)          # raised to the snapshot's 16 codes
-    model, stats = train_dense(cfg, TrainerConfig(), lake, ["2026-01-02", "2026-01-01"])
+    model, stats = train_dense(cfg, TrainerConfig(), lake, [date(2026, 1, 2), date(2026, 1, 1)])
     assert stats["days"] == ["2026-01-01", "2026-01-02"] and stats["sample_rows"] == 600
     assert stats["sid_snapshot"] == "2026-01-02" and stats["items"] == N_ITEMS and model.cfg.codebook_size == 16
-    ids, vectors = encode_items(model, lake, "2026-01-01")
+    ids, vectors = encode_items(model, lake, date(2026, 1, 1))
     assert np.array_equal(ids, items["item_id"].to_numpy()[:150]) and vectors.shape == (150, cfg.emb_dim)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(PartitionNotFound, match="gr_samples"):
-        train_dense(cfg, TrainerConfig(), lake, ["2026-01-03"])
+        train_dense(cfg, TrainerConfig(), lake, [date(2026, 1, 3)])

@@ -21,7 +21,7 @@ from foundation.config import load_settings
 from foundation.lake import Lake
 from foundation.releases import ReleaseStore
 from growthgr import pipeline
-from growthgr.publish import PublishRefused
+from growthgr.publish import DENSE_FILES, PublishRefused, _gated_dense, stored_gates
 from growthgr.steps import publish as publish_step
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def _with(s, overrides: dict):
 
 def _objects(s) -> list[bytes]:
     lake = Lake.from_settings(s)
-    return [lake.store.get_bytes(catalog.model_key("dense", DS, name)) for name in pipeline.DENSE_FILES]
+    return [lake.store.get_bytes(catalog.model_key("dense", DS, name)) for name in DENSE_FILES]
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +66,15 @@ def test_day_is_trained_indexed_gated_and_loads_in_the_service(settings, gated):
 
     out, gate, objects = gated
     lake, store = Lake.from_settings(settings), ReleaseStore.from_settings(settings)
-    table, sid_ds, _ = item_table(lake, DS)
-    assert out["days"] == [FIRST, DS] and out["requests"] > 50 and sid_ds == DS
+    table, sid_ds, _ = item_table(lake, date.fromisoformat(DS))
+    assert out["days"] == [FIRST, DS] and out["requests"] > 50 and sid_ds == date.fromisoformat(DS)
     assert out["items"] == len(table) and out["index"] == "flat" and out["measured_recall"] == 1.0
     assert gate["checks"] == {"finite_weights": True, "vectors": True, "recall": True}
     assert gate["recall"]["value"] == 1.0 and gate["recall"]["n_queries"] == settings.dense.index.recall_queries
-    assert pipeline.stored_gates(lake, DS, ("dense",)) == {"dense": True}
+    assert stored_gates(lake, DS, ("dense",)) == {"dense": True}
     report = json.loads(lake.store.get_bytes(catalog.report_key("dense", DS, "daily.json")))
     assert report["epochs"] == settings.dense.daily.epochs == 2 and len(report["epoch_losses"]) == 2
-    files, metrics = pipeline._gated_dense(lake, DS)
+    files, metrics = _gated_dense(lake, DS)
     assert set(files) == set(serve.DENSE_FILES)
     assert metrics["index"]["kind"] == "flat" and metrics["index"]["measured_recall"] == 1.0
     assert metrics["index"]["n_items"] == len(table) and metrics["days"] == [FIRST, DS]
@@ -96,7 +96,7 @@ def test_approximate_index_parameter_is_chosen_by_measured_recall(settings):
     assert out["measured_recall"] >= 0.95 and 1 <= out["params"]["nprobe"] <= out["params"]["nlist"]
     gate = pipeline.gate_dense(s, date.fromisoformat(DS))
     assert gate["recall"]["value"] >= 0.95 and gate["recall"]["params"] == out["params"]
-    metrics = pipeline._gated_dense(Lake.from_settings(s), DS)[1]
+    metrics = _gated_dense(Lake.from_settings(s), DS)[1]
     assert metrics["index"]["nprobe"] == out["params"]["nprobe"]
 
 
@@ -121,7 +121,7 @@ def test_index_below_target_recall_is_refused(settings, monkeypatch):
     lake = Lake.from_settings(s)
     stored = json.loads(lake.store.get_bytes(catalog.gate_result_key(DS, "dense")))
     assert stored["passed"] is False and [f["rule"] for f in stored["failures"]] == ["index_recall"]
-    assert pipeline.stored_gates(lake, DS, ("dense",)) == {"dense": False}
+    assert stored_gates(lake, DS, ("dense",)) == {"dense": False}
     with pytest.raises(PublishRefused, match="'dense'"):
         publish_step(s, DS)
 
@@ -141,7 +141,7 @@ def test_non_finite_item_vectors_are_refused(settings, monkeypatch):
     with pytest.raises(pipeline.GateFailed, match="rule=finite_normalised_vectors") as failed:
         pipeline.gate_dense(settings, date.fromisoformat(DS))
     assert "1 of" in str(failed.value) and "not finite" in str(failed.value)
-    assert pipeline.stored_gates(Lake.from_settings(settings), DS, ("dense",)) == {"dense": False}
+    assert stored_gates(Lake.from_settings(settings), DS, ("dense",)) == {"dense": False}
 
 
 def test_an_index_replaced_after_training_is_refused(settings):
@@ -152,7 +152,7 @@ def test_an_index_replaced_after_training_is_refused(settings):
     lake.store.put_bytes(key, blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(pipeline.GateFailed, match="rule=config_names_objects"):
         pipeline.gate_dense(settings, date.fromisoformat(DS))
-    assert pipeline.stored_gates(lake, DS, ("dense",)) == {"dense": False}
+    assert stored_gates(lake, DS, ("dense",)) == {"dense": False}
 
 
 def test_offline_tables_get_the_dr_and_two_stage_rows(settings):

@@ -30,6 +30,7 @@ from models.itemltv.train import FULL, Trained, load_checkpoint, model_kwargs, m
 
 LATENT = ("segment", "home_category", "activity", "price_sensitivity", "niche", "quality", "base_demand")
 DS = "2026-02-13"   # 44 simulated days from 2026-01-01: cohorts 01-01..01-08 have closed labels
+DAY = date(2026, 2, 13)   # DS as the models take it
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +49,12 @@ def built(settings):
 
 @pytest.fixture(scope="module")
 def trained(settings, built):
-    return run_train(settings.itemltv, settings.trainer, Lake.from_settings(settings), DS)
+    return run_train(settings.itemltv, settings.trainer, Lake.from_settings(settings), DAY)
 
 
 @pytest.fixture(scope="module")
 def metrics(settings, trained):
-    return run_evaluate(settings.itemltv, Lake.from_settings(settings), DS)
+    return run_evaluate(settings.itemltv, Lake.from_settings(settings), DAY)
 
 
 def test_training_loss_falls_and_checkpoints_are_written(settings, trained):
@@ -77,7 +78,7 @@ def test_inputs_come_from_the_feast_training_set(settings, built, trained):
     first_day = ts["event_timestamp"].dt.date == ts["listing_date"]
     assert ts.loc[first_day, "item_features__exposures_7d"].isna().all()
     assert ts.loc[~first_day, "item_features__exposures_7d"].notna().mean() > 0.95
-    pre = load_checkpoint(lake, FULL, DS).pre
+    pre = load_checkpoint(lake, FULL, DAY).pre
     # the base tower gets listing-time attributes only; the item's funnel (treatment, mediators) the uplift side
     assert set(pre.columns["item"]) == {"item__log_price", "item__f_price"}
     assert {"ctx__f_item_exposures_7d", "ctx__f_item_ctr_7d", "ctx__f_item_orders_30d"} <= set(pre.columns["ctx"])
@@ -113,7 +114,7 @@ def test_learned_uplift_tracks_the_true_uplift(metrics):
 def test_study_reports_mean_and_sd_over_seeds(settings, built):
     """`growthgr itemltv evaluate`: every model and baseline over 2 seeds, written to the reports zone."""
     lake = Lake.from_settings(settings)
-    result = run_study(settings.itemltv, settings.trainer, lake, DS, seeds=[0, 1])
+    result = run_study(settings.itemltv, settings.trainer, lake, DAY, seeds=[0, 1])
     m = result["models"]
     assert {"itemltv", "itemltv_exposure", "base_only", "ridge_clicks", "ref_zero"} <= set(m)
     assert m["itemltv"]["pehe"]["n"] == 2 and m["itemltv"]["pehe"]["sd"] > 0       # seeds differ
@@ -128,7 +129,7 @@ def test_study_reports_mean_and_sd_over_seeds(settings, built):
 def test_pool_candidates_features_are_point_in_time_at_the_end_of_the_day(settings, built):
     lake = Lake.from_settings(settings)
     feats = lake.read_partition(*catalog.ITEMLTV_POOL_FEATURES, DS).to_pandas()
-    assert feats["item_id"].tolist() == sorted(pool_candidates(lake, DS)["item_id"]) and built["pool_candidates"] == len(feats)
+    assert feats["item_id"].tolist() == sorted(pool_candidates(lake, DAY)["item_id"]) and built["pool_candidates"] == len(feats)
     assert (feats["event_timestamp"] == pd.Timestamp("2026-02-14", tz="UTC")).all()
     assert feats["item_features__exposures_7d"].notna().mean() > 0.9      # today's snapshot is seen
 
@@ -140,7 +141,7 @@ def test_training_set_step_builds_only_what_is_missing_and_the_day_itself(settin
 
 def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
     lake = Lake.from_settings(settings)
-    pool = write_pool(settings.itemltv, lake, DS)
+    pool = write_pool(settings.itemltv, lake, DAY)
     stored = lake.read_partition(*catalog.NEW_ITEM_POOL, DS).to_pandas()
     assert len(stored) == len(pool) == 15 and stored["item_id"].is_unique
     assert np.isfinite(stored["score"]).all() and stored["rank"].tolist() == list(range(1, 16))
@@ -148,7 +149,7 @@ def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
     first_new = date.fromisoformat(DS) - timedelta(days=29)
     assert all(first_new <= d <= date.fromisoformat(DS) for d in stored["listing_date"])
     scores = lake.read_partition(*catalog.ITEM_UPLIFT, DS).to_pandas()     # every candidate, base and uplift
-    assert scores["item_id"].tolist() == sorted(pool_candidates(lake, DS)["item_id"])
+    assert scores["item_id"].tolist() == sorted(pool_candidates(lake, DAY)["item_id"])
     assert np.isfinite(scores[["base", "uplift"]].to_numpy()).all() and scores["uplift"].std() > 0
     top = scores.set_index("item_id").loc[stored["item_id"], "base"].to_numpy()
     assert top == pytest.approx(stored["score"].to_numpy(), abs=1e-6)
@@ -156,13 +157,13 @@ def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
 
 def test_checkpoint_round_trip_is_exact(settings, trained, metrics):
     lake = Lake.from_settings(settings)
-    loaded = load_checkpoint(lake, FULL, DS)
-    save_checkpoint(lake, "itemltv_roundtrip", DS, loaded)
-    again = load_checkpoint(lake, "itemltv_roundtrip", DS)
+    loaded = load_checkpoint(lake, FULL, DAY)
+    save_checkpoint(lake, "itemltv_roundtrip", DAY, loaded)
+    again = load_checkpoint(lake, "itemltv_roundtrip", DAY)
     assert again.spec == loaded.spec and again.pre == loaded.pre
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key]), key
-    splits, _ = prepare(load_inputs(lake, DS, 10), settings.itemltv, loaded.pre)
+    splits, _ = prepare(load_inputs(lake, DAY, 10), settings.itemltv, loaded.pre)
     assert label_metrics(predict(again, splits.test).items) == pytest.approx(metrics["with_uplift"])
     assert loaded.spec["use_uplift"] and loaded.spec["objective"] == "item"
 
@@ -172,16 +173,16 @@ def test_checkpoints_are_scored_on_the_same_held_out_rows(settings, trained, met
     (hash buckets, feature columns, untrained weights) are scored on the same test rows of DS, the
     candidate exactly as the report scores it, and scoring is repeatable."""
     lake = Lake.from_settings(settings)
-    good = load_checkpoint(lake, FULL, DS)
+    good = load_checkpoint(lake, FULL, DAY)
     pre = replace(good.pre, hash_buckets=64, columns={g: c[:2] for g, c in good.pre.columns.items()},
                   mean={g: m[:2] for g, m in good.pre.mean.items()}, std={g: v[:2] for g, v in good.pre.std.items()})
     spec = model_spec(settings.itemltv, pre, use_uplift=True)
     torch.manual_seed(0)
     untrained = ItemLTV(**model_kwargs(spec)).eval()
-    bad = lake.store.get_bytes(save_checkpoint(lake, "itemltv_untrained", DS, Trained(untrained, pre, spec)))
+    bad = lake.store.get_bytes(save_checkpoint(lake, "itemltv_untrained", DAY, Trained(untrained, pre, spec)))
     blob = lake.store.get_bytes(trained[FULL]["checkpoint"])
-    out = score_checkpoints(settings.itemltv, lake, DS, {"candidate": blob, "again": blob, "serving": bad})
+    out = score_checkpoints(settings.itemltv, lake, DAY, {"candidate": blob, "again": blob, "serving": bad})
     assert out["scores"]["candidate"] == out["scores"]["again"] == pytest.approx(metrics["with_uplift"])
     assert out["test_cohorts"] == metrics["cohorts"]["test"] and out["n_test_items"] == metrics["n_test_items"]
     assert out["scores"]["serving"]["mse"] > 1.5 * out["scores"]["candidate"]["mse"]
-    assert score_checkpoints(settings.itemltv, lake, DS, {"serving": bad})["rows"] == out["rows"]
+    assert score_checkpoints(settings.itemltv, lake, DAY, {"serving": bad})["rows"] == out["rows"]

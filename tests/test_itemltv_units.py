@@ -3,6 +3,8 @@ a Lightning `fast_dev_run` of the shared Trainer, and the lake-only inputs."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -291,4 +293,4 @@ def test_inputs_are_read_from_the_lake_only(tmp_path):
     lake = Lake.open(str(tmp_path))
     lake.write_partition("samples", "itemltv_samples", "2026-02-06", pd.DataFrame({"item_id": [1]}))
     with pytest.raises(PartitionNotFound, match="samples/training_itemltv_v1/ds=2026-02-06"):
-        load_inputs(lake, "2026-02-06", 5)
+        load_inputs(lake, date(2026, 2, 6), 5)

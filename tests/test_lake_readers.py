@@ -18,7 +18,7 @@ import expectations.gate as gate
 from features.store import historical_features, load_definitions, open_store
 from foundation.config import load_settings
 from foundation.lake import Lake, parse_ds
-from growthgr.pipeline import stored_gates
+from growthgr.publish import stored_gates
 from warehouse.runner import build, query
 
 pytest_plugins = ("spark_fixtures",)

@@ -25,7 +25,7 @@ from foundation.config import load_settings
 from foundation.lake import Lake, PartitionNotFound
 from foundation.releases import ReleaseStore
 from growthgr import pipeline
-from growthgr.publish import PublishRefused
+from growthgr.publish import PublishRefused, _gated_multigr, stored_gates
 from growthgr.steps import publish as publish_step
 from models.multigr import daily, gate, lineage
 
@@ -42,16 +42,19 @@ def test_held_out_days_are_the_newest_days_when_history_allows(tmp_path):
     lake = Lake.open(str(tmp_path))
     _fake_samples(lake, ["2026-02-08", "2026-02-10", "2026-02-11", "2026-02-12", "2026-02-13"])
     cfg = load_settings("tiny", env={}, overrides={"multigr": {"daily": {"train_days": 2, "eval_days": 2}}}).multigr
-    assert daily.lineage_days(lake, date(2026, 2, 13), cfg) == (["2026-02-10", "2026-02-11"], ["2026-02-12", "2026-02-13"])
+    assert daily.lineage_days(lake, date(2026, 2, 13), cfg) == ([date(2026, 2, 10), date(2026, 2, 11)],
+                                                          [date(2026, 2, 12), date(2026, 2, 13)])
     # the day before: only partitions up to ds count
-    assert daily.lineage_days(lake, date(2026, 2, 12), cfg) == (["2026-02-08", "2026-02-10"], ["2026-02-11", "2026-02-12"])
+    assert daily.lineage_days(lake, date(2026, 2, 12), cfg) == ([date(2026, 2, 8), date(2026, 2, 10)],
+                                                          [date(2026, 2, 11), date(2026, 2, 12)])
 
 
 def test_young_lake_holds_out_the_days_after_the_first_day(tmp_path):
     lake = Lake.open(str(tmp_path))
     _fake_samples(lake, ["2026-02-12", "2026-02-13"])
     cfg = load_settings("tiny", env={}, overrides={"multigr": {"daily": {"train_days": 3, "eval_days": 2}}}).multigr
-    assert daily.lineage_days(lake, date(2026, 2, 13), cfg) == (["2026-02-12", "2026-02-13"], ["2026-02-14", "2026-02-15"])
+    assert daily.lineage_days(lake, date(2026, 2, 13), cfg) == ([date(2026, 2, 12), date(2026, 2, 13)],
+                                                          [date(2026, 2, 14), date(2026, 2, 15)])
     with pytest.raises(PartitionNotFound, match="samples/gr_samples/ds=2026-02-14"):
         daily.lineage_days(lake, date(2026, 2, 14), cfg)
 
@@ -102,7 +105,7 @@ def _steps(s, ds: str) -> dict:
 def _release_of_day(s, ds: str) -> str:
     """A release of `ds` holding the gated MultiGR (the rest of a daily release is the DAG test's)."""
     lake, store = Lake.from_settings(s), ReleaseStore.from_settings(s)
-    files, metrics, _ = pipeline._gated_multigr(lake, ds, s.multigr.daily.max_recall_drop)
+    files, metrics, _ = _gated_multigr(lake, ds, s.multigr.daily.max_recall_drop)
     return store.publish(f"ds={ds}-multigr", files, {"ds": ds, "metrics": {"multigr": metrics}}).release_id
 
 
@@ -137,7 +140,7 @@ def test_first_day_trains_from_scratch_and_fixes_its_held_out_days(settings, fir
     assert cand["metrics"]["search"]["recall@100"] > 0             # (quality is the SFT / MoPO tests' subject)
     assert report["serving"] is None and report["serving_skipped"] == "no serving release"
     assert out["gate"]["checks"] == {"finite_metrics": True, "valid_sids": True, "held_out_days": True, "recall": True}
-    assert pipeline.stored_gates(lake, FIRST, ("multigr",)) == {"multigr": True}
+    assert stored_gates(lake, FIRST, ("multigr",)) == {"multigr": True}
 
 
 @pytest.mark.slow
@@ -197,12 +200,12 @@ def test_gate_refuses_a_checkpoint_changed_after_its_evaluation(settings, next_d
     from growthgr.pipeline import GateFailed
 
     lake = Lake.from_settings(settings)
-    assert pipeline.stored_gates(lake, NEXT, ("multigr",)) == {"multigr": True}
+    assert stored_gates(lake, NEXT, ("multigr",)) == {"multigr": True}
     key = catalog.model_key("multigr", NEXT)
     good = lake.store.get_bytes(key)
     lake.store.put_bytes(key, lake.store.get_bytes(catalog.model_key("multigr", FIRST)))
     try:
-        assert pipeline.stored_gates(lake, NEXT, ("multigr",)) == {"multigr": False}     # stale result
+        assert stored_gates(lake, NEXT, ("multigr",)) == {"multigr": False}     # stale result
         with pytest.raises(GateFailed, match="report_of_current_checkpoint"):
             pipeline.gate_multigr(settings, date.fromisoformat(NEXT))
     finally:
@@ -240,7 +243,7 @@ def test_regressed_multigr_is_not_published_and_the_release_stays_current(settin
     assert "column=search recall@10 rule=max_recall_drop" in message and first_day[1] in message
     stored = json.loads(lake.store.get_bytes(catalog.gate_result_key(NEXT, "multigr")))
     assert stored["passed"] is False and stored["failures"][0]["rule"] == "max_recall_drop"
-    assert pipeline.stored_gates(lake, NEXT, ("multigr",)) == {"multigr": False}
+    assert stored_gates(lake, NEXT, ("multigr",)) == {"multigr": False}
     with pytest.raises(PublishRefused, match="'multigr'"):
         publish_step(strict, NEXT)
     assert store.current_id() == first_day[1]

@@ -9,6 +9,7 @@ frozen tokenizer (the snapshot of evaluation: items listed on the test days are 
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import lightning as L
 import numpy as np
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 DAYS = 18          # of the shared tiny world (2026-01-01 ..): what this test reads
 FIRST_SAMPLES, LAST_TRAIN, DS = "2026-01-07", "2026-01-16", "2026-01-18"
+TRAIN_END, DAY = date(2026, 1, 16), date(2026, 1, 18)    # LAST_TRAIN, DS as the models take them
 TRAIN_DAYS, TEST_DAYS, EPOCHS = 10, 2, 20
 
 
@@ -41,16 +43,16 @@ def platform_lake(tmp_path_factory, spark_settings, copy_world):
     lake = Lake.open(str(root))
     for ds in ds_range(FIRST_SAMPLES, DS):
         run_job(lake, settings.spark, settings.storage, "gr_samples", ds)
-    embed.embed_new_items(lake, LAST_TRAIN, settings.tokenizer)
-    sids.fit(lake, LAST_TRAIN, settings.tokenizer)
-    embed.embed_new_items(lake, DS, settings.tokenizer)
-    sids.assign(lake, DS, settings.tokenizer)
+    embed.embed_new_items(lake, TRAIN_END, settings.tokenizer)
+    sids.fit(lake, TRAIN_END, settings.tokenizer)
+    embed.embed_new_items(lake, DAY, settings.tokenizer)
+    sids.assign(lake, DAY, settings.tokenizer)
     return settings, lake
 
 
 def untrained_recall(settings, lake: Lake, label: str, k: int) -> float:
     """Recall@k of the same network as the trained one, before training, on the same test requests."""
-    data = platform.load_platform_data(lake, DS, TRAIN_DAYS, TEST_DAYS)
+    data = platform.load_platform_data(lake, DAY, TRAIN_DAYS, TEST_DAYS)
     cfg = platform.platform_config(settings.multigr, data.codes, data.codebook_size)
     L.seed_everything(cfg.seed, verbose=False)
     model = MultiGR(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_cli_fit_assign_report(tmp_path, encoder):
     rep = last_json(run(["report", "--dataset", str(tmp_path / "items.parquet"), "--json"], root))
     assert rep["items"] == 60 and rep["collisions"] == 60 - rep["distinct_sids"]
     assert [lv["level"] for lv in rep["levels"]] == [1, 2, 3]
-    assert lake.list_partitions("curated", "item_sids") == ["2026-02-01", "2026-02-02"]
+    assert lake.list_partitions("curated", "item_sids") == [date(2026, 2, 1), date(2026, 2, 2)]
 
 
 @pytest.mark.slow

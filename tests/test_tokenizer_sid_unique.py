@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,13 +97,13 @@ def test_existing_sids_are_respected_and_the_space_can_fill():
 def test_refuses_a_non_unique_table():
     df = frame(np.array([[13, 3, 7], [13, 3, 7], [1, 2, 3], [13, 3, 7]]), np.array([7, 7, 0, 8]), start_id=100)
     with pytest.raises(sids.DuplicateSids) as err:
-        sids.check_unique(df, "2026-02-13")
+        sids.check_unique(df, date(2026, 2, 13))
     msg = str(err.value)
     assert "curated.item_sids [ds=2026-02-13]" in msg and "c1,c2,c3,c4" in msg
     assert "1 of 4 rows" in msg and "(13, 3, 7, 7) items [100, 101]" in msg
     with pytest.raises(sids.DuplicateSids, match="columns item_id not unique"):
         sids.check_unique(pd.concat([df.iloc[2:3], df.iloc[2:3]]), "2026-02-13")
-    sids.check_unique(df.iloc[1:], "2026-02-13")                             # unique: passes
+    sids.check_unique(df.iloc[1:], date(2026, 2, 13))                             # unique: passes
     sids.check_unique(df.assign(c4=pd.array([None] * 4, dtype="Int32")), "d")  # shared mode may share SIDs
 
 
@@ -143,12 +145,12 @@ def test_fit_and_assign_with_a_tiny_codebook(tmp_path):
     rng = np.random.default_rng(0)
     lake = Lake.open(str(tmp_path / "lake"))
     write_embeddings(lake, "2026-01-01", np.arange(150), clustered(rng, 150, dup=60))
-    report = sids.fit(lake, "2026-01-01", tiny_cfg(codebook_size=4, epochs=3))
+    report = sids.fit(lake, date(2026, 1, 1), tiny_cfg(codebook_size=4, epochs=3))
     day1 = lake.read_partition("curated", "item_sids", "2026-01-01").to_pandas()
     assert report["moved_on_overflow"] > 0
     assert_valid(day1[SID].to_numpy(np.int64), 4)
     write_embeddings(lake, "2026-01-02", np.arange(1000, 1060), clustered(rng, 60, dup=60))
-    sids.assign(lake, "2026-01-02")
+    sids.assign(lake, date(2026, 1, 2))
     day2 = lake.read_partition("curated", "item_sids", "2026-01-02").to_pandas()
     assert_valid(day2[SID].to_numpy(np.int64), 4)
     pd.testing.assert_frame_equal(day2[day2["item_id"] < 1000].reset_index(drop=True), day1)
@@ -159,7 +161,7 @@ def test_fit_refuses_to_write_duplicates(tmp_path, monkeypatch):
     write_embeddings(lake, "2026-01-01", np.arange(40), clustered(np.random.default_rng(1), 40, dup=40))
     monkeypatch.setattr(sids, "unique_sids", lambda codes, *a: (codes, np.zeros(len(codes), np.int64)))
     with pytest.raises(sids.DuplicateSids, match=r"curated.item_sids \[ds=2026-01-01\]: columns c1,c2,c3,c4"):
-        sids.fit(lake, "2026-01-01", tiny_cfg(codebook_size=4, epochs=2))
+        sids.fit(lake, date(2026, 1, 1), tiny_cfg(codebook_size=4, epochs=2))
     assert not lake.list_partitions("curated", "item_sids")
 
 
@@ -169,7 +171,7 @@ def test_tiny_world_first_day_fit_is_unique(tmp_path, seed):
     (synthetic embeddings: a simulated day costs ~25 s of text encoding)."""
     lake = Lake.open(str(tmp_path / "lake"))
     write_embeddings(lake, "2026-02-13", np.arange(905), clustered(np.random.default_rng(seed), 905, dup=23))
-    sids.fit(lake, "2026-02-13", tiny_cfg(seed=seed))
+    sids.fit(lake, date(2026, 2, 13), tiny_cfg(seed=seed))
     df = lake.read_partition("curated", "item_sids", "2026-02-13").to_pandas()
     assert len(df) == 905
     assert_valid(df[SID].to_numpy(np.int64), 16)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,13 +65,13 @@ def lake(tmp_path, encoder, cfg):
 
 
 def test_embeddings_are_incremental(lake, cfg, encoder):
-    assert embed.embed_new_items(lake, "2026-01-01", cfg, encoder) == 120
-    assert embed.embed_new_items(lake, "2026-01-02", cfg, encoder) == 20
-    assert embed.embed_new_items(lake, "2026-01-02", cfg, encoder) == 20   # a re-run rewrites the same delta
+    assert embed.embed_new_items(lake, date(2026, 1, 1), cfg, encoder) == 120
+    assert embed.embed_new_items(lake, date(2026, 1, 2), cfg, encoder) == 20
+    assert embed.embed_new_items(lake, date(2026, 1, 2), cfg, encoder) == 20   # a re-run rewrites the same delta
     day2 = lake.read_partition("curated", "item_embeddings", "2026-01-02").to_pandas()
     assert sorted(day2["item_id"]) == list(range(1000, 1020))
     assert (day2["encoder_version"] == embed.encoder_version()).all()
-    emb = embed.read_embeddings(lake, "2026-01-02")
+    emb = embed.read_embeddings(lake, date(2026, 1, 2))
     x = embed.embedding_matrix(emb)
     assert x.shape == (140, 384)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
@@ -79,8 +81,8 @@ def test_embeddings_are_incremental(lake, cfg, encoder):
 
 
 def test_fit_then_assign_keeps_existing_sids(lake, cfg, encoder):
-    embed.embed_new_items(lake, "2026-01-01", cfg, encoder)
-    report = sids.fit(lake, "2026-01-01", cfg)
+    embed.embed_new_items(lake, date(2026, 1, 1), cfg, encoder)
+    report = sids.fit(lake, date(2026, 1, 1), cfg)
     assert report["items"] == 120 and report["sid_version"] == "sid-20260101"
     assert 1 <= report["level1_codes_used"] <= cfg.codebook_size
     assert len(report["levels"]) == 3 and all(lv["perplexity"] >= 1 for lv in report["levels"])
@@ -90,8 +92,8 @@ def test_fit_then_assign_keeps_existing_sids(lake, cfg, encoder):
     # disambiguation token: full SIDs are unique
     assert not day1.duplicated(["c1", "c2", "c3", "c4"]).any()
 
-    embed.embed_new_items(lake, "2026-01-02", cfg, encoder)
-    out = sids.assign(lake, "2026-01-02")
+    embed.embed_new_items(lake, date(2026, 1, 2), cfg, encoder)
+    out = sids.assign(lake, date(2026, 1, 2))
     assert out == {"ds": "2026-01-02", "sid_version": "sid-20260101", "base_ds": "2026-01-01",
                    "new_items": 20, "total_items": 140}
     day2 = lake.read_partition("curated", "item_sids", "2026-01-02").to_pandas()
@@ -99,10 +101,10 @@ def test_fit_then_assign_keeps_existing_sids(lake, cfg, encoder):
     pd.testing.assert_frame_equal(old, day1.reset_index(drop=True))
     assert not day2.duplicated(["c1", "c2", "c3", "c4"]).any()
     # re-running the day is idempotent
-    assert sids.assign(lake, "2026-01-02")["new_items"] == 0
+    assert sids.assign(lake, date(2026, 1, 2))["new_items"] == 0
     # the new items' SIDs are those the frozen model gives them (last level de-duplicated against day 1)
     model, meta = sids.load_version(lake, "sid-20260101")
-    new_emb = embed.read_embeddings(lake, "2026-01-02").query("item_id >= 1000")
+    new_emb = embed.read_embeddings(lake, date(2026, 1, 2)).query("item_id >= 1000")
     taken = set(map(tuple, day1[["c1", "c2", "c3"]].to_numpy().tolist()))
     new_codes = day2[day2["item_id"] >= 1000][["c1", "c2", "c3"]].to_numpy()
     np.testing.assert_array_equal(sids.apply_codes(model, meta, new_emb, taken=taken), new_codes)
@@ -115,8 +117,8 @@ def test_fit_then_assign_keeps_existing_sids(lake, cfg, encoder):
 
 
 def test_fit_is_deterministic_and_model_roundtrips(lake, cfg, encoder):
-    embed.embed_new_items(lake, "2026-01-01", cfg, encoder)
-    emb = embed.read_embeddings(lake, "2026-01-01")
+    embed.embed_new_items(lake, date(2026, 1, 1), cfg, encoder)
+    emb = embed.read_embeddings(lake, date(2026, 1, 1))
     a = sids.fit_codes(emb, cfg, "a")
     b = sids.fit_codes(emb, cfg, "b")
     np.testing.assert_array_equal(a.codes, b.codes)
@@ -127,9 +129,9 @@ def test_fit_is_deterministic_and_model_roundtrips(lake, cfg, encoder):
 
 
 def test_shared_collision_mode_leaves_c4_null(lake, cfg, encoder):
-    embed.embed_new_items(lake, "2026-01-01", cfg, encoder)
+    embed.embed_new_items(lake, date(2026, 1, 1), cfg, encoder)
     cfg = cfg.model_copy(update={"collision_mode": "shared", "codebook_size": 2, "epochs": 2})
-    report = sids.fit(lake, "2026-01-01", cfg, sid_version="shared-v1")
+    report = sids.fit(lake, date(2026, 1, 1), cfg, sid_version="shared-v1")
     table = lake.read_partition("curated", "item_sids", "2026-01-01")
     assert table.schema.field("c4").type == "int32" and table.column("c4").null_count == 120
     df = table.to_pandas()
@@ -138,8 +140,8 @@ def test_shared_collision_mode_leaves_c4_null(lake, cfg, encoder):
 
 
 def test_dedup_last_level_moves_only_colliding_rows(lake, cfg, encoder):
-    embed.embed_new_items(lake, "2026-01-01", cfg, encoder)
-    emb = embed.read_embeddings(lake, "2026-01-01")
+    embed.embed_new_items(lake, date(2026, 1, 1), cfg, encoder)
+    emb = embed.read_embeddings(lake, date(2026, 1, 1))
     tok = sids.fit_codes(emb, cfg, "v")
     raw, dedup = tok.raw_codes, tok.codes
     assert len(np.unique(dedup, axis=0)) >= len(np.unique(raw, axis=0))

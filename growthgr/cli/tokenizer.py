@@ -143,5 +143,5 @@ def report_cmd(
     items = lake.read_range("raw", "items", "0001-01-01", snap_ds).to_pandas().drop_duplicates("item_id")
     cats = df[["item_id"]].merge(items[["item_id", "category"]], how="left")["category"].to_numpy(dtype=object)
     out = sid_report(df[list(sids.CODE_COLUMNS)].to_numpy(np.int64), categories=cats, codebook_size=cfg.codebook_size)
-    out.update(ds=snap_ds, sid_version=",".join(df["sid_version"].unique()))
+    out.update(ds=f"{snap_ds}", sid_version=",".join(df["sid_version"].unique()))
     _echo(out, as_json)

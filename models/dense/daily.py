@@ -60,10 +60,10 @@ class DailyDense(NamedTuple):
     inputs: list[dict]           # the partitions read: {zone, table, ds, write_id}
 
 
-def train_days(lake: Lake, ds: date, cfg: DenseConfig) -> list[str]:
+def train_days(lake: Lake, ds: date, cfg: DenseConfig) -> list[date]:
     """The newest `daily.train_days` `gr_samples` days up to ds (ds must have one)."""
     days = lake.list_partitions(*GR_SAMPLES, end=ds)
-    if f"{ds}" not in days:
+    if ds not in days:
         raise PartitionNotFound(f"no {GR_SAMPLES.key(ds)}: run the gr_samples Spark job (spark_jobs) for {ds}")
     return days[-cfg.daily.train_days:]
 
@@ -76,9 +76,9 @@ def recall_queries(model: DenseRetriever, table: ItemTable, lake: Lake, ds: date
     return query_vectors(model, table, samples.iloc[rows].reset_index(drop=True))
 
 
-def _inputs(lake: Lake, days: list[str], sid_ds: str) -> list[dict]:
+def _inputs(lake: Lake, days: list[date], sid_ds: date) -> list[dict]:
     parts = [(GR_SAMPLES, d) for d in days] + [(ITEM_SIDS, sid_ds)]
-    return [{"zone": p.zone, "table": p.table, "ds": d, "write_id": lake.commit_info(*p, d).write_id}
+    return [{"zone": p.zone, "table": p.table, "ds": f"{d}", "write_id": lake.commit_info(*p, d).write_id}
             for p, d in parts]
 
 
@@ -86,10 +86,10 @@ def build_daily(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
     """The day's DR (from scratch on `train_days`), its catalog vectors and their FAISS index."""
     days = train_days(lake, ds, cfg)
     model, stats = train_dense(cfg.model_copy(update={"max_epochs": cfg.daily.epochs}), trainer_cfg, lake, days)
-    table, _, _ = item_table(lake, ds)
+    table, sid_ds, _ = item_table(lake, ds)          # ds is the last train day: the snapshot DR trained with
     ids, vectors = encode_catalog(model, table)
     index, manifest = build_index(vectors, cfg.index, ids, recall_queries(model, table, lake, ds, cfg))
-    return DailyDense(model, ids, vectors, index, manifest, stats, _inputs(lake, days, stats["sid_snapshot"]))
+    return DailyDense(model, ids, vectors, index, manifest, stats, _inputs(lake, days, sid_ds))
 
 
 def train(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date) -> dict:

@@ -33,7 +33,7 @@ ITEM_COLUMNS = ["item_id", "category_id", "price"]
 CODE_COLUMNS = ("c1", "c2", "c3")
 
 
-def read_items(lake: Lake, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def read_items(lake: Lake, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, date]:
     """(raw items listed up to `ds`, the newest SID snapshot up to `ds`, that snapshot's ds)."""
     item_parts = lake.list_partitions(*RAW["items"], end=ds)
     if not item_parts:
@@ -47,7 +47,7 @@ def read_items(lake: Lake, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return items, sids, sid_parts[-1]
 
 
-def item_table(lake: Lake, ds: date) -> tuple[ItemTable, str, int]:
+def item_table(lake: Lake, ds: date) -> tuple[ItemTable, date, int]:
     """(the catalog's DR features as of `ds`, the SID snapshot's ds, its largest code + 1)."""
     items, sids, sid_ds = read_items(lake, ds)
     codes = sids[list(CODE_COLUMNS)].to_numpy(np.int64)
@@ -59,18 +59,19 @@ def platform_config(cfg: DenseConfig, code_bound: int) -> DenseConfig:
     return cfg.model_copy(update={"sid_levels": len(CODE_COLUMNS), "codebook_size": max(cfg.codebook_size, code_bound)})
 
 
-def train_dense(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, days: Sequence[date | str]
+def train_dense(cfg: DenseConfig, trainer_cfg: TrainerConfig, lake: Lake, days: Sequence[date]
                 ) -> tuple[DenseRetriever, dict[str, Any]]:
     """Train DR on the `gr_samples` of `days` with the catalog as of the last day; (model, stats)."""
     if not days:
         raise ValueError("train_dense needs at least one day of gr_samples")
-    days = sorted(f"{d}" for d in days)
+    days = sorted(days)
     samples = read_gr_samples(lake, days, SAMPLE_COLUMNS)
     table, sid_ds, bound = item_table(lake, days[-1])
     cfg = platform_config(cfg, bound)
     requests = build_requests(samples, cfg)
     model, stats = fit(cfg, requests, table, trainer_cfg)
-    return model, {**stats, "days": [days[0], days[-1]], "sample_rows": int(len(samples)), "sid_snapshot": sid_ds}
+    return model, {**stats, "days": [f"{days[0]}", f"{days[-1]}"], "sample_rows": int(len(samples)),
+                   "sid_snapshot": f"{sid_ds}"}
 
 
 def encode_items(model: DenseRetriever, lake: Lake, ds: date) -> tuple[np.ndarray, np.ndarray]:

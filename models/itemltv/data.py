@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from foundation import calendar, catalog
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
 from foundation.schemas import AGE_BANDS
 from foundation.sections.itemltv import ItemLTVConfig
 
@@ -111,7 +111,7 @@ class Encoded:
 
 
 # -- reading -----------------------------------------------------------------
-def _read(lake: Lake, zone: str, table: str, start: str, end: str) -> pd.DataFrame | None:
+def _read(lake: Lake, zone: str, table: str, start: date, end: date) -> pd.DataFrame | None:
     try:
         return lake.read_range(zone, table, start, end).to_pandas()
     except PartitionNotFound:
@@ -165,7 +165,7 @@ def category_affinity(affinity: pa.ChunkedArray, category: pa.ChunkedArray) -> n
     return out
 
 
-def training_sets(lake: Lake, parts: list[str]) -> pa.Table:
+def training_sets(lake: Lake, parts: list[date]) -> pa.Table:
     """The Feast training sets of samples partitions `parts` (consecutive), read from the lake."""
     missing = [ds for ds in parts if not lake.exists(*TRAINING_TABLE, ds)]
     if missing:
@@ -175,12 +175,12 @@ def training_sets(lake: Lake, parts: list[str]) -> pa.Table:
     return table.drop_columns([c for c in ("ds", "user_features__recent_item_ids") if c in table.column_names])
 
 
-def sample_partitions(lake: Lake, end_ds: str, n: int) -> list[str]:
+def sample_partitions(lake: Lake, end_ds: date, n: int) -> list[date]:
     """The last `n` committed samples partitions with ds <= end_ds (one per cohort)."""
-    return lake.list_partitions(*catalog.ITEMLTV_SAMPLES, end=to_ds(end_ds))[-n:]
+    return lake.list_partitions(*catalog.ITEMLTV_SAMPLES, end=end_ds)[-n:]
 
 
-def load_inputs(lake: Lake, end_ds: str, n_cohorts: int, history_days: int = 60) -> Inputs:
+def load_inputs(lake: Lake, end_ds: date, n_cohorts: int, history_days: int = 60) -> Inputs:
     """Read the cohorts whose label window ended by `end_ds` (their Feast training sets), with
     what encoding them needs."""
     parts = sample_partitions(lake, end_ds, n_cohorts)
@@ -192,14 +192,14 @@ def load_inputs(lake: Lake, end_ds: str, n_cohorts: int, history_days: int = 60)
     samples = samples.drop(columns=[c for c in ("y", "label") if c in samples])   # taken from the labels table
     labels = lake.read_range(*catalog.ITEMLTV_LABELS, first, last).to_pandas()[["item_id", "y"]]
     samples = samples.merge(labels.drop_duplicates("item_id"), on="item_id", how="inner")
-    hist_start = (date.fromisoformat(first) - timedelta(days=calendar.COHORT_OFFSET + history_days)).isoformat()
+    hist_start = first - timedelta(days=calendar.COHORT_OFFSET + history_days)
     return Inputs(samples=samples, **context_tables(lake, hist_start, last))
 
 
-def context_tables(lake: Lake, start: str, end: str) -> dict:
+def context_tables(lake: Lake, start: date, end: date) -> dict:
     """raw items and users up to `end`, raw clicks of `start`..`end` (the behaviour history)."""
-    items = lake.read_range(*catalog.RAW["items"], "0001-01-01", end).to_pandas().drop_duplicates("item_id", keep="last")
-    users = lake.read_range(*catalog.RAW["users"], "0001-01-01", end).to_pandas().drop_duplicates("user_id", keep="last")
+    items = lake.read_range(*catalog.RAW["items"], date.min, end).to_pandas().drop_duplicates("item_id", keep="last")
+    users = lake.read_range(*catalog.RAW["users"], date.min, end).to_pandas().drop_duplicates("user_id", keep="last")
     clicks = _read(lake, *catalog.RAW["clicks"], start, end)
     clicks = pd.DataFrame(columns=["user_id", "item_id", "ts"]) if clicks is None else clicks
     return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]]}

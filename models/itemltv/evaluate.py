@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import date
 from typing import NamedTuple
 
 import matplotlib
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 
 from foundation import catalog  # noqa: E402
-from foundation.lake import Lake, PartitionNotFound, to_ds  # noqa: E402
+from foundation.lake import Lake, PartitionNotFound  # noqa: E402
 from models.itemltv.baselines import baseline_uplifts  # noqa: E402
 from models.itemltv.data import Encoded, Splits  # noqa: E402
 from models.itemltv.lit import ItemGroups  # noqa: E402
@@ -138,7 +139,7 @@ def attach_truth(lake: Lake, exposures: pd.DataFrame, how: str = "inner") -> pd.
     """Exposures with `true_uplift` from truth/click_effects (inner join; `left` keeps every row,
     in order, NaN where the truth has none)."""
     days = exposures["ts"].dt.date
-    truth = lake.read_range(*catalog.TRUTH["click_effects"], to_ds(days.min()), to_ds(days.max())).to_pandas()
+    truth = lake.read_range(*catalog.TRUTH["click_effects"], days.min(), days.max()).to_pandas()
     keys = ["request_id", "item_id"] if "request_id" in exposures else ["user_id", "item_id", "ts"]
     truth = truth.drop_duplicates(keys)[keys + ["true_uplift"]]
     return exposures.merge(truth, on=keys, how=how)
@@ -205,7 +206,7 @@ def evaluate_models(lake: Lake, full: Trained, base: Trained, splits: Splits, se
     return metrics, plots
 
 
-def write_report(lake: Lake, ds: str, metrics: dict, plots: dict[str, bytes]) -> list[str]:
+def write_report(lake: Lake, ds: date, metrics: dict, plots: dict[str, bytes]) -> list[str]:
     """metrics.json + PNGs under `catalog.report_prefix("itemltv", ds)`; returns the keys written."""
     keys = [catalog.report_key(REPORT, ds)]
     lake.store.put_bytes(keys[0], json.dumps(metrics, indent=2, default=float).encode())

@@ -23,22 +23,20 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-import torch
 
 from foundation import calendar, catalog
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
 from models.itemltv.data import (
     Inputs,
-    encode,
     feast_features,
     load_inputs,
     normalise_samples,
-    numeric_frame,
     prepare,
 )
 from models.itemltv.evaluate import evaluate_models, label_metrics, metrics_table, predict, write_report
+from models.itemltv.score import item_scores
 from models.itemltv.train import (
     BASE,
     FULL,
@@ -51,11 +49,11 @@ from models.itemltv.train import (
 log = logging.getLogger(__name__)
 
 
-def _inputs(cfg: ItemLTVConfig, lake: Lake, ds: str) -> Inputs:
+def _inputs(cfg: ItemLTVConfig, lake: Lake, ds: date) -> Inputs:
     return load_inputs(lake, ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts)
 
 
-def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: str) -> dict:
+def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date) -> dict:
     """Fit both variants, save their checkpoints; returns losses and checkpoint keys."""
     splits, pre = prepare(_inputs(cfg, lake, ds), cfg)
     out: dict = {"cohorts": splits.cohorts, "n_train_exposures": len(splits.train.y)}
@@ -66,7 +64,7 @@ def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: st
     return out
 
 
-def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: str) -> dict:
+def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: date) -> dict:
     """Evaluate the checkpoints of `ds` on its test cohorts; writes the report; returns the metrics."""
     full, base = load_checkpoint(lake, FULL, ds), load_checkpoint(lake, BASE, ds)
     splits, _ = prepare(_inputs(cfg, lake, ds), cfg, full.pre)
@@ -77,7 +75,7 @@ def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: str) -> dict:
     return metrics
 
 
-def score_checkpoints(cfg: ItemLTVConfig, lake: Lake, ds: str, blobs: Mapping[str, bytes]) -> dict:
+def score_checkpoints(cfg: ItemLTVConfig, lake: Lake, ds: date, blobs: Mapping[str, bytes]) -> dict:
     """Score ItemLTV checkpoints (safetensors bytes by name, e.g. a candidate and the serving
     release's) on the test cohorts of `ds` (the split `run_evaluate` reports on) with the report's
     label metrics. Each checkpoint encodes the same raw rows with its own preprocessing (stored in
@@ -98,18 +96,17 @@ def score_checkpoints(cfg: ItemLTVConfig, lake: Lake, ds: str, blobs: Mapping[st
                                 + items["y"].to_numpy("float32").tobytes()).hexdigest()[:16])
     if len(rows) > 1:
         raise RuntimeError(f"checkpoints {sorted(blobs)} were scored on different rows of ds={ds}")
-    return {"ds": to_ds(ds), "test_cohorts": splits.cohorts["test"], "n_test_items": len(items),
+    return {"ds": f"{ds}", "test_cohorts": splits.cohorts["test"], "n_test_items": len(items),
             "rows": rows.pop(), "scores": scores}
 
 
-def pool_candidates(lake: Lake, ds: str) -> pd.DataFrame:
+def pool_candidates(lake: Lake, ds: date) -> pd.DataFrame:
     """The items in their new-item period on `ds` (listed on ds - NEW_ITEM_DAYS + 1 .. ds), latest rows."""
-    end = date.fromisoformat(to_ds(ds))
-    first = (end - timedelta(days=calendar.NEW_ITEM_DAYS - 1)).isoformat()
-    return lake.read_range(*catalog.RAW["items"], first, to_ds(ds)).to_pandas().drop_duplicates("item_id", keep="last")
+    first = ds - timedelta(days=calendar.NEW_ITEM_DAYS - 1)
+    return lake.read_range(*catalog.RAW["items"], first, ds).to_pandas().drop_duplicates("item_id", keep="last")
 
 
-def _pool_inputs(lake: Lake, ds: str) -> Inputs:
+def _pool_inputs(lake: Lake, ds: date) -> Inputs:
     """Every pool candidate as one pseudo-exposure at the end of `ds` (no user, no click: only the
     item tower is used), with its point-in-time item features (`catalog.ITEMLTV_POOL_FEATURES`)."""
     if not lake.exists(*catalog.ITEMLTV_POOL_FEATURES, ds):
@@ -123,47 +120,39 @@ def _pool_inputs(lake: Lake, ds: str) -> Inputs:
     return Inputs(samples, items, users, pd.DataFrame(columns=["user_id", "item_id", "ts"]))
 
 
-@torch.no_grad()
-def score_candidates(lake: Lake, ds: str) -> pd.DataFrame:
+def score_candidates(lake: Lake, ds: date) -> pd.DataFrame:
     """ItemLTV's scores of every item in its new-item period on `ds`, with the "+uplift" checkpoint of `ds`.
 
     Columns: item_id, base (the base-growth tower), uplift (the uplift tower on the same
     pseudo-exposure: no user, no history, so the context-free uplift of one click),
     listing_date; in item-id order.
     """
-    trained = load_checkpoint(lake, FULL, ds)
-    inputs = _pool_inputs(lake, to_ds(ds))
-    enc = encode(inputs, trained.pre, numeric_frame(inputs))
-    exposures = predict(trained, enc).exposures
-    return pd.DataFrame({"item_id": exposures["item_id"].astype("int64"), "base": exposures["base"].astype(float),
-                         "uplift": exposures["uplift"].astype(float),
-                         "listing_date": exposures["listing_date"].to_numpy()}
-                        ).sort_values("item_id", kind="stable").reset_index(drop=True)
+    return item_scores(load_checkpoint(lake, FULL, ds), _pool_inputs(lake, ds))
 
 
-def pool_from_scores(cfg: ItemLTVConfig, ds: str, scores: pd.DataFrame) -> pd.DataFrame:
+def pool_from_scores(cfg: ItemLTVConfig, ds: date, scores: pd.DataFrame) -> pd.DataFrame:
     """The top `pool_size` candidates by base growth (ties: item id).
 
     Columns: ds, item_id, score (predicted base growth on y), rank (1 = best), listing_date.
     """
-    pool = scores.rename(columns={"base": "score"}).assign(ds=to_ds(ds))
+    pool = scores.rename(columns={"base": "score"}).assign(ds=f"{ds}")
     pool = pool.sort_values(["score", "item_id"], ascending=[False, True]).head(cfg.pool_size).reset_index(drop=True)
     return pool.assign(rank=np.arange(1, len(pool) + 1, dtype=np.int32))[
         ["ds", "item_id", "score", "rank", "listing_date"]]
 
 
-def build_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
+def build_pool(cfg: ItemLTVConfig, lake: Lake, ds: date) -> pd.DataFrame:
     """Score every item in its new-item period on `ds` with the base-growth tower; keep the top N
     (`pool_from_scores`)."""
     return pool_from_scores(cfg, ds, score_candidates(lake, ds))
 
 
-def write_pool(cfg: ItemLTVConfig, lake: Lake, ds: str) -> pd.DataFrame:
+def write_pool(cfg: ItemLTVConfig, lake: Lake, ds: date) -> pd.DataFrame:
     """Write `curated/new_item_pool` (the top N, returned) and `curated/item_uplift` (ds, item_id,
     base, uplift of every candidate: MoPO's long-term reward) for `ds`."""
     scores = score_candidates(lake, ds)
     pool = pool_from_scores(cfg, ds, scores)
-    lake.write_partition(*catalog.ITEM_UPLIFT, ds, scores.assign(ds=to_ds(ds))[["ds", "item_id", "base", "uplift"]])
+    lake.write_partition(*catalog.ITEM_UPLIFT, ds, scores.assign(ds=f"{ds}")[["ds", "item_id", "base", "uplift"]])
     lake.write_partition(*catalog.NEW_ITEM_POOL, ds, pool)
     return pool
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import date
 
 import numpy as np
 
 from foundation import catalog
-from foundation.lake import Lake, to_ds
+from foundation.lake import Lake
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
 from models.itemltv.baselines import FAIR, baseline_uplifts
@@ -46,11 +47,10 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
 
 
-def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: str, seeds: list[int],
+def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date, seeds: list[int],
               write: bool = True) -> dict:
     """Train and evaluate every variant and baseline for each seed; see the module doc."""
     started = time.perf_counter()
-    ds = to_ds(ds)
     splits, pre = prepare(load_inputs(lake, ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts), cfg)
     test = splits.test
     truth = attach_truth(lake, test.meta, how="left")["true_uplift"].to_numpy()
@@ -80,7 +80,7 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: st
 
     hyper = runs.pop("_hyperparameters")
     result = {
-        "ds": ds, "seeds": list(seeds), "cohorts": splits.cohorts, "n_test_items": int(test.n_groups),
+        "ds": f"{ds}", "seeds": list(seeds), "cohorts": splits.cohorts, "n_test_items": int(test.n_groups),
         "n_test_exposures": int(len(test.y)), "n_truth_exposures": int(known.sum()),
         "config": cfg.model_dump(), "minutes": round((time.perf_counter() - started) / 60, 2),
         "models": {m: {k: _summary(v) for k, v in metrics.items()} for m, metrics in runs.items()},

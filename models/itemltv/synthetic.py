@@ -120,11 +120,11 @@ def outcomes(rng, items: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_synthetic_lake(lake: Lake, *, days: int = 45, items_per_day: int = 30, n_users: int = 300,
-                         niches: int = 4, rate: float = 2.0, seed: int = 0, start: str = "2026-01-01") -> None:
+                         niches: int = 4, rate: float = 2.0, seed: int = 0, start: date = date(2026, 1, 1)) -> None:
     """Write raw/items|users|clicks, samples/itemltv_samples|labels, features/item|user|query_features,
     truth/click_effects|item_outcomes|users for `days` simulated days starting at `start`."""
     rng = np.random.default_rng(seed)
-    day0 = date.fromisoformat(start)
+    day0 = start
     items = make_items(rng, days, items_per_day, niches, day0)
     users = make_users(rng, n_users, len(CATS) * niches)
     users = pd.concat([users, declared_profile(users, seed, niches)], axis=1)
@@ -137,8 +137,8 @@ def write_synthetic_lake(lake: Lake, *, days: int = 45, items_per_day: int = 30,
     _write_features(lake, day0, days, items, users, exp)
 
 
-def _ds(day0: date, d: int) -> str:
-    return (day0 + timedelta(days=int(d))).isoformat()
+def _ds(day0: date, d: int) -> date:
+    return day0 + timedelta(days=int(d))
 
 
 def _write_raw(lake: Lake, day0: date, items, users, exp) -> None:

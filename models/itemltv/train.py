@@ -21,7 +21,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 
 from foundation import catalog
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
 from models import checkpoint
@@ -112,10 +112,11 @@ def save_checkpoint(lake: Lake, name: str, ds: date, trained: Trained) -> str:
     return key
 
 
-def latest_checkpoint_ds(lake: Lake, name: str, ds: date) -> str:
+def latest_checkpoint_ds(lake: Lake, name: str, ds: date) -> date:
     """The newest checkpoint date <= ds."""
-    found = sorted(m.group(1) for k in lake.store.list(catalog.model_prefix(name))
-                   if (m := re.search(r"ds=(\d{4}-\d{2}-\d{2})/model\.safetensors$", k)) and m.group(1) <= f"{ds}")
+    found = sorted(day for k in lake.store.list(catalog.model_prefix(name))
+                   if (m := re.search(r"ds=(\d{4}-\d{2}-\d{2})/model\.safetensors$", k))
+                   and (day := parse_ds(m.group(1))) <= ds)
     if not found:
         raise FileNotFoundError(f"no {name} checkpoint at or before {ds} in {lake.store.uri}")
     return found[-1]

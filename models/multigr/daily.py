@@ -79,7 +79,7 @@ ARCHITECTURE = ("sid_levels", "codebook_size", "n_user_buckets", "n_query_bucket
 class SidTable(NamedTuple):
     """The `curated/item_sids` snapshot of a day and what decoding needs of it."""
 
-    ds: str                      # the snapshot's partition (the newest <= the day)
+    ds: date                     # the snapshot's partition (the newest <= the day)
     version: str
     codes: np.ndarray            # (N, L) codes (c4 included when every row has one)
     lookup: SidLookup
@@ -117,15 +117,15 @@ def same_architecture(a: MultiGRConfig, b: MultiGRConfig) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in ARCHITECTURE)
 
 
-def lineage_days(lake: Lake, ds: date, cfg: MultiGRConfig) -> tuple[list[str], list[str]]:
+def lineage_days(lake: Lake, ds: date, cfg: MultiGRConfig) -> tuple[list[date], list[date]]:
     """(train days, held-out days) of a lineage starting on `ds` (the rule in the module docstring)."""
     daily = cfg.daily
     days = lake.list_partitions(*GR_SAMPLES, end=ds)
-    if f"{ds}" not in days:
+    if ds not in days:
         raise PartitionNotFound(f"no {GR_SAMPLES.key(ds)}: run the gr_samples Spark job (spark_jobs) for {ds}")
     if len(days) > daily.eval_days:
         return days[: -daily.eval_days][-daily.train_days:], days[-daily.eval_days:]
-    after = [(ds + timedelta(days=i)).isoformat() for i in range(1, daily.eval_days + 1)]
+    after = [ds + timedelta(days=i) for i in range(1, daily.eval_days + 1)]
     return days[-daily.train_days:], after
 
 
@@ -144,7 +144,7 @@ def _copy(model: MultiGR, cfg: MultiGRConfig) -> MultiGR:
 
 
 def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date, init: MultiGR | None,
-                *, eval_days: Sequence[str] | None = None) -> tuple[MultiGR, dict]:
+                *, eval_days: Sequence[date] | None = None) -> tuple[MultiGR, dict]:
     """The day's MultiGR and what was done: warm start from `init` (the serving release's model, with
     its lineage's held-out `eval_days`) and SFT refresh on the day's `gr_samples`, or (no `init`, or
     an `init` whose architecture does not fit the day's SID table) SFT from scratch on the lineage's
@@ -160,14 +160,15 @@ def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: 
     if init is None:
         train, held = lineage_days(lake, ds, cfg)
     else:
-        held = sorted(f"{d}" for d in eval_days)
-        train = [] if f"{ds}" in held else [f"{ds}"]
+        held = sorted(eval_days)
+        train = [] if ds in held else [ds]
     samples = read_gr_samples(lake, train)
     examples = sft_examples(Vocab.from_config(mcfg), samples, table.lookup, mcfg.max_history,
                             mcfg.max_query_words) if train else []
-    info = {"ds": f"{ds}", "mode": "scratch" if init is None else "warm_start", "train_days": train, "eval_days": held,
-            "sid_snapshot": table.ds, "sid_version": table.version, "items_with_sid": int(len(table.lookup.ids)),
-            "train_requests": int(len(samples)), "sft_examples": len(examples)}
+    info = {"ds": f"{ds}", "mode": "scratch" if init is None else "warm_start", "train_days": _iso(train),
+            "eval_days": _iso(held), "sid_snapshot": f"{table.ds}", "sid_version": table.version,
+            "items_with_sid": int(len(table.lookup.ids)), "train_requests": int(len(samples)),
+            "sft_examples": len(examples)}
     model, seconds = _sft(mcfg, trainer_cfg, examples, init, train)
     info.update(sft_epochs=0 if not examples else (mcfg.max_epochs if init is None else mcfg.daily.refresh_epochs),
                 sft_time_s=round(seconds, 1))
@@ -177,7 +178,7 @@ def train_daily(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: 
 
 
 def _sft(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, examples: list, init: MultiGR | None,
-         train: list[str]) -> tuple[MultiGR, float]:
+         train: list[date]) -> tuple[MultiGR, float]:
     from models.multigr.train import fit
 
     if init is None:
@@ -216,41 +217,46 @@ def _mopo(cfg: MultiGRConfig, lake: Lake, ds: date, model: MultiGR, samples: pd.
 
 
 def evaluate_daily(model: MultiGR, lake: Lake, ds: date, cfg: MultiGRConfig, *,
-                   eval_days: Sequence[str] | None = None) -> dict:
+                   eval_days: Sequence[date] | None = None) -> dict:
     """Recall@10/100 and NDCG@10/100 (labels `search`, `all-net`) of `model` on the held-out days
     `eval_days` (default: those of a lineage starting on ds) that have samples by `ds`, and the
     fraction of valid SIDs from the constrained decoder (serving beam widths and top_k), with the
     day's SID snapshot and its trie. `inputs` names every partition read, at the write read."""
-    day = f"{ds}"
-    held = sorted(f"{d}" for d in (eval_days if eval_days is not None else lineage_days(lake, ds, cfg)[1]))
+    held = sorted(eval_days if eval_days is not None else lineage_days(lake, ds, cfg)[1])
     table = sid_table(lake, ds)
     mcfg = model_config(cfg, table)
     if (model.cfg.sid_levels, model.cfg.codebook_size) != (mcfg.sid_levels, mcfg.codebook_size):
         raise ValueError(f"the model decodes {model.cfg.sid_levels} levels of {model.cfg.codebook_size} codes; "
                          f"{ITEM_SIDS.key(table.ds)} has {mcfg.sid_levels} of {mcfg.codebook_size}")
-    due = [d for d in held if d <= day]
+    due = [d for d in held if d <= ds]
     present = [d for d in due if lake.exists(*GR_SAMPLES, d)]
-    inputs = [{"zone": ITEM_SIDS.zone, "table": ITEM_SIDS.table, "ds": table.ds, "write_id": table.write_id}]
-    inputs += [{"zone": GR_SAMPLES.zone, "table": GR_SAMPLES.table, "ds": d,
+    inputs = [{"zone": ITEM_SIDS.zone, "table": ITEM_SIDS.table, "ds": f"{table.ds}", "write_id": table.write_id}]
+    inputs += [{"zone": GR_SAMPLES.zone, "table": GR_SAMPLES.table, "ds": f"{d}",
                 "write_id": lake.commit_info(*GR_SAMPLES, d).write_id} for d in present]
     trie_next = table.trie_next()
-    report = {"ds": day, "eval_days": held, "evaluated_days": present, "pending_eval_days": [d for d in held if d > day],
-              "missing_eval_days": [d for d in due if d not in present], "sid_snapshot": table.ds,
+    report = {"ds": f"{ds}", "eval_days": _iso(held), "evaluated_days": _iso(present),
+              "pending_eval_days": _iso(d for d in held if d > ds),
+              "missing_eval_days": _iso(d for d in due if d not in present), "sid_snapshot": f"{table.ds}",
               "sid_version": table.version, "items_with_sid": int(len(table.lookup.ids)), "ks": list(KS),
               "inputs": inputs}
     started, scored = time.perf_counter(), pd.DataFrame()
     if present:
-        window_end = min(day, (date.fromisoformat(present[-1]) + timedelta(days=LATE_ORDER_DAYS)).isoformat())
+        window_end = min(ds, present[-1] + timedelta(days=LATE_ORDER_DAYS))
         test = add_late_site_orders(lake, read_gr_samples(lake, present), present[0], window_end)
         relevant = relevant_sets(test, table.lookup)
         scored = _subset(test[np.any([[len(r) > 0 for r in rel] for rel in relevant.values()], axis=0)],
                          cfg.daily.eval_requests)
         report["metrics"] = evaluate_samples(model, scored, table.lookup, trie_next, KS)
-        report.update(label_window_end=window_end, requests=int(len(test)), scored_requests=int(len(scored)))
+        report.update(label_window_end=f"{window_end}", requests=int(len(test)), scored_requests=int(len(scored)))
     prompts_from = (scored if len(scored) else read_gr_samples(lake, [ds])).head(VALID_SID_PROMPTS)
     report.update(valid_sids(model, prompts_from, table, trie_next))
     report["eval_time_s"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def _iso(days) -> list[str]:
+    """`YYYY-MM-DD` of each day (what the reports and the checkpoint config record)."""
+    return [f"{d}" for d in days]
 
 
 def _subset(scored: pd.DataFrame, n: int) -> pd.DataFrame:

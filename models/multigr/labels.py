@@ -14,6 +14,7 @@ Evaluation only: this is the one MultiGR module that reads the simulator's truth
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from models.multigr.platform import SidLookup, relevant_sets
 LABEL_NAMES = ("search", "all-net", "long-term", "long-term-true")
 
 
-def read_click_effects(lake: Lake, days: Sequence[str]) -> pd.DataFrame:
+def read_click_effects(lake: Lake, days: Sequence[date]) -> pd.DataFrame:
     """The clicked rows of `truth/click_effects` of `days`: request_id, item_id, true_uplift."""
     table = lake.read_range(*TRUTH["click_effects"], days[0], days[-1],
                             ["request_id", "item_id", "clicked", "true_uplift"]).to_pandas()
@@ -46,7 +47,7 @@ def true_long_term(samples: pd.DataFrame, lookup: SidLookup, effects: pd.DataFra
             for r, c in zip(samples["request_id"], samples["click_ids"], strict=True)]
 
 
-def channel_counts(lake: Lake, days: Sequence[str], samples: pd.DataFrame,
+def channel_counts(lake: Lake, days: Sequence[date], samples: pd.DataFrame,
                    relevant: dict[str, list[np.ndarray]]) -> dict[str, dict[str, int]]:
     """Per label set: how many of its (request, item) pairs each retrieval channel of `raw/rank_candidates`
     proposed (`main`, the organic ranking; `fresh`, the simulator's random new item in a fixed slot;

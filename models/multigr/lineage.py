@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from foundation import catalog
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from foundation.releases import Release, ReleaseStore, release_ds
 from foundation.sections.multigr import MultiGRConfig
 from foundation.sections.trainer import TrainerConfig
@@ -60,6 +60,11 @@ def from_bytes(blob: bytes, meta: dict, release_id: str | None = None) -> Lineag
     return LineageModel(model, meta, blob, release_id)
 
 
+def _days(meta: dict) -> list[date]:
+    """The held-out days a checkpoint's config.json records (`YYYY-MM-DD` strings there)."""
+    return [parse_ds(d) for d in meta["eval_days"]]
+
+
 def lake_model(lake: Lake, ds: date) -> LineageModel:
     key, config = catalog.model_key(NAME, ds), catalog.model_key(NAME, ds, "config.json")
     if not (lake.store.exists(key) and lake.store.exists(config)):
@@ -77,8 +82,7 @@ def release_model(store: ReleaseStore, release: Release) -> LineageModel | None:
 def init_model(store: ReleaseStore, lake: Lake, ds: date) -> LineageModel | None:
     """The warm start of `ds`: the MultiGR of the release served last among those of earlier days
     (None when there is none, it has no MultiGR, or its SID version is not today's)."""
-    day = f"{ds}"
-    release = next((r for r in map(store.get, reversed(store.served())) if (release_ds(r) or day) < day), None)
+    release = next((r for r in map(store.get, reversed(store.served())) if parse_ds(release_ds(r) or ds) < ds), None)
     found = release and release_model(store, release)
     if found is None:
         log.info("MultiGR ds=%s: no MultiGR in a release of an earlier day (%s): training from scratch", ds,
@@ -103,7 +107,7 @@ def train(cfg: MultiGRConfig, trainer_cfg: TrainerConfig, lake: Lake, store: Rel
     """
     init = init_model(store, lake, ds)
     model, info = daily.train_daily(cfg, trainer_cfg, lake, ds, init and init.model,
-                                    eval_days=init and init.meta["eval_days"])
+                                    eval_days=init and _days(init.meta))
     warm, day = info["mode"] == "warm_start", f"{ds}"
     meta = {"ds": day, "mode": info["mode"], "sid_version": info["sid_version"], "sid_snapshot": info["sid_snapshot"],
             "eval_days": info["eval_days"], "train_days": info["train_days"],
@@ -118,7 +122,7 @@ def evaluate(cfg: MultiGRConfig, lake: Lake, store: ReleaseStore, ds: date) -> d
     when comparable, the serving release's MultiGR on the same requests; writes
     `reports/multigr/ds=<ds>/daily.json` (what the gate checks)."""
     day = lake_model(lake, ds)
-    candidate = daily.evaluate_daily(day.model, lake, ds, cfg, eval_days=day.meta["eval_days"])
+    candidate = daily.evaluate_daily(day.model, lake, ds, cfg, eval_days=_days(day.meta))
     serving, skipped = serving_evaluation(store, lake, ds, day, candidate, cfg)
     report = {"ds": f"{ds}", "checkpoint": catalog.model_key(NAME, ds), "checkpoint_sha256": day.meta["sha256"],
               **{k: day.meta[k] for k in ("mode", "lineage_start", "init_release", "train_days", "sid_version")},
@@ -141,7 +145,7 @@ def serving_evaluation(store: ReleaseStore, lake: Lake, ds: date, day: LineageMo
     serving = release_model(store, current)
     if serving is None:
         return None, f"serving release {current.release_id} has no MultiGR"
-    if (release_ds(current) or f"{ds}") > f"{ds}":
+    if parse_ds(release_ds(current) or ds) > ds:
         return None, f"serving release {current.release_id} is of a later day: it may have trained on the held-out days"
     if serving.meta["eval_days"] != day.meta["eval_days"] or serving.meta["sid_version"] != day.meta["sid_version"]:
         return None, (f"serving release {current.release_id} is of another lineage (held-out days "
@@ -149,7 +153,7 @@ def serving_evaluation(store: ReleaseStore, lake: Lake, ds: date, day: LineageMo
     change = weight_change(day.model, serving.model)
     if serving.meta["sha256"] == day.meta["sha256"]:
         return (current.release_id, candidate, change), None
-    return (current.release_id, daily.evaluate_daily(serving.model, lake, ds, cfg, eval_days=day.meta["eval_days"]),
+    return (current.release_id, daily.evaluate_daily(serving.model, lake, ds, cfg, eval_days=_days(day.meta)),
             change), None
 
 

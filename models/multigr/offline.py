@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from foundation.catalog import ITEM_UPLIFT, RAW, report_key
@@ -57,6 +58,7 @@ from models.multigr.model import Vocab
 from models.multigr.mopo import align, build_contexts
 from models.multigr.platform import (
     KS,
+    PlatformData,
     add_late_site_orders,
     load_platform_data,
     platform_config,
@@ -90,8 +92,8 @@ class ExtraRowInputs(NamedTuple):
     """What an `extra_rows` hook gets, per seed."""
 
     seed: int
-    ds: str                        # the last test day
-    train_days: list[str]          # the gr_samples days the MultiGR rows train on
+    ds: date                       # the last test day
+    train_days: list[date]         # the gr_samples days the MultiGR rows train on
     requests: pd.DataFrame         # the decoded test requests (gr_samples rows), R of them
     item_ids: np.ndarray           # items with a SID in the evaluation snapshot (what MultiGR can decode)
     first_stage: np.ndarray | None  # (R, k) the `growthgr` row's ranking (None when that row is not run)
@@ -102,7 +104,7 @@ ExtraRows = Callable[[ExtraRowInputs], tuple[dict[str, np.ndarray], dict]]
 """inputs -> ({row name: (R, k) ranked item ids, -1 padding}, {row name: run figures for the report})."""
 
 
-def read_item_uplift(lake: Lake, ds: str) -> pd.DataFrame | None:
+def read_item_uplift(lake: Lake, ds: date) -> pd.DataFrame | None:
     """The newest `curated/item_uplift` at or before `ds` (None when there is none)."""
     parts = lake.list_partitions(*ITEM_UPLIFT, end=ds)
     return lake.read_partition(*ITEM_UPLIFT, parts[-1]).to_pandas() if parts else None
@@ -112,11 +114,11 @@ LATE_ORDER_DAYS = 7
 """The simulator links a site order to one of the buyer's queries of the 1-7 days before it."""
 
 
-def late_orders_end(lake: Lake, test_days: Sequence[str]) -> str:
+def late_orders_end(lake: Lake, test_days: Sequence[date]) -> date:
     """The last day whose `raw/site_orders` complete the test days' all-net label: the newest
     partition within `LATE_ORDER_DAYS` after the last test day (the last test day itself when
     there is none later)."""
-    horizon = (date.fromisoformat(test_days[-1]) + timedelta(days=LATE_ORDER_DAYS)).isoformat()
+    horizon = test_days[-1] + timedelta(days=LATE_ORDER_DAYS)
     parts = lake.list_partitions(*RAW["site_orders"], test_days[-1], horizon)
     return parts[-1] if parts else test_days[-1]
 
@@ -159,19 +161,27 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, dict[str, float]]]]) -> di
     return out
 
 
-def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_days: int, seeds: Sequence[int],
-                trainer_cfg: TrainerConfig = TrainerConfig(), epochs: int | None = None,
-                variants: Sequence[str] = tuple(VARIANTS), max_test_requests: int | None = None,
-                progress: bool = False, extra_rows: ExtraRows | None = None) -> dict:
-    """Train and evaluate every row for every seed (see the module docstring); writes and returns the report.
+class _Setup(NamedTuple):
+    """What every seed's rows are trained and scored on (read once per evaluation)."""
 
-    `max_test_requests` caps the decoded test requests per label set (`decoded_requests`, the same
-    for every row and seed) to bound the beam-search time on a CPU. `extra_rows` adds the rows of
-    other retrievers (`ExtraRows`), run after the aligned rows of each seed.
-    """
-    from models.multigr.train import fit
+    data: PlatformData
+    cfg: MultiGRConfig             # fitted to the SID table (and the `epochs` override)
+    late_end: date                 # site orders read through this day (all-net labels)
+    examples: list                 # SFT examples of the train days
+    contexts: list                 # MoPO contexts of the train days
+    long_term_items_train: int
+    train_trie: torch.Tensor
+    test_trie: torch.Tensor
+    relevant: dict[str, list[np.ndarray]]  # label set -> relevant items per decoded request
+    channels: dict
+    scored: pd.DataFrame           # the decoded test requests
+    widths: list[int]
+    popularity: dict[str, dict[str, float]]
 
-    started = time.perf_counter()
+
+def _setup(cfg: MultiGRConfig, lake: Lake, ds: date, train_days: int, test_days: int, epochs: int | None,
+           max_test_requests: int | None, started: float) -> _Setup:
+    """Read the days, build the SFT examples, MoPO contexts, tries and label sets, score popularity."""
     data = load_platform_data(lake, ds, train_days, test_days)
     late_end = late_orders_end(lake, data.test_days)
     if late_end > data.test_days[-1]:                 # site orders placed after the test days (labels only)
@@ -182,7 +192,7 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     vocab = Vocab.from_config(cfg)
     examples = sft_examples(vocab, data.train, data.lookup, cfg.max_history, cfg.max_query_words)
     if not examples:
-        raise ValueError(f"no purchase of an item with a SID in the train days {data.train_days}")
+        raise ValueError(f"no purchase of an item with a SID in the train days {[f'{d}' for d in data.train_days]}")
     train_uplift, test_uplift = read_item_uplift(lake, data.train_days[-1]), read_item_uplift(lake, ds)
     contexts = build_contexts(cfg, data.train, data.lookup, train_uplift)
     log.info("%d SFT examples, %d MoPO contexts (%.0f s)", len(examples), len(contexts), time.perf_counter() - started)
@@ -196,68 +206,99 @@ def run_offline(cfg: MultiGRConfig, lake: Lake, ds: str, train_days: int, test_d
     relevant = {name: [rel[i] for i in keep] for name, rel in relevant.items()}
     test_trie = trie_table(SidTrie.from_sids(test_lookup.codes, cfg.codebook_size))
     widths = [max(w, max(KS)) for w in cfg.beam_widths]
-
-    def score(ranked: np.ndarray) -> dict[str, dict[str, float]]:
-        return {name: ranking_metrics(ranked, rel, KS) for name, rel in relevant.items()}
-
-    def rank(model) -> np.ndarray:
-        return rank_samples(model, scored, test_lookup, test_trie, max(KS), beam_widths=widths)
-
     top = popularity_ranking(data.train, test_lookup)[: max(KS)]
     popularity = {name: ranking_metrics(np.broadcast_to(top, (len(rel), len(top))), rel, KS)
                   for name, rel in relevant.items()}
-    def build_report() -> dict:
-        seeds_done = sorted(per_seed)
-        return {
-            "ds": f"{ds}", "train_days": [data.train_days[0], data.train_days[-1]],
-            "test_days": [data.test_days[0], data.test_days[-1]], "seeds": [int(s) for s in seeds_done],
-            "late_site_orders_through": late_end,
-            "sid_snapshot": data.sid_ds, "eval_sid_snapshot": data.eval_sid_ds, "sid_version": data.sid_version,
-            "items_with_sid": int(len(test_lookup.ids)),
-            "new_items_with_sid": int(len(test_lookup.ids) - len(data.lookup.ids)),
-            "train_examples": len(examples), "train_contexts": len(contexts),
-            "long_term_items_train": int(0 if train_uplift is None else len(labels.long_term_items(train_uplift))),
-            "test_requests": int(len(scored)), "ks": list(KS), "beam_widths": widths,
-            "label_requests": {name: int(sum(len(r) > 0 for r in rel)) for name, rel in relevant.items()},
-            "label_channels": channels,
-            "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": {str(s): v for s, v in runs.items()},
-            **aggregate(per_seed),
-            "config": cfg.model_dump(mode="json"), "seconds": round(time.perf_counter() - started, 1),
-            "seeds_planned": [int(s) for s in seeds],
-        }
+    long_term = int(0 if train_uplift is None else len(labels.long_term_items(train_uplift)))
+    return _Setup(data, cfg, late_end, examples, contexts, long_term, train_trie, test_trie, relevant, channels,
+                  scored, widths, popularity)
 
+
+def _run_seed(setup: _Setup, ds: date, seed: int, trainer_cfg: TrainerConfig, variants: Sequence[str],
+              progress: bool, extra_rows: ExtraRows | None, started: float) -> tuple[dict, dict]:
+    """({row: {label: metrics}}, {row: run figures}) of one seed: SFT, the aligned rows, the extra rows."""
+    from models.multigr.train import fit
+
+    cfg, data, test_lookup = setup.cfg, setup.data, setup.data.eval_lookup
+
+    def score(ranked: np.ndarray) -> dict[str, dict[str, float]]:
+        return {name: ranking_metrics(ranked, rel, KS) for name, rel in setup.relevant.items()}
+
+    def rank(model) -> np.ndarray:
+        return rank_samples(model, setup.scored, test_lookup, setup.test_trie, max(KS), beam_widths=setup.widths)
+
+    seed_cfg = cfg.model_copy(update={"seed": int(seed)})
+    sft, sft_s = fit(seed_cfg, SFTDataModule(setup.examples, cfg.batch_size, int(seed)), trainer_cfg=trainer_cfg)
+    rows = {"popularity": setup.popularity, "sft": score(rank(sft))}
+    first_stage = None
+    log.info("seed %s SFT: %.0f s, long-term R@10 %.4f (%.0f s)", seed, sft_s,
+             rows["sft"]["long-term"]["recall@10"], time.perf_counter() - started)
+    runs = {"sft": {"seconds": round(sft_s, 1)}}
+    for name in variants:
+        mopo_cfg = cfg.mopo.model_copy(update=VARIANTS[name])
+        aligned, st = align(copy.deepcopy(sft), setup.contexts, setup.train_trie, mopo_cfg, seed=int(seed),
+                            progress=progress)
+        ranked = rank(aligned)
+        first_stage = ranked if name == "growthgr" else first_stage
+        rows[name] = score(ranked)
+        runs[name] = {k: st[k] for k in ("mean_reward", "mean_ciw", "seconds")}
+        log.info("seed %s %s: MoPO %.0f s, long-term R@10 %.4f (sft %.4f) (%.0f s)", seed, name, st["seconds"],
+                 rows[name]["long-term"]["recall@10"], rows["sft"]["long-term"]["recall@10"],
+                 time.perf_counter() - started)
+    if extra_rows is not None:
+        extra, info = extra_rows(ExtraRowInputs(int(seed), ds, list(data.train_days), setup.scored,
+                                                test_lookup.ids.copy(), first_stage, max(KS)))
+        for name, ranked in extra.items():
+            rows[name] = score(ranked)
+            runs[name] = info.get(name, {})
+            log.info("seed %s %s: long-term R@10 %.4f, search R@10 %.4f (%.0f s)", seed, name,
+                     rows[name]["long-term"]["recall@10"], rows[name]["search"]["recall@10"],
+                     time.perf_counter() - started)
+    return rows, runs
+
+
+def _report(setup: _Setup, ds: date, seeds: Sequence[int], per_seed: dict[int, dict], runs: dict[int, dict],
+            started: float) -> dict:
+    """The offline report of the seeds run so far (JSON-ready: days as `YYYY-MM-DD`)."""
+    data, test_lookup = setup.data, setup.data.eval_lookup
+    return {
+        "ds": f"{ds}", "train_days": [f"{data.train_days[0]}", f"{data.train_days[-1]}"],
+        "test_days": [f"{data.test_days[0]}", f"{data.test_days[-1]}"], "seeds": [int(s) for s in sorted(per_seed)],
+        "late_site_orders_through": f"{setup.late_end}",
+        "sid_snapshot": f"{data.sid_ds}", "eval_sid_snapshot": f"{data.eval_sid_ds}", "sid_version": data.sid_version,
+        "items_with_sid": int(len(test_lookup.ids)),
+        "new_items_with_sid": int(len(test_lookup.ids) - len(data.lookup.ids)),
+        "train_examples": len(setup.examples), "train_contexts": len(setup.contexts),
+        "long_term_items_train": setup.long_term_items_train,
+        "test_requests": int(len(setup.scored)), "ks": list(KS), "beam_widths": setup.widths,
+        "label_requests": {name: int(sum(len(r) > 0 for r in rel)) for name, rel in setup.relevant.items()},
+        "label_channels": setup.channels,
+        "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": {str(s): v for s, v in runs.items()},
+        **aggregate(per_seed),
+        "config": setup.cfg.model_dump(mode="json"), "seconds": round(time.perf_counter() - started, 1),
+        "seeds_planned": [int(s) for s in seeds],
+    }
+
+
+def run_offline(cfg: MultiGRConfig, lake: Lake, ds: date, train_days: int, test_days: int, seeds: Sequence[int],
+                trainer_cfg: TrainerConfig = TrainerConfig(), epochs: int | None = None,
+                variants: Sequence[str] = tuple(VARIANTS), max_test_requests: int | None = None,
+                progress: bool = False, extra_rows: ExtraRows | None = None) -> dict:
+    """Train and evaluate every row for every seed (see the module docstring); writes and returns the report.
+
+    `max_test_requests` caps the decoded test requests per label set (`decoded_requests`, the same
+    for every row and seed) to bound the beam-search time on a CPU. `extra_rows` adds the rows of
+    other retrievers (`ExtraRows`), run after the aligned rows of each seed.
+    """
+    started = time.perf_counter()
+    setup = _setup(cfg, lake, ds, train_days, test_days, epochs, max_test_requests, started)
     per_seed: dict[int, dict] = {}
     runs: dict[int, dict] = {}
     for seed in seeds:
-        seed_cfg = cfg.model_copy(update={"seed": int(seed)})
-        sft, sft_s = fit(seed_cfg, SFTDataModule(examples, cfg.batch_size, int(seed)), trainer_cfg=trainer_cfg)
-        per_seed[seed] = {"popularity": popularity, "sft": score(rank(sft))}
-        first_stage = None
-        log.info("seed %s SFT: %.0f s, long-term R@10 %.4f (%.0f s)", seed, sft_s,
-                 per_seed[seed]["sft"]["long-term"]["recall@10"], time.perf_counter() - started)
-        runs[seed] = {"sft": {"seconds": round(sft_s, 1)}}
-        for name in variants:
-            mopo_cfg = cfg.mopo.model_copy(update=VARIANTS[name])
-            aligned, st = align(copy.deepcopy(sft), contexts, train_trie, mopo_cfg, seed=int(seed), progress=progress)
-            ranked = rank(aligned)
-            first_stage = ranked if name == "growthgr" else first_stage
-            per_seed[seed][name] = score(ranked)
-            runs[seed][name] = {k: st[k] for k in ("mean_reward", "mean_ciw", "seconds")}
-            log.info("seed %s %s: MoPO %.0f s, long-term R@10 %.4f (sft %.4f) (%.0f s)", seed, name, st["seconds"],
-                     per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed]["sft"]["long-term"]["recall@10"],
-                     time.perf_counter() - started)
-        if extra_rows is not None:
-            extra, info = extra_rows(ExtraRowInputs(int(seed), ds, list(data.train_days), scored,
-                                                    test_lookup.ids.copy(), first_stage, max(KS)))
-            for name, ranked in extra.items():
-                per_seed[seed][name] = score(ranked)
-                runs[seed][name] = info.get(name, {})
-                log.info("seed %s %s: long-term R@10 %.4f, search R@10 %.4f (%.0f s)", seed, name,
-                         per_seed[seed][name]["long-term"]["recall@10"], per_seed[seed][name]["search"]["recall@10"],
-                         time.perf_counter() - started)
-        write_report(lake, build_report())                        # partial tables after every seed
+        per_seed[seed], runs[seed] = _run_seed(setup, ds, seed, trainer_cfg, variants, progress, extra_rows, started)
+        write_report(lake, _report(setup, ds, seeds, per_seed, runs, started))   # partial tables after every seed
 
-    report = build_report()
+    report = _report(setup, ds, seeds, per_seed, runs, started)
     write_report(lake, report)
     return report
 

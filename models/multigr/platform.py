@@ -138,7 +138,7 @@ SAMPLE_COLUMNS = ["request_id", "user_id", "query_text", "intent_category_id", "
                   "purchase_ids", "site_order_item_ids"]
 
 
-def split_days(ds: date, train_days: int, test_days: int) -> tuple[list[str], list[str]]:
+def split_days(ds: date, train_days: int, test_days: int) -> tuple[list[date], list[date]]:
     """(train, test): the newest `test_days` days up to `ds` and the `train_days` before them."""
     if train_days < 1 or test_days < 1:
         raise ValueError(f"need train_days >= 1 and test_days >= 1, got {train_days}, {test_days}")
@@ -146,7 +146,7 @@ def split_days(ds: date, train_days: int, test_days: int) -> tuple[list[str], li
     return days[:train_days], days[train_days:]
 
 
-def add_late_site_orders(lake: Lake, samples: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+def add_late_site_orders(lake: Lake, samples: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
     """`site_order_item_ids` plus the `raw/site_orders` of days start..end linked to the request.
 
     `gr_samples` for day D only holds the site orders placed on D, but the simulator links
@@ -190,16 +190,16 @@ def platform_config(cfg: MultiGRConfig, codes: np.ndarray, codebook_size: int) -
 class PlatformData(NamedTuple):
     """What `run_platform` reads from the lake for one evaluation."""
 
-    train_days: list[str]
-    test_days: list[str]
+    train_days: list[date]
+    test_days: list[date]
     train: pd.DataFrame          # gr_samples rows of the train days
     test: pd.DataFrame           # gr_samples rows of the test days, all-net completed by later site orders
-    sid_ds: str                  # the item_sids snapshot used for training (as of the last train day)
+    sid_ds: date                 # the item_sids snapshot used for training (as of the last train day)
     sid_version: str
     codes: np.ndarray            # (N, L) SIDs of that snapshot (c4 included when present)
     lookup: SidLookup
     codebook_size: int           # of the SID version's tokenizer
-    eval_sid_ds: str             # the snapshot of evaluation (as of the last test day, see `eval_lookup`)
+    eval_sid_ds: date            # the snapshot of evaluation (as of the last test day, see `eval_lookup`)
     eval_lookup: SidLookup
 
 
@@ -314,10 +314,10 @@ def _report(ds: date, data: PlatformData, cfg: MultiGRConfig, model: MultiGR, n_
     bought = np.concatenate([np.asarray(v, np.int64) for v in data.test["purchase_ids"]] + [np.zeros(0, np.int64)])
     return {
         "ds": f"{ds}",
-        "train_days": [data.train_days[0], data.train_days[-1]],
-        "test_days": [data.test_days[0], data.test_days[-1]],
-        "sid_snapshot": data.sid_ds,
-        "eval_sid_snapshot": data.eval_sid_ds,
+        "train_days": [f"{data.train_days[0]}", f"{data.train_days[-1]}"],
+        "test_days": [f"{data.test_days[0]}", f"{data.test_days[-1]}"],
+        "sid_snapshot": f"{data.sid_ds}",
+        "eval_sid_snapshot": f"{data.eval_sid_ds}",
         "sid_version": data.sid_version,
         "items_with_sid": int(len(test_lookup.ids)),
         "new_items_with_sid": int(len(test_lookup.ids) - len(lookup.ids)),

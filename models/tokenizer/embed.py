@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
 from foundation.sections.tokenizer import TokenizerConfig
 from models.tokenizer.runtime import torch_threads
 
@@ -116,23 +116,22 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
     )
 
 
-def embedded_ids(lake: Lake, before_ds: str, version: str) -> set[int]:
+def embedded_ids(lake: Lake, before_ds: date, version: str) -> set[int]:
     """Item ids already embedded with `version` in partitions strictly before `before_ds`."""
-    prev = (date.fromisoformat(to_ds(before_ds)) - timedelta(days=1)).isoformat()
+    prev = before_ds - timedelta(days=1)
     if not lake.list_partitions(ZONE, TABLE, end=prev):
         return set()
-    t = lake.read_range(ZONE, TABLE, "0001-01-01", prev, columns=["item_id", "encoder_version"]).to_pandas()
+    t = lake.read_range(ZONE, TABLE, date.min, prev, columns=["item_id", "encoder_version"]).to_pandas()
     return set(t.loc[t["encoder_version"] == version, "item_id"].tolist())
 
 
-def embed_new_items(lake: Lake, ds: str, cfg: TokenizerConfig, encoder=None) -> int:
+def embed_new_items(lake: Lake, ds: date, cfg: TokenizerConfig, encoder=None) -> int:
     """Embed the items of `raw/items` up to `ds` not yet embedded; write them as partition `ds`.
 
     Returns the number of items encoded (0 still writes an empty partition, so
     the day is marked done). Re-running a day rewrites the same delta.
     """
-    ds = to_ds(ds)
-    items = lake.read_range("raw", "items", "0001-01-01", ds).to_pandas()
+    items = lake.read_range("raw", "items", date.min, ds).to_pandas()
     done = embedded_ids(lake, ds, encoder_version())
     new = items[~items["item_id"].isin(done)].drop_duplicates("item_id", keep="first")
     log.info("embedding %d new items for ds=%s (%d already embedded)", len(new), ds, len(done))
@@ -141,10 +140,10 @@ def embed_new_items(lake: Lake, ds: str, cfg: TokenizerConfig, encoder=None) -> 
     return len(new)
 
 
-def read_embeddings(lake: Lake, end_ds: str) -> pd.DataFrame:
+def read_embeddings(lake: Lake, end_ds: date) -> pd.DataFrame:
     """Every embedding row of the current encoder version up to `end_ds`, one per item, sorted by item_id."""
     try:
-        t = lake.read_range(ZONE, TABLE, "0001-01-01", end_ds).to_pandas()
+        t = lake.read_range(ZONE, TABLE, date.min, end_ds).to_pandas()
     except PartitionNotFound:
         raise PartitionNotFound(f"no {ZONE}/{TABLE} up to {end_ds}: run `growthgr tokenizer embed` first") from None
     t = t[t["encoder_version"] == encoder_version()]

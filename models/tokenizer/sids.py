@@ -37,6 +37,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ import pyarrow as pa
 import torch
 
 from foundation import catalog
-from foundation.lake import Lake, PartitionNotFound, to_ds
+from foundation.lake import Lake, PartitionNotFound
 from foundation.sections.tokenizer import TokenizerConfig
 from foundation.sections.trainer import TrainerConfig
 from models.tokenizer import embed
@@ -208,7 +209,7 @@ class DuplicateSids(ValueError):
     """A SID snapshot whose item_id or full SID repeats."""
 
 
-def check_unique(df: pd.DataFrame, ds: str) -> None:
+def check_unique(df: pd.DataFrame, ds: date) -> None:
     """Refuse a snapshot with a repeated item_id or, with the disambiguation token, full SID."""
     keys = [["item_id"]] + ([[*CODE_COLUMNS, "c4"]] if df["c4"].notna().any() else [])
     for cols in keys:
@@ -220,7 +221,7 @@ def check_unique(df: pd.DataFrame, ds: str) -> None:
                                 f"{int(extra.sum())} of {len(df)} rows repeat ({len(dup)} groups): {shown}")
 
 
-def write_snapshot(lake: Lake, ds: str, df: pd.DataFrame) -> None:
+def write_snapshot(lake: Lake, ds: date, df: pd.DataFrame) -> None:
     check_unique(df, ds)
     lake.write_partition(ZONE, TABLE, ds, to_arrow(df))
 
@@ -246,15 +247,14 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, schema=SIDS_SCHEMA, preserve_index=False)
 
 
-def default_version(ds: str) -> str:
-    return "sid-" + to_ds(ds).replace("-", "")
+def default_version(ds: date) -> str:
+    return f"sid-{ds:%Y%m%d}"
 
 
-def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = None,
+def fit(lake: Lake, ds: date, cfg: TokenizerConfig, sid_version: str | None = None,
         trainer_cfg: TrainerConfig | None = None) -> dict:
     """Train a codebook on every item embedded up to `ds`, save it as a new SID version,
     and write the SID snapshot for `ds`. Returns the report of the new assignment."""
-    ds = to_ds(ds)
     sid_version = sid_version or default_version(ds)
     emb = embed.read_embeddings(lake, ds)
     tok = fit_codes(emb, cfg, sid_version, progress=len(emb) > 10_000, trainer_cfg=trainer_cfg)
@@ -270,7 +270,7 @@ def fit(lake: Lake, ds: str, cfg: TokenizerConfig, sid_version: str | None = Non
                         codebook_size=cfg.codebook_size)
     report["moved_on_overflow"] = int((codes != tok.codes).any(axis=1).sum())
     report["collisions_nearest_code"] = sid_report(tok.raw_codes)["collisions"]
-    report.update(sid_version=sid_version, ds=ds)
+    report.update(sid_version=sid_version, ds=f"{ds}")
     lake.store.put_bytes(f"models/tokenizer/{sid_version}/report.json", json.dumps(report, indent=2).encode())
     return report
 
@@ -283,7 +283,7 @@ def load_version(lake: Lake, sid_version: str) -> tuple[RQVAE, dict]:
         raise FileNotFoundError(f"no tokenizer model for SID version {sid_version!r} in the lake") from None
 
 
-def latest_snapshot(lake: Lake, ds: str) -> tuple[str, pd.DataFrame]:
+def latest_snapshot(lake: Lake, ds: date) -> tuple[date, pd.DataFrame]:
     """(ds, rows) of the newest `item_sids` partition at or before `ds`."""
     parts = lake.list_partitions(ZONE, TABLE, end=ds)
     if not parts:
@@ -291,10 +291,9 @@ def latest_snapshot(lake: Lake, ds: str) -> tuple[str, pd.DataFrame]:
     return parts[-1], lake.read_partition(ZONE, TABLE, parts[-1]).to_pandas()
 
 
-def assign(lake: Lake, ds: str, cfg: TokenizerConfig | None = None) -> dict:
+def assign(lake: Lake, ds: date, cfg: TokenizerConfig | None = None) -> dict:
     """SIDs for the items embedded up to `ds` that the latest snapshot lacks, with its frozen model;
     writes the snapshot for `ds` (old rows unchanged + new rows). Returns counts."""
-    ds = to_ds(ds)
     base_ds, base = latest_snapshot(lake, ds)
     versions = base["sid_version"].unique().tolist()
     if len(versions) != 1:
@@ -312,7 +311,7 @@ def assign(lake: Lake, ds: str, cfg: TokenizerConfig | None = None) -> dict:
     snapshot = pd.concat([base.astype(rows.dtypes.to_dict()), rows], ignore_index=True).sort_values("item_id")
     write_snapshot(lake, ds, snapshot)
     log.info("assigned %d new items with SID version %s (base %s)", len(rows), versions[0], base_ds)
-    return {"ds": ds, "sid_version": versions[0], "base_ds": base_ds, "new_items": int(len(rows)),
+    return {"ds": f"{ds}", "sid_version": versions[0], "base_ds": f"{base_ds}", "new_items": int(len(rows)),
             "total_items": int(len(snapshot))}
 
 
