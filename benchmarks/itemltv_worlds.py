@@ -46,7 +46,7 @@ from typing import Any
 
 from foundation import calendar
 from foundation.config import Settings, load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from foundation.logs import setup_logging
 
 log = logging.getLogger("benchmarks.itemltv_worlds")
@@ -193,7 +193,7 @@ def main() -> None:
 
             started = time.perf_counter()
             lake = Lake.from_settings(settings)
-            entry["result"] = run_study(settings.itemltv, settings.trainer, lake, entry["ds"], seeds=seeds)
+            entry["result"] = run_study(settings.itemltv, settings.trainer, lake, parse_ds(entry["ds"]), seeds=seeds)
             entry["study_minutes"] = round((time.perf_counter() - started) / 60, 2)
             tables[name] = study_table(entry["result"])
             log.info("world %s studied in %.1f min", name, entry["study_minutes"])

@@ -94,12 +94,6 @@ def parse_ds(value: str | date | datetime) -> date:
         raise BadDate(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
-def to_ds(value: str | date | datetime) -> str:
-    """`YYYY-MM-DD` of a logical date. Transitional: past the edge code passes `date`s and formats
-    them with f"{ds}"; remove once nothing imports it."""
-    return _iso(value)
-
-
 def _iso(ds: str | date | datetime) -> str:
     """The lake boundary's one normaliser: a `ds` given as a date or a `YYYY-MM-DD` string, as the
     partition key spells it (a bad value raises `BadDate`)."""

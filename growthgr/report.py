@@ -130,7 +130,6 @@ def timing_records(lake: Lake, ds: date) -> list[dict]:
 
 def timings_png(records: list[dict]) -> bytes:
     """Horizontal bars: seconds per step in run order (failed steps red)."""
-    import io
 
     import matplotlib
 
@@ -149,6 +148,15 @@ def timings_png(records: list[dict]) -> bytes:
     ax.set_xlim(0, max(seconds + [1.0]) * 1.18)
     ax.set_title(f"Pipeline steps of ds={records[0].get('ds')} (green ok, red failed), total {sum(seconds):.0f} s",
                  fontsize=10)
+    return png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A figure as reproducible PNG bytes (no software stamp), closed after."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)

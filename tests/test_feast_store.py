@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 
 import numpy as np
 import pandas as pd
@@ -20,15 +20,15 @@ from foundation.config import load_settings
 from foundation.lake import Lake
 from foundation.sections.feast import FeatureStoreConfig
 
-DAYS = ["2026-01-01", "2026-01-02"]
+DAYS = [date(2026, 1, 1), date(2026, 1, 2)]
 N = 5  # entities per table
 
 
-def end_of(ds: str) -> datetime:
-    return datetime.fromisoformat(ds).replace(hour=23, minute=59, second=59, microsecond=999_999, tzinfo=UTC)
+def end_of(ds: date) -> datetime:
+    return datetime.combine(ds, time(23, 59, 59, 999_999), tzinfo=UTC)
 
 
-def snapshot(view, key: str, ds: str, day_index: int) -> pd.DataFrame:
+def snapshot(view, key: str, ds: date, day_index: int) -> pd.DataFrame:
     """One daily snapshot of a feature view: every feature = f(entity, day), so a value names its day."""
     ids = np.arange(N, dtype="int64")
     data: dict = {key: ids, "event_timestamp": [end_of(ds)] * N}
@@ -165,7 +165,7 @@ def test_cli_training_set_materialize_online(feast_settings, monkeypatch):
     written = lake.read_partition("samples", "training_itemltv_v1", "2026-01-03").to_pandas()
     assert written["item_features__price"].tolist() == [10.5, 11.5, 21.5]   # day 0, then day 1 snapshots
     assert written["label"].tolist() == [0.5, 0.5, 1.0] and written["treatment"].tolist() == [1, 0, 1]
-    assert runner.invoke(app, ["--profile", "tiny", "features", "materialize", "--ds", DAYS[1]]).exit_code == 0
+    assert runner.invoke(app, ["--profile", "tiny", "features", "materialize", "--ds", str(DAYS[1])]).exit_code == 0
     online = runner.invoke(app, ["--profile", "tiny", "features", "online", "--user", "3", "--item", "2",
                                  "--query", "4"])
     assert online.exit_code == 0, online.output

@@ -44,8 +44,8 @@ def test_sixteen_categories_and_titles_carry_category_brand_attributes():
 def test_new_items_arrive_every_day():
     lake, items = tiny_lake(), read_all("items")
     for ds in lake.list_partitions("raw", "items")[1:]:
-        day = items[items["ds"] == ds]
-        assert len(day) >= 1 and (day["listing_date"].astype(str) == ds).all()
+        day = items[items["ds"] == f"{ds}"]
+        assert len(day) >= 1 and (day["listing_date"].astype(str) == f"{ds}").all()
     first = items[items["ds"] == "2026-01-01"]
     assert (pd.to_datetime(first["listing_date"]) <= pd.Timestamp("2026-01-01")).all()
     assert len(first) > 400

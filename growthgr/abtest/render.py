@@ -3,7 +3,6 @@ only writes into the lake), the trajectory plot, the Markdown and the terminal s
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from foundation import catalog
 from foundation.lake import Lake
 from growthgr.abtest.estimators import HEADLINE
+from growthgr.report import png_bytes
 
 REPORT = "abtest"
 METRIC_TITLES = {"new_item_gmv": "new-item GMV", "search_gmv": "overall search GMV",
@@ -69,10 +69,7 @@ def trajectory_png(r: dict) -> bytes:
     loop = ", retrained daily" if r.get("retrain") else ""
     fig.suptitle(f"A/B `{r['design']}` of release {r['release']}{loop}: cumulative estimates, 95% bootstrap intervals",
                  fontsize=11)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 # -- text -------------------------------------------------------------------------------------------
