@@ -45,7 +45,7 @@ from conftest import TINY_WORLD
 
 from foundation import catalog
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from foundation.releases import ReleaseStore
 from growthgr.airflow_local import TASK_MODULES, airflow_env, as_ds, free_port, start_airflow
 from models.itemltv.data import SERVICE
@@ -134,7 +134,7 @@ def world(tmp_path_factory, copy_world, postgres):
     reference = s.model_copy(update={"lake_root": str(top / "lake_reference")})
     shutil.copytree(s.lake_root, reference.lake_root)
     before = _snapshot(reference.lake_root)
-    pipeline.spark(reference, KILLED[0])
+    pipeline.spark(reference, parse_ds(KILLED[0]))
     expected = {key for key in _changed(before, _snapshot(reference.lake_root)) if key[2] == KILLED[0]}
     airflow = start_airflow(top / "airflow", sql_conn=postgres, preload=TASK_MODULES)
     try:
@@ -150,7 +150,7 @@ def _snapshot(lake_root: str) -> dict:
     """Every committed partition of the lake -> its write id."""
     lake = Lake.open(lake_root)
     zones = sorted(p.name for p in Path(lake_root).iterdir() if p.is_dir())
-    return {(z, t, ds): lake.commit_info(z, t, ds).write_id
+    return {(z, t, f"{ds}"): lake.commit_info(z, t, ds).write_id
             for z in zones for t in lake.list_tables(z) for ds in lake.list_partitions(z, t)}
 
 

@@ -18,7 +18,7 @@ import torch
 
 from foundation import catalog
 from foundation.config import load_settings
-from foundation.lake import Lake
+from foundation.lake import Lake, parse_ds
 from growthgr import pipeline
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
@@ -71,7 +71,7 @@ def test_inputs_come_from_the_feast_training_set(settings, built, trained):
     application step, and its point-in-time features are model inputs of both towers."""
     lake = Lake.from_settings(settings)
     parts = lake.list_partitions("samples", "itemltv_samples")
-    assert parts and lake.list_partitions("samples", "training_itemltv_v1") == parts == built["built"]
+    assert parts and lake.list_partitions("samples", "training_itemltv_v1") == parts == list(map(parse_ds, built["built"]))
     ts = lake.read_partition("samples", "training_itemltv_v1", parts[0]).to_pandas()
     assert len(ts) == lake.read_partition("samples", "itemltv_samples", parts[0]).num_rows
     # exposures on a listing day see no item snapshot yet (it is written at the end of the day)

@@ -259,3 +259,26 @@ def test_a_release_that_cannot_be_served_is_skipped(world, redis_server):
     assert metrics["release_id"] == "B" and metrics["reload_failures"] == 1
     r = httpx.get(f"{redis_server}/retrieve", params=params(world, 3))
     assert r.status_code == 200 and r.json()["release_id"] == "B"
+
+
+def test_metrics_ignore_an_inherited_multiprocess_dir(tmp_path, monkeypatch):
+    """Importing Feast sets PROMETHEUS_MULTIPROC_DIR in the process (`feast.metrics`); the service's
+    `/metrics` still reports its own registry (the instrumentator's endpoint would scrape that dir)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from growthgr.serve.metrics import instrument
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    app = FastAPI()
+    service = instrument(app)
+
+    @app.get("/retrieve")
+    def retrieve() -> dict:
+        service.cache_hits.inc()
+        return {}
+
+    client = TestClient(app)
+    assert all(client.get("/retrieve").status_code == 200 for _ in range(3))
+    got = summary(client.get("/metrics").text)
+    assert got["requests"] == 3 and got["cache_hits"] == 3 and got["errors_4xx"] == 0

@@ -23,8 +23,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector
+from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -54,12 +63,22 @@ class ServiceMetrics:
 
 
 def instrument(app: FastAPI) -> ServiceMetrics:
-    """Instrument `app`'s requests, expose `/metrics` (in the OpenAPI docs) on a registry of its own
-    (several apps may live in one process), and return the service's metrics on that registry."""
+    """Instrument `app`'s requests on a registry of its own (several apps may live in one process),
+    expose that registry at `/metrics` (in the OpenAPI docs), and return the service's metrics on it.
+
+    `/metrics` reads this registry whatever the environment says: the service is one process, and
+    the `PROMETHEUS_MULTIPROC_DIR` that importing Feast sets in every process (`feast.metrics`)
+    would make the instrumentator's own endpoint scrape Feast's multiprocess directory instead."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     Instrumentator(excluded_handlers=["^/metrics$"], registry=registry).instrument(
-        app, latency_lowr_buckets=LATENCY_BUCKETS).expose(app, endpoint="/metrics", include_in_schema=True)
+        app, latency_lowr_buckets=LATENCY_BUCKETS)
+
+    @app.get("/metrics", include_in_schema=True, response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus text exposition of the service's metrics."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return ServiceMetrics(registry)
 
 
@@ -73,7 +92,8 @@ def summary(text: str) -> dict[str, Any]:
         return int(sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items()))
 
     out: dict[str, Any] = {"release_id": next((s.labels["release_id"] for s in samples
-                                               if s.name == "growthgr_serve_release_info"), None),
+                                               if s.name == "growthgr_serve_release_info"
+                                               and "release_id" in s.labels), None),
                            "requests": total("http_requests_total", handler=RETRIEVE),
                            "errors_4xx": total("http_requests_total", handler=RETRIEVE, status="4xx"),
                            "errors_5xx": total("http_requests_total", handler=RETRIEVE, status="5xx"),
