@@ -28,9 +28,8 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
 # the same order (so with 3 workers the 4th module joins the 1st on its worker: a short one), then
 # the next free worker takes the next module. (xdist's default reorder, most tests first, would
 # start the one-test scheduler module last.)
-LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_demo.py",
-                 "test_dag_definition.py", "test_architecture.py", "test_checkpoint.py",   # short: they queue behind
-                 "test_spark_cluster.py", "test_release_crash.py", "test_spark_jobs.py")
+LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_demo.py", "test_spark_cluster.py",
+                 "test_dag_definition.py", "test_release_crash.py", "test_spark_jobs.py")
 
 
 def pytest_collection_modifyitems(items):
