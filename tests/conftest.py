@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,9 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
 # the same order (so with 3 workers the 4th module joins the 1st on its worker: a short one), then
 # the next free worker takes the next module. (xdist's default reorder, most tests first, would
 # start the one-test scheduler module last.)
-LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_demo.py", "test_spark_cluster.py",
-                 "test_dag_definition.py", "test_release_crash.py", "test_spark_jobs.py")
+LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_spark_cluster.py", "test_dag_definition.py",
+                 "test_demo.py",
+                 "test_release_crash.py", "test_spark_jobs.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -37,37 +37,16 @@ def pytest_collection_modifyitems(items):
                else len(LONGEST_FIRST))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
-
-
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 API server on 127.0.0.1 (free port), in a process of its own so that it answers on
-    the other core while a test's pipeline runs in this one; yields its endpoint URL."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(port, proc, "moto server")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    """moto's S3 API server bound to 127.0.0.1 on a free port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture
@@ -84,24 +63,15 @@ TINY_WORLD = {"seed": 1, "start": "2026-01-01", "days": 45}    # 2026-01-01 .. 2
 
 
 @pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory, worker_id) -> Path:
-    """The tiny simulated platform (raw + truth + end-of-day states, so copies can be continued day
-    by day), simulated once per test session and shared by the xdist workers (it is deterministic:
-    the first worker to need it builds it under a file lock, the others wait and read it). Tests
-    never write into it: they `copy_world`."""
-    from filelock import FileLock
-
+def tiny_world(tmp_path_factory) -> Path:
+    """The tiny simulated platform, simulated once per test session (raw + truth + end-of-day
+    states, so copies can be continued day by day). Tests never write into it: they `copy_world`."""
     from foundation.config import load_settings
     from foundation.lake import Lake
     from simulator.run import simulate
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    root, done = shared / "tiny_world", shared / "tiny_world.done"
-    with FileLock(str(shared / "tiny_world.lock")):
-        if not done.exists():
-            shutil.rmtree(root, ignore_errors=True)          # a build killed half-way
-            simulate(Lake.open(str(root)), load_settings("tiny", env={}).simulator, progress=False, **TINY_WORLD)
-            done.touch()
+    root = tmp_path_factory.mktemp("tiny_world")
+    simulate(Lake.open(str(root)), load_settings("tiny", env={}).simulator, progress=False, **TINY_WORLD)
     return root
 
 
@@ -121,11 +91,18 @@ def redis_endpoint() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server binary not installed (apt-get install -y redis-server)")
-    port = _free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, proc, "redis-server")
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

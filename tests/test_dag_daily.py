@@ -8,9 +8,8 @@ D -> repaired D -> re-run D), one test each.
 
 Lake A, uploaded object by object to an `s3://` lake and releases root (moto's S3 API server on
 loopback; no S3A connector, as pyspark ships none) before any run, is backfilled there over both
-days by `growthgr pipeline backfill`, started as an operator starts it: a CLI process of its own
-(its own Airflow home), running beside lake B's scenarios; the backfill on S3 equals lake B's
-single runs (every output partition, the dbt marts, the released files of the good day).
+days with `growthgr pipeline backfill`'s `run_days`: the backfill on S3 equals lake B's single
+runs (every output partition, the dbt marts, the released files of the good day).
 """
 
 from __future__ import annotations
@@ -18,11 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import boto3
 import numpy as np
@@ -106,21 +101,10 @@ def world(tmp_path_factory, copy_world, s3_server):
     local = LocalStore(top / "A" / "lake")
     for key in local.list():
         bucket.put_bytes(key, local.get_bytes(key))
-    # the S3 backfill of both days: `growthgr pipeline backfill` in a process of its own, now
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}   # its own home
-    with open(top / "s3_backfill.log", "w") as log:
-        backfill_proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "growthgr"), "pipeline", "backfill", "--start", DAYS[0], "--end", D,
-             "--airflow-home", str(top / "airflow_s3")], env=env, cwd=top, stdout=log, stderr=subprocess.STDOUT)
     _use_s3(mp, None)
     _use(mp, top / "B")
-    try:
-        yield top, mp, backfill_proc
-    finally:
-        if backfill_proc.poll() is None:
-            backfill_proc.kill()
-            backfill_proc.wait()
-        mp.undo()
+    yield top, mp
+    mp.undo()
 
 
 def _frames(lake: Lake) -> dict:
@@ -131,7 +115,7 @@ def _frames(lake: Lake) -> dict:
 @pytest.fixture(scope="module")
 def lake_b(world):
     """Lake B's settings and release store; the DAG tasks read lake B from the environment."""
-    top, mp, _ = world
+    top, mp = world
     s = _use(mp, top / "B")
     return s, ReleaseStore.from_settings(s)
 
@@ -273,24 +257,25 @@ def test_rerun_is_idempotent(repaired_day, world, lake_b):
 
 @pytest.fixture(scope="module")
 def s3_backfill(world, repaired_day, s3_server):
-    """Both days backfilled under Airflow on the S3 lake (lake A, uploaded in `world`) by the CLI
-    process `world` started: (its exit code and output, the S3 lake's settings, its OUTPUTS frames)."""
-    top, mp, proc = world
-    code = proc.wait(timeout=3600)
-    output = (top / "s3_backfill.log").read_text()
+    """Both days backfilled under Airflow on the S3 lake (lake A, uploaded in `world`):
+    (outcomes, its settings, its OUTPUTS frames)."""
+    from growthgr.cli.pipeline import run_days
+
+    top, mp = world
     s3 = _use_s3(mp, s3_server, top / "s3_state")
     try:
+        outcomes = run_days(DAYS, top / "airflow", simulate=False)
         frames = _frames(Lake.from_settings(s3))
     finally:
         _use_s3(mp, None)
         _on_b(world)
-    return (code, output), s3, frames
+    return outcomes, s3, frames
 
 
 @pytest.mark.slow
 def test_backfill_on_s3_equals_single_runs(s3_backfill, repaired_day, lake_b):
-    (code, output), s3, backfilled = s3_backfill
-    assert code == 0 and all(f"{d}: success" in output for d in DAYS), output[-3000:]
+    outcomes, s3, backfilled = s3_backfill
+    assert all(o.ok for o in outcomes.values()), {d: o.tasks for d, o in outcomes.items()}
     single = repaired_day[2]
     assert backfilled.keys() == single.keys()
     for key in single:  # to 1e-9: see test_s3_lake_outputs_equal_the_local_lakes
