@@ -7,6 +7,9 @@ them from the table's own columns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, timedelta
 
 import numpy as np
@@ -18,6 +21,10 @@ from foundation.lake import Lake
 _NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
 # What a corrupt, truncated or missing file (or a garbled commit marker) raises when read.
 READ_ERRORS = (OSError, ValueError, pa.ArrowException)
+
+
+# (lake uri, zone, table, ds, columns) -> the columns of that partition, inside `shared_reads()`
+_SHARED: ContextVar[dict | None] = ContextVar("shared_reads", default=None)
 
 
 class Unreadable(Exception):
@@ -68,9 +75,32 @@ def read_up_to(lake: Lake, zone: str, table: str, ds: date, columns: list[str], 
     return _concat(lake, zone, table, days, columns)
 
 
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Inside, `read_days` / `read_up_to` read each partition's columns once: one gate looks up the
+    same catalog partitions (every item, user and request id up to ds) for several tables. The
+    partitions a gate reads are not rewritten while it runs (a rewrite changes their write id,
+    and publish refuses the gate's result), so the memo lives for one gate only."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _columns(lake: Lake, zone: str, table: str, ds: date | str, columns: list[str]) -> pd.DataFrame:
+    memo, key = _SHARED.get(), (lake.store.uri, zone, table, f"{ds}", tuple(columns))
+    if memo is not None and key in memo:
+        return memo[key]
+    frame = read_table(lake, zone, table, ds)
+    frame = frame[[c for c in columns if c in frame.columns]]
+    if memo is not None:
+        memo[key] = frame
+    return frame
+
+
 def _concat(lake: Lake, zone: str, table: str, days: list[date] | list[str], columns: list[str]) -> pd.DataFrame:
-    frames = [read_table(lake, zone, table, d) for d in days]
-    frames = [f[[c for c in columns if c in f.columns]] for f in frames]
+    frames = [_columns(lake, zone, table, d, columns) for d in days]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from expectations import suites
+from expectations import frames, suites
 from foundation import catalog
 from foundation.lake import Lake
 from foundation.schemas import RAW_TABLES
@@ -104,7 +104,8 @@ def validate(cfg: GatesConfig, lake: Lake, dataset: str, ds: date, *, build_docs
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     _store_results(lake, GateResult(dataset, ds, False), status="running")
     writes = _current_writes(lake, DATASETS[dataset], ds)
-    checks = [TABLE_BUILDERS[t](lake, ds, cfg) for t in DATASETS[dataset]]
+    with frames.shared_reads():
+        checks = [TABLE_BUILDERS[t](lake, ds, cfg) for t in DATASETS[dataset]]
     failures, n_exp, docs_dir = _run_gx(checks, build_docs=cfg.build_data_docs if build_docs is None else build_docs)
     failures += _unknown_entries(lake, DATASETS[dataset])
     result = GateResult(dataset, ds, not failures, failures, [c.suite_name for c in checks], n_exp, writes)

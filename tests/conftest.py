@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,15 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
                      ("AWS_DEFAULT_REGION", "us-east-1")):
     os.environ.setdefault(_key, _value)
 
-# The longest modules first (measured module times). `make test` runs `pytest -n 3 --dist loadfile
+# The longest modules first (measured module times). `make test` runs `pytest -n 4 --dist loadfile
 # --no-loadscope-reorder`: xdist hands each worker one module in this order, then a second one in
-# the same order (so with 3 workers the 4th module joins the 1st on its worker: a short one), then
+# the same order (the 5th module queues behind the 1st on its worker, and so on: short ones), then
 # the next free worker takes the next module. (xdist's default reorder, most tests first, would
-# start the one-test scheduler module last.)
-LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_spark_cluster.py", "test_dag_definition.py",
-                 "test_demo.py",
-                 "test_release_crash.py", "test_spark_jobs.py")
+# start the one-test scheduler module last.) tests/test_dag_s3.py waits for the good day that
+# tests/test_dag_daily.py builds (`dag_scenarios`), so it starts later, behind a short module.
+LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_demo.py", "test_spark_cluster.py",
+                 "test_dag_definition.py", "test_release_crash.py", "test_spark_jobs.py", "test_dag_s3.py",
+                 "test_itemltv_pipeline.py", "test_spark_e2e.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -62,17 +63,54 @@ def s3_bucket(s3_server, request):
 TINY_WORLD = {"seed": 1, "start": "2026-01-01", "days": 45}    # 2026-01-01 .. 2026-02-14
 
 
+def build_once(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """`root/name`, built by `build(folder)` once per test session: the first caller (any xdist
+    worker) builds it under a file lock, the others wait for it and reuse it. A failed build
+    leaves nothing, so the next caller builds again. Callers never write into a product: they
+    copy it first."""
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> Path:
-    """The tiny simulated platform, simulated once per test session (raw + truth + end-of-day
-    states, so copies can be continued day by day). Tests never write into it: they `copy_world`."""
+def shared_root(tmp_path_factory) -> Path:
+    """Where the products of `build_once` live: the session's temp root, which every xdist worker
+    of the session shares (each worker's own base temp is a folder in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> Path:
+    """This worker's local Airflow home for in-process DAG runs (`airflow_local.prepare` migrates it
+    once per process; Airflow binds a process to its first metadata DB)."""
+    return tmp_path_factory.getbasetemp() / "airflow"
+
+
+@pytest.fixture(scope="session")
+def tiny_world(shared_root) -> Path:
+    """The tiny simulated platform, simulated once per test session for every worker (raw +
+    truth + end-of-day states, so copies can be continued day by day). Tests never write into it:
+    they `copy_world`."""
     from foundation.config import load_settings
     from foundation.lake import Lake
     from simulator.run import simulate
 
-    root = tmp_path_factory.mktemp("tiny_world")
-    simulate(Lake.open(str(root)), load_settings("tiny", env={}).simulator, progress=False, **TINY_WORLD)
-    return root
+    return build_once(shared_root, "tiny_world", lambda root: simulate(
+        Lake.open(str(root)), load_settings("tiny", env={}).simulator, progress=False, **TINY_WORLD))
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,19 @@
 """Crash injection: a publish process SIGKILLed before each of its object writes in turn.
 
 The scenario publishes ds D, then backfills D-2, D-1 (through `publish_release`). For
-every put N of the whole scenario, a subprocess runs it and kills itself (SIGKILL) right before
-put N. After each kill: no incomplete release looks complete, CURRENT is readable and points at
-a complete release and never at an older day than D, and the history parses. Then a clean re-run
-finishes the scenario with CURRENT on D. Run as a script: `python <this file> ROOT ENDPOINT N`.
+every put N of the whole scenario, a forked child of the test process runs it and kills itself
+(SIGKILL) right before put N (forked, not a fresh interpreter: no start-up and imports per kill).
+After each kill: no incomplete release looks complete, CURRENT is readable and points at a
+complete release and never at an older day than D, and the history parses. Then a clean re-run
+finishes the scenario with CURRENT on D.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
+import traceback
 
 import numpy as np
 import pandas as pd
@@ -71,15 +72,48 @@ def check_consistent(store) -> None:
         assert store._served(store._moves(), current)[-1:] == [current]
 
 
+def _publish_until_killed(run_root: str, endpoint: str | None, crash_at: int, errors) -> None:
+    """The forked child: publish the scenario into a fresh store, SIGKILLed before put `crash_at`.
+
+    It builds its own boto3 clients after the fork (the release store writes through boto3), so it
+    shares no connection with the parent. An error is sent back on `errors`.
+    """
+    try:
+        store = _store(run_root, endpoint)
+        count_puts(store, crash_at)
+        scenario(store)
+    except BaseException:
+        errors.send(traceback.format_exc()[-2000:])   # small: fits the pipe, never blocks
+        raise
+
+
+def _run_killed(run_root: str, endpoint: str | None, crash_at: int) -> None:
+    """Run `_publish_until_killed` in a forked child; assert it died by SIGKILL within 120 s."""
+    fork = multiprocessing.get_context("fork")
+    errors, child_errors = fork.Pipe(duplex=False)
+    proc = fork.Process(target=_publish_until_killed, args=(run_root, endpoint, crash_at, child_errors))
+    proc.start()
+    child_errors.close()
+    proc.join(120)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        raise AssertionError(f"publish child for put {crash_at} still running after 120 s")
+    try:
+        error = errors.recv()                            # the child's traceback, if it failed
+    except EOFError:                                     # none: the child died without sending
+        error = ""
+    errors.close()
+    assert proc.exitcode == -signal.SIGKILL, (crash_at, proc.exitcode, error)
+
+
 def _crash_and_recover(root: str, endpoint: str | None, tmp_path) -> None:
     total = count_puts(probe := _store(str(tmp_path / "probe"), None))
     scenario(probe)
     assert total[0] >= 15, total                         # every file, manifest, history and CURRENT write
     for n in range(1, total[0] + 1):
         run_root = f"{root}/n{n}"
-        proc = subprocess.run([sys.executable, __file__, run_root, endpoint or "", str(n)],
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == -signal.SIGKILL, (n, proc.stderr[-2000:])
+        _run_killed(run_root, endpoint, n)
         store = _store(run_root, endpoint)
         check_consistent(store)
         scenario(store)                                   # the retry finishes the job
@@ -96,10 +130,3 @@ def test_publish_killed_at_every_put_local(tmp_path):
 def test_publish_killed_at_every_put_s3(s3_bucket, tmp_path):
     endpoint, bucket = s3_bucket
     _crash_and_recover(f"{bucket}/releases", endpoint, tmp_path)
-
-
-if __name__ == "__main__":
-    root, endpoint, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    store = _store(root, endpoint)
-    count_puts(store, crash_at)
-    scenario(store)
