@@ -131,11 +131,9 @@ def training_set(settings: Settings, ds: date) -> dict:
 def itemltv(settings: Settings, ds: date) -> dict:
     """Train ItemLTV ("+uplift" and "base only") on the closed cohorts' training sets, then
     evaluate on held-out ones."""
-    from models.itemltv.pipeline import run_evaluate, run_train
+    from models.itemltv.pipeline import run_daily
 
-    lake = Lake.from_settings(settings)
-    trained = run_train(settings.itemltv, settings.trainer, lake, ds)
-    metrics = run_evaluate(settings.itemltv, lake, ds)
+    trained, metrics = run_daily(settings.itemltv, settings.trainer, Lake.from_settings(settings), ds)
     return {"cohorts": trained["cohorts"], "metrics": _headline(metrics)}
 
 

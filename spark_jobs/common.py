@@ -15,6 +15,7 @@ Arrow and replaces exactly one `ds` partition with `Lake.write_partition`
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,6 +28,7 @@ from pyspark.sql import types as T
 from foundation.catalog import RAW
 from foundation.lake import Lake, PartitionNotFound
 from foundation.schemas import RAW_SCHEMAS
+from foundation.storage import FileReader
 from spark_jobs import lake_source
 from spark_jobs.lake_source import Footer
 from spark_jobs.session import S3_CONNECTOR_CONF, spark_url
@@ -85,6 +87,14 @@ def schema_problem(found: pa.Schema, expected: pa.Schema) -> str | None:
     return f"wrong column types {wrong}" if wrong else None
 
 
+@functools.lru_cache(maxsize=8192)
+def _footer(files: FileReader, url: str) -> tuple[Footer, pa.Schema]:
+    """`Footer.read`, once per process and file: a committed file never changes (every write goes
+    to new names under its own `_w<write id>/` folder), and jobs of one step, and the days of a
+    backfill, read the same raw partitions again (an `s3://` footer costs two ranged reads)."""
+    return Footer.read(files, url)
+
+
 def checked_footers(lake: Lake, zone: str, table: str, ds: date, expected: pa.Schema) -> list[Footer]:
     """The footers of the committed files of one partition, after checking it exists and
     every file matches `expected` (an `s3://` file: only its footer is fetched)."""
@@ -96,7 +106,7 @@ def checked_footers(lake: Lake, zone: str, table: str, ds: date, expected: pa.Sc
     footers = []
     for url in urls:
         try:
-            footer, found = Footer.read(lake.store.files, url)
+            footer, found = _footer(lake.store.files, url)
             problem = schema_problem(found, expected)
         except (OSError, pa.ArrowException) as err:
             problem = f"unreadable Parquet file {url}: {err}"

@@ -3,6 +3,7 @@
     run_train(cfg, trainer_cfg, lake, ds)   fit "+uplift" and "base only" on the cohorts whose label
                                             window ended by ds; save models/itemltv[_base]/ds=<ds>
     run_evaluate(cfg, lake, ds)             held-out metrics + plots -> reports/itemltv/ds=<ds>/
+    run_daily(cfg, trainer_cfg, lake, ds)   both, on the cohorts read once (the daily step)
     score_checkpoints(cfg, lake, ds, blobs) checkpoints (bytes) scored on the same held-out rows of ds
     score_candidates(lake, ds)              base and context-free uplift of every item in its new-item period
     build_pool(cfg, lake, ds)               top-N items in their new-item period by base growth
@@ -53,9 +54,11 @@ def _inputs(cfg: ItemLTVConfig, lake: Lake, ds: date) -> Inputs:
     return load_inputs(lake, ds, cfg.train_cohorts + cfg.val_cohorts + cfg.test_cohorts)
 
 
-def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date) -> dict:
-    """Fit both variants, save their checkpoints; returns losses and checkpoint keys."""
-    splits, pre = prepare(_inputs(cfg, lake, ds), cfg)
+def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date,
+              inputs: Inputs | None = None) -> dict:
+    """Fit both variants, save their checkpoints; returns losses and checkpoint keys. `inputs`:
+    the cohorts of `ds` already read (`_inputs`), else read here."""
+    splits, pre = prepare(inputs or _inputs(cfg, lake, ds), cfg)
     out: dict = {"cohorts": splits.cohorts, "n_train_exposures": len(splits.train.y)}
     for name, use_uplift in ((FULL, True), (BASE, False)):
         trained = fit_model(splits, pre, cfg, trainer_cfg, use_uplift)
@@ -64,15 +67,22 @@ def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
     return out
 
 
-def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: date) -> dict:
-    """Evaluate the checkpoints of `ds` on its test cohorts; writes the report; returns the metrics."""
+def run_evaluate(cfg: ItemLTVConfig, lake: Lake, ds: date, inputs: Inputs | None = None) -> dict:
+    """Evaluate the checkpoints of `ds` on its test cohorts; writes the report; returns the metrics.
+    `inputs` as in `run_train`."""
     full, base = load_checkpoint(lake, FULL, ds), load_checkpoint(lake, BASE, ds)
-    splits, _ = prepare(_inputs(cfg, lake, ds), cfg, full.pre)
+    splits, _ = prepare(inputs or _inputs(cfg, lake, ds), cfg, full.pre)
     metrics, plots = evaluate_models(lake, full, base, splits, cfg.seed, cfg.gbm_max_iter)
     metrics["cohorts"] = splits.cohorts
     metrics["report_keys"] = write_report(lake, ds, metrics, plots)
     log.info("itemltv evaluation %s\n%s", ds, metrics_table(metrics))
     return metrics
+
+
+def run_daily(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date) -> tuple[dict, dict]:
+    """The daily step: `run_train` then `run_evaluate` on the cohorts of `ds`, read once."""
+    inputs = _inputs(cfg, lake, ds)
+    return run_train(cfg, trainer_cfg, lake, ds, inputs), run_evaluate(cfg, lake, ds, inputs)
 
 
 def score_checkpoints(cfg: ItemLTVConfig, lake: Lake, ds: date, blobs: Mapping[str, bytes]) -> dict:
