@@ -24,12 +24,12 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
 
 # The longest modules first (measured module times). `make test` runs `pytest -n 4 --dist loadfile
 # --no-loadscope-reorder`: xdist hands each worker one module in this order, then a second one in
-# the same order (the 5th module queues behind the 1st on its worker, and so on: short ones), then
-# the next free worker takes the next module. (xdist's default reorder, most tests first, would
-# start the one-test scheduler module last.) tests/test_dag_s3.py waits for the good day that
-# tests/test_dag_daily.py builds (`dag_scenarios`), so it starts later, behind a short module.
-LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_demo.py", "test_spark_cluster.py",
-                 "test_dag_definition.py", "test_release_crash.py", "test_spark_jobs.py", "test_dag_s3.py",
+# the same order (the 5th module queues behind the 1st on its worker, and so on: short ones here),
+# then the next free worker takes the next module. (xdist's default reorder, most tests first,
+# would start the one-test scheduler module last.)
+LONGEST_FIRST = ("test_dag_daily.py", "test_dag_scheduler.py", "test_demo.py", "test_dag_s3.py",
+                 "test_foundation_config.py", "test_models_smoke.py", "test_foundation_cli.py", "test_checkpoint.py",
+                 "test_spark_cluster.py", "test_dag_definition.py", "test_release_crash.py", "test_spark_jobs.py",
                  "test_itemltv_pipeline.py", "test_spark_e2e.py")
 
 

@@ -1,7 +1,7 @@
 """The daily-DAG scenarios of the tiny world, built once per test session (`conftest.build_once`)
 and shared by tests/test_dag_daily.py (lake B: good day, faulty day, repaired day, re-run) and
-tests/test_dag_s3.py (the repaired day backfilled on an `s3://` lake), whichever xdist worker
-asks first; no tests here.
+tests/test_dag_s3.py (lake A backfilled over both days on an `s3://` lake, compared with lake B),
+whichever xdist worker asks first; no tests here.
 
 Products (each a folder with `lake/` and `releases/` where it holds a lake):
 - `dag_world`: the shared tiny world (2026-01-01..02-14) + 02-15, with the label cohorts of the

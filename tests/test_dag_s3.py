@@ -1,13 +1,11 @@
-"""The repaired day D backfilled under Airflow on an `s3://` lake and release store (moto's S3 API
-server on loopback; no S3A connector, as pyspark ships none) equals lake B's single run of it
+"""Both days backfilled under Airflow on an `s3://` lake and release store (moto's S3 API server on
+loopback; no S3A connector, as pyspark ships none) equal lake B's single runs of them
 (tests/test_dag_daily.py, through the shared `dag_scenarios` products).
 
-The S3 lake is lake B after the good day, uploaded object by object before the run, with the clean
-logs of D and the good day's release store: `growthgr pipeline backfill`'s `run_days` then runs D
-on S3 from there (one day: the backfill code path on S3 reading every earlier output from the
-bucket; the day-by-day order of a multi-day backfill runs under the scheduler in
-tests/test_dag_scheduler.py). Every output partition, the dbt marts, and the released files of D
-are compared with lake B's.
+The S3 lake is lake A of `dag_scenarios.world` (the clean day D), uploaded object by object before
+any run; `growthgr pipeline backfill`'s `run_days` then runs 02-15 and D on S3, day after day.
+Every output partition of both days, the Spark / Feast / tokenizer / ItemLTV outputs of each day,
+the dbt marts, and the released files of the good day are compared with lake B's.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import pytest
 
 from foundation.lake import Lake
 from foundation.releases import ReleaseStore
-from foundation.schemas import RAW_TABLES
 from foundation.storage import LocalStore
 from warehouse.runner import query
 
@@ -33,32 +30,29 @@ LOCAL_STATE = ("warehouse/", "feast/")   # single-writer state: in the state dir
 
 @pytest.fixture(scope="module")
 def s3_backfill(shared_root, copy_world, airflow_home, s3_server, tmp_path_factory):
-    """D backfilled on the S3 lake: (outcomes, its settings, its OUTPUTS frames)."""
+    """Both days backfilled on the S3 lake: (outcomes, its settings, its OUTPUTS frames)."""
     from growthgr.cli.pipeline import run_days
 
-    good_dir, world_dir = dag.good(shared_root, copy_world, airflow_home), dag.world(shared_root, copy_world)
+    world_dir = dag.world(shared_root, copy_world)
     top = tmp_path_factory.mktemp("s3")
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=BUCKET)
     env = {"GROWTHGR_S3_ENDPOINT_URL": s3_server, "GROWTHGR_STORAGE__STATE_DIR": str(top / "s3_state"),
            "GROWTHGR_LAKE_ROOT": f"s3://{BUCKET}/lake", "GROWTHGR_RELEASES_ROOT": f"s3://{BUCKET}/releases"}
     with dag.on_lake(top, **env) as s3:
-        lake, releases = Lake.from_settings(s3), ReleaseStore.from_settings(s3)
-        for local, store in ((LocalStore(good_dir / "lake"), lake.store), (LocalStore(good_dir / "releases"), releases.store)):
-            for key in local.list():
-                if not key.startswith(LOCAL_STATE):
-                    store.put_bytes(key, local.get_bytes(key))
-        clean = Lake.open(str(world_dir / "A" / "lake"))      # the clean logs of D
-        for table in RAW_TABLES:
-            lake.write_partition("raw", table, D, clean.read_partition("raw", table, D))
-        outcomes = run_days([D], airflow_home, simulate=False)
+        lake, local = Lake.from_settings(s3), LocalStore(world_dir / "A" / "lake")
+        for key in local.list():
+            lake.store.put_bytes(key, local.get_bytes(key))
+        outcomes = run_days(dag.DAYS, airflow_home, simulate=False)
         return outcomes, s3, dag.frames(lake)
 
 
 @pytest.fixture(scope="module")
 def lake_b(s3_backfill, shared_root, copy_world, airflow_home):
-    """Lake B's repaired day (built by whichever worker asked first): its snapshot and release store."""
-    product = dag.repaired(shared_root, copy_world, airflow_home)
-    return dag.snapshot(product), ReleaseStore.from_settings(dag.settings_of(product))
+    """Lake B's good day and repaired day (built by whichever worker asked first): the repaired
+    lake's snapshot, its release store, and the good day's lake."""
+    good, product = dag.good(shared_root, copy_world, airflow_home), dag.repaired(shared_root, copy_world, airflow_home)
+    return dag.snapshot(product), ReleaseStore.from_settings(dag.settings_of(product)), \
+        Lake.from_settings(dag.settings_of(good))
 
 
 def test_backfill_on_s3_equals_single_runs(s3_backfill, lake_b):
@@ -74,15 +68,16 @@ def test_backfill_on_s3_equals_single_runs(s3_backfill, lake_b):
 
 
 def test_s3_lake_outputs_equal_the_local_lakes(s3_backfill, lake_b):
-    """Spark, Feast, tokenizer and ItemLTV outputs of D: the same rows; floats may differ in the last
-    bits only where Spark plans a join differently (the S3 reader reports no size to the
+    """Spark, Feast, tokenizer and ItemLTV outputs of each day: the same rows; floats may differ in
+    the last bits only where Spark plans a join differently (the S3 reader reports no size to the
     optimizer), so they are compared to 1e-9."""
     lake = Lake.from_settings(s3_backfill[1])
     for dataset in dag.S3_OUTPUTS:
-        expected = lake_b[0]["s3_outputs"][dataset.table]
-        got = lake.read_partition(dataset.zone, dataset.table, D).to_pandas()
-        assert len(got) > 0, dataset.table
-        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, obj=dataset.table)
+        for day, expected in ((dag.DAYS[0], lake_b[2].read_partition(dataset.zone, dataset.table, dag.DAYS[0]).to_pandas()),
+                              (D, lake_b[0]["s3_outputs"][dataset.table])):
+            got = lake.read_partition(dataset.zone, dataset.table, day).to_pandas()
+            assert len(got) > 0, (dataset.table, day)
+            pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, obj=f"{dataset.table} {day}")
 
 
 def test_s3_lake_dbt_marts_hold_the_same_rows_and_sql_reads_them(s3_backfill, lake_b):
@@ -95,11 +90,12 @@ def test_s3_lake_dbt_marts_hold_the_same_rows_and_sql_reads_them(s3_backfill, la
 
 
 def test_s3_release_files_are_identical(s3_backfill, lake_b):
-    """D's release on S3 and on lake B: every artifact but the manifest (release id, time, config
-    digest) is byte-identical."""
+    """The good day's release on S3 and on lake B: every artifact but the manifest (release id,
+    time, config digest) is byte-identical."""
     s3, local = ReleaseStore.from_settings(s3_backfill[1]), lake_b[1]
-    rid = next(r["release_id"] for r in s3.list() if r["release_id"].startswith(f"ds={D}"))
-    local_rid = local.current_id()
+    day = dag.DAYS[0]
+    rid = next(r["release_id"] for r in s3.list() if r["release_id"].startswith(f"ds={day}"))
+    local_rid = next(r["release_id"] for r in local.list() if r["release_id"].startswith(f"ds={day}"))
     files = s3.get(rid).manifest["files"]
     assert set(files) == set(local.get(local_rid).manifest["files"]) and "pool.parquet" in files
     for name in sorted(set(files) - {"manifest.json"}):

@@ -19,7 +19,7 @@ February. Scenario, with the Airflow CLI:
      retries it (try 2) and its outputs equal those of an undisturbed run
      (`growthgr.pipeline.spark` on a copy of the lake taken before); the run succeeds, writes
      ds=2026-02-14 and nothing else, and publishes one release. (One day: a multi-day backfill,
-     day after day, runs in tests/test_dag_daily.py with the CLI's `run_days`; the DAG's
+     day after day, runs on an S3 lake in tests/test_dag_s3.py with the CLI's `run_days`; the DAG's
      one-run-at-a-time settings are checked in tests/test_dag_definition.py.)
   2. `airflow dags trigger simulate_platform_day --logical-date 2026-02-15`: the manual run delivers
      the raw logs of exactly that day (not the day before "now") and nothing else (the daily DAG's
