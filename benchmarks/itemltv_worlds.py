@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--worlds", default=",".join(w[0] for w in WORLDS), help="comma list of world names")
     ap.add_argument("--seeds", type=int, default=5, help="model seeds 0..n-1")
     ap.add_argument("--days", type=int, default=None, help="simulated days (default: the profile's simulator.days)")
-    ap.add_argument("--profile", default="demo", choices=("tiny", "demo", "large"))
+    ap.add_argument("--profile", default="demo", choices=("tiny", "demo", "study", "large"))
     ap.add_argument("--feature-days", type=int, default=3,
                     help="Spark feature job for the last N simulated days (3: as `make demo`; >= 1, Feast needs them)")
     ap.add_argument("--out", default="benchmarks/results/itemltv_worlds.json")

@@ -58,7 +58,7 @@ def one_run(profile: str, days: int, scale: float, write: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", action="append", choices=["tiny", "demo", "large"], help="repeatable (default demo)")
+    p.add_argument("--profile", action="append", choices=["tiny", "demo", "study", "large"], help="repeatable (default demo)")
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--scales", default="1", help="comma-separated population scales, e.g. 0.5,1")
     p.add_argument("--repeats", type=int, default=1)

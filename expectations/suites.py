@@ -30,7 +30,7 @@ import pyarrow as pa
 from expectations import frames
 from foundation import calendar, catalog
 from foundation.lake import Lake
-from foundation.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS
+from foundation.schemas import AGE_BANDS, EXPERIMENT_ARMS, RAW_SCHEMAS, REGIONS
 from foundation.sections.gates import GatesConfig
 
 EVENT_TABLES = ("search_requests", "rank_candidates", "exposures", "clicks", "purchases", "site_orders")
@@ -341,13 +341,24 @@ def _raw_value_rules(table: str, frame: pd.DataFrame, ds: date, cfg: GatesConfig
                                     + between(frame, "intent_category_id", "category_range", **cat)),
         "rank_candidates": lambda: (between(frame, "rank", "non_negative", min_value=0)
                                     + all_true(frame, "_check_same_day", "event_date_matches_partition",
-                                               "request_id")),
-        "exposures": lambda: ts_in_day(frame, "ts", ds) + between(frame, "position", "non_negative", min_value=0),
+                                               "request_id") + propensity_rules(frame)),
+        "exposures": lambda: (ts_in_day(frame, "ts", ds) + between(frame, "position", "non_negative", min_value=0)
+                              + propensity_rules(frame)),
+        "item_experiments": lambda: (in_set(frame, "experiment", "experiment_values", list(EXPERIMENT_ARMS))
+                                     + in_set(frame, "arm", "arm_values",
+                                              sorted({a for arms in EXPERIMENT_ARMS.values() for a in arms}))
+                                     + between(frame, "assigned_date", "event_date_matches_partition",
+                                               min_value=day, max_value=day)),
         "clicks": lambda: ts_in_day(frame, "ts", ds) + between(frame, "position", "non_negative", min_value=0),
         "purchases": lambda: ts_in_day(frame, "ts", ds) + _order_rules(frame),
         "site_orders": lambda: ts_in_day(frame, "ts", ds) + _order_rules(frame),
     }
     return rules[table]()
+
+
+def propensity_rules(frame: pd.DataFrame) -> list:
+    """The logged propensity of a placement is a probability: in (0, 1] (null is reported by not_null)."""
+    return between(frame, "propensity", "propensity_in_0_1", min_value=0, max_value=1, strict_min=True)
 
 
 def profile_rules(frame: pd.DataFrame) -> list:

@@ -47,7 +47,7 @@ _SIM = "simulator"
 _RAW_KEYS = {"items": ("item_id",), "users": ("user_id",), "search_requests": ("request_id",),
              "rank_candidates": ("request_id", "item_id"), "exposures": ("request_id", "item_id"),
              "clicks": ("request_id", "item_id"), "purchases": ("order_id",),
-             "site_orders": ("order_id",)}
+             "site_orders": ("order_id",), "item_experiments": ("item_id", "experiment")}
 _RAW_ALSO_UNIQUE = {"rank_candidates": (("request_id", "rank"),), "exposures": (("request_id", "position"),)}
 RAW: dict[str, Dataset] = {t: Dataset("raw", t, _RAW_KEYS[t], _SIM, s, _RAW_ALSO_UNIQUE.get(t, ()))
                            for t, s in RAW_SCHEMAS.items()}

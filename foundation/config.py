@@ -47,8 +47,8 @@ from foundation.sections.trainer import PROFILES as TRAINER_PROFILES
 from foundation.sections.trainer import TrainerConfig
 from foundation.strict import StrictModel
 
-Profile = Literal["tiny", "demo", "large"]
-PROFILES: tuple[str, ...] = ("tiny", "demo", "large")
+Profile = Literal["tiny", "demo", "study", "large"]
+PROFILES: tuple[str, ...] = ("tiny", "demo", "study", "large")
 ENV_PREFIX = "GROWTHGR_"
 
 

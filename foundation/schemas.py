@@ -20,6 +20,12 @@ TS = pa.timestamp("us", tz="UTC")
 REGIONS: tuple[str, ...] = tuple(f"region_{r}" for r in range(8))
 AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55+")
 
+# Retrieval channels of the platform: "main" (the organic ranking: deterministic retrieval,
+# propensity 1), "new_item" (relevance softmax over new items), "explore" (uniform over new items,
+# propensity 1/N), "support" (the traffic-support programme's paced impressions).
+CHANNELS: tuple[str, ...] = ("main", "new_item", "explore", "support")
+EXPERIMENT_ARMS: dict[str, tuple[str, ...]] = {"traffic_support": ("control", "support")}
+
 RAW_SCHEMAS: dict[str, pa.Schema] = {
     # Catalog rows, written on the day the item is listed (the first simulated
     # day also carries the initial catalog, with listing dates before it).
@@ -53,7 +59,8 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
         ("item_id", pa.int64()),
         ("rank", pa.int32()),            # 0 = best
         ("score", pa.float64()),
-        ("channel", pa.string()),        # retrieval channel that proposed it
+        ("channel", pa.string()),        # retrieval channel that placed it (CHANNELS, or a plug-in's name)
+        ("propensity", pa.float64()),    # P(this item | request, channel serves it) under the channel's policy
     ]),
     "exposures": pa.schema([
         ("request_id", pa.int64()),
@@ -61,6 +68,8 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
         ("item_id", pa.int64()),
         ("position", pa.int32()),        # 0 = top slot
         ("ts", TS),
+        ("channel", pa.string()),        # as in rank_candidates
+        ("propensity", pa.float64()),
     ]),
     "clicks": pa.schema([
         ("request_id", pa.int64()),
@@ -91,6 +100,15 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
         ("linked_request_id", pa.int64()),  # null when the user has no recent query
         ("link_score", pa.float64()),
     ]),
+    # Randomised experiments on new items: one row per (item, experiment), written on the day the
+    # item is assigned (its listing day). The traffic-support programme assigns each new item to an
+    # arm by a salted hash of its id (EXPERIMENT_ARMS).
+    "item_experiments": pa.schema([
+        ("item_id", pa.int64()),
+        ("experiment", pa.string()),     # one of EXPERIMENT_ARMS
+        ("arm", pa.string()),            # one of EXPERIMENT_ARMS[experiment]
+        ("assigned_date", pa.date32()),
+    ]),
 }
 
 # Ground truth (zone "truth"): never read by training code.
@@ -104,6 +122,28 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
         ("item_age_days", pa.int32()),
         ("clicked", pa.bool_()),
         ("true_uplift", pa.float64()),   # effect of a click on log(1 + mean daily orders, days 30..36)
+    ]),
+    # The latent traits of each item, written on the day its raw/items row first appears.
+    "items": pa.schema([
+        ("item_id", pa.int64()),
+        ("listing_date", pa.date32()),
+        ("category_id", pa.int32()),
+        ("quality", pa.float64()),
+        ("offset", pa.list_(pa.float32())),   # position inside the category (taste space)
+    ]),
+    # The latent query position of each request.
+    "requests": pa.schema([
+        ("request_id", pa.int64()),
+        ("user_id", pa.int64()),
+        ("ts", TS),
+        ("query_offset", pa.list_(pa.float32())),
+    ]),
+    # Items in their new-item period on the day (ages 0..29), with their exposures before the day
+    # (the growth mechanism's saturation count).
+    "new_item_state": pa.schema([
+        ("item_id", pa.int64()),
+        ("item_age_days", pa.int32()),
+        ("prior_exposures", pa.int64()),
     ]),
     # One row per item, written on its listing day.
     "item_outcomes": pa.schema([
@@ -120,6 +160,7 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
         ("niche_id", pa.int32()),        # niche within the home category; -1 for mass users
         ("activity", pa.float64()),      # expected searches per day
         ("price_sensitivity", pa.float64()),
+        ("taste", pa.list_(pa.float32())),     # taste inside the home category (taste space)
     ]),
 }
 

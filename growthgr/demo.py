@@ -234,7 +234,7 @@ def run_live_days(settings: Settings, days: list[date], airflow_home: Path, inje
 
 
 def main(
-    profile: str = typer.Option("demo", "--profile", help="tiny | demo | large"),
+    profile: str = typer.Option("demo", "--profile", help="tiny | demo | study | large"),
     live_days: int = typer.Option(
         1, "--live-days", min=1,
         help="Days run through Airflow at the end: the first trains every model from scratch, the next ones "

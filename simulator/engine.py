@@ -88,7 +88,14 @@ import numpy as np
 import pyarrow as pa
 
 from foundation.calendar import NEW_ITEM_DAYS
-from simulator.channels import CatalogView, ChannelSlot, RequestBatch, serve
+from simulator.channels import (
+    SUPPORT_SALT,
+    CatalogView,
+    ChannelSlot,
+    RequestBatch,
+    bucket,
+    serve,
+)
 from simulator.equations import (
     affinity,
     growth_increment,
@@ -98,7 +105,16 @@ from simulator.equations import (
     sigmoid,
 )
 from simulator.site_orders import site_orders
-from simulator.tables import Funnel, Slate, catalog_tables, catalog_truth, click_effects_table, funnel_tables
+from simulator.tables import (
+    SUPPORT,
+    Funnel,
+    Slate,
+    catalog_tables,
+    catalog_truth,
+    click_effects_table,
+    day_truth,
+    funnel_tables,
+)
 from simulator.text import ATTRIBUTES, N_CATEGORIES, NOUNS, queries
 from simulator.world import (
     RECENT_QUERIES,
@@ -134,7 +150,13 @@ def arrivals(w: World, day: int, rng: np.random.Generator) -> None:
     n_items = max(1, int(rng.poisson(cfg.new_items_per_day)))
     items = new_items(rng, cfg, s, w.n_items + 1, n_items, np.full(n_items, day))
     items["announce_day"] = np.full(n_items, day, dtype=np.int32)
+    items["arm"] = support_arm(items["item_id"], cfg.support_share)
     w.users, w.items = append(w.users, users), append(w.items, items)
+
+
+def support_arm(item_id: np.ndarray, share: float) -> np.ndarray:
+    """The traffic-support arm of new items (1 support, 0 control): a salted hash of the id."""
+    return (bucket(item_id, SUPPORT_SALT, 1_000_000) < round(share * 1_000_000)).astype(np.int8)
 
 
 # -- 2. requests ----------------------------------------------------------------------------------
@@ -152,16 +174,19 @@ def make_requests(w: World, day: int, rng: np.random.Generator) -> tuple[Request
     cat = np.where(rng.random(r) < p_home, home, other).astype(np.int32)
     at_home = cat == home
     q_off = (users["offset"][user_row] * at_home[:, None] + 0.3 * rng.normal(size=(r, cfg.taste_dim))).astype(np.float32)
-    text = query_texts(w, rng, cat, np.where(at_home, niche, -1))
+    text, noun, attr, brand = query_texts(w, rng, cat, np.where(at_home, niche, -1))
     batch = RequestBatch(
         request_id=np.arange(w.next_request_id, w.next_request_id + r, dtype=np.int64),
         user_id=users["user_id"][user_row], category=cat, query_offset=q_off, query_text=text,
+        query_noun=noun, query_attr=attr, query_brand=brand, history_attr=users["recent_attr"][user_row],
     )
     return batch, user_row, ts
 
 
-def query_texts(w: World, rng: np.random.Generator, cat: np.ndarray, niche: np.ndarray) -> list[str]:
-    """Noun of the intent category; niche attribute words for enthusiasts at home; sometimes a brand."""
+def query_texts(w: World, rng: np.random.Generator, cat: np.ndarray,
+                niche: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Noun of the intent category; niche attribute words for enthusiasts at home; sometimes a brand.
+    The texts and their words as ids: noun, attribute (-1 none), brand row (-1 none)."""
     s, r = w.structure, len(cat)
     noun = rng.integers(0, len(NOUNS[0]), r)
     own = s.niche_attrs[cat, np.maximum(niche, 0), rng.integers(0, 3, r)]
@@ -170,15 +195,27 @@ def query_texts(w: World, rng: np.random.Generator, cat: np.ndarray, niche: np.n
     brand_row = cat * s.brands_per_category + rng.integers(0, s.brands_per_category, r)
     use_brand = rng.random(r) < 0.1
     brands = [str(s.brand_names[b]) if u else None for b, u in zip(brand_row.tolist(), use_brand.tolist(), strict=True)]
-    return queries([NOUNS[c][n] for c, n in zip(cat.tolist(), noun.tolist(), strict=True)], attr, brands)
+    text = queries([NOUNS[c][n] for c, n in zip(cat.tolist(), noun.tolist(), strict=True)], attr, brands)
+    return text, noun.astype(np.int32), attr.astype(np.int32), np.where(use_brand, brand_row, -1).astype(np.int32)
 
 
 # -- 3-4. retrieval and ranking -------------------------------------------------------------------
 
 def catalog_view(w: World, day: int) -> CatalogView:
     it = w.items
-    return CatalogView(item_id=it["item_id"], category=it["category"], age_days=(day - it["listing_day"]).astype(np.int32),
-                       pop=it["pop"], price=it["price"], offset=it["offset"])
+    age = (day - it["listing_day"]).astype(np.int32)
+    return CatalogView(item_id=it["item_id"], category=it["category"], age_days=age, pop=it["pop"], price=it["price"],
+                       offset=it["offset"], noun=it["noun"], attrs=it["attrs"], brand=it["brand"],
+                       support_due=support_due(w.config, it["arm"], age, it["support_shown"]))
+
+
+def support_due(cfg, arm: np.ndarray, age: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """Traffic-support impressions due today per item: what is still owed, spread evenly over the
+    support days left (int64 (N,); 0 outside the support arm and days)."""
+    days_left = cfg.support_days - age
+    owed = np.maximum(cfg.support_impressions - shown, 0)
+    active = (arm == 1) & (age >= 0) & (days_left > 0)
+    return np.where(active, -(-owed // np.maximum(days_left, 1)), 0).astype(np.int64)
 
 
 def retrieve(w: World, req: RequestBatch) -> np.ndarray:
@@ -206,10 +243,11 @@ def retrieve(w: World, req: RequestBatch) -> np.ndarray:
         pool = np.union1d(by_key[bounds[key]:bounds[key + 1]], popular[key // n_cells])
         if len(pool) == 0:
             continue
-        pos = it["offset"][pool].astype(np.float64)                                  # (P, D)
-        score = req.query_offset[rows].astype(np.float64) @ pos.T + (prior[pool] - 0.5 * (pos**2).sum(1))  # (r, P)
+        pos = it["offset"][pool]                                                     # float32 (P, D)
+        score = req.query_offset[rows] @ pos.T + (prior[pool] - 0.5 * (pos**2).sum(1)).astype(np.float32)  # (r, P)
         k = min(cfg.n_candidates, len(pool))
-        top = np.argpartition(-score, k - 1, axis=1)[:, :k] if k < len(pool) else np.tile(np.arange(k), (len(rows), 1))
+        top = (np.argpartition(score, len(pool) - k, axis=1)[:, len(pool) - k:] if k < len(pool)
+               else np.tile(np.arange(k), (len(rows), 1)))
         out[rows, :k] = pool[top]
     return out
 
@@ -236,7 +274,7 @@ def rank(w: World, day: int, req: RequestBatch, cand: np.ndarray, rng: np.random
     score = ranker_score(w, day, cand, rel) + w.config.ranker_noise * rng.gumbel(size=cand.shape)
     order = np.argsort(-score, axis=1, kind="stable")
     take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-    return Slate(take(cand), take(score), np.zeros(cand.shape, dtype=np.int16), take(rel))
+    return Slate(take(cand), take(score), np.zeros(cand.shape, dtype=np.int16), take(rel), np.ones(cand.shape))
 
 
 def ranker_score(w: World, day: int, item: np.ndarray, rel: np.ndarray) -> np.ndarray:
@@ -246,31 +284,56 @@ def ranker_score(w: World, day: int, item: np.ndarray, rel: np.ndarray) -> np.nd
     return rel + cfg.pop_weight * np.log1p(it["pop"][row]) + cfg.lookalike_weight * it["growth"][row] * mature
 
 
-def insert(slate: Slate, proposed: np.ndarray, score: np.ndarray, rel: np.ndarray, slot: int, channel: int) -> Slate:
-    """Place each request's proposed item (or nothing, -1) at `slot`; duplicates of candidates are dropped."""
-    proposed = np.where((slate.item == proposed[:, None]).any(1), -1, proposed)
-    has = proposed >= 0
-    slot = min(slot, slate.item.shape[1])
+def place(slate: Slate, proposals: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+          slots: Sequence[int]) -> Slate:
+    """Insert the channels' proposals (item row or -1, propensity, score, relevance: (R,) each), in
+    order, each at its slot of the slate as it stands (or right after the request's last valid
+    entry when it has fewer), shifting the entries below it down; a proposal already on the slate
+    is dropped. The result has one column per channel more, valid entries first."""
+    n, width = slate.item.shape
+    n_valid = (slate.item >= 0).sum(1)
+    taken = slate.item
+    pos = np.full((n, len(proposals)), -1)                            # final position of each placement
+    items = []
+    for k, ((item, *_), slot) in enumerate(zip(proposals, slots, strict=True)):
+        item = np.where((taken == item[:, None]).any(1), -1, item)
+        has = item >= 0
+        at = np.minimum(slot, n_valid)
+        pos[:, :k] += (pos[:, :k] >= at[:, None]) & has[:, None]
+        pos[has, k] = at[has]
+        n_valid = n_valid + has
+        taken = np.concatenate([taken, item[:, None]], axis=1)
+        items.append(item)
+    col = np.arange(width + len(proposals))[None, :]
+    channel_at = np.full((n, col.shape[1]), -1)
+    rows, ks = np.nonzero(pos >= 0)
+    channel_at[rows, pos[rows, ks]] = ks
+    organic = np.cumsum(channel_at < 0, axis=1) - 1                   # organic index of the other columns
+    # source column in [organic columns | padding | one column per channel]
+    src = np.where(channel_at >= 0, width + 1 + channel_at, np.minimum(organic, width))
 
-    def put(a: np.ndarray, v: np.ndarray, pad) -> np.ndarray:
-        shifted = np.concatenate([a[:, :slot], v[:, None].astype(a.dtype), a[:, slot:]], axis=1)
-        plain = np.concatenate([a, np.full((len(a), 1), pad, dtype=a.dtype)], axis=1)
-        return np.where(has[:, None], shifted, plain)
+    def put(a: np.ndarray, extra: list[np.ndarray], pad) -> np.ndarray:
+        ext = np.concatenate([a, np.full((n, 1), pad, dtype=a.dtype), np.stack(extra, 1).astype(a.dtype)], axis=1)
+        return np.take_along_axis(ext, src, axis=1)
 
-    out = Slate(put(slate.item, proposed, -1), put(slate.score, score, -np.inf),
-                put(slate.channel, np.full(len(has), channel), 0), put(slate.relevance, rel, -np.inf))
-    order = np.argsort(out.item < 0, axis=1, kind="stable")       # valid entries first, order kept
-    return Slate(*(np.take_along_axis(a, order, axis=1) for a in (out.item, out.score, out.channel, out.relevance)))
+    k_all = range(len(proposals))
+    return Slate(put(slate.item, items, -1), put(slate.score, [p[2] for p in proposals], -np.inf),
+                 put(slate.channel, [np.full(n, k + 1) for k in k_all], 0),
+                 put(slate.relevance, [p[3] for p in proposals], -np.inf),
+                 put(slate.propensity, [p[1] for p in proposals], np.nan))
 
 
 def apply_channels(w: World, day: int, req: RequestBatch, slate: Slate, channels: Sequence[ChannelSlot]) -> Slate:
+    if not channels:
+        return slate
     view = catalog_view(w, day)
+    proposals = []
     for k, spec in enumerate(channels):
-        proposed = serve(spec, req, view, day_rng(w.seed, day, 10 + k))
+        proposed, propensity = serve(spec, req, view, day_rng(w.seed, day, 10 + k))
         rel = relevance(req, w.items["offset"], proposed[:, None])[:, 0]
         score = np.where(proposed >= 0, ranker_score(w, day, proposed[:, None], rel[:, None])[:, 0], -np.inf)
-        slate = insert(slate, proposed, score, rel, spec.slot, k + 1)
-    return slate
+        proposals.append((proposed, propensity, score, rel))
+    return place(slate, proposals, [spec.slot for spec in channels])
 
 
 # -- 5-8. exposure, clicks, orders, growth ----------------------------------------------------------
@@ -367,7 +430,8 @@ def update_recent_queries(w: World, day: int, req: RequestBatch, user_row: np.nd
     shift = np.minimum(count, k)[:, None]
     src = np.arange(k)[None, :] - shift                                # (U, k) index into the old list
     for name, today in (("recent_req", req.request_id), ("recent_day", np.full(len(order), day)),
-                        ("recent_cat", req.category), ("recent_qoff", req.query_offset)):
+                        ("recent_cat", req.category), ("recent_qoff", req.query_offset),
+                        ("recent_attr", req.query_attr)):
         old = users[name]
         new = np.take_along_axis(old, np.maximum(src, 0).reshape(src.shape + (1,) * (old.ndim - 2)), axis=1)
         new = new.copy()
@@ -397,12 +461,14 @@ def simulate_day(w: World, day: int, channels: Sequence[ChannelSlot] = (),
     site = site_orders(w, day, fun.site_n, rng)
     names = [spec.channel.name for spec in channels]
     tables = funnel_tables(w, req, user_row, req_ts, slate, fun, site, names, rng) | catalog_tables(w, day)
-    truth = catalog_truth(w, day)
+    truth = catalog_truth(w, day) | day_truth(w, day, req, req_ts)
     delta = increments(w, slate, user_row, fun)
     grow = growth_clicks(w.items["item_id"], slate, req, fun, intervention) & (fun.age < NEW_ITEM_DAYS)
     orders = np.bincount(slate.item[fun.bought], minlength=w.n_items) + fun.site_n
     exposures = np.bincount(slate.item[fun.exposed], minlength=w.n_items)
     update_items(w, orders, exposures, np.bincount(slate.item[grow], weights=delta[grow], minlength=w.n_items))
+    supported = fun.exposed & np.isin(slate.channel, [k + 1 for k, n in enumerate(names) if n == SUPPORT])
+    w.items["support_shown"] = w.items["support_shown"] + np.bincount(slate.item[supported], minlength=w.n_items)
     update_recent_queries(w, day, req, user_row)
     truth = {"click_effects": click_effects_table(w, req, req_ts, slate, fun, delta)} | truth
     w.next_request_id += len(req.request_id)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from foundation.lake import Lake, parse_ds
 from foundation.sections.simulator import SimulatorConfig
 from simulator import faults as fault_lib
-from simulator.channels import ChannelSlot, FreshItemsChannel
+from simulator.channels import ChannelSlot, ExploreChannel, NewItemChannel, SupportChannel
 from simulator.engine import simulate_day
 from simulator.world import EPOCH, World, create_world, day_ds, day_index, day_rng, from_bytes, to_bytes
 
@@ -70,10 +70,20 @@ def save_world(lake: Lake, w: World, keep: int) -> None:
 
 
 def default_channels(cfg: SimulatorConfig) -> list[ChannelSlot]:
-    """The baseline plug-in: fresh new items in a fixed slot for a share of requests."""
-    if cfg.fresh_channel_share <= 0:
-        return []
-    return [ChannelSlot(FreshItemsChannel(), slot=cfg.fresh_channel_slot, share=cfg.fresh_channel_share)]
+    """The platform's own channels: traffic support in `support_slot`; in `new_item_slot` the
+    exploration bucket (the first `explore_share` of request uniforms) and the new-item channel
+    (the next `new_item_share`)."""
+    out = []
+    if cfg.support_share > 0 and cfg.support_impressions > 0:
+        seen = cfg.scroll_continue ** cfg.support_slot if cfg.support_slot < cfg.n_exposed else 0.0
+        out.append(ChannelSlot(SupportChannel(max(seen, 1e-3), cfg.new_item_temperature, cfg.new_item_history_weight),
+                               slot=cfg.support_slot))
+    if cfg.explore_share > 0:
+        out.append(ChannelSlot(ExploreChannel(), slot=cfg.new_item_slot, share=cfg.explore_share))
+    if cfg.new_item_share > 0:
+        out.append(ChannelSlot(NewItemChannel(cfg.new_item_temperature, cfg.new_item_history_weight),
+                               slot=cfg.new_item_slot, share=cfg.new_item_share, share_from=cfg.explore_share))
+    return out
 
 
 def open_world(lake: Lake, cfg: SimulatorConfig, seed: int, start: str) -> World:

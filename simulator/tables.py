@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from foundation.calendar import NEW_ITEM_DAYS
-from foundation.schemas import AGE_BANDS, RAW_SCHEMAS, REGIONS, TRUTH_SCHEMAS
+from foundation.schemas import AGE_BANDS, CHANNELS, EXPERIMENT_ARMS, RAW_SCHEMAS, REGIONS, TRUTH_SCHEMAS
 from simulator.text import CATEGORIES, NOUNS, attribute_strings, titles
 from simulator.world import US, US_PER_DAY, World, day_rng
 
@@ -30,6 +30,7 @@ class Slate:
     score: np.ndarray      # float64 (R, W)
     channel: np.ndarray    # int16 (R, W) 0 = main, k = channels[k - 1]
     relevance: np.ndarray  # float64 (R, W)
+    propensity: np.ndarray  # float64 (R, W) of the channel's placement (1 for main)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Funnel:
     age: np.ndarray        # int32 (R, W) item age in days
 
 
-MAIN = "main"
+MAIN, SUPPORT = CHANNELS[0], CHANNELS[3]
+SUPPORT_EXPERIMENT = "traffic_support"
 PROFILE_STREAM = 4          # day_rng stream of the declared profile fields (raw/users)
 # P(age band) for niche enthusiasts and mass consumers (overlapping; niche skews younger).
 AGE_BAND_P_NICHE = (0.32, 0.30, 0.18, 0.12, 0.08)
@@ -60,7 +62,7 @@ def date_array(days: np.ndarray) -> pa.Array:
 
 def table(name: str, columns: dict, truth: bool = False) -> pa.Table:
     schema = (TRUTH_SCHEMAS if truth else RAW_SCHEMAS)[name]
-    return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)
+    return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
 
 
 def catalog_tables(w: World, day: int) -> dict[str, pa.Table]:
@@ -83,7 +85,23 @@ def catalog_tables(w: World, day: int) -> dict[str, pa.Table]:
         "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
         "region": region, "age_band": age_band,
     })
-    return {"items": items, "users": users}
+    new = rows[it["arm"][rows] >= 0]
+    arms = table("item_experiments", {
+        "item_id": it["item_id"][new], "experiment": [SUPPORT_EXPERIMENT] * len(new),
+        "arm": np.array(EXPERIMENT_ARMS[SUPPORT_EXPERIMENT])[it["arm"][new]].tolist(),
+        "assigned_date": date_array(it["listing_day"][new])})
+    return {"items": items, "users": users, "item_experiments": arms}
+
+
+def labels(names: np.ndarray, codes: np.ndarray) -> pa.Array:
+    """names[codes] as a string column, built in Arrow (no Python strings per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(names.tolist())).cast(pa.string())
+
+
+def vectors(a: np.ndarray) -> pa.Array:
+    """(n, D) float32 -> list<float32> column."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.float32).ravel()), a.shape[1]).cast(
+        pa.list_(pa.float32()))
 
 
 def declared_profile(home_cat: np.ndarray, is_niche: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
@@ -102,6 +120,10 @@ def catalog_truth(w: World, day: int) -> dict[str, pa.Table]:
     """Truth rows of the items and users first announced on `day`: item outcomes, user latents."""
     it, us = w.items, w.users
     rows = np.flatnonzero(it["announce_day"] == day)
+    latents = table("items", {
+        "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
+        "category_id": it["category"][rows], "quality": it["quality"][rows], "offset": vectors(it["offset"][rows]),
+    }, truth=True)
     outcomes = table("item_outcomes", {
         "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
         "y0": np.log1p(it["base_demand"][rows]),
@@ -111,8 +133,23 @@ def catalog_truth(w: World, day: int) -> dict[str, pa.Table]:
         "user_id": us["user_id"][u], "signup_date": date_array(us["signup_day"][u]),
         "segment": np.where(us["niche"][u] >= 0, "niche", "mass").tolist(), "home_category_id": us["home_cat"][u],
         "niche_id": us["niche"][u], "activity": us["activity"][u], "price_sensitivity": us["price_sens"][u],
+        "taste": vectors(us["offset"][u]),
     }, truth=True)
-    return {"item_outcomes": outcomes, "users": users}
+    return {"items": latents, "item_outcomes": outcomes, "users": users}
+
+
+def day_truth(w: World, day: int, req: RequestBatch, req_ts: np.ndarray) -> dict[str, pa.Table]:
+    """The day's latent query positions and the state of the items in their new-item period at
+    the start of the day (`simulator.truth` scores any slate from these)."""
+    it = w.items
+    age = day - it["listing_day"]
+    new = np.flatnonzero((age >= 0) & (age < NEW_ITEM_DAYS))
+    return {
+        "requests": table("requests", {"request_id": req.request_id, "user_id": req.user_id, "ts": ts_array(req_ts),
+                                       "query_offset": vectors(req.query_offset)}, truth=True),
+        "new_item_state": table("new_item_state", {"item_id": it["item_id"][new], "item_age_days": age[new],
+                                                   "prior_exposures": it["cum_exposures"][new]}, truth=True),
+    }
 
 
 def order_columns(first_id: int, price: np.ndarray, rng: np.random.Generator) -> dict:
@@ -143,10 +180,12 @@ def funnel_tables(w: World, req: RequestBatch, user_row: np.ndarray, req_ts: np.
             "query_text": req.query_text, "intent_category_id": req.category}),
         "rank_candidates": table("rank_candidates", {
             "request_id": req.request_id[r_c], "item_id": iid(r_c, j_c), "rank": j_c.astype(np.int32),
-            "score": slate.score[r_c, j_c], "channel": names[slate.channel[r_c, j_c]].tolist()}),
+            "score": slate.score[r_c, j_c], "channel": labels(names, slate.channel[r_c, j_c]),
+            "propensity": slate.propensity[r_c, j_c]}),
         "exposures": table("exposures", {
             "request_id": req.request_id[r_e], "user_id": req.user_id[r_e], "item_id": iid(r_e, j_e),
-            "position": j_e.astype(np.int32), "ts": ts_array(req_ts[r_e])}),
+            "position": j_e.astype(np.int32), "ts": ts_array(req_ts[r_e]),
+            "channel": labels(names, slate.channel[r_e, j_e]), "propensity": slate.propensity[r_e, j_e]}),
         "clicks": table("clicks", {
             "request_id": req.request_id[r_k], "user_id": req.user_id[r_k], "item_id": iid(r_k, j_k),
             "position": j_k.astype(np.int32), "ts": ts_array(click_ts)}),

@@ -32,7 +32,7 @@ US_PER_DAY = 86_400_000_000   # event times are microseconds since the epoch (UT
 US = 1_000_000
 
 EPOCH = date(1970, 1, 1)
-RECENT_QUERIES = 3          # remembered per user for linking site-wide orders
+RECENT_QUERIES = 3          # remembered per user (site-order links; the new-item channels' history words)
 NICHE_SPREAD, MASS_SPREAD, NICHE_RADIUS = 0.35, 0.5, 1.6
 
 Arrays = dict[str, np.ndarray]
@@ -159,6 +159,8 @@ def new_items(
         "pop": np.zeros(n),
         "cum_orders": np.zeros(n, dtype=np.int64),
         "cum_exposures": np.zeros(n, dtype=np.int64),
+        "arm": np.full(n, -1, dtype=np.int8),              # traffic-support arm: -1 not assigned, 0 control, 1 support
+        "support_shown": np.zeros(n, dtype=np.int64),      # traffic-support impressions delivered
     }
     own = s.niche_attrs[cat, np.maximum(niche, 0)]                        # (n, 3)
     pick = rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1)[:, :2]      # two of the niche's words
@@ -199,6 +201,7 @@ def new_users(
         "recent_day": np.full((n, RECENT_QUERIES), -10**6, dtype=np.int32),
         "recent_cat": np.full((n, RECENT_QUERIES), -1, dtype=np.int32),
         "recent_qoff": np.zeros((n, RECENT_QUERIES, d), dtype=np.float32),
+        "recent_attr": np.full((n, RECENT_QUERIES), -1, dtype=np.int32),   # the queries' attribute words
     }
 
 

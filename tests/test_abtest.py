@@ -372,9 +372,13 @@ def test_multigr_retriever_maps_service_answers_and_falls_back_to_the_pool():
 
     catalog = CatalogView(item_id=np.array([10, 11, 12, 13, 14], np.int64), category=np.array([0, 0, 1, 1, 1], np.int32),
                           age_days=np.array([1, 2, 3, 40, 0], np.int32), pop=np.zeros(5), price=np.ones(5),
-                          offset=np.zeros((5, 2), np.float32))
+                          offset=np.zeros((5, 2), np.float32), noun=np.zeros(5, np.int32),
+                          attrs=np.zeros((5, 3), np.int32), brand=np.zeros(5, np.int32),
+                          support_due=np.zeros(5, np.int64))
     requests = RequestBatch(np.array([1, 2, 3]), np.array([7, 8, 9]), np.array([1, 1, 0], np.int32),
-                            np.zeros((3, 2), np.float32), ["a", "b", "c"])
+                            np.zeros((3, 2), np.float32), ["a", "b", "c"], query_noun=np.zeros(3, np.int32),
+                            query_attr=np.full(3, -1, np.int32), query_brand=np.full(3, -1, np.int32),
+                            history_attr=np.full((3, 3), -1, np.int32))
     # user 7: MultiGR's top 3 are 14, 13 (too old: dropped), 99 (not in the catalog: dropped); user 8: nothing
     # usable; user 9: unknown to the release -> the pool
     service = StubService({7, 8}, {7: [14, 13, 99, 12], 8: [99]})

@@ -20,6 +20,7 @@ from foundation import catalog
 from foundation.config import load_settings
 from foundation.lake import Lake
 from foundation.releases import ReleaseStore
+from foundation.schemas import CHANNELS
 from growthgr import pipeline
 from growthgr.publish import DENSE_FILES, PublishRefused, _gated_dense, stored_gates
 from growthgr.steps import publish as publish_step
@@ -181,5 +182,5 @@ def test_offline_tables_get_the_dr_and_two_stage_rows(settings):
     channels = report["label_channels"]                       # every relevant pair has a channel (or none)
     assert set(channels) == set(report["label_requests"])
     assert sum(channels["search"].values()) >= report["label_requests"]["search"]
-    assert set(channels["search"]) <= {"main", "fresh"} and set(channels["all-net"]) <= {"main", "fresh", "none"}
+    assert set(channels["search"]) <= set(CHANNELS) and set(channels["all-net"]) <= {*CHANNELS, "none"}
     assert "by the retrieval channel" in offline_markdown(report)

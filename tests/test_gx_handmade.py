@@ -55,12 +55,16 @@ def make_raw_day(ds: str, day_index: int, n_requests: int = 300, seed: int = 0) 
                             "intent_category_id": rid % 16},
         "rank_candidates": {"request_id": [c[0] for c in cand], "item_id": [item_ids[c[1]] for c in cand],
                             "rank": [c[2] for c in cand], "score": [1.0 / (1 + c[2]) for c in cand],
-                            "channel": ["main"] * len(cand)},
+                            "channel": ["main"] * len(cand), "propensity": [1.0] * len(cand)},
+        "item_experiments": {"item_id": item_ids[::2], "experiment": ["traffic_support"] * (n_items // 2),
+                             "arm": ["control", "support"] * (n_items // 4),
+                             "assigned_date": [date.fromisoformat(ds)] * (n_items // 2)},
     }
     for name, rows in (("exposures", expo), ("clicks", clicks)):
         tables[name] = {"request_id": [r[0] for r in rows], "user_id": [req_user[r[0]] for r in rows],
                         "item_id": [item_ids[r[1]] for r in rows], "position": [r[2] for r in rows],
                         "ts": [req_ts[r[0]] for r in rows]}
+    tables["exposures"] |= {"channel": ["main"] * len(expo), "propensity": [1.0] * len(expo)}
     tables["purchases"] = {
         "order_id": np.arange(len(buys)) + day_index * 100_000, "request_id": [b[0] for b in buys],
         "user_id": [req_user[b[0]] for b in buys], "item_id": [item_ids[b[1]] for b in buys],
@@ -91,7 +95,7 @@ def test_clean_day_passes(clean_lake):
     result = validate(settings_for(clean_lake), "raw", DAYS[1], build_docs=False)
     print(result.summary())
     assert result.passed, result.summary()
-    assert len(result.suites) == 8 and result.n_expectations > 100
+    assert len(result.suites) == 9 and result.n_expectations > 100
 
 
 @pytest.fixture
@@ -123,6 +127,25 @@ def test_schema_drift_retyped_column(lake_copy):
 
 
 
+def test_missing_or_out_of_range_propensity_is_named(lake_copy):
+    def corrupt(t):
+        p = t["propensity"].to_pylist()
+        p[0], p[1], p[2] = None, 1.5, 0.0
+        return t.set_column(t.column_names.index("propensity"), "propensity", pa.array(p, pa.float64()))
+
+    _rewrite(lake_copy, "exposures", DAYS[1], corrupt)
+    result = validate(settings_for(lake_copy), "exposures", DAYS[1], build_docs=False)
+    failed = {f[2:] for f in _failed(result)}
+    assert failed == {("propensity", "not_null"), ("propensity", "finite"), ("propensity", "propensity_in_0_1")}
+
+
+def test_experiment_arm_outside_the_design_is_named(lake_copy):
+    _rewrite(lake_copy, "item_experiments", DAYS[1], lambda t: t.set_column(
+        t.column_names.index("arm"), "arm", pa.array(["boost"] + t["arm"].to_pylist()[1:])))
+    result = validate(settings_for(lake_copy), "item_experiments", DAYS[1], build_docs=False)
+    assert _failed(result) == {("raw.item_experiments", "ds=2026-01-02", "arm", "arm_values")}
+
+
 def test_volume_drop_against_previous_day(lake_copy):
     _rewrite(lake_copy, "rank_candidates", DAYS[1], lambda t: t.slice(0, t.num_rows // 4))
     result = validate(settings_for(lake_copy), "rank_candidates", DAYS[1], build_docs=False)
@@ -132,7 +155,7 @@ def test_volume_drop_against_previous_day(lake_copy):
 def test_results_json_and_data_docs_in_lake(lake_copy):
     result = validate(settings_for(lake_copy), "raw", DAYS[1])
     stored = json.loads(Path(result.results_uri.removeprefix("file://")).read_text())
-    assert stored["passed"] is True and len(stored["suites"]) == 8
+    assert stored["passed"] is True and len(stored["suites"]) == 9
     html = Path(result.data_docs_uri.removeprefix("file://")).read_text()
     for table in ("raw.items", "raw.clicks", "raw.purchases", "raw.site_orders"):
         assert table in html

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Latent parameters of the simulator (users and items) and the truth it derives from them.
 LATENT_NAMES = {"segment", "home_category_id", "home_cat", "activity", "price_sensitivity", "price_sens",
                 "niche", "niche_id", "quality", "base_demand", "offset", "taste", "growth", "true_uplift", "y0"}
-USER_LATENTS = ("segment", "home_category_id", "niche_id", "activity", "price_sensitivity")
+USER_LATENTS = ("segment", "home_category_id", "niche_id", "activity", "price_sensitivity", "taste")
 # Feature and training code: never reads truth/ (evaluation of ItemLTV and the synthetic-lake
 # writer are the exceptions; the simulator writes it).
 NO_TRUTH_SOURCES = ("spark_jobs", "models", "features/store.py", "features/offline_store.py", "feature_repo")
@@ -132,3 +132,29 @@ def test_feature_and_training_code_never_references_truth():
     assert len(files) > 20 and ROOT / "spark_jobs/features.py" in files
     offenders = {p.relative_to(ROOT).as_posix(): refs for p in files if (refs := truth_references(p.read_text()))}
     assert offenders == {}
+
+
+def truth_function_callers(source: str) -> list[str]:
+    """Imports of the evaluation-only truth module (`simulator.truth`) or uses of its `click_truth`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "simulator.truth" or (node.module == "simulator" and any(a.name == "truth" for a in node.names))):
+            found.append(f"{node.lineno}: from {node.module} import")
+        elif isinstance(node, ast.Import) and any(a.name == "simulator.truth" for a in node.names):
+            found.append(f"{node.lineno}: import simulator.truth")
+        elif isinstance(node, (ast.Name, ast.Attribute)) and getattr(node, "id", getattr(node, "attr", "")) == "click_truth":
+            found.append(f"{node.lineno}: click_truth")
+    return found
+
+
+def test_only_evaluation_calls_the_truth_function():
+    """`simulator.truth.click_truth` (what any slate would have done) is for evaluation: no product
+    module outside the evaluation readers imports it."""
+    assert truth_function_callers("from simulator.truth import click_truth\n")
+    assert truth_function_callers("import simulator.truth\n") and truth_function_callers("from simulator import truth\n")
+    product = [p for p in ROOT.rglob("*.py") if not {"tests", ".venv", "benchmarks"} & set(p.relative_to(ROOT).parts)]
+    allowed = {*TRUTH_READERS, "simulator/truth.py"}
+    offenders = {p.relative_to(ROOT).as_posix(): refs for p in product
+                 if p.relative_to(ROOT).as_posix() not in allowed and (refs := truth_function_callers(p.read_text()))}
+    assert len(product) > 100 and offenders == {}

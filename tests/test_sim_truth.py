@@ -117,3 +117,51 @@ def test_resimulation_with_common_random_numbers_agrees_with_the_truth():
     se = np.sqrt(7 * (label_rate(B, world.items["growth"][rows])).sum())
     assert abs(realised.sum() - closed.sum()) < 3 * se
     assert np.corrcoef(realised.to_numpy(), closed)[0, 1] > 0.5
+
+
+# -- the evaluation-only truth function (`simulator.truth`) -----------------------------------------
+
+def test_click_truth_reproduces_the_logged_truth_and_click_rates():
+    from sim_fixtures import tiny_lake
+
+    from simulator.truth import click_truth
+
+    lake, cfg = tiny_lake(), tiny_config()
+    days = lake.list_partitions("raw", "exposures")[-3:]
+    expected_clicks, clicks = 0.0, 0
+    for ds in days:
+        truth = click_truth(lake, cfg, ds)
+        exp = lake.read_partition("raw", "exposures", ds, ["request_id", "item_id", "position"]).to_pandas()
+        effects = lake.read_partition("truth", "click_effects", ds).to_pandas().merge(exp, on=["request_id", "item_id"])
+        p, up = truth.evaluate(effects["request_id"], effects["item_id"], effects["position"])
+        np.testing.assert_allclose(up, effects["true_uplift"], atol=1e-6)        # exactly the logged delta
+        p_all, up_all = truth.evaluate(exp["request_id"], exp["item_id"], exp["position"])
+        assert ((p_all > 0) & (p_all < 1)).all() and (up_all >= 0).all()
+        seen = cfg.scroll_continue ** exp["position"].to_numpy()
+        expected_clicks += float((p_all / seen).sum())                           # P(click | the slot was seen)
+        clicks += lake.read_partition("raw", "clicks", ds).num_rows
+    assert abs(clicks - expected_clicks) < 4 * np.sqrt(expected_clicks)
+    # any slate: a lower slot is clicked less; an item past its new-item period causes no growth
+    r, i = int(exp["request_id"].iloc[0]), int(exp["item_id"].iloc[0])
+    p_top, _ = truth.evaluate(r, i, 0)
+    p_low, _ = truth.evaluate(r, i, 5)
+    assert p_top > p_low > 0 and truth.evaluate(r, i, cfg.n_exposed)[0] == 0
+    old = truth.item_id[truth.age >= 30][:5]
+    assert (truth.evaluate(np.full(len(old), r), old, 0)[1] == 0).all()
+    with pytest.raises(KeyError, match="item"):
+        truth.evaluate(r, 10**12, 0)
+
+
+def test_null_world_clicks_cause_nothing(tmp_path):
+    from foundation.lake import Lake
+    from simulator.run import simulate
+    from simulator.truth import click_truth
+
+    lake = Lake.open(str(tmp_path))
+    cfg = tiny_config(growth_kappa=0.0)
+    simulate(lake, cfg, seed=SEED, start=START, days=5, progress=False)
+    ds = lake.list_partitions("truth", "click_effects")[-1]
+    effects = lake.read_partition("truth", "click_effects", ds).to_pandas()
+    assert len(effects) > 0 and (effects["true_uplift"] == 0).all()
+    truth = click_truth(lake, cfg, ds)
+    assert (truth.evaluate(effects["request_id"], effects["item_id"], 0)[1] == 0).all()

@@ -60,5 +60,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pool_size": 20, "patience": 5,
     },
     "demo": {},
+    "study": {"train_cohorts": 110},
     "large": {"emb_dim": 64, "hidden_dim": 256, "history_len": 50, "hash_buckets": 65536, "pool_size": 5000},
 }

@@ -44,11 +44,7 @@ class MoPOConfig(StrictModel):
     ltv_weight 1, 5 or 20; long-term R@1000 29.3 -> 12-14, search R@10 10.27 -> 11.6-11.9): the
     logged funnel SIDs, mostly established items without an ItemLTV score, out-reward the sampled
     ones, and the rare long-term ones cannot outweigh them after group normalisation.
-    Why R@10 does not move: 29 of the 58 long-term clicks of 03-01 (28 of 52 on 02-28) came from
-    the simulator's fresh channel (`simulator.fresh_channel_*`: on 30% of requests a uniformly
-    random new item of the intent category in slot 3), which carries ~0.9% of all clicks; no
-    retriever can rank a random draw in its top 10, and the organic rest sits at rank 100-1000 for
-    the generator and the dense retriever alike. Logged group members down to the exposure level
+    Logged group members down to the exposure level
     (`logged_min_level="exposure"`, 4 or 8 per group; 39 of the 57 long-term items were exposed in
     the train days) left long-term R@10 at 0 too (R@100 1.72, search R@10 11.6 / 11.1).
     """

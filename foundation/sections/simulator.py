@@ -1,9 +1,10 @@
 """Config section of the simulated platform (simulator).
 
 Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides.
-The structural parameters (weights of the ranker, click and conversion models,
-the growth mechanism) are documented where they are used, in
-`simulator.engine`.
+Every knob of the world is here, with its meaning; the equations that use them
+are stated in `simulator.engine`'s docstring, and docs/simulator.md says which
+real platform practice each mechanism stands for. The null world (clicks cause
+no growth) is `growth_kappa = 0` (`--set simulator.growth_kappa=0`).
 """
 
 from typing import Any
@@ -57,9 +58,18 @@ class SimulatorConfig(StrictModel):
     growth_age_tau: float = Field(10.0, gt=0.0)  # increments decay as exp(-age / tau)
     growth_saturation: float = Field(20.0, gt=0.0)  # increments shrink as 1 / (1 + prior exposures / this)
     affinity_scale: float = Field(1.2, gt=0.0)   # affinity = exp(-|taste - niche|^2 / (2 scale^2))
-    # -- baseline retrieval channel (fresh new items in a fixed slot)
-    fresh_channel_share: float = Field(0.3, ge=0.0, le=1.0)  # share of requests it serves
-    fresh_channel_slot: int = Field(3, ge=0)
+    # -- the new-item slot: on a request bucket (a hash of the request id) one new item of the intent
+    #    category is placed in `new_item_slot`; the buckets are disjoint
+    new_item_share: float = Field(0.28, ge=0.0, le=1.0)  # relevance channel: softmax over new items
+    new_item_temperature: float = Field(0.5, ge=0.05)   # of the softmax over the observable word score
+    new_item_history_weight: float = Field(0.5, ge=0.0)  # score weight of the user's recent query words
+    explore_share: float = Field(0.02, ge=0.0, le=1.0)   # uniform exploration bucket (propensity 1/N)
+    new_item_slot: int = Field(3, ge=0)
+    # -- the traffic-support experiment: new items randomised at listing (salted hash of the item id)
+    support_share: float = Field(0.5, ge=0.0, le=1.0)    # share of new items in the support arm
+    support_impressions: int = Field(10, ge=0)           # impressions guaranteed over ages 0..support_days-1
+    support_days: int = Field(7, ge=1, le=30)
+    support_slot: int = Field(1, ge=0)
     # -- faults and state
     fault_fraction: float = Field(0.05, gt=0.0, le=1.0)  # share of rows a fault touches (>= 1 row)
     state_keep_days: int = Field(7, ge=1)        # end-of-day states kept in the lake
@@ -79,6 +89,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "n_exposed": 8,
     },
     "demo": {},
+    # the demo world simulated long enough for ItemLTV to train on >= 100 closed cohorts
+    # (165 days: cohorts of days 0..127 have their label window closed)
+    "study": {"days": 165},
     "large": {
         "n_users": 200_000,
         "new_users_per_day": 200,

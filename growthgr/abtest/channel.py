@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -229,12 +229,7 @@ class GrowthGRChannel:
 
 def subset(requests: RequestBatch, keep: np.ndarray) -> RequestBatch:
     """The requests where `keep` (bool (R,)) holds."""
-    if keep.all():
-        return requests
-    idx = np.flatnonzero(keep)
-    return replace(requests, request_id=requests.request_id[idx], user_id=requests.user_id[idx],
-                   category=requests.category[idx], query_offset=requests.query_offset[idx],
-                   query_text=[requests.query_text[i] for i in idx])
+    return requests if keep.all() else requests.take(np.flatnonzero(keep))
 
 
 def channel_slots(cfg: ABTestConfig, retriever: Retriever, assignment: Assignment) -> list[ChannelSlot]:

@@ -21,7 +21,7 @@ app.add_typer(config_app, name="config")
 @app.callback()
 def main_callback(
     config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="YAML config file."),
-    profile: str | None = typer.Option(None, "--profile", "-p", help="tiny | demo | large (default: env or demo)."),
+    profile: str | None = typer.Option(None, "--profile", "-p", help="tiny | demo | study | large (default: env or demo)."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
 ) -> None:
     logs.setup_logging(log_level.upper())

@@ -16,7 +16,7 @@ app = typer.Typer(help="The simulated search platform.", invoke_without_command=
 @app.callback(invoke_without_command=True)
 def simulate_cmd(
     ctx: typer.Context,
-    profile: str | None = typer.Option(None, "--profile", help="tiny | demo | large (default: the global profile)."),
+    profile: str | None = typer.Option(None, "--profile", help="tiny | demo | study | large (default: the global profile)."),
     start: date | None = date_option(None, "--start", help="First day YYYY-MM-DD (default: continue the lake)."),
     days: int | None = typer.Option(None, "--days", min=1, help="Number of days (default: the profile's)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: simulator.seed)."),

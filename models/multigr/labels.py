@@ -50,8 +50,9 @@ def true_long_term(samples: pd.DataFrame, lookup: SidLookup, effects: pd.DataFra
 def channel_counts(lake: Lake, days: Sequence[date], samples: pd.DataFrame,
                    relevant: dict[str, list[np.ndarray]]) -> dict[str, dict[str, int]]:
     """Per label set: how many of its (request, item) pairs each retrieval channel of `raw/rank_candidates`
-    proposed (`main`, the organic ranking; `fresh`, the simulator's random new item in a fixed slot;
-    `none` when the item was no rank candidate of the request, e.g. a site order)."""
+    placed (`main`, the organic ranking; `new_item`, `support`, `explore`: the simulator's new-item
+    channels, `foundation.schemas.CHANNELS`; `none` when the item was no rank candidate of the request,
+    e.g. a site order)."""
     cand = lake.read_range(*RAW["rank_candidates"], days[0], days[-1], ["request_id", "item_id", "channel"]).to_pandas()
     keys = zip(cand["request_id"].tolist(), cand["item_id"].tolist(), strict=True)
     channel = dict(zip(keys, cand["channel"].tolist(), strict=True))

@@ -320,9 +320,10 @@ def offline_markdown(report: dict) -> str:
             f"{report.get('late_site_orders_through', report['test_days'][-1])}. Metrics in %, mean ± 95% interval "
             "half-width over seeds.\n")
     if channels := report.get("label_channels"):
-        head += ("\nRelevant (request, item) pairs by the retrieval channel that proposed the item (`fresh`: a "
-                 "uniformly random new item of the intent category in a fixed slot, which no retriever can "
-                 "predict): " + "; ".join(f"{k} " + ", ".join(f"{c} {n}" for c, n in v.items())
+        head += ("\nRelevant (request, item) pairs by the retrieval channel that placed the item (`main`: the "
+                 "organic ranking; `new_item`: the platform's new-item channel; `support`: the traffic-support "
+                 "experiment; `explore`: the uniform exploration bucket, which no retriever can predict; `none`: "
+                 "not a rank candidate of the request): " + "; ".join(f"{k} " + ", ".join(f"{c} {n}" for c, n in v.items())
                                           for k, v in channels.items()) + ".\n")
     parts = [head]
     for title, rows in TABLES.items():
