@@ -16,7 +16,8 @@ the request and that the channel serves it (a deterministic channel returns the
 rows alone: propensity 1). Every rank candidate and exposure logs the channel
 that placed it and this propensity.
 
-The platform's channels (`platform_channels`, DESIGN notes in docs/simulator.md):
+The platform's channels (wired by `simulator.run.default_channels`; what each stands for: the
+README, "The simulated platform"):
   * `NewItemChannel` ("new_item"): a new-item retrieval channel; the item is
     drawn from a softmax, at `temperature`, over an observable word score
     (`word_matches`: the query's words and the user's recent query words against

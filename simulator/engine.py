@@ -17,7 +17,13 @@ state at the end of day t-1 and the seed):
    category by relevance + pop_retrieval_weight * log(1 + pop), where
    relevance = -|query - item position|^2 / 2, searched in an IVF-style index
    (the query's cell plus the category's most popular items; `retrieve`).
-   Plug-in channels (`channels.ChannelSlot`) may add one item in a fixed slot.
+   Channels (`channels.ChannelSlot`) add one item each in a fixed slot: the platform's own
+   (`run.default_channels`): the traffic-support experiment's paced impressions for new items
+   of the support arm (randomised at listing by a salted hash of the item id,
+   raw/item_experiments), and in the new-item slot, on disjoint request buckets, a uniform
+   exploration bucket and a new-item channel that samples from a softmax over an observable
+   word score; plus plug-ins (e.g. a GrowthGR release in an A/B test). Every candidate and
+   exposure logs its channel and the propensity of its placement (main: 1).
 4. Ranking (the production ranker): relevance + pop_weight * log(1 + pop)
    + lookalike_weight * G [only after day 29] + Gumbel noise. `pop` is an
    exponential moving average of the item's daily orders: the popularity

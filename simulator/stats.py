@@ -101,6 +101,7 @@ def mechanism_report(lake: Lake) -> dict:
         "exposure_gini": exposure_gini(exp["item_id"].to_numpy(), items["item_id"].to_numpy()),
         "new_item_exposure_share": shares[0], "new_item_catalog_share": shares[1],
         "true_uplift": uplift_summary(effects, aff),
+        "new_item_channels": experiment_report(lake),
     }
 
 
@@ -108,6 +109,8 @@ def ols_first_stage(y: np.ndarray, z: np.ndarray) -> dict:
     """OLS of y on 1 + z (z binary): the difference in means, its conventional standard error and F."""
     y, z = np.asarray(y, np.float64), np.asarray(z, bool)
     n1, n0 = int(z.sum()), int((~z).sum())
+    if min(n1, n0) < 2:
+        return {"n_support": n1, "n_control": n0}
     diff = y[z].mean() - y[~z].mean()
     resid = np.where(z, y - y[z].mean(), y - y[~z].mean())
     s2 = (resid**2).sum() / (len(y) - 2)
@@ -117,6 +120,8 @@ def ols_first_stage(y: np.ndarray, z: np.ndarray) -> dict:
 
 def welch_ci(a: np.ndarray, b: np.ndarray) -> dict:
     """mean(a) - mean(b) with a Welch 95% interval (normal approximation)."""
+    if min(len(a), len(b)) < 2:
+        return {}
     diff = float(a.mean() - b.mean())
     se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     return {"diff": diff, "ci95": [diff - 1.96 * se, diff + 1.96 * se]}
@@ -126,7 +131,10 @@ def experiment_report(lake: Lake) -> dict:
     """What the new-item channels and the traffic-support experiment did in a simulated lake.
 
     Items: those with a traffic-support arm whose 30-day new-item period lies inside the lake.
-    * first stage: OLS of new-period clicks on the support arm (F >= 100: a strong instrument);
+    * first stage: OLS of new-period clicks on the support arm (F >= 100: a strong instrument), on
+      the click count, on log(1 + clicks) (the scale of the log-space label) and on the count
+      winsorised at its 99th percentile: a few runaway new items (popularity feedback, thousands
+      of clicks) dominate the raw count's variance;
     * truth: mean growth state (the sum of the true uplift of its new-period clicks) of supported
       minus control items, Welch 95% interval;
     * channels: exposure share, click-through rate and new-item click share per channel, and the
@@ -144,6 +152,7 @@ def experiment_report(lake: Lake) -> dict:
     per_item = new_clicks.groupby("item_id").agg(clicks=("true_uplift", "size"), growth=("true_uplift", "sum"))
     items = arms.join(per_item, on="item_id").fillna({"clicks": 0, "growth": 0.0})
     support = (items["arm"] == "support").to_numpy()
+    clicks_n = items["clicks"].to_numpy(np.float64)
     shown = exp[exp["channel"] == "support"].groupby("item_id").size()
     clicked = clicks.merge(exp, on=["request_id", "item_id"], how="left")
     new_ch = new_clicks.merge(exp, on=["request_id", "item_id"], how="left")
@@ -151,8 +160,13 @@ def experiment_report(lake: Lake) -> dict:
     n_exp = exp["channel"].value_counts()
     return {
         "days": len(parts), "items_in_experiment": int(len(items)),
-        "support_impressions_per_item": float(shown.reindex(items["item_id"][support], fill_value=0).mean()),
-        "first_stage_new_period_clicks": ols_first_stage(items["clicks"].to_numpy(), support),
+        "support_impressions_per_item": float(shown.reindex(items["item_id"][support], fill_value=0).mean())
+        if support.any() else None,
+        "first_stage_new_period_clicks": ols_first_stage(clicks_n, support),
+        "first_stage_log1p_new_period_clicks": ols_first_stage(np.log1p(clicks_n), support),
+        "first_stage_new_period_clicks_winsorised_p99": ols_first_stage(
+            np.minimum(clicks_n, np.percentile(clicks_n, 99)) if len(clicks_n) else clicks_n, support),
+        "max_new_period_clicks": int(clicks_n.max(initial=0)),
         "truth_growth_support_minus_control": welch_ci(items["growth"].to_numpy()[support],
                                                        items["growth"].to_numpy()[~support]),
         "channels": {

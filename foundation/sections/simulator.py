@@ -2,9 +2,10 @@
 
 Defaults are the `demo` profile; `PROFILES` holds the per-profile overrides.
 Every knob of the world is here, with its meaning; the equations that use them
-are stated in `simulator.engine`'s docstring, and docs/simulator.md says which
-real platform practice each mechanism stands for. The null world (clicks cause
-no growth) is `growth_kappa = 0` (`--set simulator.growth_kappa=0`).
+are stated in `simulator.engine`'s docstring, and the README ("The simulated
+platform") says which real platform practice each mechanism stands for. The null
+world (clicks cause no growth) is `growth_kappa = 0`
+(`GROWTHGR_SIMULATOR__GROWTH_KAPPA=0`).
 """
 
 from typing import Any
