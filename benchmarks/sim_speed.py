@@ -9,18 +9,25 @@ and the medians over `--repeats`.
     .venv/bin/python benchmarks/sim_speed.py --profile demo --days 60
     .venv/bin/python benchmarks/sim_speed.py --profile large --days 3 --no-write
     .venv/bin/python benchmarks/sim_speed.py --profile demo --days 10 --scales 0.5,1 --no-write
+    .venv/bin/python benchmarks/sim_speed.py --profile demo --days 60 --repeats 3 --baseline HEAD~1
+
+`--baseline REF` also times the simulator of git ref REF (a temporary worktree, same
+interpreter), alternating baseline and current runs so that both see the same machine load,
+and prints the ratio of the median times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 SCALED = ("n_users", "new_users_per_day", "n_items", "new_items_per_day")
 
@@ -63,22 +70,52 @@ def main() -> None:
     p.add_argument("--scales", default="1", help="comma-separated population scales, e.g. 0.5,1")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--no-write", action="store_true", help="keep the output in memory (engine cost only)")
+    p.add_argument("--baseline", help="git ref whose simulator is timed alternately with the current one")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(one_run(**json.loads(args.child))))
         return
-    for profile in args.profile or ["demo"]:
-        for scale in (float(s) for s in args.scales.split(",")):
-            runs = []
-            for _ in range(args.repeats):
-                spec = json.dumps({"profile": profile, "days": args.days, "scale": scale, "write": not args.no_write})
-                out = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True, check=True)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(json.dumps(runs[-1]), flush=True)
-            med = {k: statistics.median(r[k] for r in runs) for k in
-                   ("seconds", "rows_per_s", "s_per_day", "us_per_user_day", "peak_rss_mb")}
-            print(f"MEDIAN {profile} scale={scale} days={args.days} write={not args.no_write}: {json.dumps(med)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="simbench-base-") as tmp:
+        base = checkout(args.baseline, Path(tmp) / "tree") if args.baseline else None
+        try:
+            for profile in args.profile or ["demo"]:
+                for scale in (float(s) for s in args.scales.split(",")):
+                    spec = json.dumps({"profile": profile, "days": args.days, "scale": scale, "write": not args.no_write})
+                    runs: dict[str, list[dict]] = {"current": [], **({"baseline": []} if base else {})}
+                    for _ in range(args.repeats):
+                        for name in runs:
+                            runs[name].append(child(spec, base if name == "baseline" else ROOT))
+                            print(json.dumps({"code": name, **runs[name][-1]}), flush=True)
+                    medians = {}
+                    for name, rs in runs.items():
+                        medians[name] = {k: statistics.median(r[k] for r in rs) for k in
+                                         ("seconds", "rows_per_s", "s_per_day", "us_per_user_day", "peak_rss_mb")}
+                        print(f"MEDIAN {name} {profile} scale={scale} days={args.days} write={not args.no_write}: "
+                              f"{json.dumps(medians[name])}", flush=True)
+                    if base:
+                        print(f"RATIO current / baseline ({args.baseline}) seconds: "
+                              f"{medians['current']['seconds'] / medians['baseline']['seconds']:.3f}", flush=True)
+        finally:
+            if base:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def checkout(ref: str, path: Path) -> Path:
+    """A detached worktree of `ref` at `path`."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), ref], check=True)
+    return path
+
+
+def child(spec: str, tree: Path) -> dict:
+    """One run in a fresh interpreter importing the code of `tree`."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, str(tree / "benchmarks/sim_speed.py"), "--child", spec], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
