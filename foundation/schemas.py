@@ -123,14 +123,6 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
         ("clicked", pa.bool_()),
         ("true_uplift", pa.float64()),   # effect of a click on log(1 + mean daily orders, days 30..36)
     ]),
-    # The latent traits of each item, written on the day its raw/items row first appears.
-    "items": pa.schema([
-        ("item_id", pa.int64()),
-        ("listing_date", pa.date32()),
-        ("category_id", pa.int32()),
-        ("quality", pa.float64()),
-        ("offset", pa.list_(pa.float32())),   # position inside the category (taste space)
-    ]),
     # The latent query position of each request.
     "requests": pa.schema([
         ("request_id", pa.int64()),
@@ -138,18 +130,15 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
         ("ts", TS),
         ("query_offset", pa.list_(pa.float32())),
     ]),
-    # Items in their new-item period on the day (ages 0..29), with their exposures before the day
-    # (the growth mechanism's saturation count).
-    "new_item_state": pa.schema([
-        ("item_id", pa.int64()),
-        ("item_age_days", pa.int32()),
-        ("prior_exposures", pa.int64()),
-    ]),
-    # One row per item, written on its listing day.
+    # One row per item, written on the day its raw/items row first appears: its latent traits and
+    # its outcome with no click.
     "item_outcomes": pa.schema([
         ("item_id", pa.int64()),
         ("listing_date", pa.date32()),
         ("y0", pa.float64()),            # expected log(1 + mean daily orders, days 30..36) with no click
+        ("category_id", pa.int32()),
+        ("quality", pa.float64()),
+        ("offset", pa.list_(pa.float32())),   # position inside the category (taste space)
     ]),
     # The latent parameters of each user, written on the day the user's raw/users row first appears.
     "users": pa.schema([

@@ -467,7 +467,7 @@ def simulate_day(w: World, day: int, channels: Sequence[ChannelSlot] = (),
     site = site_orders(w, day, fun.site_n, rng)
     names = [spec.channel.name for spec in channels]
     tables = funnel_tables(w, req, user_row, req_ts, slate, fun, site, names, rng) | catalog_tables(w, day)
-    truth = catalog_truth(w, day) | day_truth(w, day, req, req_ts)
+    truth = catalog_truth(w, day) | day_truth(req, req_ts)
     delta = increments(w, slate, user_row, fun)
     grow = growth_clicks(w.items["item_id"], slate, req, fun, intervention) & (fun.age < NEW_ITEM_DAYS)
     orders = np.bincount(slate.item[fun.bought], minlength=w.n_items) + fun.site_n

@@ -120,13 +120,10 @@ def catalog_truth(w: World, day: int) -> dict[str, pa.Table]:
     """Truth rows of the items and users first announced on `day`: item outcomes, user latents."""
     it, us = w.items, w.users
     rows = np.flatnonzero(it["announce_day"] == day)
-    latents = table("items", {
-        "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
-        "category_id": it["category"][rows], "quality": it["quality"][rows], "offset": vectors(it["offset"][rows]),
-    }, truth=True)
     outcomes = table("item_outcomes", {
         "item_id": it["item_id"][rows], "listing_date": date_array(it["listing_day"][rows]),
-        "y0": np.log1p(it["base_demand"][rows]),
+        "y0": np.log1p(it["base_demand"][rows]), "category_id": it["category"][rows], "quality": it["quality"][rows],
+        "offset": vectors(it["offset"][rows]),
     }, truth=True)
     u = np.flatnonzero(us["announce_day"] == day)
     users = table("users", {
@@ -135,21 +132,13 @@ def catalog_truth(w: World, day: int) -> dict[str, pa.Table]:
         "niche_id": us["niche"][u], "activity": us["activity"][u], "price_sensitivity": us["price_sens"][u],
         "taste": vectors(us["offset"][u]),
     }, truth=True)
-    return {"items": latents, "item_outcomes": outcomes, "users": users}
+    return {"item_outcomes": outcomes, "users": users}
 
 
-def day_truth(w: World, day: int, req: RequestBatch, req_ts: np.ndarray) -> dict[str, pa.Table]:
-    """The day's latent query positions and the state of the items in their new-item period at
-    the start of the day (`simulator.truth` scores any slate from these)."""
-    it = w.items
-    age = day - it["listing_day"]
-    new = np.flatnonzero((age >= 0) & (age < NEW_ITEM_DAYS))
-    return {
-        "requests": table("requests", {"request_id": req.request_id, "user_id": req.user_id, "ts": ts_array(req_ts),
-                                       "query_offset": vectors(req.query_offset)}, truth=True),
-        "new_item_state": table("new_item_state", {"item_id": it["item_id"][new], "item_age_days": age[new],
-                                                   "prior_exposures": it["cum_exposures"][new]}, truth=True),
-    }
+def day_truth(req: RequestBatch, req_ts: np.ndarray) -> dict[str, pa.Table]:
+    """The day's latent query positions (`simulator.truth` scores any slate from these)."""
+    return {"requests": table("requests", {"request_id": req.request_id, "user_id": req.user_id,
+                                           "ts": ts_array(req_ts), "query_offset": vectors(req.query_offset)}, truth=True)}
 
 
 def order_columns(first_id: int, price: np.ndarray, rng: np.random.Generator) -> dict:

@@ -1,8 +1,10 @@
 """Evaluation-only truth of the simulated platform: what any ranked list would have done.
 
 `click_truth(lake, cfg, ds)` reads the truth zone of one simulated day (the latent query
-positions of its requests, the state of the items in their new-item period at the start of
-the day) and the static latents of items and users, and returns a `ClickTruth` that gives,
+positions of its requests), the static latents of items and users up to it, and the new-item
+exposures of the 29 days before it (`truth/click_effects` holds one row per exposure of an item
+in its new-item period, so their count is the growth mechanism's prior-exposure count), and
+returns a `ClickTruth` that gives,
 for any (request, item, slot) of that day,
   * `p_click`: the probability that the user clicks the item shown in that slot, from the
     simulator's own models (`simulator.engine`, steps 5-6): P(the slot is seen) =
@@ -22,7 +24,7 @@ feature, training or model-selection code may (tests/test_no_latents.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -62,7 +64,7 @@ class ClickTruth:
     quality: np.ndarray        # (I,)
     offset: np.ndarray         # (I, D)
     age: np.ndarray            # (I,) age on the day (days since listing)
-    prior_exposures: np.ndarray  # (I,) exposures before the day (0 outside the new-item period)
+    prior_exposures: np.ndarray  # (I,) exposures in the new-item period before the day
 
     def _rows(self, ids: np.ndarray, known: np.ndarray, what: str) -> np.ndarray:
         pos = np.searchsorted(known, ids)
@@ -99,13 +101,16 @@ def click_truth(lake: Lake, cfg: SimulatorConfig, ds: date) -> ClickTruth:
     req = lake.read_partition(*TRUTH["requests"], ds, ["request_id", "user_id", "query_offset"]).to_pandas()
     req = req.sort_values("request_id")
     users = _up_to(lake, "users", ds, ["user_id", "home_category_id", "taste"]).sort_values("user_id")
-    items = _up_to(lake, "items", ds, ["item_id", "listing_date", "category_id", "quality", "offset"])
+    items = _up_to(lake, "item_outcomes", ds, ["item_id", "listing_date", "category_id", "quality", "offset"])
     items = items.sort_values("item_id")
-    state = lake.read_partition(*TRUTH["new_item_state"], ds, ["item_id", "prior_exposures"]).to_pandas()
     user_id = users["user_id"].to_numpy(np.int64)
     item_id = items["item_id"].to_numpy(np.int64)
     prior = np.zeros(len(item_id), np.int64)
-    prior[np.searchsorted(item_id, state["item_id"].to_numpy(np.int64))] = state["prior_exposures"].to_numpy()
+    before = [d for d in lake.list_partitions("truth", "click_effects") if ds - timedelta(days=NEW_ITEM_DAYS) < d < ds]
+    if before:
+        seen = lake.read_range(*TRUTH["click_effects"], before[0], before[-1], ["item_id"]).column("item_id")
+        ids, counts = np.unique(seen.to_numpy(), return_counts=True)
+        prior[np.searchsorted(item_id, ids)] = counts
     listing = pd.to_datetime(items["listing_date"]).dt.date
     return ClickTruth(
         cfg=cfg, day=ds, request_id=req["request_id"].to_numpy(np.int64),
