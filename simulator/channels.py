@@ -178,13 +178,6 @@ def word_score_weights(temperature: float, history_weight: float) -> np.ndarray:
     return np.exp((score - score.max()) / temperature).ravel().astype(np.float32)
 
 
-def new_items_by_category(catalog: CatalogView, max_age: int) -> dict[int, np.ndarray]:
-    """The rows of the items aged 0..max_age, per category."""
-    fresh = np.flatnonzero(catalog.age_days <= max_age)
-    cat = catalog.category[fresh]
-    return {int(c): fresh[cat == c] for c in np.unique(cat)}
-
-
 def draw(weights: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One column per row of `weights` (S, P), with probability weight / row sum: (index, probability)."""
     cum = np.cumsum(weights, 1)
