@@ -8,10 +8,12 @@ perturbed mechanisms, so a result is not an accident of one world.
         --work-dir /tmp/worlds --out /tmp/worlds/itemltv_worlds.json   # quick check of the preparation
 
 Worlds (`WORLDS`): (name, simulator seed, `simulator` config overrides), on the profile's sizes.
-`demo` is what `make demo` simulates (seed 0, no override); the others change the seed and the
+`demo` is what `make demo` simulates (seed 0, no override); the next two change the seed and the
 mechanism knobs of `foundation.sections.simulator`: `pop_weight` (the ranker's popularity
 prior), `growth_kappa` (size of the click effect), `growth_age_tau` (its decay with the item's
-age), `niche_user_share` (share of niche users).
+age), `niche_user_share` (share of niche users); `null` is the demo world with `growth_kappa = 0`
+(a falsification test: clicks cause nothing). With `--profile study` the worlds are simulated
+for 165 days, so that ItemLTV trains on >= 100 closed cohorts.
 
 Each world has its own lake, `<work-dir>/<name>/lake`, prepared as `growthgr.demo` does and
 resumable (what the lake already holds is skipped): simulate `--days` days from the profile's
@@ -59,6 +61,7 @@ WORLDS: list[tuple[str, int, dict[str, Any]]] = [
     ("seed7_strong_pop", 7, {"pop_weight": 3.0, "growth_kappa": 0.2, "growth_age_tau": 6.0, "niche_user_share": 0.2}),
     ("seed13_long_effect", 13, {"pop_weight": 1.0, "growth_kappa": 0.45, "growth_age_tau": 15.0,
                                 "niche_user_share": 0.45}),
+    ("null", 0, {"growth_kappa": 0.0}),     # clicks cause nothing: an estimated uplift should vanish
 ]
 
 
