@@ -73,20 +73,22 @@ def world_settings(profile: str, lake_root: Path, seed: int, overrides: dict[str
 
 def prepare_world(settings: Settings, days: int, feature_days: int) -> dict[str, Any]:
     """Simulate, label, (features,) training sets, each for what the lake lacks; returns what was prepared."""
-    from growthgr import demo, features
+    from features.store import training_set
+    from growthgr import demo
     from models.itemltv.data import SERVICE, TRAINING_TABLE, sample_partitions
 
     lake = Lake.from_settings(settings)
     started = time.perf_counter()
-    last = demo.simulate_history(settings, days)
+    first = parse_ds(settings.simulator.start_date)
+    last = demo.simulate_history(settings, first, days)
     log.info("simulated up to %s (%.1f min)", last, (time.perf_counter() - started) / 60)
-    demo.backfill_labels(settings, settings.simulator.start_date, last)
+    demo.backfill_labels(settings, first, last)
     demo.backfill_features(settings, last, min(feature_days, days))   # rebuilds training sets built before
     parts = sample_partitions(lake, last, 100_000)
     todo = [ds for ds in parts if not lake.exists(*TRAINING_TABLE, ds)]
     log.info("Feast training sets: %d cohort(s), %d to build", len(parts), len(todo))
     for i, ds in enumerate(todo, 1):
-        features.training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
+        training_set(settings.feast, lake, SERVICE, ds, settings.spark.master)
         log.info("training set %d/%d (ds=%s) built", i, len(todo), ds)
     rows = sum(lake.commit_info(*TRAINING_TABLE, ds).rows for ds in parts)
     return {"ds": f"{last}", "cohorts": len(parts), "first_cohort": f"{parts[0]}" if parts else None,
