@@ -20,6 +20,7 @@ from foundation import catalog
 from foundation.config import load_settings
 from foundation.lake import Lake, parse_ds
 from growthgr import pipeline
+from models.itemltv.baselines import NON_ORACLE
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import label_metrics, predict
 from models.itemltv.model import ItemLTV
@@ -121,6 +122,10 @@ def test_study_reports_mean_and_sd_over_seeds(settings, built):
     assert m["ridge_clicks"]["pehe"]["sd"] == 0                                    # deterministic
     assert m["ref_zero"]["pehe"]["mean"] > 0 and "pehe" not in m["base_only"]
     assert set(result["verdict"]) >= {"pehe_ratio", "pearson_mean", "pearson_sd", "uplift_beats_base_mse"}
+    # the ratio is to the best of every baseline that reads no truth, the age heuristic included
+    best = min(NON_ORACLE, key=lambda k: m[k]["pehe"]["mean"])
+    assert result["verdict"]["best_baseline"] == best and "age_heuristic" in NON_ORACLE
+    assert result["verdict"]["pehe_ratio"] == pytest.approx(m["itemltv"]["pehe"]["mean"] / m[best]["pehe"]["mean"])
     table = lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.md").decode()
     assert table == study_table(result) and "| itemltv_exposure |" in table and "±" in table
     assert json.loads(lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.json"))["seeds"] == [0, 1]

@@ -29,7 +29,7 @@ from foundation import catalog
 from foundation.lake import Lake
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
-from models.itemltv.baselines import FAIR, baseline_uplifts
+from models.itemltv.baselines import NON_ORACLE, baseline_uplifts
 from models.itemltv.data import load_inputs, prepare
 from models.itemltv.evaluate import REPORT, attach_truth, label_metrics, predict, references, uplift_metrics
 from models.itemltv.train import fit_model
@@ -95,12 +95,12 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
 
 
 def verdict(result: dict) -> dict:
-    """The issue's acceptance figures: PEHE ratio to the best fair baseline, Pearson mean/sd,
+    """The issue's acceptance figures: PEHE ratio to the best non-oracle baseline (`NON_ORACLE`), Pearson mean/sd,
     "+uplift" vs "base only" on MSE and NDCG."""
     m = result["models"]
-    best = min(FAIR, key=lambda k: m[k]["pehe"]["mean"])
+    best = min((k for k in NON_ORACLE if k in m), key=lambda k: m[k]["pehe"]["mean"])
     return {
-        "best_fair_baseline": best,
+        "best_baseline": best,
         "pehe_ratio": m["itemltv"]["pehe"]["mean"] / m[best]["pehe"]["mean"],
         "pearson_mean": m["itemltv"]["pearson"]["mean"], "pearson_sd": m["itemltv"]["pearson"]["sd"],
         "uplift_beats_base_mse": m["itemltv"]["mse"]["mean"] < m["base_only"]["mse"]["mean"],
@@ -132,7 +132,7 @@ def study_table(result: dict) -> str:
     lines.append(f"\nrandom ranking AUUC {any_model['auuc_random']['mean']:.3f}; true mean uplift "
                  f"{any_model['mean_true']['mean']:.4f}")
     v = result["verdict"]
-    lines.append(f"ItemLTV PEHE / best fair baseline ({v['best_fair_baseline']}) = {v['pehe_ratio']:.2f}; "
+    lines.append(f"ItemLTV PEHE / best non-oracle baseline ({v['best_baseline']}) = {v['pehe_ratio']:.2f}; "
                  f"Pearson {v['pearson_mean']:.3f} ± {v['pearson_sd']:.3f}; +uplift beats base only on "
                  f"MSE: {v['uplift_beats_base_mse']}, NDCG: {v['uplift_beats_base_ndcg']}")
     return "\n".join(lines)
