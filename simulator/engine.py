@@ -26,8 +26,8 @@ state at the end of day t-1 and the seed):
    exposure logs its channel and the propensity of its placement (main: 1).
 4. Ranking (the production ranker): relevance + pop_weight * log(1 + pop)
    + lookalike_weight * G [only after day 29] + Gumbel noise. `pop` is an
-   exponential moving average of the item's daily orders: the popularity
-   prior that makes the rich richer.
+   exponential moving average of the item's daily orders (`pop_memory`: a
+   ~30-day sales signal): the popularity prior that makes the rich richer.
 5. Exposure with position bias: the user looks at slots 0..depth-1 with
    depth ~ Geometric(1 - scroll_continue) capped at n_exposed.
 6. Clicks: P = (1 + position)^-position_decay * sigmoid(base_ctr

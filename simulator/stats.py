@@ -132,9 +132,9 @@ def experiment_report(lake: Lake) -> dict:
 
     Items: those with a traffic-support arm whose 30-day new-item period lies inside the lake.
     * first stage: OLS of new-period clicks on the support arm (F >= 100: a strong instrument), on
-      the click count, on log(1 + clicks) (the scale of the log-space label) and on the count
-      winsorised at its 99th percentile: a few runaway new items (popularity feedback, thousands
-      of clicks) dominate the raw count's variance;
+      the click count and on log(1 + clicks) (the scale of the log-space label), with the largest
+      count (a new item that snowballs through the ranker's popularity feedback dominates the
+      count's variance);
     * truth: mean growth state (the sum of the true uplift of its new-period clicks) of supported
       minus control items, Welch 95% interval;
     * channels: exposure share, click-through rate and new-item click share per channel, and the
@@ -164,8 +164,6 @@ def experiment_report(lake: Lake) -> dict:
         if support.any() else None,
         "first_stage_new_period_clicks": ols_first_stage(clicks_n, support),
         "first_stage_log1p_new_period_clicks": ols_first_stage(np.log1p(clicks_n), support),
-        "first_stage_new_period_clicks_winsorised_p99": ols_first_stage(
-            np.minimum(clicks_n, np.percentile(clicks_n, 99)) if len(clicks_n) else clicks_n, support),
         "max_new_period_clicks": int(clicks_n.max(initial=0)),
         "truth_growth_support_minus_control": welch_ci(items["growth"].to_numpy()[support],
                                                        items["growth"].to_numpy()[~support]),

@@ -126,11 +126,6 @@ def test_rich_get_richer_popularity_prior():
 
 
 def test_price_sensitivity_and_social_proof_in_conversion():
-    w0 = final_world()
-    cat_price = w0.structure.cat_price[w0.items["category"]]
-    pricey = pd.Series(w0.items["price"] > cat_price, index=w0.items["item_id"])
-    is_pricey = lambda c: c["item_id"].map(pricey).to_numpy()  # noqa: E731
-
     def insensitive(w):
         w.users["price_sens"] = w.users["price_sens"] * 0.0
 
@@ -143,6 +138,9 @@ def test_price_sensitivity_and_social_proof_in_conversion():
     _, low, w = rerun(insensitive)
     _, high, _ = rerun(sensitive)
     base, proof, _ = rerun(famous)
+    # prices of the world after the day: it includes the items listed that day (clickable at age 0)
+    pricey = pd.Series(w.items["price"] > w.structure.cat_price[w.items["category"]], index=w.items["item_id"])
+    is_pricey = lambda c: c["item_id"].map(pricey).to_numpy(bool)  # noqa: E731
     assert low.raw["clicks"].equals(high.raw["clicks"])                # same clicks: only conversion changed
     assert new_item_conversion(low, w, is_pricey) > new_item_conversion(high, w, is_pricey) + 0.05
     assert new_item_conversion(proof, w) > new_item_conversion(base, w) + 0.05

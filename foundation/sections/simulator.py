@@ -41,7 +41,10 @@ class SimulatorConfig(StrictModel):
     pop_retrieval_weight: float = Field(1.0, ge=0.0)
     mass_cell_bits: int = Field(3, ge=0, le=8)   # the mass region of a category is split into 2^bits index cells
     retrieval_popular: int = Field(100, ge=1)    # most popular items of the category added to every query's cell
-    pop_memory: float = Field(0.9, ge=0.0, lt=1.0)  # pop <- memory * pop + (1 - memory) * orders today
+    # pop <- memory * pop + (1 - memory) * orders today: a ~30-day sales signal (mean age 1 / (1 - memory)
+    # days), the "monthly sales" of e-commerce rankers; a ~10-day one (0.9) lets a new item that tops its
+    # category snowball within its new-item period (thousands of clicks: the ranker's feedback, not demand)
+    pop_memory: float = Field(0.97, ge=0.0, lt=1.0)
     ranker_noise: float = Field(0.3, ge=0.0)     # scale of the Gumbel noise of the ranker
     lookalike_weight: float = Field(0.5, ge=0.0)  # ranker weight of the growth state after day 29
     # -- users' responses
