@@ -22,9 +22,17 @@ from foundation.lake import Lake, parse_ds
 from growthgr import pipeline
 from models.itemltv.baselines import NON_ORACLE
 from models.itemltv.data import load_inputs, prepare
-from models.itemltv.evaluate import label_metrics, predict
+from models.itemltv.evaluate import label_metrics
 from models.itemltv.model import ItemLTV
-from models.itemltv.pipeline import pool_candidates, run_evaluate, run_train, score_checkpoints, write_pool
+from models.itemltv.pipeline import (
+    pool_candidates,
+    pool_inputs,
+    run_evaluate,
+    run_train,
+    score_checkpoints,
+    write_pool,
+)
+from models.itemltv.predict import predict
 from models.itemltv.study import run_study, study_table
 from models.itemltv.synthetic import write_synthetic_lake
 from models.itemltv.train import FULL, Trained, load_checkpoint, model_kwargs, model_spec, save_checkpoint
@@ -80,8 +88,9 @@ def test_inputs_come_from_the_feast_training_set(settings, built, trained):
     assert ts.loc[first_day, "item_features__exposures_7d"].isna().all()
     assert ts.loc[~first_day, "item_features__exposures_7d"].notna().mean() > 0.95
     pre = load_checkpoint(lake, FULL, DAY).pre
-    # the base tower gets listing-time attributes only; the item's funnel (treatment, mediators) the uplift side
-    assert set(pre.columns["item"]) == {"item__log_price", "item__f_price"}
+    # the base tower gets inputs a click cannot change (listing-time attributes, site-wide orders);
+    # the item's funnel (treatment, mediators) goes to the uplift side
+    assert set(pre.columns["item"]) == {"item__log_price", "item__f_price", "item__log_site_orders_per_day"}
     assert {"ctx__f_item_exposures_7d", "ctx__f_item_ctr_7d", "ctx__f_item_orders_30d"} <= set(pre.columns["ctx"])
     assert {"user__f_price_level_30d", "user__f_active_days_30d", "ctx__f_user_category_affinity",
             "ctx__f_ctr_30d"} <= set(pre.columns["user"] + pre.columns["ctx"])
@@ -92,13 +101,13 @@ def test_inputs_come_from_the_feast_training_set(settings, built, trained):
 def test_evaluate_reports_every_metric(settings, metrics):
     for variant in ("base_only", "with_uplift"):
         assert set(metrics[variant]) == {"mse", "ndcg"} and all(math.isfinite(v) for v in metrics[variant].values())
-    assert set(metrics["uplift"]) == {"itemltv", "ridge_clicks", "gbm_clicks", "age_heuristic", "s_learner",
-                                      "t_learner", "ref_zero", "ref_true_mean"}
+    assert set(metrics["uplift"]) == {"itemltv", *NON_ORACLE, "ref_zero", "ref_true_mean"}
     for m in metrics["uplift"].values():
         assert {"pehe", "pearson", "spearman", "within_item_spearman", "auuc", "auuc_random", "qini"} <= set(m)
         assert all(math.isfinite(v) for v in m.values()), m
     assert set(metrics["baseline_hyperparameters"]["ridge_clicks"]) == {"alpha", "val_mse"}
-    assert metrics["n_truth_exposures"] == metrics["n_test_exposures"] > 0
+    assert metrics["n_truth_exposures"] == metrics["n_test_exposures"] > metrics["n_scored_exposures"] > 0
+    assert set(metrics["uplift_every_exposure"]) == set(metrics["uplift"])
     lake = Lake.from_settings(settings)
     stored = json.loads(lake.store.get_bytes(f"reports/itemltv/ds={DS}/metrics.json"))
     assert stored["uplift"]["itemltv"]["pehe"] == pytest.approx(metrics["uplift"]["itemltv"]["pehe"])
@@ -117,17 +126,22 @@ def test_study_reports_mean_and_sd_over_seeds(settings, built):
     lake = Lake.from_settings(settings)
     result = run_study(settings.itemltv, settings.trainer, lake, DAY, seeds=[0, 1])
     m = result["models"]
-    assert {"itemltv", "itemltv_exposure", "base_only", "ridge_clicks", "ref_zero"} <= set(m)
+    assert {"itemltv", "itemltv_raw", "base_only", *NON_ORACLE, "ref_zero", "ref_true_mean_by_age"} <= set(m)
     assert m["itemltv"]["pehe"]["n"] == 2 and m["itemltv"]["pehe"]["sd"] > 0       # seeds differ
     assert m["ridge_clicks"]["pehe"]["sd"] == 0                                    # deterministic
     assert m["ref_zero"]["pehe"]["mean"] > 0 and "pehe" not in m["base_only"]
-    assert set(result["verdict"]) >= {"pehe_ratio", "pearson_mean", "pearson_sd", "uplift_beats_base_mse"}
+    assert set(result["verdict"]) >= {"pehe_ratio", "pehe_ratio_bootstrap95", "calibration_ratio", "pearson_mean",
+                                      "pearson_sd", "qini_mean", "uplift_beats_base_mse"}
+    # bootstrap intervals over test items bracket the point figure; the table says what it trained on
+    lo, hi = m["ridge_clicks"]["bootstrap95"]["pehe"]
+    assert lo < m["ridge_clicks"]["pehe"]["mean"] < hi
+    assert result["trained_on"]["cohorts"] == len(result["cohorts"]["train"]) and result["trained_on"]["clicks"] > 0
     # the ratio is to the best of every baseline that reads no truth, the age heuristic included
     best = min(NON_ORACLE, key=lambda k: m[k]["pehe"]["mean"])
     assert result["verdict"]["best_baseline"] == best and "age_heuristic" in NON_ORACLE
     assert result["verdict"]["pehe_ratio"] == pytest.approx(m["itemltv"]["pehe"]["mean"] / m[best]["pehe"]["mean"])
     table = lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.md").decode()
-    assert table == study_table(result) and "| itemltv_exposure |" in table and "±" in table
+    assert table == study_table(result) and "| itemltv_raw |" in table and "±" in table and "trained on" in table
     assert json.loads(lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.json"))["seeds"] == [0, 1]
 
 
@@ -158,6 +172,21 @@ def test_pool_holds_unique_new_items_with_finite_scores(settings, trained):
     assert np.isfinite(scores[["base", "uplift"]].to_numpy()).all() and scores["uplift"].std() > 0
     top = scores.set_index("item_id").loc[stored["item_id"], "base"].to_numpy()
     assert top == pytest.approx(stored["score"].to_numpy(), abs=1e-6)
+
+
+def test_pool_is_scored_in_each_candidates_real_context(settings, trained):
+    """Pool candidates carry their exposures and clicks up to the day and their site-order rate
+    so far, not zeros: the uplift tower sees the context it was trained with."""
+    lake = Lake.from_settings(settings)
+    inputs = pool_inputs(lake, DAY)
+    first = DAY - timedelta(days=29)
+    clicked = lake.read_range("raw", "clicks", first, DAY, ["item_id"]).to_pandas()["item_id"].value_counts()
+    prior = inputs.samples.set_index("item_id")["prior_clicks"]
+    assert prior.to_numpy() == pytest.approx(clicked.reindex(prior.index, fill_value=0).to_numpy())
+    assert (prior > 0).mean() > 0.2
+    rates = inputs.site_rates.set_index("item_id")
+    listing = pd.to_datetime(inputs.items.set_index("item_id")["listing_date"]).dt.date
+    assert (rates["site_days"] == [min(30, (DAY - listing[i]).days + 1) for i in rates.index]).all()
 
 
 def test_checkpoint_round_trip_is_exact(settings, trained, metrics):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,24 @@ def test_only_evaluation_calls_the_truth_function():
     offenders = {p.relative_to(ROOT).as_posix(): refs for p in product
                  if p.relative_to(ROOT).as_posix() not in allowed and (refs := truth_function_callers(p.read_text()))}
     assert len(product) > 100 and offenders == {}
+
+
+# ItemLTV's training and model-selection code paths: fitting, the arm calibration, the baselines'
+# validation tuning, the pool's scoring. None of them may load a module that reads the truth.
+ITEMLTV_SELECTION = ("models.itemltv.data", "models.itemltv.train", "models.itemltv.calibrate",
+                     "models.itemltv.baselines", "models.itemltv.predict", "models.itemltv.score")
+
+
+def test_itemltv_training_and_selection_import_nothing_that_reads_the_truth():
+    """Imported in a fresh interpreter, the training and selection modules pull in (transitively)
+    no truth reader (`TRUTH_READERS`) and not `simulator.truth`."""
+    readers = [p.removesuffix(".py").replace("/", ".") for p in TRUTH_READERS] + ["simulator.truth"]
+    code = (f"import sys\nimport {', '.join(ITEMLTV_SELECTION)}\n"
+            f"print(sorted(m for m in {readers!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    # the detector itself: the study (evaluation) does load the truth reader
+    study = subprocess.run([sys.executable, "-c", "import sys, models.itemltv.study\n"
+                            "print('models.itemltv.evaluate' in sys.modules)"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+    assert study.stdout.strip() == "True"

@@ -46,6 +46,7 @@ class ItemLTVConfig(StrictModel):
     lr_schedule: Literal["constant", "cosine"] = "cosine"   # cosine: linear warm-up, then decay to 5% over max_epochs
     warmup_epochs: float = Field(1.0, ge=0)
     ema_decay: float = Field(0.98, ge=0.0, lt=1.0)  # EMA of the weights per step, used for validation and kept (0 = off)
+    arm_calibration: bool = True             # 2SLS scale of the uplift on the traffic-support arms (kept if val MSE no worse)
     # where and how it trains (accelerator, devices, precision, workers): `settings.trainer`
     # -- evaluation ----------------------------------------------------------
     gbm_max_iter: int = Field(200, ge=1)     # meta-learner baselines

@@ -13,10 +13,20 @@ labels, and pick their hyper-parameters on the validation cohorts (item-level MS
 - `age_heuristic`: the `ridge_clicks` machinery with one click feature, 1 - age / 30 (a click
   helps a younger item more), so its scale is fitted, not assumed.
 
-The meta-learners as they were (`s_learner`, `t_learner`) regress the item-constant label per
-exposure: f(x, 1) - f(x, 0) is a cross-item association, confounded by whatever makes clicked
-items better; they are kept for comparison with the literature's default and are not tuned.
-No causal-forest / DR-learner library is in the lock, so none of those is here.
+- `r_learner`: Robinson's partialling-out (the R-learner) at the item level for the
+  multi-dimensional click "dose" S_i = sum over the item's clicked exposures of phi(z_e) (phi as
+  in `ridge_clicks`): m(x) = E[y | content] and e(x) = E[S | content] are fitted by ridge with
+  2-fold cross-fitting over items, then theta by ridge of y - m(x) on S - e(x) (alpha on
+  validation); the uplift of an exposure is phi(z_e) . theta.
+
+The meta-learners of the literature (`s_learner`, `t_learner`, `dr_learner`) treat an exposure's
+click as a binary treatment and regress the item-constant label per exposure: f(x, 1) - f(x, 0)
+is a cross-item association, confounded by whatever makes clicked items better; they are kept for
+comparison with the literature's defaults and are not tuned. `dr_learner` is the DR-learner
+(Kennedy 2023): 2-fold cross-fitted propensity P(click | x) and outcome models, the doubly robust
+pseudo-outcome regressed on x. EconML and causalml are not used: their releases pin older
+scikit-learn / NumPy than the lock's (and causalml builds from source); the learners here are the
+same algorithms on scikit-learn's estimators.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -187,19 +197,63 @@ def t_learner(train: Encoded, test: Encoded, seed: int, max_iter: int) -> np.nda
     return f1.predict(xt) - f0.predict(xt)
 
 
+def r_learner(train: Encoded, val: Encoded, tests: list[Encoded], buckets: int, seed: int
+              ) -> tuple[list[np.ndarray], dict]:
+    """Item-level R-learner (see the module doc); returns per-exposure uplifts of `tests` and the
+    chosen alpha (validation MSE of y)."""
+    scaler = StandardScaler().fit(click_context(train))
+    poly = PolynomialFeatures(degree=2, include_bias=False).fit(scaler.transform(click_context(train)))
+    s_of = {id(e): _click_sums(e, poly.transform(scaler.transform(click_context(e)))) for e in (train, val, *tests)}
+    x, y, s_train = _content(train, buckets), _item_y(train), s_of[id(train)]
+    fold = np.random.default_rng(seed).integers(0, 2, len(y))
+    m_hat, e_hat = np.zeros(len(y)), np.zeros_like(s_train)
+    for k in (0, 1):
+        fit, out = fold != k, fold == k
+        m_hat[out] = _fit(Ridge(alpha=30.0), x[fit], y[fit]).predict(x[out])
+        e_hat[out] = _fit(Ridge(alpha=30.0), x[fit], s_train[fit]).predict(x[out])
+    m_all, e_all = _fit(Ridge(alpha=30.0), x, y), _fit(Ridge(alpha=30.0), x, s_train)
+    xv = _content(val, buckets)
+    rv = s_of[id(val)] - e_all.predict(xv)
+    scores, thetas = {}, {}
+    for alpha in RIDGE_ALPHAS:
+        thetas[alpha] = _fit(Ridge(alpha=alpha, fit_intercept=False), s_train - e_hat, y - m_hat).coef_
+        scores[alpha] = _mse(m_all.predict(xv) + rv @ thetas[alpha], _item_y(val))
+    best = min(scores, key=scores.get)
+    return ([poly.transform(scaler.transform(click_context(e))) @ thetas[best] for e in tests],
+            {"alpha": best, "val_mse": scores[best]})
+
+
+def dr_learner(train: Encoded, test: Encoded, seed: int, max_iter: int) -> np.ndarray:
+    """DR-learner on exposures (see the module doc): cross-fitted nuisances, pseudo-outcome on x."""
+    x, xt, t, y = flat_features(train), flat_features(test), train.treatment > 0.5, train.y
+    fold = np.random.default_rng(seed).integers(0, 2, len(y))
+    psi = np.zeros(len(y))
+    for k in (0, 1):
+        fit, out = fold != k, fold == k
+        e = _fit(HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed, early_stopping=False),
+                 x[fit], t[fit]).predict_proba(x[out])[:, 1].clip(0.01, 0.99)
+        mu1 = _fit(_gbm(seed, max_iter), x[fit & t], y[fit & t]).predict(x[out])
+        mu0 = _fit(_gbm(seed, max_iter), x[fit & ~t], y[fit & ~t]).predict(x[out])
+        to, yo = t[out], y[out]
+        psi[out] = mu1 - mu0 + to * (yo - mu1) / e - (~to) * (yo - mu0) / (1 - e)
+    return _fit(_gbm(seed, max_iter), x, psi).predict(xt)
+
+
 def baseline_uplifts(train: Encoded, val: Encoded, test: Encoded, seed: int, gbm_max_iter: int,
                      buckets: int) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Every baseline's per-exposure uplift on `test`, and the hyper-parameters validation chose."""
     preds, chosen = {}, {}
     for name, fit in (("ridge_clicks", lambda: ridge_clicks(train, val, [test], buckets)),
                       ("gbm_clicks", lambda: gbm_clicks(train, val, [test], seed)),
-                      ("age_heuristic", lambda: age_heuristic(train, val, [test], buckets))):
+                      ("age_heuristic", lambda: age_heuristic(train, val, [test], buckets)),
+                      ("r_learner", lambda: r_learner(train, val, [test], buckets, seed))):
         (preds[name],), chosen[name] = fit()
     preds["s_learner"] = s_learner(train, test, seed, gbm_max_iter)
     preds["t_learner"] = t_learner(train, test, seed, gbm_max_iter)
+    preds["dr_learner"] = dr_learner(train, test, seed, gbm_max_iter)
     return preds, chosen
 
 
 # Every baseline that reads no truth: ItemLTV is compared with the best of them (the age heuristic
 # and the untuned meta-learners included), the references (`ref_*`) are shown apart.
-NON_ORACLE = ("ridge_clicks", "gbm_clicks", "age_heuristic", "s_learner", "t_learner")
+NON_ORACLE = ("ridge_clicks", "gbm_clicks", "age_heuristic", "r_learner", "s_learner", "t_learner", "dr_learner")

@@ -12,6 +12,9 @@ Tables read, from the lake only (contract of `spark_jobs`, the application step
   samples/itemltv_labels    item_id, y = log1p(mean daily orders over days 30..36)
   raw/items, raw/users      item content (title, category, price, listing date), user attributes
   raw/clicks                the users' behaviour history (clicked items before the exposure)
+  raw/site_orders           orders outside search: the item's site-wide order rate in its new-item
+                            period (the base tower's stand-in for base demand, see below)
+  raw/item_experiments      the traffic-support arm of each new item (the uplift's calibration)
 
 Feast columns become model inputs by view: the item's listing-time attributes
 (`PRE_TREATMENT_ITEM_FEATURES`) -> `item__f_x` (base tower); every other item feature (exposures,
@@ -19,8 +22,17 @@ clicks, orders, CTR/CVR, age: the treatment and its mediators) -> `ctx__f_item_x
 only); `user_features__x` -> `user__f_x`, `query_features__x` -> `ctx__f_x` (uplift tower);
 numeric and boolean features only, ids left out; the user's `category_affinity` vector becomes
 one number, the affinity to the exposed item's category (`ctx__f_user_category_affinity`).
-The base tower therefore sees only what was known when the item was listed (content, category,
-brand words, price), never a count the clicks it is asked to separate out could have moved.
+The base tower sees only inputs that a click cannot change, each for a stated reason:
+- content (title words, category, brand words) and price: fixed at listing;
+- `item__log_site_orders_per_day`, log(1 + the item's site-wide orders per day) over its new-item
+  period days 0..29 as far as they lie in the data (all 30 for a closed cohort; ages 0..a for a
+  pool candidate of age a): orders outside search. By the platform's logic they are a separate
+  demand channel, and by the simulator's documented mechanism (`simulator.engine`, step 7) a new
+  item's site orders are drawn from its base demand whatever its clicks, so they measure base demand
+  without the treatment. (On a real platform a search click can lead to a later order outside
+  search; there this input would need the attribution window the platform uses.)
+Never a count the clicks it is asked to separate out could have moved (search orders, exposures,
+clicks, rates: those go to the uplift tower's context).
 User inputs are what a platform observes: declared profile fields of raw/users (`age_band`,
 tenure) and behaviour (features, the click history); never a simulator latent.
 
@@ -67,6 +79,8 @@ class Inputs:
     items: pd.DataFrame              # item_id, title, category_id, price, listing_date
     users: pd.DataFrame              # user_id, signup_date, age_band (declared profile)
     clicks: pd.DataFrame             # user_id, item_id, ts
+    site_rates: pd.DataFrame | None = None  # item_id, site_orders, site_days (`site_order_rates`)
+    arms: pd.DataFrame | None = None        # item_id, arm: the traffic-support experiment's arms
 
 
 @dataclass
@@ -197,12 +211,39 @@ def load_inputs(lake: Lake, end_ds: date, n_cohorts: int, history_days: int = 60
 
 
 def context_tables(lake: Lake, start: date, end: date) -> dict:
-    """raw items and users up to `end`, raw clicks of `start`..`end` (the behaviour history)."""
+    """raw items and users up to `end`, raw clicks of `start`..`end` (the behaviour history), the
+    site-wide order rates of the new items (`site_order_rates`) and their traffic-support arms."""
     items = lake.read_range(*catalog.RAW["items"], date.min, end).to_pandas().drop_duplicates("item_id", keep="last")
     users = lake.read_range(*catalog.RAW["users"], date.min, end).to_pandas().drop_duplicates("user_id", keep="last")
     clicks = _read(lake, *catalog.RAW["clicks"], start, end)
     clicks = pd.DataFrame(columns=["user_id", "item_id", "ts"]) if clicks is None else clicks
-    return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]]}
+    return {"items": items, "users": users, "clicks": clicks[["user_id", "item_id", "ts"]],
+            "site_rates": site_order_rates(lake, items, start, end), "arms": experiment_arms(lake, start, end)}
+
+
+def site_order_rates(lake: Lake, items: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """item_id, site_orders, site_days of the items listed in `start`..`end`: their raw/site_orders
+    on days 0..29 after listing up to `end`, and how many of those days lie on or before `end`."""
+    listing = pd.to_datetime(items["listing_date"]).dt.date
+    new = items.loc[(listing >= start) & (listing <= end), ["item_id"]].assign(listing=listing)
+    orders = _read(lake, *catalog.RAW["site_orders"], start, end)
+    orders = (pd.DataFrame(columns=["item_id", "ts"]) if orders is None else orders[["item_id", "ts"]]).merge(
+        new, on="item_id")
+    age = (_utc(orders["ts"]).dt.tz_localize(None).dt.normalize() - pd.to_datetime(orders["listing"])).dt.days
+    counts = orders[(age >= 0) & (age < calendar.NEW_ITEM_DAYS)].groupby("item_id").size()
+    days = np.clip([(end - d).days + 1 for d in new["listing"]], 1, calendar.NEW_ITEM_DAYS)
+    return pd.DataFrame({"item_id": new["item_id"].to_numpy(np.int64),
+                         "site_orders": counts.reindex(new["item_id"].to_numpy(), fill_value=0).to_numpy(float),
+                         "site_days": np.asarray(days, float)})
+
+
+def experiment_arms(lake: Lake, start: date, end: date) -> pd.DataFrame:
+    """item_id, arm of the traffic-support experiment for the items assigned in `start`..`end`."""
+    arms = _read(lake, *catalog.RAW["item_experiments"], start, end)
+    if arms is None:
+        return pd.DataFrame({"item_id": pd.Series(dtype="int64"), "arm": pd.Series(dtype="object")})
+    arms = arms[arms["experiment"] == "traffic_support"]
+    return arms[["item_id", "arm"]].drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 
 # -- encoding ----------------------------------------------------------------
@@ -244,7 +285,13 @@ def history_rows(samples: pd.DataFrame, clicks: pd.DataFrame, row_of: dict[int, 
 
 def prior_activity(s: pd.DataFrame) -> pd.DataFrame:
     """ctx__log_prior_exposures / ctx__log_prior_clicks: the item's exposures and clicks in the
-    samples on the days before each exposure's day (point in time; a click's effect saturates)."""
+    samples on the days before each exposure's day (point in time; a click's effect saturates).
+    Rows that carry `prior_exposures` / `prior_clicks` (a pool candidate's counts up to the scoring
+    day, see `models.itemltv.pipeline`) use those instead."""
+    if {"prior_exposures", "prior_clicks"} <= set(s.columns):
+        return s.assign(ctx__log_prior_exposures=np.log1p(s["prior_exposures"].astype(float)),
+                        ctx__log_prior_clicks=np.log1p(s["prior_clicks"].astype(float))).drop(
+            columns=["prior_exposures", "prior_clicks"])
     day = s["ts"].dt.floor("D")
     daily = s.assign(_day=day).groupby(["item_id", "_day"])["treatment"].agg(["size", "sum"])
     before = daily.groupby(level=0).cumsum() - daily                                   # exclusive of the day
@@ -261,6 +308,13 @@ def numeric_frame(inputs: Inputs) -> pd.DataFrame:
     s = s.assign(listing_date=listing.dt.date, age_days=(s["ts"] - listing).dt.days.clip(lower=0),
                  item__log_price=np.log1p(s["price"].astype(float)))
     s = prior_activity(s.assign(ctx__age=s["age_days"] / 30.0))
+    if inputs.site_rates is not None:
+        rates = inputs.site_rates.assign(item__log_site_orders_per_day=np.log1p(
+            inputs.site_rates["site_orders"] / inputs.site_rates["site_days"]))
+        s = s.merge(rates[["item_id", "item__log_site_orders_per_day"]], on="item_id", how="left")
+    if inputs.arms is not None:
+        s = s.merge(inputs.arms.assign(support=(inputs.arms["arm"] == "support").astype(float))[
+            ["item_id", "support"]], on="item_id", how="left")
     return s.merge(profile_columns(inputs.users), on="user_id", how="left")
 
 
@@ -311,7 +365,8 @@ def encode(inputs: Inputs, pre: Preprocess, frame: pd.DataFrame | None = None) -
     item_row = np.array([row_of.get(i, 0) for i in frame["item_id"]], np.int64)
     hist = history_rows(frame, inputs.clicks, row_of, pre.history_len)
     _, group = np.unique(frame["item_id"].to_numpy(), return_inverse=True)
-    meta_cols = [c for c in ("request_id", "user_id", "item_id", "ts", "listing_date", "age_days") if c in frame]
+    meta_cols = [c for c in ("request_id", "user_id", "item_id", "ts", "listing_date", "age_days", "support")
+                 if c in frame]
     y = frame["y"].to_numpy(np.float32) if "y" in frame else np.zeros(len(frame), np.float32)
     return Encoded(tokens, category, item_row, hist, standardise(frame, pre), frame["treatment"].to_numpy(np.float32),
                    y, group.astype(np.int64), frame[meta_cols].reset_index(drop=True))

@@ -4,7 +4,8 @@
   NDCG of the predicted ranking with the true mean daily orders as gains
   (per listing-day cohort, averaged), "base only" vs "+uplift"; both are item
   level: an item's prediction is the aggregate of its exposures' predictions;
-- uplift quality against `truth/click_effects.true_uplift` (per exposure):
+- uplift quality against `truth/click_effects.true_uplift` on the clicked test exposures (the
+  distribution the `item` objective trains the uplift on; every exposure in `uplift_every_exposure`):
   PEHE = sqrt(mean((uplift_hat - true)^2)), Pearson/Spearman correlation, and
   AUUC / Qini computed with the true effects (rank exposures by predicted
   uplift; the gain of targeting the top k is the sum of their true uplifts;
@@ -25,7 +26,6 @@ import io
 import json
 import logging
 from datetime import date
-from typing import NamedTuple
 
 import matplotlib
 
@@ -33,51 +33,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 
 from foundation import catalog  # noqa: E402
 from foundation.lake import Lake, PartitionNotFound  # noqa: E402
 from models.itemltv.baselines import baseline_uplifts  # noqa: E402
-from models.itemltv.data import Encoded, Splits  # noqa: E402
-from models.itemltv.lit import ItemGroups  # noqa: E402
-from models.itemltv.model import item_labels, item_predictions  # noqa: E402
+from models.itemltv.data import Splits  # noqa: E402
+from models.itemltv.predict import predict  # noqa: E402
 from models.itemltv.train import Trained  # noqa: E402
 from models.metrics import graded_ndcg  # noqa: E402
 
 log = logging.getLogger(__name__)
 REPORT = "itemltv"     # the reports' subsystem name (`reports/itemltv/ds=<ds>/`)
-
-
-class Predictions(NamedTuple):
-    exposures: pd.DataFrame    # meta + base, uplift, treatment
-    items: pd.DataFrame        # item_id, listing_date, y, pred
-
-
-@torch.no_grad()
-def predict(trained: Trained, enc: Encoded, items_per_batch: int = 256) -> Predictions:
-    """Per-exposure base/uplift and per-item predicted label of one model."""
-    ds, objective = ItemGroups(enc), trained.spec["objective"]
-    base, uplift, item_pred, item_y, rows_all, first = [], [], [], [], [], []
-    for start in range(0, len(ds), items_per_batch):
-        groups = list(range(start, min(start + items_per_batch, len(ds))))
-        rows = np.concatenate([ds.order[ds.bounds[g]:ds.bounds[g + 1]] for g in groups])
-        b = ds.collate(groups)
-        out = trained.model(b)
-        base.append(out.base.numpy()), uplift.append(out.uplift.numpy()), rows_all.append(rows)
-        item_pred.append(item_predictions(out, b, objective).numpy()), item_y.append(item_labels(b).numpy())
-        first.append(ds.order[ds.bounds[groups]])
-    rows, first = np.concatenate(rows_all), np.concatenate(first)
-    exposures = enc.meta.iloc[rows].reset_index(drop=True).assign(
-        base=np.concatenate(base), uplift=np.concatenate(uplift), treatment=enc.treatment[rows], row=rows)
-    exposures = exposures.sort_values("row", kind="stable").reset_index(drop=True)   # the rows of `enc`, in order
-    # an item's prediction is clipped to the training labels' range: a few items collect hundreds of
-    # clicks, and summing per-click effects learnt on items with one to three clicks would put their
-    # label far outside anything observed (test MSE 1.7 +- 1.7 on one world before the clip)
-    low, high = trained.spec.get("label_range", (-np.inf, np.inf))
-    items = enc.meta.iloc[first][["item_id", "listing_date"]].reset_index(drop=True).assign(
-        y=np.concatenate(item_y), pred=np.clip(np.concatenate(item_pred), low, high))
-    return Predictions(exposures, items)
 
 
 # -- label metrics -----------------------------------------------------------
@@ -195,10 +162,17 @@ def evaluate_models(lake: Lake, full: Trained, base: Trained, splits: Splits, se
     known = ex["true_uplift"].notna().to_numpy()
     ex = ex[known].reset_index(drop=True)
     true = ex["true_uplift"].to_numpy()
-    preds = {"itemltv": ex["uplift"].to_numpy(), **{k: v[known] for k, v in base_preds.items()}, **references(true)}
-    metrics["uplift"] = {name: uplift_metrics(p, true, ex["item_id"].to_numpy()) for name, p in preds.items()}
+    preds = {"itemltv": ex["uplift"].to_numpy(), **{k: v[known] for k, v in base_preds.items()}}
+    clicked = ex["treatment"].to_numpy() > 0.5       # scored rows: the distribution the uplift trains on
+    if clicked.sum() < 2:                             # a young lake's test cohorts without clicks
+        log.warning("itemltv evaluation: %d clicked test exposure(s); uplift scored on every exposure", clicked.sum())
+        clicked = np.ones(len(ex), bool)
+    metrics["uplift"] = {name: uplift_metrics(p, true[clicked], ex["item_id"].to_numpy()[clicked])
+                         for name, p in {**{k: v[clicked] for k, v in preds.items()}, **references(true[clicked])}.items()}
+    metrics["uplift_every_exposure"] = {name: uplift_metrics(p, true) for name, p in {**preds, **references(true)}.items()}
     metrics["baseline_hyperparameters"] = chosen
     metrics["n_truth_exposures"] = len(ex)
+    metrics["n_scored_exposures"] = int(clicked.sum())
     metrics["uplift_by_age"] = ex.groupby("age_days")[["uplift", "true_uplift"]].mean().round(5).reset_index(
     ).to_dict("list")
     shown = {k: preds[k] for k in ("itemltv", "ridge_clicks", "gbm_clicks", "s_learner")}

@@ -1,13 +1,16 @@
 """The ItemLTV two-tower uplift model (one readable file).
 
     item tower   : item content -> embedding e_i -> MLP([e_i, item numerics]) -> base(i)
-                   (pre-treatment inputs only: title words, brand, category, price - what is
-                   known at listing; the item's exposures, clicks, orders and rates, the
-                   treatment and its mediators, go to the uplift tower's context or nowhere)
+                   (inputs a click cannot change: title words, brand, category, price, and the
+                   item's site-wide order rate, orders outside search (`models.itemltv.data`);
+                   the item's exposures, clicks, search orders and rates, the treatment and its
+                   mediators, go to the uplift tower's context or nowhere)
     uplift tower : attention(query = e_i, keys/values = embeddings of the user's
                    clicked-item history) -> link(match MLP([attn, attn * e_i, user numerics])
                    + lifecycle MLP(context numerics)) -> uplift(u, q, i)  (defaults; see below)
-    prediction   : y_hat = base + T * uplift, T = 1 if the exposure was clicked
+    prediction   : y_hat = base + T * uplift, T = 1 if the exposure was clicked; the scale of
+                   the uplift is calibrated afterwards on the randomised traffic-support arms
+                   (`models.itemltv.calibrate`)
 
 Departures from the paper:
 - items are embedded from content (hashed title words + category), not from an

@@ -29,14 +29,18 @@ from foundation import calendar, catalog
 from foundation.lake import Lake, PartitionNotFound
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
+from models.itemltv.calibrate import calibrate
 from models.itemltv.data import (
     Inputs,
+    experiment_arms,
     feast_features,
     load_inputs,
     normalise_samples,
     prepare,
+    site_order_rates,
 )
-from models.itemltv.evaluate import evaluate_models, label_metrics, metrics_table, predict, write_report
+from models.itemltv.evaluate import evaluate_models, label_metrics, metrics_table, write_report
+from models.itemltv.predict import predict
 from models.itemltv.score import item_scores
 from models.itemltv.train import (
     BASE,
@@ -62,6 +66,8 @@ def run_train(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
     out: dict = {"cohorts": splits.cohorts, "n_train_exposures": len(splits.train.y)}
     for name, use_uplift in ((FULL, True), (BASE, False)):
         trained = fit_model(splits, pre, cfg, trainer_cfg, use_uplift)
+        if use_uplift and cfg.arm_calibration:
+            out["calibration"] = calibrate(trained, splits)
         out[name] = {"checkpoint": save_checkpoint(lake, name, ds, trained), "train_loss": trained.train_loss,
                      "val_loss": trained.val_loss, "best_epoch": trained.best_epoch}
     return out
@@ -116,18 +122,38 @@ def pool_candidates(lake: Lake, ds: date) -> pd.DataFrame:
     return lake.read_range(*catalog.RAW["items"], first, ds).to_pandas().drop_duplicates("item_id", keep="last")
 
 
-def _pool_inputs(lake: Lake, ds: date) -> Inputs:
-    """Every pool candidate as one pseudo-exposure at the end of `ds` (no user, no click: only the
-    item tower is used), with its point-in-time item features (`catalog.ITEMLTV_POOL_FEATURES`)."""
+def pool_inputs(lake: Lake, ds: date) -> Inputs:
+    """Every pool candidate as one pseudo-exposure at the end of `ds` (no user, no history), in its
+    real context on the day: its point-in-time item features (`catalog.ITEMLTV_POOL_FEATURES`), its
+    listing age, its exposures and clicks up to `ds` (`pool_activity`) and its site-wide order
+    rate so far."""
     if not lake.exists(*catalog.ITEMLTV_POOL_FEATURES, ds):
         raise PartitionNotFound(f"no {catalog.ITEMLTV_POOL_FEATURES.key(ds)}: build it first "
                                 "(`growthgr pipeline step training_set`)")
     items = pool_candidates(lake, ds)
     samples = feast_features(lake.read_partition(*catalog.ITEMLTV_POOL_FEATURES, ds))
     samples = normalise_samples(samples.assign(user_id=-1, treatment=0.0)).merge(
-        items[["item_id", "listing_date"]], on="item_id")
+        items[["item_id", "listing_date"]], on="item_id").merge(pool_activity(lake, ds), on="item_id", how="left")
+    samples = samples.fillna({"prior_exposures": 0.0, "prior_clicks": 0.0})
     users = pd.DataFrame({"user_id": [-1], "age_band": [None]})
-    return Inputs(samples, items, users, pd.DataFrame(columns=["user_id", "item_id", "ts"]))
+    first = ds - timedelta(days=calendar.NEW_ITEM_DAYS - 1)
+    return Inputs(samples, items, users, pd.DataFrame(columns=["user_id", "item_id", "ts"]),
+                  site_rates=site_order_rates(lake, items, first, ds), arms=experiment_arms(lake, first, ds))
+
+
+def pool_activity(lake: Lake, ds: date) -> pd.DataFrame:
+    """item_id, prior_exposures, prior_clicks: each item's raw exposures and clicks over the new-item
+    period window ending on `ds` (the context the uplift tower was trained with: activity before the
+    exposure; the pool serves the day after `ds`)."""
+    first = ds - timedelta(days=calendar.NEW_ITEM_DAYS - 1)
+    counts = {}
+    for name, table in (("prior_exposures", "exposures"), ("prior_clicks", "clicks")):
+        try:
+            ids = lake.read_range(*catalog.RAW[table], first, ds, ["item_id"]).column("item_id").to_numpy()
+        except PartitionNotFound:
+            ids = np.zeros(0, np.int64)
+        counts[name] = pd.Series(ids).value_counts()
+    return pd.DataFrame(counts).fillna(0.0).rename_axis("item_id").reset_index()
 
 
 def score_candidates(lake: Lake, ds: date) -> pd.DataFrame:
@@ -137,7 +163,7 @@ def score_candidates(lake: Lake, ds: date) -> pd.DataFrame:
     pseudo-exposure: no user, no history, so the context-free uplift of one click),
     listing_date; in item-id order.
     """
-    return item_scores(load_checkpoint(lake, FULL, ds), _pool_inputs(lake, ds))
+    return item_scores(load_checkpoint(lake, FULL, ds), pool_inputs(lake, ds))
 
 
 def pool_from_scores(cfg: ItemLTVConfig, ds: date, scores: pd.DataFrame) -> pd.DataFrame:
@@ -167,4 +193,4 @@ def write_pool(cfg: ItemLTVConfig, lake: Lake, ds: date) -> pd.DataFrame:
     return pool
 
 
-__all__ = ["run_train", "run_evaluate", "score_checkpoints", "pool_candidates", "score_candidates", "build_pool", "write_pool", "metrics_table"]
+__all__ = ["run_train", "run_evaluate", "score_checkpoints", "pool_candidates", "pool_inputs", "pool_activity", "score_candidates", "build_pool", "write_pool", "metrics_table"]

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from models.itemltv.data import Inputs, encode
-from models.itemltv.evaluate import predict
+from models.itemltv.predict import predict
 from models.itemltv.train import Trained
 
 

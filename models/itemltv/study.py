@@ -1,4 +1,4 @@
-"""ItemLTV's evaluation table over seeds: every figure as mean +- sd.
+"""ItemLTV's evaluation table over seeds: every figure as mean +- sd, with bootstrap intervals.
 
     run_study(cfg, trainer_cfg, lake, ds, seeds)   -> dict (JSON-able), also written to
                                                      reports/itemltv/ds=<ds>/study.{json,md}
@@ -6,14 +6,23 @@
 
 On the cohorts of `ds` (the split of the daily report), for each seed it trains, from scratch and
 without touching the day's checkpoints:
-- `itemltv`          the configured model with the `item` objective (an item's label is its base
-                     plus the sum of its clicked exposures' uplifts);
-- `itemltv_exposure` the paper's per-exposure objective (MSE of base + T * uplift per exposure);
+- `itemltv`          the configured model (objective `item`: an item's label is its base plus the
+                     sum of its clicked exposures' uplifts, fitted on all of its exposure rows with
+                     the treatment indicator), with its arm calibration (`models.itemltv.calibrate`)
+                     when validation kept it; `itemltv_raw` is the same fit without the calibration;
 - `base_only`        the base tower alone (label metrics only);
 and fits the baselines of `models.itemltv.baselines` with the same seed (fair ones tuned on
-validation), then scores every uplift estimate against the simulator's truth on the test
-cohorts, next to the references (predict zero; predict the true mean uplift, an oracle constant).
-Models without randomness (ridge) give sd 0.
+validation), then scores every uplift estimate against the simulator's truth on the clicked
+exposures of the test cohorts, the distribution the item objective trains the uplift on (the issue's
+rule for an item-level objective; its gradient reaches the uplift through clicked exposures only),
+and, as a labelled second table, on every exposure (an unclicked exposure's uplift, the effect its
+click would have had, is extrapolated there), next to the references (predict zero; the true mean uplift; the true mean uplift per listing age:
+oracle rows, `ref_*`).
+
+Uncertainty: sd over seeds, and a bootstrap over test items (`BOOTSTRAP` draws per seed, pooled
+over seeds) for PEHE, Pearson and the ratio of ItemLTV's PEHE to each baseline's. The table says how
+many cohorts, items, exposures and clicks the models trained on. Models without randomness (ridge)
+give sd 0. The paper's per-exposure objective (`objective: exposure`) is not run here.
 """
 
 from __future__ import annotations
@@ -30,13 +39,17 @@ from foundation.lake import Lake
 from foundation.sections.itemltv import ItemLTVConfig
 from foundation.sections.trainer import TrainerConfig
 from models.itemltv.baselines import NON_ORACLE, baseline_uplifts
+from models.itemltv.calibrate import calibrate
 from models.itemltv.data import load_inputs, prepare
-from models.itemltv.evaluate import REPORT, attach_truth, label_metrics, predict, references, uplift_metrics
+from models.itemltv.evaluate import REPORT, attach_truth, label_metrics, references, uplift_metrics
+from models.itemltv.predict import predict
 from models.itemltv.train import fit_model
 
 log = logging.getLogger(__name__)
 UPLIFT_METRICS = ("pehe", "pearson", "spearman", "within_item_spearman", "auuc", "qini", "mean_pred")
-LABEL_MODELS = ("base_only", "itemltv", "itemltv_exposure")
+LABEL_MODELS = ("base_only", "itemltv_raw", "itemltv")
+ALL_METRICS = ("pehe", "pearson", "qini", "mean_pred", "mean_true")
+BOOTSTRAP = 200
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -47,6 +60,42 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
 
 
+def bootstrap_stats(pred: np.ndarray, true: np.ndarray, item: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """PEHE and Pearson of `pred` against `true` under item bootstrap `weights` ([B, G] resample
+    counts of the G items, in `np.unique(item)` order): {"pehe": [B], "pearson": [B]}."""
+    _, g = np.unique(item, return_inverse=True)
+    n = np.bincount(g, minlength=weights.shape[1])
+    sums = {k: np.bincount(g, weights=v, minlength=weights.shape[1])
+            for k, v in {"se": (pred - true) ** 2, "p": pred, "t": true, "pp": pred ** 2, "tt": true ** 2,
+                         "pt": pred * true}.items()}
+    w = {k: weights @ v for k, v in sums.items()}
+    m = weights @ n
+    cov = w["pt"] / m - w["p"] * w["t"] / m ** 2
+    var_p, var_t = w["pp"] / m - (w["p"] / m) ** 2, w["tt"] / m - (w["t"] / m) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pearson = np.where(var_p > 0, cov / np.sqrt(var_p * var_t), 0.0)
+    return {"pehe": np.sqrt(w["se"] / m), "pearson": pearson}
+
+
+def _interval(draws: list[float] | np.ndarray) -> list[float]:
+    d = np.asarray(draws, float)
+    d = d[np.isfinite(d)]
+    return [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if len(d) else [float("nan")] * 2
+
+
+def age_reference(true: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """The oracle reference: the true mean uplift of the test exposures of the same listing age."""
+    _, a = np.unique(age, return_inverse=True)
+    return (np.bincount(a, weights=true) / np.bincount(a))[a]
+
+
+def training_counts(splits) -> dict[str, int]:
+    """How much the models trained on: cohorts, items, exposures, clicks (the training split)."""
+    t = splits.train
+    return {"cohorts": len(splits.cohorts["train"]), "items": int(t.n_groups), "exposures": int(len(t.y)),
+            "clicks": int(t.treatment.sum())}
+
+
 def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: date, seeds: list[int],
               write: bool = True) -> dict:
     """Train and evaluate every variant and baseline for each seed; see the module doc."""
@@ -55,8 +104,13 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
     test = splits.test
     truth = attach_truth(lake, test.meta, how="left")["true_uplift"].to_numpy()
     known = ~np.isnan(truth)
-    true, items = truth[known], test.meta["item_id"].to_numpy()[known]
+    true_all, items_all = truth[known], test.meta["item_id"].to_numpy()[known]
+    ages_all = test.meta["age_days"].to_numpy()[known]
+    clicked = test.treatment[known] > 0.5              # the scored rows: the distribution trained on
+    true, items, ages = true_all[clicked], items_all[clicked], ages_all[clicked]
     runs: dict[str, dict[str, list[float]]] = {}
+    draws: dict[str, dict[str, list[float]]] = {}
+    calibrations: list[dict] = []
 
     def record(model: str, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
@@ -64,26 +118,48 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
 
     for seed in seeds:
         t0 = time.perf_counter()
-        for name, objective, uplift in (("itemltv", "item", True), ("itemltv_exposure", "exposure", True),
-                                        ("base_only", "item", False)):
-            trained = fit_model(splits, pre, cfg.model_copy(update={"seed": seed, "objective": objective}),
-                                trainer_cfg, uplift)
+        weights = np.stack([np.bincount(r, minlength=len(np.unique(items))) for r in
+                            np.random.default_rng(seed).integers(0, len(np.unique(items)),
+                                                                 (BOOTSTRAP, len(np.unique(items))))]).astype(float)
+        uplifts: dict[str, np.ndarray] = {}
+        for name, uplift in (("itemltv", True), ("base_only", False)):
+            trained = fit_model(splits, pre, cfg.model_copy(update={"seed": seed}), trainer_cfg, uplift)
+            if uplift:
+                raw = predict(trained, test, raw=True)
+                record("itemltv_raw", label_metrics(raw.items))
+                uplifts["itemltv_raw"] = raw.exposures["uplift"].to_numpy()[known]
+                if cfg.arm_calibration:
+                    calibrations.append(calibrate(trained, splits))
             p = predict(trained, test)
             record(name, label_metrics(p.items))
             if uplift:
-                record(name, uplift_metrics(p.exposures["uplift"].to_numpy()[known], true, items))
+                uplifts[name] = p.exposures["uplift"].to_numpy()[known]
         preds, chosen = baseline_uplifts(splits.train, splits.val, test, seed, cfg.gbm_max_iter, pre.hash_buckets)
-        for name, pred in {**{k: v[known] for k, v in preds.items()}, **references(true)}.items():
+        uplifts.update({k: v[known] for k, v in preds.items()})
+        every = {**uplifts, **references(true_all), "ref_true_mean_by_age": age_reference(true_all, ages_all)}
+        for name, pred in every.items():     # every exposure: an unclicked one's uplift is extrapolated
+            record(name, {f"{k}_all": v for k, v in uplift_metrics(pred, true_all).items() if k in ALL_METRICS})
+        uplifts = {k: v[clicked] for k, v in uplifts.items()}
+        uplifts.update({**references(true), "ref_true_mean_by_age": age_reference(true, ages)})
+        boot = {name: bootstrap_stats(pred, true, items, weights) for name, pred in uplifts.items()}
+        for name, pred in uplifts.items():
             record(name, uplift_metrics(pred, true, items))
+            for k, v in boot[name].items():
+                draws.setdefault(name, {}).setdefault(k, []).extend(v.tolist())
+            draws[name].setdefault("pehe_ratio", []).extend((boot["itemltv"]["pehe"] / boot[name]["pehe"]).tolist())
         record("_hyperparameters", {f"{k}.{p}": v for k, c in chosen.items() for p, v in c.items()})
         log.info("itemltv study %s: seed %d done in %.0f s", ds, seed, time.perf_counter() - t0)
 
     hyper = runs.pop("_hyperparameters")
+    models = {m: {k: _summary(v) for k, v in metrics.items()} for m, metrics in runs.items()}
+    for m, d in draws.items():
+        models[m]["bootstrap95"] = {k: _interval(v) for k, v in d.items()}
     result = {
-        "ds": f"{ds}", "seeds": list(seeds), "cohorts": splits.cohorts, "n_test_items": int(test.n_groups),
-        "n_test_exposures": int(len(test.y)), "n_truth_exposures": int(known.sum()),
+        "ds": f"{ds}", "seeds": list(seeds), "cohorts": splits.cohorts, "trained_on": training_counts(splits),
+        "n_test_items": int(test.n_groups), "n_test_exposures": int(len(test.y)),
+        "n_truth_exposures": int(known.sum()), "n_scored_exposures": int(clicked.sum()), "bootstrap_draws": BOOTSTRAP * len(seeds),
         "config": cfg.model_dump(), "minutes": round((time.perf_counter() - started) / 60, 2),
-        "models": {m: {k: _summary(v) for k, v in metrics.items()} for m, metrics in runs.items()},
+        "models": models, "calibration": calibrations,
         "baseline_hyperparameters": {k: sorted(set(map(str, v))) for k, v in hyper.items()},
     }
     result["verdict"] = verdict(result)
@@ -95,16 +171,20 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
 
 
 def verdict(result: dict) -> dict:
-    """The issue's acceptance figures: PEHE ratio to the best non-oracle baseline (`NON_ORACLE`), Pearson mean/sd,
+    """The acceptance figures: PEHE ratio to the best non-oracle baseline (`NON_ORACLE`, by mean
+    PEHE) with its bootstrap interval, mean predicted / mean true uplift, Pearson, Qini, and
     "+uplift" vs "base only" on MSE and NDCG."""
     m = result["models"]
     best = min((k for k in NON_ORACLE if k in m), key=lambda k: m[k]["pehe"]["mean"])
+    it = m["itemltv"]
     return {
         "best_baseline": best,
-        "pehe_ratio": m["itemltv"]["pehe"]["mean"] / m[best]["pehe"]["mean"],
-        "pearson_mean": m["itemltv"]["pearson"]["mean"], "pearson_sd": m["itemltv"]["pearson"]["sd"],
-        "uplift_beats_base_mse": m["itemltv"]["mse"]["mean"] < m["base_only"]["mse"]["mean"],
-        "uplift_beats_base_ndcg": m["itemltv"]["ndcg"]["mean"] > m["base_only"]["ndcg"]["mean"],
+        "pehe_ratio": it["pehe"]["mean"] / m[best]["pehe"]["mean"],
+        "pehe_ratio_bootstrap95": m[best].get("bootstrap95", {}).get("pehe_ratio"),
+        "calibration_ratio": it["mean_pred"]["mean"] / it["mean_true"]["mean"] if it["mean_true"]["mean"] else None,
+        "pearson_mean": it["pearson"]["mean"], "pearson_sd": it["pearson"]["sd"], "qini_mean": it["qini"]["mean"],
+        "uplift_beats_base_mse": it["mse"]["mean"] < m["base_only"]["mse"]["mean"],
+        "uplift_beats_base_ndcg": it["ndcg"]["mean"] > m["base_only"]["ndcg"]["mean"],
     }
 
 
@@ -115,24 +195,48 @@ def _cell(s: dict | None, digits: int) -> str:
 
 
 def study_table(result: dict) -> str:
-    """Markdown: label metrics, uplift metrics (mean ± sd over seeds), the verdict."""
+    """Markdown: what the models trained on, label metrics, uplift metrics (mean ± sd over seeds,
+    bootstrap 95% intervals), the verdict."""
     m, n = result["models"], len(result["seeds"])
-    lines = [f"ItemLTV study ds={result['ds']}: {n} seeds, {result['n_test_items']} test items, "
-             f"{result['n_truth_exposures']} test exposures with truth (test cohorts "
-             f"{result['cohorts']['test'][0]}..{result['cohorts']['test'][-1]})", "",
+    tr = result.get("trained_on", {})
+    lines = [f"ItemLTV study ds={result['ds']}: {n} seeds; trained on {tr.get('cohorts', '?')} cohorts "
+             f"({result['cohorts']['train'][0]}..{result['cohorts']['train'][-1]}), {tr.get('items', '?')} items, "
+             f"{tr.get('exposures', '?')} exposures, {tr.get('clicks', '?')} clicks; tested on "
+             f"{result['n_test_items']} items, scored on their {result.get('n_scored_exposures', '?')} clicked exposures (cohorts "
+             f"{result['cohorts']['test'][0]}..{result['cohorts']['test'][-1]}); bootstrap over test items, "
+             f"{result.get('bootstrap_draws', 0)} draws", "",
              "| label model | MSE | NDCG |", "|---|---|---|"]
     lines += [f"| {k} | {_cell(m[k]['mse'], 4)} | {_cell(m[k]['ndcg'], 4)} |" for k in LABEL_MODELS if k in m]
-    lines += ["", "| uplift model | PEHE | Pearson | Spearman | within-item Spearman | AUUC | Qini | mean pred |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| uplift model | PEHE | PEHE 95% | Pearson | Spearman | within-item Spearman | AUUC | Qini | "
+                  "mean pred | ItemLTV PEHE / this (95%) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for k, v in m.items():
         if "pehe" in v:
-            lines.append(f"| {k} | " + " | ".join(_cell(v.get(x), 4 if x in ("pehe", "mean_pred") else 3)
-                                                 for x in UPLIFT_METRICS) + " |")
+            b = v.get("bootstrap95", {})
+            ci = " ".join(f"[{lo:.4f}, {hi:.4f}]" for lo, hi in [b["pehe"]]) if "pehe" in b else ""
+            ratio = (f"{m['itemltv']['pehe']['mean'] / v['pehe']['mean']:.2f} "
+                     f"[{b['pehe_ratio'][0]:.2f}, {b['pehe_ratio'][1]:.2f}]"
+                     ) if "pehe_ratio" in b and v["pehe"]["mean"] > 0 else ""   # an exact row (null world): no ratio
+            cells = [_cell(v.get(x), 4 if x in ("pehe", "mean_pred") else 3) for x in UPLIFT_METRICS]
+            lines.append(f"| {k} | {cells[0]} | {ci} | " + " | ".join(cells[1:]) + f" | {ratio} |")
+    lines += ["", f"Every test exposure ({result.get('n_truth_exposures', '?')}, clicked or not; an unclicked "
+                  "exposure's uplift is extrapolated):", "",
+              "| uplift model | PEHE | Pearson | Qini | mean pred |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {_cell(v['pehe_all'], 4)} | {_cell(v['pearson_all'], 3)} | {_cell(v['qini_all'], 3)} | "
+              f"{_cell(v['mean_pred_all'], 4)} |" for k, v in m.items() if "pehe_all" in v]
     any_model = next(v for v in m.values() if "auuc_random" in v)
     lines.append(f"\nrandom ranking AUUC {any_model['auuc_random']['mean']:.3f}; true mean uplift "
                  f"{any_model['mean_true']['mean']:.4f}")
+    for c in result.get("calibration", [])[:1]:
+        if "scale" in c:
+            lines.append(f"arm calibration (seed {result['seeds'][0]}): scale {c['scale']:.3f} ± {c['scale_se']:.3f}, "
+                         f"first-stage F {c['first_stage_f']:.0f}, val MSE {c['val_mse_raw']:.4f} -> "
+                         f"{c['val_mse_calibrated']:.4f}, kept: {c['kept']}")
     v = result["verdict"]
-    lines.append(f"ItemLTV PEHE / best non-oracle baseline ({v['best_baseline']}) = {v['pehe_ratio']:.2f}; "
-                 f"Pearson {v['pearson_mean']:.3f} ± {v['pearson_sd']:.3f}; +uplift beats base only on "
-                 f"MSE: {v['uplift_beats_base_mse']}, NDCG: {v['uplift_beats_base_ndcg']}")
+    ci = v.get("pehe_ratio_bootstrap95") or [float("nan")] * 2
+    lines.append(f"ItemLTV PEHE / best non-oracle baseline ({v['best_baseline']}) = {v['pehe_ratio']:.2f} "
+                 f"[{ci[0]:.2f}, {ci[1]:.2f}]; mean predicted / true uplift "
+                 f"{'n/a (true mean 0)' if v['calibration_ratio'] is None else format(v['calibration_ratio'], '.2f')}; Pearson "
+                 f"{v['pearson_mean']:.3f} ± {v['pearson_sd']:.3f}; Qini {v['qini_mean']:.3f}; +uplift beats base "
+                 f"only on MSE: {v['uplift_beats_base_mse']}, NDCG: {v['uplift_beats_base_ndcg']}")
     return "\n".join(lines)

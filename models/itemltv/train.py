@@ -69,7 +69,7 @@ def model_spec(cfg: ItemLTVConfig, pre: Preprocess, use_uplift: bool) -> dict:
 
 def model_kwargs(spec: dict) -> dict:
     """The `ItemLTV` constructor arguments of a spec (the rest is how predictions are formed)."""
-    return {k: v for k, v in spec.items() if k not in ("objective", "label_range")}
+    return {k: v for k, v in spec.items() if k not in ("objective", "label_range", "calibration")}
 
 
 def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: TrainerConfig,
