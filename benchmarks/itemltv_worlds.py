@@ -29,7 +29,8 @@ Recorded in `--out` (JSON, rewritten after each world; worlds already there with
 profile, days, seeds and world definition are not run again unless `--rerun`): the command,
 git commit (and whether the tree was dirty), machine, profile, days, seeds, and per world its
 seed, overrides, `ds`, cohorts, training-set rows, prepare minutes (of the run that wrote the
-entry: small when the lake was already prepared), study minutes and the study result. The study
+entry: small when the lake was already prepared), study minutes, the study result and `run`: the
+command, commit, tree state and machine of the run that studied it. The study
 tables of every world are printed and written next to it as markdown (`.md`).
 """
 
@@ -119,6 +120,9 @@ def write_outputs(out: Path, report: dict[str, Any], tables: dict[str, str]) -> 
                   f"simulator seed {entry['seed']}, overrides {json.dumps(entry['overrides'])}, ds {entry['ds']}, "
                   f"{entry.get('cohorts')} cohorts; prepare {entry['prepare_minutes']} min, "
                   f"study {entry.get('study_minutes')} min", ""]
+        if run := entry.get("run"):     # the run that studied this world (others may come from other runs)
+            lines += [f"studied by `{' '.join(run['command'][1:])}` at commit {run['git_commit']}"
+                      f"{' (dirty)' if run['git_dirty'] else ''}, {run['machine']}", ""]
         lines += [tables[name], ""] if name in tables else ["(not studied)", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 
@@ -200,6 +204,7 @@ def main() -> None:
             lake = Lake.from_settings(settings)
             entry["result"] = run_study(settings.itemltv, settings.trainer, lake, parse_ds(entry["ds"]), seeds=seeds)
             entry["study_minutes"] = round((time.perf_counter() - started) / 60, 2)
+            entry["run"] = {k: report[k] for k in ("command", "git_commit", "git_dirty", "machine")}
             tables[name] = study_table(entry["result"])
             log.info("world %s studied in %.1f min", name, entry["study_minutes"])
             print(f"\n## {name} (seed {seed}, {overrides or 'no overrides'}, ds {entry['ds']})\n{tables[name]}\n",

@@ -142,6 +142,10 @@ def test_study_reports_mean_and_sd_over_seeds(settings, built):
     assert result["verdict"]["pehe_ratio"] == pytest.approx(m["itemltv"]["pehe"]["mean"] / m[best]["pehe"]["mean"])
     table = lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.md").decode()
     assert table == study_table(result) and "| itemltv_raw |" in table and "±" in table and "trained on" in table
+    # the pool each estimate would select, scored on truth; the age oracle's pool is no worse than predicting zero's
+    pools = {k: m[k]["pool_true"]["mean"] for k in ("itemltv", "age_heuristic", "ref_true_mean_by_age", "ref_zero")}
+    assert pools["ref_true_mean_by_age"] >= pools["ref_zero"] and "pool of the top 25%" in table
+    assert set(result["verdict"]["pool_true"]) >= {"itemltv", "age_heuristic"}
     assert json.loads(lake.store.get_bytes(f"reports/itemltv/ds={DS}/study.json"))["seeds"] == [0, 1]
 
 

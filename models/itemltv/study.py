@@ -17,7 +17,8 @@ exposures of the test cohorts, the distribution the item objective trains the up
 rule for an item-level objective; its gradient reaches the uplift through clicked exposures only),
 and, as a labelled second table, on every exposure (an unclicked exposure's uplift, the effect its
 click would have had, is extrapolated there), next to the references (predict zero; the true mean uplift; the true mean uplift per listing age:
-oracle rows, `ref_*`).
+oracle rows, `ref_*`). The pool each estimate would select (`pool_truth`: the top quarter of the
+test items by mean predicted uplift) is scored by its items' mean true uplift per exposure.
 
 Uncertainty: sd over seeds, and a bootstrap over test items (`BOOTSTRAP` draws per seed, pooled
 over seeds) for PEHE, Pearson and the ratio of ItemLTV's PEHE to each baseline's. The table says how
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 UPLIFT_METRICS = ("pehe", "pearson", "spearman", "within_item_spearman", "auuc", "qini", "mean_pred")
 LABEL_MODELS = ("base_only", "itemltv_raw", "itemltv")
 ALL_METRICS = ("pehe", "pearson", "qini", "mean_pred", "mean_true")
+POOL_SHARE = 0.25      # the study's pool: the top quarter of the test items by mean predicted uplift
 BOOTSTRAP = 200
 
 
@@ -87,6 +89,16 @@ def age_reference(true: np.ndarray, age: np.ndarray) -> np.ndarray:
     """The oracle reference: the true mean uplift of the test exposures of the same listing age."""
     _, a = np.unique(age, return_inverse=True)
     return (np.bincount(a, weights=true) / np.bincount(a))[a]
+
+
+def pool_truth(pred: np.ndarray, true: np.ndarray, item: np.ndarray, share: float = POOL_SHARE) -> float:
+    """Mean true uplift per exposure of the items a model would pool: the top `share` of items by
+    their exposures' mean predicted uplift (the daily pool's rule, on the test cohorts)."""
+    _, inv = np.unique(item, return_inverse=True)
+    count = np.bincount(inv)
+    score, value = np.bincount(inv, pred) / count, np.bincount(inv, true) / count
+    top = np.argsort(-score, kind="stable")[:max(1, int(round(share * len(count))))]
+    return float(value[top].mean())
 
 
 def training_counts(splits) -> dict[str, int]:
@@ -138,7 +150,8 @@ def run_study(cfg: ItemLTVConfig, trainer_cfg: TrainerConfig, lake: Lake, ds: da
         uplifts.update({k: v[known] for k, v in preds.items()})
         every = {**uplifts, **references(true_all), "ref_true_mean_by_age": age_reference(true_all, ages_all)}
         for name, pred in every.items():     # every exposure: an unclicked one's uplift is extrapolated
-            record(name, {f"{k}_all": v for k, v in uplift_metrics(pred, true_all).items() if k in ALL_METRICS})
+            record(name, {f"{k}_all": v for k, v in uplift_metrics(pred, true_all).items() if k in ALL_METRICS}
+                   | {"pool_true": pool_truth(pred, true_all, items_all)})
         uplifts = {k: v[clicked] for k, v in uplifts.items()}
         uplifts.update({**references(true), "ref_true_mean_by_age": age_reference(true, ages)})
         boot = {name: bootstrap_stats(pred, true, items, weights) for name, pred in uplifts.items()}
@@ -185,6 +198,7 @@ def verdict(result: dict) -> dict:
         "pearson_mean": it["pearson"]["mean"], "pearson_sd": it["pearson"]["sd"], "qini_mean": it["qini"]["mean"],
         "uplift_beats_base_mse": it["mse"]["mean"] < m["base_only"]["mse"]["mean"],
         "uplift_beats_base_ndcg": it["ndcg"]["mean"] > m["base_only"]["ndcg"]["mean"],
+        "pool_true": {k: m[k]["pool_true"]["mean"] for k in ("itemltv", "age_heuristic", best) if "pool_true" in m.get(k, {})},
     }
 
 
@@ -221,9 +235,10 @@ def study_table(result: dict) -> str:
             lines.append(f"| {k} | {cells[0]} | {ci} | " + " | ".join(cells[1:]) + f" | {ratio} |")
     lines += ["", f"Every test exposure ({result.get('n_truth_exposures', '?')}, clicked or not; an unclicked "
                   "exposure's uplift is extrapolated):", "",
-              "| uplift model | PEHE | Pearson | Qini | mean pred |", "|---|---|---|---|---|"]
+              f"| uplift model | PEHE | Pearson | Qini | mean pred | pool: mean true uplift (top {POOL_SHARE:.0%} of items) |",
+              "|---|---|---|---|---|---|"]
     lines += [f"| {k} | {_cell(v['pehe_all'], 4)} | {_cell(v['pearson_all'], 3)} | {_cell(v['qini_all'], 3)} | "
-              f"{_cell(v['mean_pred_all'], 4)} |" for k, v in m.items() if "pehe_all" in v]
+              f"{_cell(v['mean_pred_all'], 4)} | {_cell(v.get('pool_true'), 4)} |" for k, v in m.items() if "pehe_all" in v]
     any_model = next(v for v in m.values() if "auuc_random" in v)
     lines.append(f"\nrandom ranking AUUC {any_model['auuc_random']['mean']:.3f}; true mean uplift "
                  f"{any_model['mean_true']['mean']:.4f}")
@@ -239,4 +254,7 @@ def study_table(result: dict) -> str:
                  f"{'n/a (true mean 0)' if v['calibration_ratio'] is None else format(v['calibration_ratio'], '.2f')}; Pearson "
                  f"{v['pearson_mean']:.3f} ± {v['pearson_sd']:.3f}; Qini {v['qini_mean']:.3f}; +uplift beats base "
                  f"only on MSE: {v['uplift_beats_base_mse']}, NDCG: {v['uplift_beats_base_ndcg']}")
+    if v.get("pool_true"):
+        lines.append(f"pool of the top {POOL_SHARE:.0%} of test items, mean true uplift per exposure: "
+                     + ", ".join(f"{k} {x:.4f}" for k, x in v["pool_true"].items()))
     return "\n".join(lines)
