@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from foundation.redact import MASK, is_secret_key, redact
 from foundation.sections.abtest import PROFILES as ABTEST_PROFILES
 from foundation.sections.abtest import ABTestConfig
 from foundation.sections.dense import PROFILES as DENSE_PROFILES
@@ -228,7 +229,8 @@ def _format_errors(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown config key '{key}'")
         else:
-            lines.append(f"config key '{key}': {e['msg']} (got {e.get('input')!r})")
+            got = MASK if is_secret_key(key) else redact(repr(e.get("input")))
+            lines.append(f"config key '{key}': {e['msg']} (got {got})")
     return "; ".join(lines)
 
 

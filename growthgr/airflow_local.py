@@ -24,8 +24,16 @@ from pathlib import Path
 
 import pendulum
 
+from foundation.redact import redact
+
 DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 POOLS = {"duckdb": "dbt-duckdb: one writer per DuckDB file", "feast_registry": "Feast file registry / SQLite online store"}
+
+
+def airflow_failure(args: list[str] | tuple[str, ...], proc: subprocess.CompletedProcess) -> RuntimeError:
+    """The error of a failed Airflow CLI call with its output, secrets redacted (its output can
+    hold the metadata database URL)."""
+    return RuntimeError(redact(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"))
 
 
 def daily_dag_args() -> dict:
@@ -118,7 +126,7 @@ def prepare(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
     for args in (["db", "migrate"], ["pools", "import", str(pools)]):
         proc = subprocess.run([airflow, *args], env={**os.environ}, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise airflow_failure(args, proc)
     _PREPARED.add(key)
     return env
 
@@ -224,7 +232,7 @@ class LocalAirflow:
         """`airflow <args>` against this home (CLI commands talk to the metadata DB)."""
         proc = subprocess.run([_airflow(), *args], env=self.env, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise airflow_failure(args, proc)
         return proc
 
     def query(self, sql: str, *params) -> list[tuple]:

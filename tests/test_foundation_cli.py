@@ -31,3 +31,52 @@ def test_every_command_has_help():
 def test_unknown_pipeline_step_exits_2_listing_the_steps():
     out = CliRunner().invoke(app, ["pipeline", "step", "nosuch", "--ds", "2026-02-01"])
     assert out.exit_code == 2 and "nosuch" in out.output and "dense_train" in out.output
+
+
+SECRET = "pa55-w0rd"
+URL_SETTINGS = {   # every setting that holds a URL or connection string, with a password in it
+    "GROWTHGR_SERVE__REDIS_URL": f"redis://:{SECRET}@cache:6379/0",
+    "GROWTHGR_FEAST__REDIS_CONNECTION": f"cache:6379,password={SECRET}",
+    "GROWTHGR_S3_ENDPOINT_URL": f"https://key:{SECRET}@s3.internal:9000",
+    "GROWTHGR_SPARK__MASTER": f"spark://ops:{SECRET}@spark-master:7077",
+}
+
+
+def _url_keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= _url_keys(v, f"{prefix}{k}.")
+        elif k.endswith(("_url", "_connection", "master")):
+            out.add(f"{prefix}{k}")
+    return out
+
+
+def test_config_show_never_prints_a_password(monkeypatch):
+    for name, value in URL_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    data = json.loads(runner.invoke(app, ["config", "show", "--json"]).output)
+    # the test covers every URL-like setting there is
+    assert _url_keys(data) == {"serve.redis_url", "feast.redis_connection", "storage.s3_endpoint_url", "spark.master"}
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 0 and SECRET not in out.output and out.output.count("***") == len(URL_SETTINGS)
+    assert data["serve"]["redis_url"] == "redis://:***@cache:6379/0" and data["spark"]["master"].startswith("spark://ops:***@")
+
+
+def test_a_config_error_does_not_echo_a_password(monkeypatch):
+    monkeypatch.setenv("GROWTHGR_SERVE__PORT", f"redis://:{SECRET}@cache:6379/0")
+    out = CliRunner().invoke(app, ["config", "show"])
+    assert out.exit_code == 2 and "serve.port" in out.output and SECRET not in out.output and "***" in out.output
+
+
+def test_a_failed_airflow_call_does_not_carry_the_database_url():
+    from subprocess import CompletedProcess
+
+    from growthgr.airflow_local import airflow_failure
+
+    proc = CompletedProcess(["airflow", "db", "migrate"], 1, stdout=f"sql_alchemy_conn = postgresql+psycopg2://airflow:{SECRET}@db/airflow",
+                            stderr=f"redis: host:6379,password={SECRET}; token={SECRET}")
+    err = str(airflow_failure(["db", "migrate"], proc))
+    assert SECRET not in err and "postgresql+psycopg2://airflow:***@db/airflow" in err and "failed (1)" in err

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from foundation import logs  # noqa: F401  (telemetry off before anything else is imported)
+from foundation.redact import redact_tree
 from growthgr.cli import context
 from growthgr.cli.context import settings
 
@@ -30,9 +31,10 @@ def main_callback(
 
 @config_app.command("show")
 def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML.")) -> None:
-    """Print the effective configuration (profile + file + environment)."""
+    """Print the effective configuration (profile + file + environment); passwords in URLs and
+    connection strings are printed as ***."""
     s = settings()
-    data = s.model_dump(mode="json")
+    data = redact_tree(s.model_dump(mode="json"))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
