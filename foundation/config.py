@@ -46,6 +46,7 @@ from foundation.sections.tokenizer import PROFILES as TOKENIZER_PROFILES
 from foundation.sections.tokenizer import TokenizerConfig
 from foundation.sections.trainer import PROFILES as TRAINER_PROFILES
 from foundation.sections.trainer import TrainerConfig
+from foundation.sections.warehouse import WarehouseConfig
 from foundation.strict import StrictModel
 
 Profile = Literal["tiny", "demo", "study", "large"]
@@ -129,6 +130,7 @@ class Settings(StrictModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     abtest: ABTestConfig = Field(default_factory=ABTestConfig)
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
 
     def gates_config(self) -> GatesConfig:
         """The gates section with the bounds that follow other sections filled in: the SID

@@ -4,12 +4,16 @@ with a clear message. A small hand-made warehouse stands in for `dbt build` (fas
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import duckdb
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from foundation.lake import Lake
+from foundation.sections.warehouse import WarehouseConfig
 from growthgr.cli import app
 from warehouse.runner import DbtError, duckdb_path, query
 
@@ -17,13 +21,15 @@ from warehouse.runner import DbtError, duckdb_path, query
 @pytest.fixture
 def lake_root(tmp_path, monkeypatch):
     root = tmp_path / "lake"
-    Lake.open(str(root)).write_partition("raw", "items", "2026-01-01", pa.table({"item_id": [1, 2, 3]}))
+    lake = Lake.open(str(root))
+    lake.write_partition("raw", "items", "2026-01-01", pa.table({"item_id": [1, 2, 3]}))
+    lake.write_partition("truth", "item_outcomes", "2026-01-01", pa.table({"item_id": [1], "y0": [0.5]}))
     path = duckdb_path(str(root))
     path.parent.mkdir(parents=True)
-    with duckdb.connect(str(path)) as con:   # what dbt leaves: views over the lake's Parquet, marts
+    files = ", ".join(f"'{f}'" for f in lake.committed_files("raw", "items"))
+    with duckdb.connect(str(path)) as con:   # what dbt leaves: views over the lake's committed Parquet files, marts
         con.execute("create schema staging")
-        con.execute(f"create view staging.stg_items as select * from read_parquet("
-                    f"'{root.resolve()}/raw/items/ds=*/_w*/*.parquet', hive_partitioning = true)")
+        con.execute(f"create view staging.stg_items as select * from read_parquet([{files}], hive_partitioning = true)")
         con.execute("create table dim_items as select item_id from staging.stg_items")
     (tmp_path / "secret.txt").write_text("not for analysts\n")
     monkeypatch.setenv("GROWTHGR_LAKE_ROOT", str(root))
@@ -38,7 +44,7 @@ def test_select_over_marts_and_lake_views_works(lake_root):
     out = sql("select count(*) as n from staging.stg_items")
     assert out.exit_code == 0, out.output
     assert "3" in out.output
-    assert query(str(lake_root), "select sum(item_id) as s from dim_items;").s[0] == 6
+    assert query(str(lake_root), "select sum(item_id) as s from dim_items;").frame.s[0] == 6
 
 
 @pytest.mark.parametrize("statement", [
@@ -78,3 +84,37 @@ def test_errors_are_clear(lake_root, tmp_path):
         query(str(lake_root), "selec 1")
     with pytest.raises(DbtError, match="does not exist"):
         query(str(tmp_path / "nowhere"), "select 1")
+
+
+def test_only_committed_files_of_the_marts_tables_are_readable(lake_root):
+    lake = Lake.open(str(lake_root))
+    committed = lake.committed_files("raw", "items")
+    assert query(str(lake_root), f"select count(*) as n from read_parquet('{committed[0]}')").frame.n[0] == 3
+    stray = lake_root / "raw" / "items" / "ds=2026-01-02" / "_wunfinished" / "part-0.parquet"   # a write in progress
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(Path(committed[0].removeprefix("file://")).read_bytes())
+    for path in [stray, *lake.committed_files("truth", "item_outcomes")]:     # the truth zone is never readable
+        with pytest.raises(DbtError, match="Permission Error"):
+            query(str(lake_root), f"select * from read_parquet('{path}')")
+
+
+def test_an_analyst_query_stays_within_its_budget(lake_root):
+    fast = WarehouseConfig(sql_timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(DbtError, match=r"stopped after 1 s \(warehouse.sql_timeout_s\)"):
+        query(str(lake_root), "select sum(a.range * b.range) from range(1000000) a, range(1000000) b", fast)
+    assert time.monotonic() - started < 30
+    small = WarehouseConfig(sql_memory_limit="64MB")
+    with pytest.raises(DbtError, match="never spill"):
+        query(str(lake_root), "select list(range order by random()) from range(200000000)", small)
+    assert not list(lake_root.rglob("*.tmp")) and not list(lake_root.parent.rglob("duckdb_temp*"))   # nothing spilled
+    res = query(str(lake_root), "select range as i from range(5000) order by i", WarehouseConfig(sql_row_limit=1000))
+    assert len(res.frame) == 1000 and res.truncated and res.frame.i.iloc[-1] == 999
+    assert not query(str(lake_root), "select * from dim_items").truncated
+
+
+def test_sql_prints_the_default_row_limit_and_takes_another(lake_root):
+    out = sql("select range as i from range(5000)")
+    assert out.exit_code == 0 and "(first 1000 rows; --limit N for more)" in out.output
+    out = CliRunner().invoke(app, ["--profile", "tiny", "sql", "--limit", "3", "select range as i from range(5000) order by i"])
+    assert out.exit_code == 0 and out.output.split()[:4] == ["i", "0", "1", "2"] and "first 3 rows" in out.output

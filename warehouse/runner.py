@@ -27,11 +27,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from foundation import calendar
 from foundation.lake import Lake
+from foundation.sections.warehouse import WarehouseConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +192,30 @@ def docs(lake: Lake | str) -> Path:
     return warehouse_dir(lake) / "dbt_target" / "index.html"
 
 
-def query(lake: Lake | str, sql_text: str):
-    """Run ONE read-only SELECT on the lake's DuckDB file; returns a pandas DataFrame.
+@dataclass
+class QueryResult:
+    frame: pd.DataFrame
+    truncated: bool             # the statement had more rows than `limit`
+    limit: int
+
+
+def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None,
+          limit: int | None = None) -> QueryResult:
+    """Run ONE read-only SELECT on the lake's DuckDB file, within the budget of an analyst query.
 
     The statement is parsed first: anything but exactly one SELECT (COPY, ATTACH, SET, PRAGMA,
-    INSTALL, several statements...) is rejected. The connection is read-only, and DuckDB's
-    external access is off except for the lake's state directory (the root of a local lake,
-    whose Parquet the staging views read; an `s3://` lake's views read the mirror tables inside
-    the file), with the configuration locked, so `read_text('/etc/passwd')` or extensions fail.
-    Raises DbtError with DuckDB's message on any refusal or error."""
+    INSTALL, several statements...) is rejected. The connection is read-only, with extensions off
+    and the configuration locked. Files: DuckDB's external access is off except for the committed
+    files of the tables the staging views read (`LAKE_TABLES`, the lake's own list, so neither
+    `truth/` nor the files of an unfinished write are readable; an `s3://` lake's views read the
+    mirror tables inside the file). Budget (`budget`, `WarehouseConfig` defaults): stopped after
+    `sql_timeout_s`, `sql_memory_limit` of memory and `sql_threads` threads, no spilling to disk (a
+    query that needs more memory fails), at most `limit` (default `sql_row_limit`) rows returned.
+    Raises DbtError with DuckDB's message on any refusal, error or exceeded budget."""
     import duckdb
 
+    budget = budget or WarehouseConfig()
+    limit = budget.sql_row_limit if limit is None else limit
     lake = _lake(lake)
     path = duckdb_path(lake)
     if not path.exists():
@@ -209,14 +228,27 @@ def query(lake: Lake | str, sql_text: str):
     kinds = [s.type.name for s in statements]
     if kinds != ["SELECT"]:
         raise DbtError(f"only one read-only SELECT statement is allowed, got {', '.join(kinds) or 'none'}")
-    with duckdb.connect(str(path), read_only=True, config=_NO_EXTENSIONS) as con:
-        con.execute("set allowed_directories = $1", [[f"{warehouse_dir(lake).parent}/"]])
+    readable = [] if is_remote(lake) else [f for files in lake_files(lake).values() for f in files]
+    config = {**_NO_EXTENSIONS, "memory_limit": budget.sql_memory_limit, "threads": budget.sql_threads,
+              "max_temp_directory_size": "0B"}
+    with duckdb.connect(str(path), read_only=True, config=config) as con:
+        con.execute("set allowed_paths = $1", [readable])
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
+        timer = threading.Timer(budget.sql_timeout_s, con.interrupt)
+        timer.start()
         try:
-            return con.execute(sql_text).df()
+            frame = con.sql(statements[0].query).limit(limit + 1).df()
+        except duckdb.InterruptException:
+            raise DbtError(f"query stopped after {budget.sql_timeout_s:g} s (warehouse.sql_timeout_s)") from None
+        except duckdb.OutOfMemoryException as err:
+            raise DbtError(f"query needs more than warehouse.sql_memory_limit={budget.sql_memory_limit} "
+                           f"(analyst queries never spill to disk): {err}") from None
         except duckdb.Error as err:
             raise DbtError(f"query failed: {err}") from None
+        finally:
+            timer.cancel()
+    return QueryResult(frame.head(limit), len(frame) > limit, limit)
 
 
 _NO_EXTENSIONS = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}

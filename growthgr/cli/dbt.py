@@ -38,15 +38,22 @@ def docs_cmd() -> None:
         raise typer.Exit(1) from None
 
 
-def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'.")) -> None:
-    """Run ONE read-only SELECT on the analysts' DuckDB file (files outside the lake, COPY,
-    ATTACH, SET and several statements are refused: exit 1)."""
+def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'select * from new_item_cohorts'."),
+        limit: int | None = typer.Option(None, "--limit", min=1,
+                                         help="Most rows to print (default: warehouse.sql_row_limit).")) -> None:
+    """Run ONE read-only SELECT on the analysts' DuckDB file, within the warehouse section's budget
+    (time, memory, threads, no spill, rows). Files other than the lake tables the marts read, COPY,
+    ATTACH, SET, several statements and an exceeded budget are refused: exit 1."""
     import pandas as pd
 
+    from growthgr.cli.context import settings
+
     try:
-        frame = query(_lake(), statement)
+        res = query(_lake(), statement, settings().warehouse, limit)
     except DbtError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        typer.echo(frame.to_string(index=False))
+        typer.echo(res.frame.to_string(index=False))
+    if res.truncated:
+        typer.secho(f"(first {res.limit} rows; --limit N for more)", err=True)
