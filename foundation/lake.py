@@ -241,6 +241,7 @@ class Lake:
         expired = {w for w, at in retired.items() if now - datetime.fromisoformat(at) >= self.grace}
         commit = Commit(write_id, [f[len(part) + 1:] for f in files], rows, now.isoformat(),
                         {w: at for w, at in retired.items() if w not in expired})
+        self.store.sync(files)          # the files are durable before the marker names them
         self.store.put_bytes(f"{part}/{MARKER}", json.dumps(asdict(commit)).encode())
         for key in self.store.list(part + "/"):
             if _write_of(part, key) in expired:

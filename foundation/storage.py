@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,26 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
+    def sync(self, keys: list[str]) -> None: ...
+
+
+TMP_MAX_AGE_S = 3600.0    # a `.tmp-*` file this old is a crashed writer's: the next write beside it removes it
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory (its entries: a rename, a new file or folder in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalStore:
-    """Objects are files under `root`; `put_bytes` writes a temp file then `os.replace`s it."""
+    """Objects are files under `root`; `put_bytes` writes a temp file, fsyncs it, `os.replace`s it
+    and fsyncs the directory (and the parents of folders it created), so a put that returned
+    survives a crash. Temp files older than `TMP_MAX_AGE_S` that a crashed writer left beside the
+    object are removed by the next put into that folder."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
@@ -126,7 +143,10 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        created = [d for d in (path.parent, *path.parent.parents) if d.is_relative_to(self.root) and not d.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
+        for d in reversed(created):          # the new folders' entries in their parents
+            fsync_path(d.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -134,9 +154,29 @@ class LocalStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            fsync_path(path.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._sweep_temp(path.parent)
+
+    def sync(self, keys: list[str]) -> None:
+        """Make objects an engine wrote itself (Spark, pyarrow) durable: fsync each file and its folder."""
+        paths = [self._path(k) for k in keys]
+        for path in paths:
+            fsync_path(path)
+        for folder in sorted({p.parent for p in paths}):
+            fsync_path(folder)
+
+    @staticmethod
+    def _sweep_temp(folder: Path) -> None:
+        cutoff = time.time() - TMP_MAX_AGE_S
+        for stale in folder.glob(".tmp-*"):
+            try:
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+            except FileNotFoundError:       # another writer's sweep got there first
+                pass
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -190,6 +230,9 @@ class S3Store:
     def _key(self, key: str, *, prefix: bool = False) -> str:
         check_key(key, prefix=prefix)
         return f"{self.loc.prefix}/{key}" if self.loc.prefix else key
+
+    def sync(self, keys: list[str]) -> None:
+        """Nothing to do: an S3 object is durable once its PUT returned."""
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.loc.bucket, Key=self._key(key), Body=data)

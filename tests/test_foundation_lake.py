@@ -276,3 +276,57 @@ def test_readers_during_overwrites_see_a_whole_version(lake_with_grace):
     for t in threads:
         t.join(120)
     assert not errors and seen
+
+
+def test_local_writes_are_fsynced_before_the_marker_names_them(tmp_path, monkeypatch):
+    """A put fsyncs its file and folder (and the parents of new folders); files an engine wrote
+    itself are fsynced, with their folder, before the commit marker names them."""
+    import os
+    import stat
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    synced: list[tuple[str, bool]] = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISDIR(os.fstat(fd).st_mode)))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    root = tmp_path / "lake"
+    with lake.staged_write("samples", "s", "2026-01-02") as write_id:
+        folder = root / lake.staging_key("samples", "s", "2026-01-02", write_id)
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(DF1), folder / "part-0.parquet")      # as Spark writes: no fsync
+        synced.clear()
+        lake.commit_staged("samples", "s", "2026-01-02", write_id, rows=3)
+    files = [p for p, is_dir in synced if not is_dir]
+    dirs = [p for p, is_dir in synced if is_dir]
+    part = root / "samples/s/ds=2026-01-02"
+    marker_tmp = next(i for i, p in enumerate(files) if p.startswith(f"{part}/.tmp-"))   # the marker, before its rename
+    assert files.index(str(folder / "part-0.parquet")) < marker_tmp
+    assert dirs.index(str(folder)) < len(dirs) - 1 and dirs[-1] == str(part)     # the marker's rename, last
+    synced.clear()
+    lake.store.put_bytes("reports/new/folder/x.json", b"{}")
+    assert any(p.startswith(f"{root}/reports/new/folder/.tmp-") and not d for p, d in synced)       # the data
+    assert {(str(root / "reports/new/folder"), True), (str(root / "reports/new"), True), (str(root / "reports"), True),
+            (str(root), True)} <= set(synced)                                                        # every new folder
+
+
+def test_a_put_removes_stale_temp_files_a_crashed_writer_left_beside_it(tmp_path):
+    import os
+    import time
+
+    from foundation.storage import TMP_MAX_AGE_S
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    lake.store.put_bytes("reports/a.json", b"1")
+    folder = tmp_path / "lake" / "reports"
+    old, fresh = folder / ".tmp-crashed", folder / ".tmp-in-flight"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    then = time.time() - TMP_MAX_AGE_S - 60
+    os.utime(old, (then, then))
+    lake.store.put_bytes("reports/b.json", b"2")
+    assert not old.exists() and fresh.exists()                # another writer's temp file is left alone
+    assert lake.store.list("reports/") == ["reports/a.json", "reports/b.json"]
