@@ -6,8 +6,10 @@ Prometheus text; `growthgr.serve.summary` reads the figures asserted on from one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import socket
 import time
 
 import httpx
@@ -185,6 +187,29 @@ def test_cache_hit_rate_rises_on_repeated_requests(world, server, request):
     assert (after["cache_misses"] - middle["cache_misses"], after["cache_hits"] - middle["cache_hits"]) == (0, 10)
     assert after["cache_hit_rate"] > middle["cache_hit_rate"] and after["cache_errors"] == 0
     assert httpx.get(f"{url}/healthz").json()["cache"] == server.removesuffix("_server")
+
+
+@contextlib.contextmanager
+def hung_redis():
+    """A TCP server on loopback that accepts connections and never answers (a hung Redis)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(64)
+        yield f"redis://127.0.0.1:{srv.getsockname()[1]}/0"
+
+
+def test_a_hung_redis_costs_each_request_its_cache_timeout_only(world, pools):
+    with hung_redis() as url:
+        settings = world.settings.model_copy(update={"serve": world.settings.serve.model_copy(
+            update={"cache": "redis", "redis_url": url, "cache_timeout_ms": 100.0})})
+        with uvicorn_thread(settings) as server:
+            for i in range(5):
+                started = time.monotonic()
+                r = httpx.get(f"{server}/retrieve", params=params(world, i), timeout=10)
+                assert r.status_code == 200 and time.monotonic() - started < 2.0, (r.status_code, r.text)
+                assert_valid(pools, r.json())
+                assert not r.json()["cached"]
+            assert scrape(server)["cache_errors"] >= 10          # every get and set timed out: a miss
 
 
 def params(world: World, i: int) -> dict:

@@ -27,6 +27,7 @@ class ServeConfig(StrictModel):
     redis_url: str = "redis://127.0.0.1:6379/0"
     cache_size: int = Field(100_000, ge=1)       # entries of the in-process LRU (Redis: its own maxmemory)
     cache_ttl_s: float = Field(600.0, gt=0)
+    cache_timeout_ms: float = Field(50.0, gt=0)  # every cache call (Redis connect, each reply): then a miss
     reload_poll_s: float = Field(5.0, gt=0)
     max_batch: int = Field(32, ge=1)
     batch_wait_ms: float = Field(2.0, ge=0)

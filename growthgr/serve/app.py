@@ -91,6 +91,7 @@ class ServiceState:
     def __init__(self, settings: Settings, retriever: Retriever, metrics: ServiceMetrics):
         self.settings, self.retriever, self.metrics = settings, retriever, metrics
         self.cache = open_cache(settings.serve)
+        self.cache_timeout_s = settings.serve.cache_timeout_ms / 1000
         self.batcher = Batcher(lambda: self.retriever, settings.serve, metrics)
         self.failed_release: str | None = None
         metrics.serving(retriever.release_id)
@@ -136,8 +137,8 @@ class ServiceState:
 
     async def _cache_get(self, key: str) -> str | None:
         try:
-            value = await self.cache.get(key)
-        except Exception:  # noqa: BLE001 -- the cache is an optimisation: a failure is a miss
+            value = await asyncio.wait_for(self.cache.get(key), self.cache_timeout_s)
+        except Exception:  # noqa: BLE001 -- the cache is an optimisation: a failure or a timeout is a miss
             log.warning("cache get failed", exc_info=True)
             self.metrics.cache_errors.inc()
             value = None
@@ -146,7 +147,7 @@ class ServiceState:
 
     async def _cache_set(self, key: str, value: str) -> None:
         try:
-            await self.cache.set(key, value)
+            await asyncio.wait_for(self.cache.set(key, value), self.cache_timeout_s)
         except Exception:  # noqa: BLE001
             log.warning("cache set failed", exc_info=True)
             self.metrics.cache_errors.inc()

@@ -36,12 +36,14 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Redis (`redis.asyncio`), entries expiring after the TTL."""
+    """Redis (`redis.asyncio`), entries expiring after the TTL; connecting and each reply wait at most
+    `timeout_s` (a Redis that accepts connections but never answers costs a request that long)."""
 
-    def __init__(self, url: str, ttl_s: float):
+    def __init__(self, url: str, ttl_s: float, timeout_s: float):
         import redis.asyncio as redis
 
-        self.client = redis.from_url(url, decode_responses=True)
+        self.client = redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_s,
+                                     socket_timeout=timeout_s)
         self.ttl_ms = max(int(ttl_s * 1000), 1)
 
     async def get(self, key: str) -> str | None:
@@ -55,8 +57,9 @@ class RedisCache:
 
 
 def open_cache(cfg: ServeConfig) -> Cache:
-    return RedisCache(cfg.redis_url, cfg.cache_ttl_s) if cfg.cache == "redis" else MemoryCache(cfg.cache_size,
-                                                                                                cfg.cache_ttl_s)
+    if cfg.cache == "redis":
+        return RedisCache(cfg.redis_url, cfg.cache_ttl_s, cfg.cache_timeout_ms / 1000)
+    return MemoryCache(cfg.cache_size, cfg.cache_ttl_s)
 
 
 def cache_key(release_id: str, q: Query) -> str:
