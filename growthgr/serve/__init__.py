@@ -43,7 +43,7 @@ per handler from `prometheus-fastapi-instrumentator`, plus the service's own cou
 reloads, the serving release).
 """
 
-from growthgr.serve.app import Batcher, RetrieveBody, ServiceState, create_app
+from growthgr.serve.app import Batcher, ServiceState, create_app, retrieve_body
 from growthgr.serve.cache import Cache, MemoryCache, RedisCache, cache_key, open_cache
 from growthgr.serve.context import (
     CONTEXT_COLUMNS,
@@ -70,7 +70,7 @@ from growthgr.serve.retriever import (
 
 __all__ = [
     "CONTEXT_COLUMNS", "DENSE_FILES", "MULTIGR_FILES", "POOL_FILES", "Batcher", "Cache", "ContextRow", "DenseStage",
-    "MemoryCache", "Query", "RedisCache", "RequestError", "RetrieveBody", "Retriever", "ServiceMetrics",
+    "MemoryCache", "Query", "RedisCache", "RequestError", "Retriever", "retrieve_body", "ServiceMetrics",
     "ServiceState", "UserContext", "cache_key", "check_request", "create_app", "instrument",
     "latest_history", "load_dense", "load_warm", "normalise_query", "open_cache", "read_user_context",
     "set_threads", "summary",

@@ -1,6 +1,7 @@
 """The FastAPI service: batching, hot reload, cache and metrics around the serving `Retriever`."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
+# objects built per app (the body model, the query parameters) that a string could not resolve
 
 import asyncio
 import contextlib
@@ -8,11 +9,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
+from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from foundation.config import Settings
 from foundation.releases import ReleaseStore
@@ -154,12 +158,33 @@ class ServiceState:
 
 
 # -- the FastAPI application -----------------------------------------------------------------------
-class RetrieveBody(BaseModel):
-    """The JSON body of `POST /retrieve` (k: default `serve.top_k_default`)."""
+NON_BLANK = r"\S"      # a query holds at least one non-space character (JSON Schema `pattern`: a search)
 
-    user_id: int
-    query: str
-    k: int | None = None
+
+class ErrorBody(BaseModel):
+    """The body of a refusal that is not a validation error (404: unknown user)."""
+
+    detail: str
+
+
+def retrieve_body(cfg: ServeConfig) -> type[BaseModel]:
+    """The JSON body of `POST /retrieve` with the service's limits in its schema: `user_id` a JSON
+    integer (not a boolean or string), `query` 1..`max_query_chars` characters with a non-space one,
+    `k` in 1..`top_k_max` (default `serve.top_k_default`)."""
+    return create_model(
+        "RetrieveBody", __config__=ConfigDict(extra="forbid"),
+        user_id=(StrictInt, ...),
+        query=(Annotated[str, StringConstraints(min_length=1, max_length=cfg.max_query_chars, pattern=NON_BLANK)], ...),
+        k=(Annotated[StrictInt, Field(ge=1, le=cfg.top_k_max)] | None, None))
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of `app` serves at `path` (Starlette's 405 names the first route's only)."""
+    methods = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -186,14 +211,30 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError) -> JSONResponse:
+        if err.status == 422:     # the documented validation-error body (`HTTPValidationError`)
+            return JSONResponse({"detail": [{"loc": ["query"], "msg": str(err), "type": "value_error"}]}, 422)
         return JSONResponse({"detail": str(err)}, status_code=err.status)
 
-    @app.get("/retrieve", summary="Top-k new items for a user and a query")
-    async def retrieve_get(request: Request, user_id: int, query: str = "", k: int | None = None) -> dict:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        headers = dict(err.headers or {})
+        if err.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=headers)
+
+    body_model = retrieve_body(cfg)
+    refusals: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown user"}}
+    query_param = QueryParam(min_length=1, max_length=cfg.max_query_chars, pattern=NON_BLANK,
+                        description="The search query (a non-space character, at most serve.max_query_chars).")
+    k_param = QueryParam(ge=1, le=cfg.top_k_max, description="Items to return (default serve.top_k_default).")
+
+    @app.get("/retrieve", summary="Top-k new items for a user and a query", responses=refusals)
+    async def retrieve_get(request: Request, user_id: int, query: Annotated[str, query_param],
+                           k: Annotated[int | None, k_param] = None) -> dict:
         return await request.app.state.service.answer(check_request(cfg, user_id, query, k))
 
-    @app.post("/retrieve", summary="Top-k new items for a user and a query (JSON body)")
-    async def retrieve_post(request: Request, body: RetrieveBody) -> dict:
+    @app.post("/retrieve", summary="Top-k new items for a user and a query (JSON body)", responses=refusals)
+    async def retrieve_post(request: Request, body: body_model) -> dict:  # type: ignore[valid-type]
         return await request.app.state.service.answer(check_request(cfg, body.user_id, body.query, body.k))
 
     @app.get("/healthz", summary="The serving release and the models loaded")
