@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_fixtures import UNKNOWN_USER, World, build_world, uvicorn_thread
 
 from growthgr.serve import MemoryCache, summary
+from growthgr.serve.cache import ENTRY_OVERHEAD
 
 pytest_plugins = ("serve_fixtures",)
 
@@ -157,11 +158,13 @@ def test_metrics_are_prometheus_text(world, memory_server):
     assert timed == after["requests"] and after["batches"] >= 1 and after["batched_requests"] >= after["batches"]
 
 
-def test_memory_cache_is_an_lru_with_a_ttl():
-    """`serve.cache = "memory"`: at most `cache_size` entries, the least recently used evicted first,
-    an entry gone once its TTL passed."""
+def test_memory_cache_is_an_lru_with_a_ttl_bounded_in_bytes():
+    """`serve.cache = "memory"`: at most `cache_max_mb` of entries, the least recently used evicted
+    first, an entry gone once its TTL passed, an answer larger than the whole cache never kept."""
     async def run() -> tuple[list, list]:
-        cache = MemoryCache(size=2, ttl_s=0.3)
+        cache = MemoryCache(max_bytes=2 * (1 + ENTRY_OVERHEAD), ttl_s=0.3)     # two one-byte answers
+        await cache.set("big", "x" * 1000)
+        assert await cache.get("big") is None and cache.entries.currsize == 0
         await cache.set("a", "1")
         await cache.set("b", "2")
         assert await cache.get("a") == "1"              # "b" is now the least recently used
@@ -381,3 +384,64 @@ def _spec(url: str) -> dict:
     if url not in _SPEC:
         _SPEC[url] = httpx.get(f"{url}/openapi.json").json()
     return _SPEC[url]
+
+
+def _serving(world: World, **serve):
+    return uvicorn_thread(world.settings.model_copy(update={"serve": world.settings.serve.model_copy(update=serve)}))
+
+
+def test_overload_is_shed_with_503_and_retry_after_not_queued(world, pools):
+    """A full queue sheds requests at once (503 + Retry-After); the others are answered."""
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.get(f"{url}/retrieve", params=params(world, i)) for i in range(60)))
+
+    with _serving(world, max_queue=1, max_batch=1, batch_wait_ms=0.0) as url:
+        responses = asyncio.run(burst(url))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
+        shed = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["retry-after"] == "1" and "serve.max_queue" in r.json()["detail"] for r in shed)
+        for r in responses:
+            if r.status_code == 200:
+                assert_valid(pools, r.json())
+        assert scrape(url)["shed"] == codes.count(503)
+
+
+def test_an_answer_past_its_deadline_is_a_503_not_a_wait(world):
+    with _serving(world, request_timeout_ms=0.5) as url:
+        started = time.monotonic()
+        r = httpx.get(f"{url}/retrieve", params=params(world, 7), timeout=30)
+        assert r.status_code == 503 and "serve.request_timeout_ms" in r.json()["detail"], r.text
+        assert r.headers["retry-after"] == "1" and time.monotonic() - started < 5
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_parsed(world, memory_server):
+    cap = world.settings.serve.max_body_bytes
+    big = json.dumps({"user_id": 0, "query": "shoes", "pad": "x" * (cap + 10)}).encode()
+    r = httpx.post(f"{memory_server}/retrieve", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "serve.max_body_bytes" in r.json()["detail"]
+
+    def chunks():                     # no Content-Length: the cap holds while the body streams in
+        for _ in range(cap // 1000 + 2):
+            yield b" " * 1000
+
+    r = httpx.post(f"{memory_server}/retrieve", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    ok = httpx.post(f"{memory_server}/retrieve", json={"user_id": int(world.active_users[0]), "query": "brand1 shoes"})
+    assert ok.status_code == 200
+
+
+def test_the_service_starts_on_the_last_good_release_when_current_cannot_be_served(world, pools):
+    """CURRENT names C (no MultiGR, published by the test above, or here): a new service starts on
+    the release served before it, says it is stale in /healthz, and answers from it."""
+    if world.store.current_id() != "C":
+        files = {name: world.store.read("B", name) for name in ("sid_trie.npz", "item_sids.parquet")}
+        world.store.publish("C", files, {"ds": "2026-01-10"})
+    with _serving(world) as url:
+        health = httpx.get(f"{url}/healthz").json()
+        assert (health["release_id"], health["current_release"], health["stale"]) == ("B", "C", True)
+        r = httpx.get(f"{url}/retrieve", params=params(world, 5))
+        assert r.status_code == 200 and r.json()["release_id"] == "B"
+        assert_valid(pools, r.json())
+        assert scrape(url)["reload_failures"] == 1

@@ -25,9 +25,12 @@ class ServeConfig(StrictModel):
     history_days: int = Field(7, ge=1)
     cache: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    cache_size: int = Field(100_000, ge=1)       # entries of the in-process LRU (Redis: its own maxmemory)
+    cache_max_mb: float = Field(64.0, gt=0)      # bytes of answers in the in-process LRU (Redis: its own maxmemory)
     cache_ttl_s: float = Field(600.0, gt=0)
     cache_timeout_ms: float = Field(50.0, gt=0)  # every cache call (Redis connect, each reply): then a miss
+    request_timeout_ms: float = Field(2000.0, gt=0)  # a /retrieve answer's deadline: then 503 + Retry-After
+    max_queue: int = Field(256, ge=1)             # queries waiting for a batch; more are shed (503 + Retry-After)
+    max_body_bytes: int = Field(4096, ge=256)     # a POST body over it is refused (413) before parsing
     reload_poll_s: float = Field(5.0, gt=0)
     max_batch: int = Field(32, ge=1)
     batch_wait_ms: float = Field(2.0, ge=0)
@@ -42,7 +45,7 @@ class ServeConfig(StrictModel):
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"top_k_default": 5, "top_k_max": 20, "history_days": 2, "cache_size": 1000, "reload_poll_s": 0.2,
+    "tiny": {"top_k_default": 5, "top_k_max": 20, "history_days": 2, "cache_max_mb": 1.0, "reload_poll_s": 0.2,
              "max_batch": 8, "torch_threads": 1},
     "demo": {},
     "large": {"top_k_max": 1000, "history_days": 30, "max_batch": 64, "torch_threads": 16, "faiss_threads": 16},

@@ -24,9 +24,16 @@ from foundation.sections.serve import ServeConfig
 from growthgr.serve.cache import cache_key, open_cache
 from growthgr.serve.context import Query, RequestError, check_request
 from growthgr.serve.metrics import ServiceMetrics, instrument
-from growthgr.serve.retriever import Retriever, load_warm, set_threads
+from growthgr.serve.retriever import Retriever, load_last_good, load_warm, set_threads
 
 log = logging.getLogger(__name__)
+
+
+class Overloaded(RequestError):
+    """The service sheds this request (queue full, or its deadline passed): 503 with Retry-After."""
+
+    def __init__(self, message: str):
+        super().__init__(503, message)
 
 
 # -- batching and hot reload -----------------------------------------------------------------------
@@ -35,12 +42,16 @@ class Batcher:
 
     def __init__(self, current: Callable[[], Retriever], cfg: ServeConfig, metrics: ServiceMetrics):
         self.current, self.cfg, self.metrics = current, cfg, metrics
-        self.queue: asyncio.Queue[tuple[Query, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Query, asyncio.Future]] = asyncio.Queue(maxsize=cfg.max_queue)
 
     async def submit(self, q: Query) -> tuple[str, list[dict[str, Any]]]:
-        """(release id that answered, items)."""
+        """(release id that answered, items); a full queue (`serve.max_queue` waiting queries) sheds
+        the query at once with a 503 `Overloaded` instead of letting every answer wait longer."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((q, future))
+        try:
+            self.queue.put_nowait((q, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"{self.cfg.max_queue} queries already wait (serve.max_queue): retry shortly") from None
         return await future
 
     async def _collect(self) -> list[tuple[Query, asyncio.Future]]:
@@ -96,23 +107,39 @@ class ServiceState:
         self.settings, self.retriever, self.metrics = settings, retriever, metrics
         self.cache = open_cache(settings.serve)
         self.cache_timeout_s = settings.serve.cache_timeout_ms / 1000
+        self.request_timeout_s = settings.serve.request_timeout_ms / 1000
         self.batcher = Batcher(lambda: self.retriever, settings.serve, metrics)
-        self.failed_release: str | None = None
+        self.failed_release: str | None = None    # CURRENT names it, it could not be loaded
+        self.failures, self.retry_at = 0, 0.0     # consecutive failed loads of it; when to try again
+        self.current_release = retriever.release_id
         metrics.serving(retriever.release_id)
 
+    def load_failed(self, release_id: str) -> None:
+        """A failed load of `release_id`: tried again after a backoff that doubles (poll interval x
+        2^failures, at most `RELOAD_BACKOFF_MAX_S`), as a store or lake hiccup may have caused it."""
+        self.failures = self.failures + 1 if release_id == self.failed_release else 1
+        self.failed_release = self.current_release = release_id
+        delay = min(self.settings.serve.reload_poll_s * 2 ** self.failures, RELOAD_BACKOFF_MAX_S)
+        self.retry_at = time.monotonic() + delay
+        self.metrics.reload_failures.inc()
+
     async def reload_once(self, store: ReleaseStore) -> bool:
-        """Swap to the release `CURRENT` names when it moved (built fully first); whether it swapped."""
+        """Swap to the release `CURRENT` names when it moved (built fully first); whether it swapped.
+        A release that failed to load is tried again after its backoff."""
         current = await asyncio.to_thread(store.current_id)
-        if current is None or current in (self.retriever.release_id, self.failed_release):
+        if current is None or current == self.retriever.release_id:
+            self.current_release = current or self.current_release
+            self.failed_release = None if current == self.retriever.release_id else self.failed_release
+            return False
+        if current == self.failed_release and time.monotonic() < self.retry_at:
             return False
         try:
             new = await asyncio.to_thread(load_warm, self.settings, current)
         except Exception:  # noqa: BLE001 -- a release that cannot be served must not stop the service
             log.exception("release %s could not be loaded; still serving %s", current, self.retriever.release_id)
-            self.metrics.reload_failures.inc()
-            self.failed_release = current
+            self.load_failed(current)
             return False
-        self.retriever, self.failed_release = new, None
+        self.retriever, self.failed_release, self.failures, self.current_release = new, None, 0, current
         self.metrics.reloads.inc()
         self.metrics.serving(new.release_id)
         log.info("now serving release %s", new.release_id)
@@ -134,7 +161,10 @@ class ServiceState:
         cached = await self._cache_get(key)
         if cached is not None:
             return {**json.loads(cached), "cached": True}
-        release_id, items = await self.batcher.submit(q)
+        try:
+            release_id, items = await asyncio.wait_for(self.batcher.submit(q), self.request_timeout_s)
+        except TimeoutError:
+            raise Overloaded(f"no answer within serve.request_timeout_ms={self.request_timeout_s * 1000:g}") from None
         body = {"release_id": release_id, "user_id": q.user_id, "query": q.query, "k": q.k, "items": items}
         await self._cache_set(cache_key(release_id, q), json.dumps(body))
         return {**body, "cached": False}
@@ -178,6 +208,57 @@ def retrieve_body(cfg: ServeConfig) -> type[BaseModel]:
         k=(Annotated[StrictInt, Field(ge=1, le=cfg.top_k_max)] | None, None))
 
 
+RETRY_AFTER_S = 1
+RELOAD_BACKOFF_MAX_S = 300.0
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 before it is parsed: by its
+    Content-Length, or, for a body that streams in without one, after reading at most `max_bytes` + 1
+    of it (a body within the cap is then passed on as read)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await self._refuse(send)
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._refuse(send)
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes (serve.max_body_bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[dict], then=None):
+    """An ASGI `receive` that gives `messages` first, then defers to `then` (e.g. a disconnect)."""
+    queue = list(messages)
+
+    async def receive() -> dict:
+        if queue:
+            return queue.pop(0)
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+    return receive
+
+
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method some route of `app` serves at `path` (Starlette's 405 names the first route's only)."""
     methods = set()
@@ -194,7 +275,11 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         set_threads(cfg)
-        state = ServiceState(settings, await asyncio.to_thread(load_warm, settings, "current"), metrics)
+        retriever, failed = await asyncio.to_thread(load_last_good, settings)
+        state = ServiceState(settings, retriever, metrics)
+        if failed:       # CURRENT names a release that cannot be served: counted, retried after a backoff
+            state.load_failed(failed[0])
+            metrics.reload_failures.inc(len(failed) - 1)     # older ones tried on the way back
         app.state.service = state
         tasks = [asyncio.create_task(state.batcher.run()), asyncio.create_task(state.watch())]
         try:
@@ -208,11 +293,15 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="GrowthGR retrieval", lifespan=lifespan,
                   description="New items for a user and query from the current GrowthGR release.")
     metrics = instrument(app)                  # GET /metrics: Prometheus text
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError) -> JSONResponse:
         if err.status == 422:     # the documented validation-error body (`HTTPValidationError`)
             return JSONResponse({"detail": [{"loc": ["query"], "msg": str(err), "type": "value_error"}]}, 422)
+        if isinstance(err, Overloaded):
+            request.app.state.service.metrics.shed.inc()
+            return JSONResponse({"detail": str(err)}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
         return JSONResponse({"detail": str(err)}, status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -223,7 +312,10 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=headers)
 
     body_model = retrieve_body(cfg)
-    refusals: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "Unknown user"}}
+    refusals: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorBody, "description": "Unknown user"},
+        413: {"model": ErrorBody, "description": "Request body over serve.max_body_bytes"},
+        503: {"model": ErrorBody, "description": "Overloaded (queue full or deadline passed): retry after Retry-After s"}}
     query_param = QueryParam(min_length=1, max_length=cfg.max_query_chars, pattern=NON_BLANK,
                         description="The search query (a non-space character, at most serve.max_query_chars).")
     k_param = QueryParam(ge=1, le=cfg.top_k_max, description="Items to return (default serve.top_k_default).")
@@ -240,7 +332,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", summary="The serving release and the models loaded")
     async def healthz(request: Request) -> dict:
         state = request.app.state.service
-        return {"status": "ok", **state.retriever.describe(), "cache": cfg.cache,
+        return {"status": "ok", **state.retriever.describe(), "current_release": state.current_release,
+                "stale": state.failed_release is not None, "cache": cfg.cache,
                 "threads": {"torch": cfg.torch_threads, "faiss": cfg.faiss_threads}}
 
     return app

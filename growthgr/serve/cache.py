@@ -18,18 +18,24 @@ class Cache(Protocol):
     async def close(self) -> None: ...
 
 
-class MemoryCache:
-    """In-process LRU with a time-to-live (`cachetools.TTLCache`: at most `size` entries, least recently
-    used evicted first, each expiring `ttl_s` after it was set)."""
+ENTRY_OVERHEAD = 200      # bytes an entry costs besides its answer: key (a 64-char hash + prefix), dict slot
 
-    def __init__(self, size: int, ttl_s: float):
-        self.entries: TTLCache[str, str] = TTLCache(maxsize=size, ttl=ttl_s)
+
+class MemoryCache:
+    """In-process LRU with a time-to-live (`cachetools.TTLCache`: at most `max_bytes` of entries, each
+    counted as its answer's length plus `ENTRY_OVERHEAD`; least recently used evicted first; each
+    expiring `ttl_s` after it was set)."""
+
+    def __init__(self, max_bytes: int, ttl_s: float):
+        self.entries: TTLCache[str, str] = TTLCache(maxsize=max_bytes, ttl=ttl_s,
+                                                    getsizeof=lambda value: len(value) + ENTRY_OVERHEAD)
 
     async def get(self, key: str) -> str | None:
         return self.entries.get(key)
 
     async def set(self, key: str, value: str) -> None:
-        self.entries[key] = value
+        if len(value) + ENTRY_OVERHEAD <= self.entries.maxsize:     # a larger answer is not cached
+            self.entries[key] = value
 
     async def close(self) -> None:
         self.entries.clear()
@@ -59,7 +65,7 @@ class RedisCache:
 def open_cache(cfg: ServeConfig) -> Cache:
     if cfg.cache == "redis":
         return RedisCache(cfg.redis_url, cfg.cache_ttl_s, cfg.cache_timeout_ms / 1000)
-    return MemoryCache(cfg.cache_size, cfg.cache_ttl_s)
+    return MemoryCache(int(cfg.cache_max_mb * 2**20), cfg.cache_ttl_s)
 
 
 def cache_key(release_id: str, q: Query) -> str:

@@ -57,6 +57,7 @@ class ServiceMetrics:
                                     buckets=BATCH_BUCKETS, registry=registry)
         self.reloads = counter("reloads", "Hot reloads to the release CURRENT moved to.")
         self.reload_failures = counter("reload_failures", "Releases CURRENT moved to that could not be loaded.")
+        self.shed = counter("shed", "Requests answered 503 (queue full or deadline passed) instead of waiting.")
 
     def serving(self, release_id: str) -> None:
         self.release.info({"release_id": release_id})
@@ -99,7 +100,7 @@ def summary(text: str) -> dict[str, Any]:
                            "errors_5xx": total("http_requests_total", handler=RETRIEVE, status="5xx"),
                            "batches": total("growthgr_serve_batch_size_count"),
                            "batched_requests": total("growthgr_serve_batch_size_sum")}
-    for name in ("cache_hits", "cache_misses", "cache_errors", "reloads", "reload_failures"):
+    for name in ("cache_hits", "cache_misses", "cache_errors", "reloads", "reload_failures", "shed"):
         out[name] = total(f"growthgr_serve_{name}_total")
     lookups = out["cache_hits"] + out["cache_misses"]
     out["cache_hit_rate"] = round(out["cache_hits"] / lookups, 4) if lookups else None

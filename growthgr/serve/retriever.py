@@ -189,8 +189,28 @@ class Retriever:
 
 
 def load_warm(settings: Settings, release_id: str) -> Retriever:
-    """`Retriever.load` then `warm_up`: what the service starts with and swaps to."""
+    """`Retriever.load` then `warm_up`: what the service swaps to."""
     return Retriever.load(settings, release_id).warm_up()
+
+
+def load_last_good(settings: Settings) -> tuple[Retriever, list[str]]:
+    """What the service starts with: the current release, or, when it cannot be served, the newest
+    release that was served before it (`ReleaseStore.served`) and can; with the ids that failed.
+    Raises the current release's error when none can be served."""
+    store = ReleaseStore.from_settings(settings)
+    current = store.current_id()
+    if current is None:
+        raise ReleaseError("no CURRENT release: publish one first")
+    failed: list[str] = []
+    first_error: Exception | None = None
+    for rid in [current, *(r for r in reversed(store.served()) if r != current)]:
+        try:
+            return load_warm(settings, rid), failed
+        except Exception as err:  # noqa: BLE001 -- a bad release must not keep the service down
+            log.error("release %s cannot be served (%s); trying the one served before it", rid, err)
+            failed.append(rid)
+            first_error = first_error or err
+    raise first_error
 
 
 def _finite(x: float) -> float | None:
