@@ -19,25 +19,41 @@ Each move appends its history entry *before* writing `CURRENT`, so a crash in
 between leaves an entry for a move that never happened; `rollback` tells those
 apart (the next entry's `from`, or `CURRENT` itself, is not that entry's `to`) and
 only walks back over releases that really were current, skipping every release
-that was rolled back (until it is promoted again).
+that a rollback that really happened moved away from (until it is promoted again).
+
+One mover at a time, across processes and hosts: every move (publish's `advance`, `promote`,
+`rollback`) runs while holding `_MOVE_LOCK`, created with the store's atomic create-if-absent (a
+hard link locally, an S3 conditional write), so two publishes cannot both pass the `ds` check and
+land out of order, and no history entry is lost to a concurrent read-append-write. A lock older
+than `MOVE_LOCK_TTL` (or of a dead process on this host) is a crashed mover's and is taken over.
+A corrupt `CURRENT` is reported as such; `promote` rewrites it (the repair).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from foundation.lake import WriteLock
 from foundation.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
 HISTORY = "HISTORY.jsonl"
+MOVE_LOCK = "_MOVE_LOCK"
+MOVE_LOCK_TTL = timedelta(minutes=2)   # a move takes well under a second
+MOVE_WAIT_S = 60.0                     # how long a mover waits for another's lock
 
 
 class ReleaseError(RuntimeError):
@@ -95,10 +111,14 @@ class ReleaseStore:
         Moves only if the release's `ds` is >= the current release's (a release without a
         `ds` always moves) and it was never rolled back. Returns whether `CURRENT` moved.
         """
-        new, current = self.get(release_id), self.current_id()
+        with self._mover():
+            return self._advance(release_id)
+
+    def _advance(self, release_id: str) -> bool:
+        new, current = self.get(release_id), self._current_or_none()
         if current == release_id:
             return False
-        if release_id in self._rolled_back(self._moves()):
+        if release_id in self._rolled_back(self._moves(), current):
             log.info("not serving %s: it was rolled back (`promote` it to serve it again)", release_id)
             return False
         if current is not None:
@@ -110,13 +130,15 @@ class ReleaseStore:
         return True
 
     def set_current(self, release_id: str) -> None:
-        """Point `CURRENT` at any complete release (an explicit `promote`, backwards too)."""
-        self._move(self.get(release_id).release_id, "promote")
+        """Point `CURRENT` at any complete release (an explicit `promote`, backwards too); rewrites a
+        corrupt `CURRENT`."""
+        with self._mover():
+            self._move(self.get(release_id).release_id, "promote")
 
     def _move(self, release_id: str, action: str) -> None:
         """Log the move in `HISTORY.jsonl`, then point `CURRENT` at the (complete) release."""
         self.get(release_id)  # raises if missing or incomplete
-        previous = self.current_id()
+        previous = self._current_or_none()
         if previous == release_id:
             return
         entry = {"at": datetime.now(UTC).isoformat(), "action": action, "from": previous, "to": release_id}
@@ -126,9 +148,56 @@ class ReleaseStore:
         log.info("release pointer moved (%s): %s -> %s", action, previous, release_id)
 
     def current_id(self) -> str | None:
+        """The release `CURRENT` names (None before the first publish); a corrupt `CURRENT` is a
+        `ReleaseError` that says how to repair it."""
         if not self.store.exists(POINTER):
             return None
-        return json.loads(self.store.get_bytes(POINTER))["release_id"]
+        raw = self.store.get_bytes(POINTER)
+        try:
+            release_id = json.loads(raw)["release_id"]
+            _check_id(release_id)
+            return release_id
+        except (ValueError, KeyError, TypeError, ReleaseError):
+            raise ReleaseError(f"{self.store.url(POINTER)} is corrupt ({raw[:60]!r}): `growthgr releases promote "
+                               f"<release_id>` rewrites it") from None
+
+    def _current_or_none(self) -> str | None:
+        """`current_id`, with a corrupt `CURRENT` read as none (a move then rewrites it)."""
+        try:
+            return self.current_id()
+        except ReleaseError as err:
+            log.warning("%s", err)
+            return None
+
+    @contextmanager
+    def _mover(self) -> Iterator[None]:
+        """Hold `_MOVE_LOCK` (see the module docstring) while moving `CURRENT`."""
+        mine = WriteLock(uuid.uuid4().hex, socket.gethostname(), os.getpid(), datetime.now(UTC).isoformat())
+        deadline = time.monotonic() + MOVE_WAIT_S
+        while not self.store.put_if_absent(MOVE_LOCK, json.dumps(asdict(mine)).encode()):
+            held = self._move_lock()
+            if held is not None and held.stale(MOVE_LOCK_TTL):
+                log.warning("taking over the release mover lock of %s pid %d (since %s)", held.host, held.pid,
+                            held.acquired_at)
+                self.store.delete(MOVE_LOCK)
+            elif time.monotonic() > deadline:
+                raise ReleaseError(f"another mover holds {self.store.url(MOVE_LOCK)} ({held}): retry when it is done")
+            else:
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            held = self._move_lock()
+            if held is not None and held.write_id == mine.write_id:
+                self.store.delete(MOVE_LOCK)
+
+    def _move_lock(self) -> WriteLock | None:
+        try:
+            return WriteLock(**json.loads(self.store.get_bytes(MOVE_LOCK)))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError):                      # a torn lock object: a crashed mover's
+            return WriteLock("?", "?", -1, datetime.min.replace(tzinfo=UTC).isoformat())
 
     def get(self, release_id: str) -> Release:
         """A complete release by id, or `current`."""
@@ -165,14 +234,15 @@ class ReleaseStore:
 
         Repeated rollbacks keep walking back (never forward to a release they rolled back).
         """
-        moves, current = self._moves(), self.current_id()
-        if not moves:
-            raise ReleaseError("no release history: nothing to roll back to")
-        skip = self._rolled_back(moves) | {current}
-        for rid in reversed(self._served(moves, current)):
-            if rid not in skip and self.store.exists(f"{rid}/{MANIFEST}"):
-                self._move(rid, "rollback")
-                return rid
+        with self._mover():
+            moves, current = self._moves(), self.current_id()
+            if not moves:
+                raise ReleaseError("no release history: nothing to roll back to")
+            skip = self._rolled_back(moves, current) | {current}
+            for rid in reversed(self._served(moves, current)):
+                if rid not in skip and self.store.exists(f"{rid}/{MANIFEST}"):
+                    self._move(rid, "rollback")
+                    return rid
         raise ReleaseError(f"no release served before {current} that was not rolled back: nothing to roll back to")
 
     def served(self) -> list[str]:
@@ -188,17 +258,24 @@ class ReleaseStore:
         return [json.loads(line) for line in self.store.get_bytes(HISTORY).decode().splitlines() if line]
 
     @staticmethod
-    def _served(moves: list[dict], current: str | None) -> list[str]:
-        """The releases that really were current, in order (a logged move whose pointer write
-        never happened is followed by an entry, or a `CURRENT`, that does not start from it)."""
+    def _happened(moves: list[dict], current: str | None) -> list[dict]:
+        """The logged moves whose pointer write happened, in order (one that never happened is
+        followed by an entry, or a `CURRENT`, that does not start from its `to`)."""
+        if not moves:
+            return []
         after = [m.get("from") for m in moves[1:]] + [current]
-        return [m["to"] for m, nxt in zip(moves, after, strict=True) if nxt == m["to"]]
+        return [m for m, nxt in zip(moves, after, strict=True) if nxt == m["to"]]
 
-    @staticmethod
-    def _rolled_back(moves: list[dict]) -> set[str]:
-        """Releases a rollback moved away from and no later `promote` brought back."""
+    @classmethod
+    def _served(cls, moves: list[dict], current: str | None) -> list[str]:
+        """The releases that really were current, in order."""
+        return [m["to"] for m in cls._happened(moves, current)]
+
+    @classmethod
+    def _rolled_back(cls, moves: list[dict], current: str | None) -> set[str]:
+        """Releases a rollback that happened moved away from and no later `promote` brought back."""
         out: set[str] = set()
-        for m in moves:
+        for m in cls._happened(moves, current):
             if m.get("action") == "rollback" and m.get("from"):
                 out.add(m["from"])
             elif m.get("action") == "promote":

@@ -113,6 +113,7 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
     def sync(self, keys: list[str]) -> None: ...
+    def put_if_absent(self, key: str, data: bytes) -> bool: ...
 
 
 TMP_MAX_AGE_S = 3600.0    # a `.tmp-*` file this old is a crashed writer's: the next write beside it removes it
@@ -159,6 +160,25 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         self._sweep_temp(path.parent)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the object only if there is none (atomic: a hard link fails on an existing name);
+        whether this call created it."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+            fsync_path(path.parent)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def sync(self, keys: list[str]) -> None:
         """Make objects an engine wrote itself (Spark, pyarrow) durable: fsync each file and its folder."""
@@ -236,6 +256,19 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.loc.bucket, Key=self._key(key), Body=data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the object only if there is none (S3 conditional write, `If-None-Match: *`);
+        whether this call created it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.loc.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError

@@ -188,3 +188,95 @@ def test_local_store_keeps_keys_inside_its_root(tmp_path):
     with pytest.raises(InvalidKey):
         local.put_bytes("../outside", b"x")
     assert not (tmp_path / "outside").exists()
+
+
+def test_put_if_absent_creates_once(store):
+    assert store.store.put_if_absent("k/lock", b"a") and not store.store.put_if_absent("k/lock", b"b")
+    assert store.store.get_bytes("k/lock") == b"a"
+
+
+def test_concurrent_publishes_never_move_current_backwards_nor_lose_history(store):
+    """Two publishers race, many times: an older day never lands last, every move is in the history."""
+    import threading
+
+    days = [f"2026-02-{d:02d}" for d in range(1, 25)]
+    barrier = threading.Barrier(2)
+
+    def publish(ds: str) -> None:
+        rid = f"ds={ds}"
+        store.store.put_bytes(f"{rid}/pool.parquet", b"x")          # artifacts first, as publish does
+        barrier.wait()
+        store.publish(rid + "-m", {"pool.parquet": b"x"}, {"ds": ds})
+
+    for newer, older in zip(days[1::2], days[::2], strict=True):     # the newer day starts first
+        threads = [threading.Thread(target=publish, args=(d,)) for d in (newer, older)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert store.current_id() == f"ds={newer}-m"
+    moves = [json.loads(line) for line in store.store.get_bytes(HISTORY).decode().splitlines()]
+    targets = [m["to"] for m in moves]
+    assert targets == sorted(targets) and targets[-1] == f"ds={days[-1]}-m"       # never backwards
+    assert set(f"ds={d}-m" for d in days[1::2]) <= set(targets)                     # every newer day served
+    assert all(m["from"] == p["to"] for p, m in zip(moves, moves[1:], strict=False))  # a chain: no entry lost
+    assert not store.store.exists("_MOVE_LOCK")
+
+
+def test_a_publish_racing_a_rollback_keeps_history_and_pointer_consistent(store):
+    import threading
+
+    for i in range(10):
+        _day(store, f"2026-03-{2 * i + 1:02d}", bytes([i]))
+        _day(store, f"2026-03-{2 * i + 2:02d}", bytes([100 + i]))
+        rid = f"ds=2026-04-{i + 1:02d}-{bytes([200 + i]).hex()}"
+        threads = [threading.Thread(target=store.rollback),
+                   threading.Thread(target=store.publish, args=(rid, {"pool.parquet": b"y"}, {"ds": f"2026-04-{i + 1:02d}"}))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        moves = [json.loads(line) for line in store.store.get_bytes(HISTORY).decode().splitlines()]
+        assert all(m["from"] == p["to"] for p, m in zip(moves, moves[1:], strict=False))      # a chain: none lost
+        assert moves[-1]["to"] == store.current_id()
+
+
+def test_a_rollback_that_crashed_after_its_entry_is_not_counted(store, monkeypatch):
+    """publish W, X; a rollback crashes after its history entry; publish Y; rollback goes to X."""
+    w, x = _day(store, "2026-01-01", b"w"), _day(store, "2026-01-02", b"x")
+    real = store.store.put_bytes
+
+    def crash_on_pointer(key, data):
+        if key == POINTER:
+            raise OSError("killed")
+        real(key, data)
+
+    monkeypatch.setattr(store.store, "put_bytes", crash_on_pointer)
+    with pytest.raises(OSError):
+        store.rollback()
+    monkeypatch.setattr(store.store, "put_bytes", real)
+    store.store.delete("_MOVE_LOCK") if store.store.exists("_MOVE_LOCK") else None   # the killed mover's lock
+    y = _day(store, "2026-01-03", b"y")
+    assert store.current_id() == y and store.rollback() == x and w != x
+
+
+def test_a_corrupt_current_is_named_and_promote_repairs_it(store):
+    x = _day(store, "2026-01-02", b"x")
+    store.store.put_bytes(POINTER, b"{not json")
+    with pytest.raises(ReleaseError, match="is corrupt .* releases promote"):
+        store.current_id()
+    with pytest.raises(ReleaseError, match="is corrupt"):
+        store.rollback()
+    store.set_current(x)
+    assert store.current_id() == x
+
+
+def test_a_crashed_movers_lock_is_taken_over(store):
+    from datetime import UTC, datetime, timedelta
+
+    old = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    store.store.put_bytes("_MOVE_LOCK", json.dumps({"write_id": "dead", "host": "elsewhere", "pid": 1,
+                                                   "acquired_at": old}).encode())
+    assert store.current_id() is None
+    x = _day(store, "2026-01-02", b"x")
+    assert store.current_id() == x and not store.store.exists("_MOVE_LOCK")
