@@ -20,10 +20,12 @@ One writer per partition. A second writer of a partition whose lock is held fail
 `ConcurrentWrite` naming the holder; a lock is stale after `lock_ttl` or when its owner process
 (same host) is gone. A lock covers one partition's upload and commit only (seconds here), so
 `lock_ttl` defaults to 4 minutes: shorter than the daily DAG's retry delay (5 minutes), so a
-retry on another host (Celery, Kubernetes) takes over the lock of a writer that was killed. The object store has no conditional put, so two writers racing for a free
-lock may both put it: each re-reads the lock after taking it and again just before committing,
-and the one that finds another owner fails (a window of one put remains; S3's conditional
-writes would close it).
+retry on another host (Celery, Kubernetes) takes over the lock of a writer that was killed. A
+live writer renews its lock every `lock_ttl / 3` (a heartbeat thread), so a long write (a slow S3
+upload) keeps it. A free lock is taken with the store's atomic create-if-absent (a hard link
+locally, an S3 conditional write), so of two writers racing for it exactly one gets it; a stale
+lock is deleted and then raced for the same way. Each writer re-reads the lock just before
+committing, and fails if another owner took it over.
 
 Readers during an overwrite. A superseded write (and any write directory the marker does not
 name: a crashed or concurrent attempt) is only *retired*, with the time it was first seen
@@ -46,9 +48,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -60,6 +64,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foundation.storage import ObjectStore, local_state_dir, new_write_id, open_store
+
+log = logging.getLogger(__name__)
 
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"
@@ -222,9 +228,15 @@ class Lake:
         Parquet files under `staging_key(..., write_id)`, then calls `commit_staged` inside."""
         part, write_id = self.partition_key(zone, table, ds), new_write_id()
         self._acquire(part, write_id)
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(part, write_id, stop), daemon=True,
+                                     name=f"lock-heartbeat-{write_id}")
+        heartbeat.start()
         try:
             yield write_id
         finally:
+            stop.set()
+            heartbeat.join()
             self._release(part, write_id)
 
     def commit_staged(self, zone: str, table: str, ds: str | date, write_id: str, rows: int) -> Commit:
@@ -266,13 +278,31 @@ class Lake:
             return None
 
     def _acquire(self, part: str, write_id: str) -> None:
-        held = self._lock(part)
-        if held is not None and not held.stale(self.lock_ttl):
-            raise ConcurrentWrite(f"{part} is being written by {held.host} pid {held.pid} (write {held.write_id}, "
-                                  f"since {held.acquired_at}); retry when it is done")
         mine = WriteLock(write_id, socket.gethostname(), os.getpid(), datetime.now(UTC).isoformat())
-        self.store.put_bytes(f"{part}/{LOCK}", json.dumps(asdict(mine)).encode())
-        self._check_owner(part, write_id)
+        for _ in range(3):
+            if self.store.put_if_absent(f"{part}/{LOCK}", json.dumps(asdict(mine)).encode()):
+                return
+            held = self._lock(part)
+            if held is not None and not held.stale(self.lock_ttl):
+                raise ConcurrentWrite(f"{part} is being written by {held.host} pid {held.pid} (write "
+                                      f"{held.write_id}, since {held.acquired_at}); retry when it is done")
+            if held is not None:
+                log.warning("taking over the stale lock of %s (write %s of %s pid %d, since %s)", part,
+                            held.write_id, held.host, held.pid, held.acquired_at)
+                self.store.delete(f"{part}/{LOCK}")
+        raise ConcurrentWrite(f"{part}: could not take its write lock (other writers keep taking it)")
+
+    def _heartbeat(self, part: str, write_id: str, stop: threading.Event) -> None:
+        """Renew the lock of a live write every `lock_ttl / 3` until `stop` (or the lock is lost)."""
+        while not stop.wait(self.lock_ttl.total_seconds() / 3):
+            try:
+                held = self._lock(part)
+                if held is None or held.write_id != write_id:
+                    return                       # lost: the commit's owner check fails
+                renewed = WriteLock(write_id, held.host, held.pid, datetime.now(UTC).isoformat())
+                self.store.put_bytes(f"{part}/{LOCK}", json.dumps(asdict(renewed)).encode())
+            except Exception:  # noqa: BLE001 -- a failed renewal is retried at the next beat
+                log.warning("could not renew the write lock of %s", part, exc_info=True)
 
     def _check_owner(self, part: str, write_id: str) -> None:
         held = self._lock(part)

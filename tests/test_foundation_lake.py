@@ -330,3 +330,50 @@ def test_a_put_removes_stale_temp_files_a_crashed_writer_left_beside_it(tmp_path
     lake.store.put_bytes("reports/b.json", b"2")
     assert not old.exists() and fresh.exists()                # another writer's temp file is left alone
     assert lake.store.list("reports/") == ["reports/a.json", "reports/b.json"]
+
+
+def test_a_long_write_keeps_its_lock_by_heartbeat(lake):
+    """A write that outlives `lock_ttl` renews its lock: a second writer still gets ConcurrentWrite,
+    and the first commits."""
+    import time
+
+    lake.lock_ttl = timedelta(seconds=0.6)
+    with lake.staged_write("raw", "t", "2026-01-05") as write_id:
+        time.sleep(1.5)                                              # 2.5 x the TTL
+        with pytest.raises(ConcurrentWrite, match="is being written by"):
+            with lake.staged_write("raw", "t", "2026-01-05"):
+                pass
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(DF1), buf)
+        lake.store.put_bytes(f"{lake.staging_key('raw', 't', '2026-01-05', write_id)}/part-0.parquet", buf.getvalue())
+        lake.commit_staged("raw", "t", "2026-01-05", write_id, rows=3)
+    assert lake.read_partition("raw", "t", "2026-01-05").num_rows == 3
+    assert not lake.store.exists(f"raw/t/ds=2026-01-05/{LOCK}")
+
+
+def test_writers_racing_for_a_free_lock_get_it_one_at_a_time(lake):
+    """Many threads race for one partition's free lock, repeatedly: never two holders at once."""
+    holders, overlaps, lock = [], [], threading.Lock()
+
+    def write() -> None:
+        try:
+            with lake.staged_write("raw", "race", "2026-01-06"):
+                with lock:
+                    holders.append(1)
+                    if len(holders) > 1:
+                        overlaps.append(len(holders))
+                time.sleep(0.01)
+                with lock:
+                    holders.pop()
+        except ConcurrentWrite:
+            pass
+
+    import time
+
+    for _ in range(20):
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert overlaps == []
