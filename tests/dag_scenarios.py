@@ -147,8 +147,8 @@ def _build_repaired(folder: Path, good_dir: Path, world_dir: Path, airflow_home:
         repaired = run_day("growthgr_daily", D)
         snapshot = {"outputs": frames(lake), "s3_outputs": {d.table: lake.read_partition(d.zone, d.table, D).to_pandas()
                                                            for d in S3_OUTPUTS},
-                    "marts": {t: int(query(lake, f"select count(*) as n from {t}").n[0]) for t in MARTS},
-                    "funnel": query(lake, FUNNEL)}
+                    "marts": {t: int(query(lake, f"select count(*) as n from {t}").frame.n[0]) for t in MARTS},
+                    "funnel": query(lake, FUNNEL).frame}
         released = releases.current_id()
         # D once more, in place: a re-run is idempotent on the same lake and config (the release id
         # digests the config, lake paths included)

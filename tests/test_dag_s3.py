@@ -83,10 +83,10 @@ def test_s3_lake_outputs_equal_the_local_lakes(s3_backfill, lake_b):
 def test_s3_lake_dbt_marts_hold_the_same_rows_and_sql_reads_them(s3_backfill, lake_b):
     s3 = Lake.from_settings(s3_backfill[1])
     for table in dag.MARTS:
-        n = query(s3, f"select count(*) as n from {table}").n[0]
+        n = query(s3, f"select count(*) as n from {table}").frame.n[0]
         assert n > 0 and n == lake_b[0]["marts"][table], table
     # DuckDB sums floats in a thread-dependent order: equal to rounding, not bit for bit.
-    pd.testing.assert_frame_equal(query(s3, dag.FUNNEL), lake_b[0]["funnel"], rtol=1e-9)
+    pd.testing.assert_frame_equal(query(s3, dag.FUNNEL).frame, lake_b[0]["funnel"], rtol=1e-9)
 
 
 def test_s3_release_files_are_identical(s3_backfill, lake_b):

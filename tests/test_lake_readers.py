@@ -101,9 +101,9 @@ def test_dbt_marts_ignore_leftovers_and_stray_copies(tiny_lake, tmp_path):
     requests = sum(lake.commit_info("raw", "search_requests", d).rows for d in lake.list_partitions("raw", "search_requests"))
     labels = sum(lake.commit_info("samples", "itemltv_labels", d).rows for d in lake.list_partitions("samples", "itemltv_labels"))
     stats = lake.read_partition("curated", "item_daily_stats", TINY_LAST).to_pandas()
-    assert query(str(root), "select count(*) as n from staging.stg_search_requests").n[0] == requests
-    assert query(str(root), "select count(*) as n from fct_itemltv_labels").n[0] == labels
-    assert query(str(root), "select sum(exposures) as e from fct_search_funnel_daily").e[0] == stats.exposures.sum()
+    assert query(str(root), "select count(*) as n from staging.stg_search_requests").frame.n[0] == requests
+    assert query(str(root), "select count(*) as n from fct_itemltv_labels").frame.n[0] == labels
+    assert query(str(root), "select sum(exposures) as e from fct_search_funnel_daily").frame.e[0] == stats.exposures.sum()
 
 
 # -- Spark on S3 ----------------------------------------------------------------------------------

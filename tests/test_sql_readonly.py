@@ -108,8 +108,9 @@ def test_an_analyst_query_stays_within_its_budget(lake_root):
     with pytest.raises(DbtError, match="never spill"):
         query(str(lake_root), "select list(range order by random()) from range(200000000)", small)
     assert not list(lake_root.rglob("*.tmp")) and not list(lake_root.parent.rglob("duckdb_temp*"))   # nothing spilled
-    res = query(str(lake_root), "select range as i from range(5000) order by i", WarehouseConfig(sql_row_limit=1000))
+    res = query(str(lake_root), "select range as i from range(5000) order by i", limit=1000)
     assert len(res.frame) == 1000 and res.truncated and res.frame.i.iloc[-1] == 999
+    assert len(query(str(lake_root), "select * from range(5000)").frame) == 5000       # no limit asked: all rows
     assert not query(str(lake_root), "select * from dim_items").truncated
 
 

@@ -196,7 +196,7 @@ def docs(lake: Lake | str) -> Path:
 class QueryResult:
     frame: pd.DataFrame
     truncated: bool             # the statement had more rows than `limit`
-    limit: int
+    limit: int | None
 
 
 def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None,
@@ -210,12 +210,12 @@ def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None
     `truth/` nor the files of an unfinished write are readable; an `s3://` lake's views read the
     mirror tables inside the file). Budget (`budget`, `WarehouseConfig` defaults): stopped after
     `sql_timeout_s`, `sql_memory_limit` of memory and `sql_threads` threads, no spilling to disk (a
-    query that needs more memory fails), at most `limit` (default `sql_row_limit`) rows returned.
+    query that needs more memory fails), at most `limit` rows returned (None: all; `growthgr sql`
+    passes `sql_row_limit` unless told `--limit`).
     Raises DbtError with DuckDB's message on any refusal, error or exceeded budget."""
     import duckdb
 
     budget = budget or WarehouseConfig()
-    limit = budget.sql_row_limit if limit is None else limit
     lake = _lake(lake)
     path = duckdb_path(lake)
     if not path.exists():
@@ -238,7 +238,8 @@ def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None
         timer = threading.Timer(budget.sql_timeout_s, con.interrupt)
         timer.start()
         try:
-            frame = con.sql(statements[0].query).limit(limit + 1).df()
+            relation = con.sql(statements[0].query)
+            frame = (relation if limit is None else relation.limit(limit + 1)).df()
         except duckdb.InterruptException:
             raise DbtError(f"query stopped after {budget.sql_timeout_s:g} s (warehouse.sql_timeout_s)") from None
         except duckdb.OutOfMemoryException as err:
@@ -248,6 +249,8 @@ def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None
             raise DbtError(f"query failed: {err}") from None
         finally:
             timer.cancel()
+    if limit is None:
+        return QueryResult(frame, False, None)
     return QueryResult(frame.head(limit), len(frame) > limit, limit)
 
 

@@ -49,7 +49,8 @@ def sql(statement: str = typer.Argument(..., help="SQL over the marts, e.g. 'sel
     from growthgr.cli.context import settings
 
     try:
-        res = query(_lake(), statement, settings().warehouse, limit)
+        budget = settings().warehouse
+        res = query(_lake(), statement, budget, budget.sql_row_limit if limit is None else limit)
     except DbtError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None
