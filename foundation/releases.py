@@ -2,7 +2,8 @@
 
 Layout under the releases root (a directory or `s3://bucket/prefix`):
   <release_id>/<files...>      the artifacts (model, SID trie, FAISS index, pool, metrics)
-  <release_id>/manifest.json   written after every artifact: its presence marks a complete release
+  <release_id>/manifest.json   written after every artifact: its presence marks a complete release;
+                               each file's size and SHA-256, checked whenever a file is read
   CURRENT                      {"release_id": ...}: the serving pointer, moved last
   HISTORY.jsonl                every pointer move {at, action, from, to}, written before the move
 
@@ -31,6 +32,7 @@ A corrupt `CURRENT` is reported as such; `promote` rewrites it (the repair).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -89,15 +91,16 @@ class ReleaseStore:
         _check_id(release_id)
         if self.store.exists(f"{release_id}/{MANIFEST}"):
             raise ReleaseError(f"release {release_id} already exists; releases are immutable")
-        sizes = {}
+        sizes, digests = {}, {}
         for name, content in files.items():
             data = content.read_bytes() if isinstance(content, Path) else content
             self.store.put_bytes(f"{release_id}/{name}", data)
-            sizes[name] = len(data)
+            sizes[name], digests[name] = len(data), hashlib.sha256(data).hexdigest()
         full = {
             **manifest,
             "release_id": release_id,
             "files": sizes,
+            "sha256": digests,
             "created_at": datetime.now(UTC).isoformat(),
         }
         self.store.put_bytes(f"{release_id}/{MANIFEST}", json.dumps(full, indent=2, sort_keys=True).encode())
@@ -214,10 +217,19 @@ class ReleaseStore:
         return Release(release_id, manifest)
 
     def read(self, release_id: str, name: str) -> bytes:
+        """A release file, verified against its manifest (size, and SHA-256 where the manifest has
+        it): a truncated or altered file is a `ReleaseError`, never served."""
         release = self.get(release_id)
         if name not in release.manifest["files"]:
             raise ReleaseError(f"release {release.release_id} has no file {name!r}")
-        return self.store.get_bytes(f"{release.release_id}/{name}")
+        data = self.store.get_bytes(f"{release.release_id}/{name}")
+        size, digest = release.manifest["files"][name], release.manifest.get("sha256", {}).get(name)
+        if len(data) != size:
+            raise ReleaseError(f"release {release.release_id}: {name} has {len(data)} bytes, its manifest says {size} "
+                               f"(truncated or replaced)")
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            raise ReleaseError(f"release {release.release_id}: {name} does not match its manifest's SHA-256")
+        return data
 
     def list(self) -> list[dict]:
         """Every release id with its state: complete/incomplete, current or not."""

@@ -280,3 +280,14 @@ def test_a_crashed_movers_lock_is_taken_over(store):
     assert store.current_id() is None
     x = _day(store, "2026-01-02", b"x")
     assert store.current_id() == x and not store.store.exists("_MOVE_LOCK")
+
+
+def test_a_truncated_or_altered_release_file_is_never_read(store):
+    store.publish("r1", {"model.safetensors": b"0123456789", "pool.parquet": b"pool"}, {"ds": "2026-01-01"})
+    assert store.read("r1", "model.safetensors") == b"0123456789"
+    store.store.put_bytes("r1/model.safetensors", b"01234")
+    with pytest.raises(ReleaseError, match="has 5 bytes, its manifest says 10"):
+        store.read("r1", "model.safetensors")
+    store.store.put_bytes("r1/pool.parquet", b"POOL")
+    with pytest.raises(ReleaseError, match="does not match its manifest's SHA-256"):
+        store.read("current", "pool.parquet")
