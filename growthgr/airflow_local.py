@@ -30,6 +30,20 @@ DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 POOLS = {"duckdb": "dbt-duckdb: one writer per DuckDB file", "feast_registry": "Feast file registry / SQLite online store"}
 
 
+AIRFLOW_CLI_TIMEOUT_S = 600.0   # an Airflow CLI call (a `db migrate` of a fresh database takes ~1 min)
+
+
+def run_bounded(cmd: list[str], env: dict, timeout_s: float = AIRFLOW_CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run a CLI with captured output, killed past `timeout_s` (a hung call is an error naming it,
+    its output redacted, never a wait without end)."""
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        raise RuntimeError(redact(f"{' '.join(cmd[-3:])} did not finish within {timeout_s:g} s and was killed; "
+                                  f"its output so far:\n{out[-2000:]}")) from None
+
+
 def airflow_failure(args: list[str] | tuple[str, ...], proc: subprocess.CompletedProcess) -> RuntimeError:
     """The error of a failed Airflow CLI call with its output, secrets redacted (its output can
     hold the metadata database URL)."""
@@ -124,7 +138,7 @@ def prepare(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
     pools.write_text(json.dumps({name: {"slots": 1, "description": text} for name, text in POOLS.items()}))
     airflow = str(Path(sys.executable).with_name("airflow"))
     for args in (["db", "migrate"], ["pools", "import", str(pools)]):
-        proc = subprocess.run([airflow, *args], env={**os.environ}, capture_output=True, text=True)
+        proc = run_bounded([airflow, *args], env={**os.environ})
         if proc.returncode != 0:
             raise airflow_failure(args, proc)
     _PREPARED.add(key)
@@ -230,7 +244,7 @@ class LocalAirflow:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """`airflow <args>` against this home (CLI commands talk to the metadata DB)."""
-        proc = subprocess.run([_airflow(), *args], env=self.env, capture_output=True, text=True)
+        proc = run_bounded([_airflow(), *args], env=self.env)
         if check and proc.returncode != 0:
             raise airflow_failure(args, proc)
         return proc

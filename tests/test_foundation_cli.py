@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from growthgr.cli import app
@@ -80,3 +81,14 @@ def test_a_failed_airflow_call_does_not_carry_the_database_url():
                             stderr=f"redis: host:6379,password={SECRET}; token={SECRET}")
     err = str(airflow_failure(["db", "migrate"], proc))
     assert SECRET not in err and "postgresql+psycopg2://airflow:***@db/airflow" in err and "failed (1)" in err
+
+
+def test_a_hung_cli_call_is_killed_and_named(tmp_path):
+    import sys
+
+    from growthgr.airflow_local import run_bounded
+
+    hang = [sys.executable, "-c", f"print('postgresql://u:{SECRET}@db/x', flush=True); import time; time.sleep(60)"]
+    with pytest.raises(RuntimeError, match=r"did not finish within 1 s and was killed") as err:
+        run_bounded(hang, env={}, timeout_s=1.0)
+    assert SECRET not in str(err.value)
