@@ -104,6 +104,21 @@ def _concat(lake: Lake, zone: str, table: str, days: list[date] | list[str], col
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def read_partitions(lake: Lake, zone: str, table: str, days: list, columns: list[str]) -> list[pd.DataFrame]:
+    """`columns` of each committed partition of `days`, one frame per day (a column a day lacks, e.g.
+    after a schema fault that day, is all-null there)."""
+    out = []
+    for d in days:
+        try:
+            out.append(lake.read_partition(zone, table, d, columns=columns).to_pandas())
+        except READ_ERRORS:
+            try:
+                out.append(lake.read_partition(zone, table, d).to_pandas().reindex(columns=columns))
+            except READ_ERRORS as err:
+                raise Unreadable(f"cannot read {zone}/{table}/ds={d}: {err}") from None
+    return out
+
+
 def earlier_partitions(lake: Lake, zone: str, table: str, ds: date) -> list[str]:
     return lake.list_partitions(zone, table, end=ds - timedelta(days=1))
 

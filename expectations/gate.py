@@ -162,7 +162,11 @@ def _failure(check: suites.TableCheck, r) -> Failure:
     column = meta.get("column", "*")
     details = _details(r)
     derived = r.expectation_config.kwargs.get("column", "")
-    if derived.startswith("_check_") and check.frame is not None:
+    if derived.startswith("_check_drift_") and check.frame is not None:
+        kw = r.expectation_config.kwargs
+        details = (f"quantile {derived.rsplit('_q', 1)[1]} of {column} is {check.frame[derived].iloc[0]:.4g}; "
+                   f"the previous days allow [{kw['min_value']:.4g}, {kw['max_value']:.4g}]")
+    elif derived.startswith("_check_") and check.frame is not None:
         details = _derived_details(check.frame, derived, column)
     elif r.expectation_config.type == "expect_column_to_exist":
         details = f"column missing; present: {sorted(c for c in check.frame.columns if not c.startswith('_check_'))}"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import great_expectations.expectations as gxe
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -278,6 +279,51 @@ def volume_rule(lake: Lake, zone: str, table: str, ds: date, cfg: GatesConfig) -
                  min_value=int(prev * cfg.volume_min_ratio), max_value=int(prev * cfg.volume_max_ratio) + 1)]
 
 
+def drift_columns(schema: pa.Schema) -> list[str]:
+    """The numeric measurement columns of a raw table: integers and floats that are not ids."""
+    return [f.name for f in schema if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+            and not f.name.endswith("_id") and f.name != "id"]
+
+
+def quantile_ranges(history: list[pd.Series], cfg: GatesConfig) -> list[list[float]] | None:
+    """Allowed [lo, hi] per quantile of `cfg.drift_quantiles` from the previous days' values (see
+    `GatesConfig`), or None with fewer than `drift_min_days` days of `drift_min_rows` values."""
+    days = [h.dropna() for h in history]
+    days = [d for d in days if len(d) >= cfg.drift_min_rows]
+    if len(days) < cfg.drift_min_days:
+        return None
+    per_day = np.array([[float(d.quantile(q)) for q in cfg.drift_quantiles] for d in days])   # [days, Q]
+    lo, hi = per_day.min(0), per_day.max(0)
+    width = np.maximum.reduce([hi - lo, cfg.drift_rel_floor * np.abs(per_day).max(0), np.ones_like(lo)])
+    return [[float(a), float(b)] for a, b in zip(lo - cfg.drift_tolerance * width, hi + cfg.drift_tolerance * width,
+                                                  strict=True)]
+
+
+def add_drift_checks(lake: Lake, table: str, ds: date, frame: pd.DataFrame, cfg: GatesConfig
+                     ) -> tuple[pd.DataFrame, list]:
+    """Rule `drift_vs_previous_days` per numeric column (`drift_columns`) and quantile: the day's
+    quantile, held in a derived `_check_drift_<column>_q<q>` column, within the range of the previous
+    `drift_days` committed partitions (`quantile_ranges`). (A derived column, not GX's quantile
+    expectation, whose result GX 1.x cannot store: it holds NumPy booleans.)"""
+    columns = [c for c in drift_columns(RAW_SCHEMAS[table]) if c in frame.columns]
+    earlier = frames.earlier_partitions(lake, "raw", table, ds)[-cfg.drift_days:]
+    if not columns or len(earlier) < cfg.drift_min_days:
+        return frame, []
+    history = frames.read_partitions(lake, "raw", table, earlier, columns)
+    out, frame = [], frame.copy()
+    for column in columns:
+        ranges = quantile_ranges([h[column] for h in history], cfg)
+        today = pd.to_numeric(frame[column], errors="coerce").dropna()
+        if ranges is None or len(today) < cfg.drift_min_rows:
+            continue
+        for q, (lo, hi) in zip(cfg.drift_quantiles, ranges, strict=True):
+            check = f"_check_drift_{column}_q{q:g}"
+            frame[check] = float(today.quantile(q))
+            out.append(rule(gxe.ExpectColumnValuesToBeBetween, "drift_vs_previous_days", check, about=column,
+                            min_value=lo, max_value=hi))
+    return frame, out
+
+
 # -- raw tables -----------------------------------------------------------------------------------
 @reports_unreadable("raw")
 def raw_check(lake: Lake, table: str, ds: date, cfg: GatesConfig) -> TableCheck:
@@ -289,7 +335,8 @@ def raw_check(lake: Lake, table: str, ds: date, cfg: GatesConfig) -> TableCheck:
     schema = RAW_SCHEMAS[table]
     nullable = RAW_NULLABLE.get(table, set())
     frame = add_input_checks(lake, table, ds, _add_raw_checks(lake, table, ds, frame, cfg), nullable)
-    exps = (schema_rules(schema, frame) + key_rules(frame, RAW_KEYS[table])
+    frame, drift = add_drift_checks(lake, table, ds, frame, cfg) if not first_day else (frame, [])
+    exps = drift + (schema_rules(schema, frame) + key_rules(frame, RAW_KEYS[table])
             + not_null_rules(frame, [c for c in schema.names if c not in nullable])
             + _raw_value_rules(table, frame, ds, cfg, first_day)
             + text_rules(schema, frame) + input_rules(frame))

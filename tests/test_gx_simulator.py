@@ -76,3 +76,44 @@ def test_missing_partition_cli_summary(tmp_path, monkeypatch):
     assert f"gate raw ds={NEXT_DAY}: PASSED" in ok.output
     html = (tmp_path / "validation" / "data_docs" / "raw" / f"ds={NEXT_DAY}" / "index.html").read_text()
     assert all(f"raw.{t}" in html for t in ("items", "users", "exposures", "clicks", "purchases"))
+
+
+@pytest.fixture(scope="module")
+def fortnight(tmp_path_factory):
+    """14 clean tiny days (the drift rule needs previous days)."""
+    root = tmp_path_factory.mktemp("sim_fortnight")
+    settings = load_settings("tiny", overrides={"lake_root": str(root)})
+    sim.simulate(Lake.open(str(root)), settings.simulator, seed=3, start="2026-01-01", days=14, progress=False)
+    return settings
+
+
+def test_ten_clean_days_raise_no_drift_alarm(fortnight):
+    from expectations import frames
+    from expectations.suites import add_drift_checks
+
+    lake, cfg = Lake.from_settings(fortnight), fortnight.gates_config()
+    for day in range(5, 15):
+        ds = f"2026-01-{day:02d}"
+        result = validate(fortnight, "raw", ds, build_docs=False)
+        assert result.passed, result.summary()
+        checked = {t: len(add_drift_checks(lake, t, parse_ds(ds), frames.read(lake, "raw", t, parse_ds(ds)), cfg)[1])
+                   for t in ("exposures", "purchases", "rank_candidates")}
+        # every column and quantile of the tables with gates.drift_min_rows values a day (tiny purchases: ~30)
+        assert checked == {"exposures": 6, "purchases": 0, "rank_candidates": 9}
+
+
+@pytest.mark.parametrize(("table", "column", "change"), [
+    ("rank_candidates", "score", lambda f: f.assign(score=f["score"] * 3 + 5)),             # a ranker logging bug
+    ("exposures", "position", lambda f: f.assign(position=f["position"] + 7)),              # a logging offset
+])
+def test_a_drifted_copy_of_a_clean_day_fails_naming_table_partition_column(fortnight, tmp_path, table, column, change):
+    import shutil
+
+    root = tmp_path / "lake"
+    shutil.copytree(fortnight.lake_root, root)
+    lake = Lake.open(str(root))
+    ds = "2026-01-12"
+    lake.write_partition("raw", table, ds, change(lake.read_partition("raw", table, ds).to_pandas()))
+    settings = fortnight.model_copy(update={"lake_root": str(root)})
+    result = validate(settings, "raw", ds, build_docs=False)
+    assert ("raw." + table, f"ds={ds}", column, "drift_vs_previous_days") in failed(result), result.summary()

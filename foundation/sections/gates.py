@@ -20,6 +20,17 @@ class GatesConfig(StrictModel):
     volume_min_ratio: float = Field(0.5, gt=0)
     volume_max_ratio: float = Field(2.0, gt=0)
     volume_min_rows: int = Field(200, ge=0)        # below this on the previous day, no volume check
+    # Distribution drift of a raw table's numeric columns vs its previous committed partitions: the
+    # day's quantiles `drift_quantiles` must lie within the range the previous `drift_days` days
+    # spanned, widened by `drift_tolerance` x (that range's width, at least `drift_rel_floor` x the
+    # largest |value| and at least 1 unit); no check with fewer than `drift_min_days` previous days
+    # of at least `drift_min_rows` values each, or a day with fewer (tail quantiles of a few rows are noise).
+    drift_days: int = Field(7, ge=1)
+    drift_min_days: int = Field(3, ge=1)
+    drift_min_rows: int = Field(200, ge=1)
+    drift_quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.5, 0.95])
+    drift_tolerance: float = Field(1.0, ge=0)
+    drift_rel_floor: float = Field(0.1, ge=0)
     n_categories: int = Field(16, ge=1)
     # Funnel checks look up the parent table in the same ds and this many days before (midnight spill-over).
     funnel_lookback_days: int = Field(1, ge=0)
