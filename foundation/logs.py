@@ -91,14 +91,23 @@ def disable_telemetry() -> None:
         os.environ.setdefault(key, value)
 
 
-def setup_logging(level: str | int = "INFO") -> None:
-    """Readable one-line logs on stderr: time, level, logger, message."""
+# GrowthGR's own loggers (top-level packages); every other logger is a library's.
+OWN_LOGGERS = ("foundation", "growthgr", "models", "features", "spark_jobs", "simulator", "expectations",
+               "warehouse", "dags", "benchmarks", "__main__")
+
+
+def setup_logging(level: str | int = "INFO", libraries: str | int = "WARNING") -> None:
+    """Readable one-line logs on stderr: time, level, logger, message. GrowthGR's loggers log at
+    `level`, third-party libraries (GX, Feast, dbt, Spark's Python side, ...) at `libraries`: their
+    INFO lines are off by default (`growthgr --lib-log-level INFO` brings them back)."""
     logging.basicConfig(
-        level=level,
+        level=libraries,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         force=True,
     )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     # feast.infra.registry.registry: "Registry cache expired, so refreshing" on every query
     for noisy in ("py4j", "botocore", "urllib3", "filelock", "fsspec", "faiss.loader", "feast.infra.registry.registry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -71,6 +71,10 @@ def test_missing_partition_cli_summary(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["--profile", "tiny", "validate", "raw", "--ds", FAULT_DAY, "--no-docs"])
     assert out.exit_code == 1, out.output
     assert f"FAIL raw.exposures [ds={FAULT_DAY}] column=* rule=partition_exists: no committed partition" in out.output
+    assert "great_expectations" not in out.output          # libraries' INFO lines are off by default
+    chatty = CliRunner().invoke(app, ["--profile", "tiny", "--lib-log-level", "INFO", "validate", "raw", "--ds",
+                                      FAULT_DAY, "--no-docs"])
+    assert chatty.exit_code == 1 and "INFO    great_expectations" in chatty.output
     ok = CliRunner().invoke(app, ["--profile", "tiny", "validate", "raw", "--ds", NEXT_DAY])
     assert ok.exit_code == 0, ok.output
     assert f"gate raw ds={NEXT_DAY}: PASSED" in ok.output

@@ -23,9 +23,12 @@ app.add_typer(config_app, name="config")
 def main_callback(
     config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="YAML config file."),
     profile: str | None = typer.Option(None, "--profile", "-p", help="tiny | demo | study | large (default: env or demo)."),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    log_level: str = typer.Option("INFO", "--log-level", help="GrowthGR's log level: DEBUG, INFO, WARNING, ERROR."),
+    lib_log_level: str = typer.Option("WARNING", "--lib-log-level",
+                                      help="Third-party libraries' log level (GX, Feast, dbt, ...): INFO shows their "
+                                           "progress lines."),
 ) -> None:
-    logs.setup_logging(log_level.upper())
+    logs.setup_logging(log_level.upper(), lib_log_level.upper())
     context.State.config_file, context.State.profile = config, profile
 
 
