@@ -92,3 +92,12 @@ def test_a_hung_cli_call_is_killed_and_named(tmp_path):
     with pytest.raises(RuntimeError, match=r"did not finish within 1 s and was killed") as err:
         run_bounded(hang, env={}, timeout_s=1.0)
     assert SECRET not in str(err.value)
+
+
+def test_an_expected_refusal_of_a_step_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("GROWTHGR_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("GROWTHGR_RELEASES_ROOT", str(tmp_path / "releases"))
+    for step in ("gate_raw", "publish"):
+        out = CliRunner().invoke(app, ["--profile", "tiny", "pipeline", "step", step, "--ds", "2026-01-05"])
+        assert out.exit_code == 1, (step, out.output)
+        assert "Traceback" not in out.output and f"{step} ds=2026-01-05: " in out.output, out.output

@@ -72,13 +72,22 @@ def step_cmd(
                                          "(`growthgr pipeline steps` lists them)."),
     ds: date = date_option(..., "--ds"),
 ) -> None:
-    """Run one step of the daily pipeline directly (no Airflow)."""
+    """Run one step of the daily pipeline directly (no Airflow). An expected refusal (a gate failed,
+    nothing to publish, a missing partition) prints one line and exits 1."""
+    from foundation.lake import PartitionNotFound
+    from foundation.releases import ReleaseError
     from growthgr.cli.context import settings
+    from growthgr.pipeline import GateFailed
+    from growthgr.publish import PublishRefused
     from growthgr.steps import BY_NAME
 
     if name not in BY_NAME:
         raise typer.BadParameter(f"unknown step {name!r}: one of {', '.join(BY_NAME)}", param_hint="NAME")
-    out = BY_NAME[name](settings(), ds)
+    try:
+        out = BY_NAME[name](settings(), ds)
+    except (GateFailed, PublishRefused, ReleaseError, PartitionNotFound) as err:
+        typer.secho(f"{name} ds={ds}: {type(err).__name__}: {err}", fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(json.dumps(out, indent=2, default=str))
 
 
