@@ -90,16 +90,35 @@ class FileReader:
         return self.read_footer(url)[1].schema.to_arrow_schema()
 
 
+# Every S3 wait is bounded: connecting, and each request (boto3 and pyarrow), with boto3's standard
+# retry mode (exponential backoff) for throttling and transient errors.
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_REQUEST_TIMEOUT_S = 60.0
+S3_MAX_ATTEMPTS = 5
+
+
 @functools.lru_cache(maxsize=8)
 def _s3_filesystem(endpoint_url: str | None, region: str):
     """pyarrow's `S3FileSystem` at `endpoint_url` (path-style addressing, as MinIO/moto need)."""
     from pyarrow import fs
 
+    bounded = {"connect_timeout": S3_CONNECT_TIMEOUT_S, "request_timeout": S3_REQUEST_TIMEOUT_S,
+               "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS)}
     if not endpoint_url:
-        return fs.S3FileSystem(region=region)
+        return fs.S3FileSystem(region=region, **bounded)
     scheme, _, host = endpoint_url.partition("://")
     return fs.S3FileSystem(region=region, scheme=scheme, endpoint_override=host.rstrip("/"),
-                           force_virtual_addressing=False)
+                           force_virtual_addressing=False, **bounded)
+
+
+def s3_client(endpoint_url: str | None, region: str):
+    """A boto3 S3 client whose waits are bounded (`S3_*` above)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_REQUEST_TIMEOUT_S,
+        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}))
 
 
 class ObjectStore(Protocol):
@@ -240,12 +259,10 @@ class S3Store:
     """Objects in `s3://bucket/prefix` through boto3 (endpoint URL configurable, e.g. moto/MinIO)."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None, region: str = "us-east-1", client=None):
-        import boto3
-
         self.uri = uri.rstrip("/")
         self.loc = S3Location.parse(uri)
         self.files = FileReader(endpoint_url, region)
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        self.client = client or s3_client(endpoint_url, region)
 
     def _key(self, key: str, *, prefix: bool = False) -> str:
         check_key(key, prefix=prefix)

@@ -377,3 +377,22 @@ def test_writers_racing_for_a_free_lock_get_it_one_at_a_time(lake):
         for t in threads:
             t.join()
     assert overlaps == []
+
+
+def test_a_hung_s3_endpoint_is_an_error_within_the_timeouts(monkeypatch):
+    """An S3 API that accepts connections and never answers: a store call fails, it does not hang."""
+    import socket
+    import time
+
+    from foundation import storage
+
+    monkeypatch.setattr(storage, "S3_REQUEST_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(storage, "S3_MAX_ATTEMPTS", 2)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        s3 = storage.S3Store("s3://bucket/lake", endpoint_url=f"http://127.0.0.1:{srv.getsockname()[1]}")
+        started = time.monotonic()
+        with pytest.raises(Exception, match="(?i)timeout|timed out"):
+            s3.get_bytes("raw/x")
+        assert time.monotonic() - started < 15
