@@ -147,6 +147,20 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _durable_temp(folder: Path, data: bytes) -> str:
+    """A `.tmp-*` file in `folder` holding `data`, fsynced (removed again if writing fails)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 class LocalStore:
     """Objects are files under `root`; `put_bytes` writes a temp file, fsyncs it, `os.replace`s it
     and fsyncs the directory (and the parents of folders it created), so a put that returned
@@ -167,12 +181,8 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         for d in reversed(created):          # the new folders' entries in their parents
             fsync_path(d.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        tmp = _durable_temp(path.parent, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
             fsync_path(path.parent)
         except BaseException:
@@ -185,12 +195,8 @@ class LocalStore:
         whether this call created it."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        tmp = _durable_temp(path.parent, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, path)
             fsync_path(path.parent)
             return True

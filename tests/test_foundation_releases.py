@@ -105,16 +105,21 @@ def test_repeated_rollbacks_walk_back_never_forward(store):
     assert store.rollback() == r3
 
 
-def test_a_crash_between_history_and_pointer_does_not_break_rollback(store, monkeypatch):
-    r1, r2 = _day(store, "2026-03-01"), _day(store, "2026-03-02")
+def crash_on_pointer(store, monkeypatch, error: BaseException) -> None:
+    """Every write of `CURRENT` raises `error` (a mover killed between its history entry and the pointer)."""
     real = store.store.put_bytes
 
-    def crash_on_pointer(key, data):
+    def put(key, data):
         if key == POINTER:
-            raise KeyboardInterrupt("killed")
+            raise error
         real(key, data)
 
-    monkeypatch.setattr(store.store, "put_bytes", crash_on_pointer)
+    monkeypatch.setattr(store.store, "put_bytes", put)
+
+
+def test_a_crash_between_history_and_pointer_does_not_break_rollback(store, monkeypatch):
+    r1, r2 = _day(store, "2026-03-01"), _day(store, "2026-03-02")
+    crash_on_pointer(store, monkeypatch, KeyboardInterrupt("killed"))
     with pytest.raises(KeyboardInterrupt):
         _day(store, "2026-03-03")  # complete, logged, but CURRENT never moved
     with pytest.raises(KeyboardInterrupt):
@@ -244,18 +249,11 @@ def test_a_publish_racing_a_rollback_keeps_history_and_pointer_consistent(store)
 def test_a_rollback_that_crashed_after_its_entry_is_not_counted(store, monkeypatch):
     """publish W, X; a rollback crashes after its history entry; publish Y; rollback goes to X."""
     w, x = _day(store, "2026-01-01", b"w"), _day(store, "2026-01-02", b"x")
-    real = store.store.put_bytes
-
-    def crash_on_pointer(key, data):
-        if key == POINTER:
-            raise OSError("killed")
-        real(key, data)
-
-    monkeypatch.setattr(store.store, "put_bytes", crash_on_pointer)
+    crash_on_pointer(store, monkeypatch, OSError("killed"))
     with pytest.raises(OSError):
         store.rollback()
-    monkeypatch.setattr(store.store, "put_bytes", real)
-    store.store.delete("_MOVE_LOCK") if store.store.exists("_MOVE_LOCK") else None   # the killed mover's lock
+    monkeypatch.undo()
+    assert not store.store.exists("_MOVE_LOCK")              # released on the way out
     y = _day(store, "2026-01-03", b"y")
     assert store.current_id() == y and store.rollback() == x and w != x
 
