@@ -28,7 +28,9 @@ pytest_plugins = ("serve_fixtures",)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
-    return build_world(tmp_path_factory.mktemp("serve"))
+    # A generous deadline: the suite shares two cores with other test workers, and loading release B
+    # while answering can take seconds there; the deadline itself is tested with `_serving` below.
+    return build_world(tmp_path_factory.mktemp("serve"), serve={"request_timeout_ms": 60_000})
 
 
 @pytest.fixture(scope="module")
