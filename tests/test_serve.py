@@ -87,7 +87,9 @@ def test_answers_come_from_the_current_release(world, pools, memory_server):
     assert len(post["items"]) == world.settings.serve.top_k_default
     cold = httpx.get(f"{memory_server}/retrieve", params={"user_id": world.cold_user, "query": "brand3 shoes"})
     assert cold.status_code == 200 and cold.json()["items"]      # registered, no history: cold start
-    assert httpx.get(f"{memory_server}/openapi.json").json()["paths"].keys() >= {"/retrieve", "/healthz", "/metrics"}
+    assert httpx.get(f"{memory_server}/openapi.json").json()["paths"].keys() >= {"/retrieve", "/healthz", "/readyz",
+                                                                                "/metrics"}
+    assert httpx.get(f"{memory_server}/readyz").json() == {"ready": True, "release_id": "A"}
 
 
 def test_cli_retrieve_prints_the_same_answer(world, memory_server, monkeypatch):
@@ -443,7 +445,28 @@ def test_the_service_starts_on_the_last_good_release_when_current_cannot_be_serv
     with _serving(world) as url:
         health = httpx.get(f"{url}/healthz").json()
         assert (health["release_id"], health["current_release"], health["stale"]) == ("B", "C", True)
+        assert httpx.get(f"{url}/readyz").status_code == 200           # stale, and still answering
         r = httpx.get(f"{url}/retrieve", params=params(world, 5))
         assert r.status_code == 200 and r.json()["release_id"] == "B"
         assert_valid(pools, r.json())
         assert scrape(url)["reload_failures"] == 1
+
+
+def test_readiness_fails_while_liveness_holds_when_the_batcher_stops(world):
+    """`/readyz` is 503 with the reason once the batcher is gone (no request could be answered);
+    `/healthz` (liveness: the process answers) stays 200."""
+    from fastapi.testclient import TestClient
+
+    from growthgr.serve import create_app
+
+    with TestClient(create_app(world.settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        service = client.app.state.service
+        client.portal.call(service.tasks[0].cancel)
+        deadline = time.monotonic() + 10
+        while not service.tasks[0].done():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json() == {"detail": "not ready: the batcher stopped"}
+        assert client.get("/healthz").status_code == 200

@@ -112,7 +112,18 @@ class ServiceState:
         self.failed_release: str | None = None    # CURRENT names it, it could not be loaded
         self.failures, self.retry_at = 0, 0.0     # consecutive failed loads of it; when to try again
         self.current_release = retriever.release_id
+        self.tasks: list[asyncio.Task] = []       # the batcher and the reload watcher, once started
         metrics.serving(retriever.release_id)
+
+    def not_ready(self) -> str | None:
+        """Why this instance should get no new traffic now (None: ready): its batcher or reload
+        watcher stopped, or its queue is full. A stale release is still ready (it answers)."""
+        for task, name in zip(self.tasks, ("batcher", "reload watcher"), strict=False):
+            if task.done():
+                return f"the {name} stopped"
+        if self.batcher.queue.full():
+            return f"{self.settings.serve.max_queue} queries wait (serve.max_queue)"
+        return None
 
     def load_failed(self, release_id: str) -> None:
         """A failed load of `release_id`: tried again after a backoff that doubles (poll interval x
@@ -269,7 +280,9 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI app: `GET|POST /retrieve`, `/healthz`, `/metrics` (Prometheus), OpenAPI docs at `/docs`."""
+    """The FastAPI app: `GET|POST /retrieve`, `/healthz` (liveness: answers while the process runs),
+    `/readyz` (readiness: 503 while the instance should get no traffic), `/metrics` (Prometheus),
+    OpenAPI docs at `/docs`."""
     cfg = settings.serve
 
     @contextlib.asynccontextmanager
@@ -281,13 +294,13 @@ def create_app(settings: Settings) -> FastAPI:
             state.load_failed(failed[0])
             metrics.reload_failures.inc(len(failed) - 1)     # older ones tried on the way back
         app.state.service = state
-        tasks = [asyncio.create_task(state.batcher.run()), asyncio.create_task(state.watch())]
+        state.tasks = [asyncio.create_task(state.batcher.run()), asyncio.create_task(state.watch())]
         try:
             yield
         finally:
-            for task in tasks:
+            for task in state.tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*state.tasks, return_exceptions=True)
             await state.cache.close()
 
     app = FastAPI(title="GrowthGR retrieval", lifespan=lifespan,
@@ -329,7 +342,16 @@ def create_app(settings: Settings) -> FastAPI:
     async def retrieve_post(request: Request, body: body_model) -> dict:  # type: ignore[valid-type]
         return await request.app.state.service.answer(check_request(cfg, body.user_id, body.query, body.k))
 
-    @app.get("/healthz", summary="The serving release and the models loaded")
+    @app.get("/readyz", summary="Readiness: 200 while this instance takes traffic, else 503 with the reason",
+             responses={503: {"model": ErrorBody, "description": "Not ready: batcher stopped or queue full"}})
+    async def readyz(request: Request) -> dict:
+        state = request.app.state.service
+        reason = state.not_ready()
+        if reason is not None:
+            raise StarletteHTTPException(503, f"not ready: {reason}")
+        return {"ready": True, "release_id": state.retriever.release_id}
+
+    @app.get("/healthz", summary="Liveness: the serving release, the CURRENT one, staleness and the models loaded")
     async def healthz(request: Request) -> dict:
         state = request.app.state.service
         return {"status": "ok", **state.retriever.describe(), "current_release": state.current_release,
