@@ -5,7 +5,8 @@ Layout under the releases root (a directory or `s3://bucket/prefix`):
   <release_id>/manifest.json   written after every artifact: its presence marks a complete release;
                                each file's size and SHA-256, checked whenever a file is read
   CURRENT                      {"release_id": ...}: the serving pointer, moved last
-  HISTORY.jsonl                every pointer move {at, action, from, to}, written before the move
+  HISTORY.jsonl                every pointer move {id, at, action, from, to}, appended before the move,
+                               then its outcome {id, at, outcome: moved | failed} appended after it
 
 A publish uploads every artifact, then the manifest, then moves `CURRENT` in
 one atomic object write. A failure at any point before that leaves the
@@ -16,11 +17,14 @@ incomplete and can never become current.
 release whose `ds` is >= the current one's and that was not rolled back. Only an
 explicit `promote` (`set_current`) or `rollback` moves it anywhere else.
 
-Each move appends its history entry *before* writing `CURRENT`, so a crash in
-between leaves an entry for a move that never happened; `rollback` tells those
-apart (the next entry's `from`, or `CURRENT` itself, is not that entry's `to`) and
-only walks back over releases that really were current, skipping every release
-that a rollback that really happened moved away from (until it is promoted again).
+Each move appends its history entry *before* writing `CURRENT` and its outcome after: `moved`
+once `CURRENT` was written, `failed` when the write raised. The history is append-only (lines
+are added under the mover lock, never edited; an object store has no append, so the object is
+rewritten with the new line at its end). A mover killed between the entry and its outcome leaves
+an entry without one; `rollback` then infers it (the next entry's `from`, or `CURRENT` itself,
+is that entry's `to` exactly when the move happened). Rollback walks back only over releases
+that really were current, skipping every release that a rollback that really happened moved away
+from (until it is promoted again).
 
 One mover at a time, across processes and hosts: every move (publish's `advance`, `promote`,
 `rollback`) runs while holding `_MOVE_LOCK`, created with the store's atomic create-if-absent (a
@@ -121,7 +125,7 @@ class ReleaseStore:
         new, current = self.get(release_id), self._current_or_none()
         if current == release_id:
             return False
-        if release_id in self._rolled_back(self._moves(), current):
+        if release_id in self._rolled_back(self.history(), current):
             log.info("not serving %s: it was rolled back (`promote` it to serve it again)", release_id)
             return False
         if current is not None:
@@ -144,11 +148,35 @@ class ReleaseStore:
         previous = self._current_or_none()
         if previous == release_id:
             return
-        entry = {"at": datetime.now(UTC).isoformat(), "action": action, "from": previous, "to": release_id}
-        history = self.store.get_bytes(HISTORY) if self.store.exists(HISTORY) else b""
-        self.store.put_bytes(HISTORY, history + (json.dumps(entry) + "\n").encode())
-        self.store.put_bytes(POINTER, json.dumps({"release_id": release_id}).encode())
+        move_id = uuid.uuid4().hex
+        self._append({"id": move_id, "at": _now(), "action": action, "from": previous, "to": release_id})
+        try:
+            self.store.put_bytes(POINTER, json.dumps({"release_id": release_id}).encode())
+        except Exception as err:
+            # the write may have landed although it raised (a timeout after the store applied it)
+            try:
+                landed = self.current_id() == release_id
+            except Exception:  # noqa: BLE001 -- unknown: no outcome recorded, inferred later
+                raise err from None
+            if not landed:
+                self._append_outcome(move_id, "failed", f"{type(err).__name__}: {err}"[:200])
+                raise
+            log.warning("writing CURRENT raised (%s), but it names %s: the move happened", err, release_id)
+        self._append_outcome(move_id, "moved")
         log.info("release pointer moved (%s): %s -> %s", action, previous, release_id)
+
+    def _append(self, line: dict) -> None:
+        """One line at the end of `HISTORY.jsonl` (called under the mover lock)."""
+        history = self.store.get_bytes(HISTORY) if self.store.exists(HISTORY) else b""
+        self.store.put_bytes(HISTORY, history + (json.dumps(line) + "\n").encode())
+
+    def _append_outcome(self, move_id: str, outcome: str, error: str | None = None) -> None:
+        """The outcome line of move `move_id`; a failure to write it is logged, not raised (the move's
+        outcome is then inferred, see the module docstring)."""
+        try:
+            self._append({"id": move_id, "at": _now(), "outcome": outcome, **({"error": error} if error else {})})
+        except Exception:  # noqa: BLE001 -- the pointer write decided the move; its record is best effort
+            log.exception("could not record the outcome (%s) of release move %s", outcome, move_id)
 
     def current_id(self) -> str | None:
         """The release `CURRENT` names (None before the first publish); a corrupt `CURRENT` is a
@@ -247,7 +275,7 @@ class ReleaseStore:
         Repeated rollbacks keep walking back (never forward to a release they rolled back).
         """
         with self._mover():
-            moves, current = self._moves(), self.current_id()
+            moves, current = self.history(), self.current_id()
             if not moves:
                 raise ReleaseError("no release history: nothing to roll back to")
             skip = self._rolled_back(moves, current) | {current}
@@ -259,24 +287,38 @@ class ReleaseStore:
 
     def served(self) -> list[str]:
         """Every release that really was current, in the order it became current (the current one last)."""
-        moves, current = self._moves(), self.current_id()
+        moves, current = self.history(), self.current_id()
         if not moves:
             return [current] if current else []
         return self._served(moves, current)
 
-    def _moves(self) -> list[dict]:
+    def history(self) -> list[dict]:
+        """Every logged move in order, each with its `outcome`: `moved`, `failed`, or None (its mover
+        stopped before recording one; see `_happened`)."""
         if not self.store.exists(HISTORY):
             return []
-        return [json.loads(line) for line in self.store.get_bytes(HISTORY).decode().splitlines() if line]
+        moves, by_id = [], {}
+        for line in self.store.get_bytes(HISTORY).decode().splitlines():
+            if not line:
+                continue
+            record = json.loads(line)
+            if "action" in record:
+                moves.append(move := {**record, "outcome": None})
+                by_id[record.get("id")] = move
+            elif record.get("id") in by_id:
+                by_id[record["id"]]["outcome"] = record["outcome"]
+        return moves
 
     @staticmethod
     def _happened(moves: list[dict], current: str | None) -> list[dict]:
-        """The logged moves whose pointer write happened, in order (one that never happened is
-        followed by an entry, or a `CURRENT`, that does not start from its `to`)."""
+        """The logged moves whose pointer write happened, in order: those recorded `moved`; for one
+        without an outcome, inferred (a move that never happened is followed by an entry, or a
+        `CURRENT`, that does not start from its `to`)."""
         if not moves:
             return []
         after = [m.get("from") for m in moves[1:]] + [current]
-        return [m for m, nxt in zip(moves, after, strict=True) if nxt == m["to"]]
+        return [m for m, nxt in zip(moves, after, strict=True)
+                if m.get("outcome") == "moved" or (m.get("outcome") is None and nxt == m["to"])]
 
     @classmethod
     def _served(cls, moves: list[dict], current: str | None) -> list[str]:
@@ -293,6 +335,10 @@ class ReleaseStore:
             elif m.get("action") == "promote":
                 out.discard(m["to"])
         return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def release_ds(release: Release) -> str | None:

@@ -126,7 +126,10 @@ def test_a_crash_between_history_and_pointer_does_not_break_rollback(store, monk
         store.rollback()           # logged, but CURRENT never moved
     monkeypatch.undo()
     assert store.current_id() == r2
-    assert len(store.store.get_bytes(HISTORY).splitlines()) == 4
+    # killed (not an error): the two entries have no outcome, so rollback infers that they never happened
+    assert [(m["action"], m["outcome"]) for m in store.history()] == [
+        ("publish", "moved"), ("publish", "moved"), ("publish", None), ("rollback", None)]
+    assert len(store.store.get_bytes(HISTORY).splitlines()) == 6          # 4 entries, 2 outcomes
     assert store.rollback() == r1   # not to the never-served r3, not a no-op to r2
     with pytest.raises(ReleaseError, match="nothing to roll back"):
         store.rollback()
@@ -166,6 +169,9 @@ def test_promote_and_rollback_commands(tmp_path, monkeypatch):
     assert out.exit_code == 1 and "missing or incomplete" in out.output
     out = runner.invoke(app, ["releases", "rollback"])
     assert out.exit_code == 0 and store.current_id() == new
+    lines = runner.invoke(app, ["releases", "history", "--last", "2"]).output.splitlines()
+    assert [line.split()[1:] for line in lines] == [["promote", new, "->", old, "moved"],
+                                                   ["rollback", old, "->", new, "moved"]]
 
 
 def test_s3_errors_other_than_missing_propagate(s3_bucket):
@@ -220,7 +226,8 @@ def test_concurrent_publishes_never_move_current_backwards_nor_lose_history(stor
         for t in threads:
             t.join()
         assert store.current_id() == f"ds={newer}-m"
-    moves = [json.loads(line) for line in store.store.get_bytes(HISTORY).decode().splitlines()]
+    moves = store.history()
+    assert {m["outcome"] for m in moves} == {"moved"}                                # each recorded
     targets = [m["to"] for m in moves]
     assert targets == sorted(targets) and targets[-1] == f"ds={days[-1]}-m"       # never backwards
     assert set(f"ds={d}-m" for d in days[1::2]) <= set(targets)                     # every newer day served
@@ -241,7 +248,7 @@ def test_a_publish_racing_a_rollback_keeps_history_and_pointer_consistent(store)
             t.start()
         for t in threads:
             t.join()
-        moves = [json.loads(line) for line in store.store.get_bytes(HISTORY).decode().splitlines()]
+        moves = store.history()
         assert all(m["from"] == p["to"] for p, m in zip(moves, moves[1:], strict=False))      # a chain: none lost
         assert moves[-1]["to"] == store.current_id()
 
@@ -254,8 +261,28 @@ def test_a_rollback_that_crashed_after_its_entry_is_not_counted(store, monkeypat
         store.rollback()
     monkeypatch.undo()
     assert not store.store.exists("_MOVE_LOCK")              # released on the way out
+    assert store.history()[-1]["outcome"] == "failed"        # recorded: the rollback did not happen
     y = _day(store, "2026-01-03", b"y")
     assert store.current_id() == y and store.rollback() == x and w != x
+    assert [m["outcome"] for m in store.history()] == ["moved", "moved", "failed", "moved", "moved"]
+
+
+def test_a_pointer_write_that_raised_but_landed_is_recorded_as_a_move(store, monkeypatch):
+    """A store timeout after the store applied the write: CURRENT names the new release, so the
+    history says `moved` and the publish reports no error."""
+    w = _day(store, "2026-01-01", b"w")
+    real = store.store.put_bytes
+
+    def put(key, data):
+        real(key, data)
+        if key == POINTER:
+            raise TimeoutError("read timeout after the write")
+
+    monkeypatch.setattr(store.store, "put_bytes", put)
+    x = _day(store, "2026-01-02", b"x")
+    monkeypatch.undo()
+    assert store.current_id() == x and [m["outcome"] for m in store.history()] == ["moved", "moved"]
+    assert store.rollback() == w
 
 
 def test_a_corrupt_current_is_named_and_promote_repairs_it(store):

@@ -69,7 +69,7 @@ def check_consistent(store) -> None:
     if current is not None:
         assert release_ds(store.get(current)) == DAYS[0], current   # complete, and never demoted
         # the history knows the pointer (written before it), so rollback works from here
-        assert store._served(store._moves(), current)[-1:] == [current]
+        assert store._served(store.history(), current)[-1:] == [current]
 
 
 def _publish_until_killed(run_root: str, endpoint: str | None, crash_at: int, errors) -> None:

@@ -1,4 +1,4 @@
-"""`growthgr releases list|show|promote|rollback`."""
+"""`growthgr releases list|show|history|promote|rollback`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,17 @@ def _run(action):
 def show(release_id: str = typer.Argument("current", help="A release id, or 'current'.")) -> None:
     """Print a release's manifest."""
     typer.echo(json.dumps(_run(lambda: _store().get(release_id)).manifest, indent=2, sort_keys=True))
+
+
+@app.command("history")
+def history(last: int = typer.Option(20, "--last", min=1, help="How many of the newest moves to print.")) -> None:
+    """Print the moves of the serving pointer, oldest first, with each one's outcome (`moved`,
+    `failed`, or `unknown` when its mover stopped before recording one)."""
+    moves = _run(lambda: _store().history())
+    if not moves:
+        typer.echo("no moves")
+    for m in moves[-last:]:
+        typer.echo(f"{m['at']}  {m['action']:<8} {m['from'] or '-'} -> {m['to']}  {m['outcome'] or 'unknown'}")
 
 
 @app.command("promote")
