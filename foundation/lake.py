@@ -25,7 +25,9 @@ live writer renews its lock every `lock_ttl / 3` (a heartbeat thread), so a long
 upload) keeps it. A free lock is taken with the store's atomic create-if-absent (a hard link
 locally, an S3 conditional write), so of two writers racing for it exactly one gets it; a stale
 lock is deleted and then raced for the same way. Each writer re-reads the lock just before
-committing, and fails if another owner took it over.
+committing, and fails if another owner took it over; the marker itself is written by
+compare-and-swap against the marker read before that check (`ObjectStore.replace_if`), so a
+writer paused past its lock's expiry between check and write cannot replace the new owner's commit.
 
 Readers during an overwrite. A superseded write (and any write directory the marker does not
 name: a crashed or concurrent attempt) is only *retired*, with the time it was first seen
@@ -247,23 +249,29 @@ class Lake:
 
     def _commit(self, zone: str, table: str, ds: str | date, write_id: str, files: list[str], rows: int) -> Commit:
         part = self.partition_key(zone, table, ds)
+        self.store.sync(files)          # the files are durable before the marker names them
+        previous = self._marker_bytes(part)
         self._check_owner(part, write_id)
         now = datetime.now(UTC)
-        retired = self._retired(part, write_id, now.isoformat())
+        retired = self._retired(part, write_id, now.isoformat(), previous)
         expired = {w for w, at in retired.items() if now - datetime.fromisoformat(at) >= self.grace}
         commit = Commit(write_id, [f[len(part) + 1:] for f in files], rows, now.isoformat(),
                         {w: at for w, at in retired.items() if w not in expired})
-        self.store.sync(files)          # the files are durable before the marker names them
-        self.store.put_bytes(f"{part}/{MARKER}", json.dumps(asdict(commit)).encode())
+        # Compare-and-swap on the marker read before the owner check: a writer paused after that
+        # check, whose lock was taken over and whose partition was committed by the new owner, fails
+        # here instead of replacing the newer commit (the takeover window closed at commit).
+        if not self.store.replace_if(f"{part}/{MARKER}", json.dumps(asdict(commit)).encode(), previous):
+            raise ConcurrentWrite(f"write {write_id} of {part} lost its lock: another write committed the "
+                                  f"partition meanwhile; nothing of this write was committed")
         for key in self.store.list(part + "/"):
             if _write_of(part, key) in expired:
                 self.store.delete(key)
         return commit
 
-    def _retired(self, part: str, write_id: str, now: str) -> dict[str, str]:
-        """Every write of `part` other than `write_id`, with when it was first seen retired."""
-        previous = self._marker(part)
-        retired = dict(previous.retired) if previous else {}
+    def _retired(self, part: str, write_id: str, now: str, previous: bytes | None) -> dict[str, str]:
+        """Every write of `part` other than `write_id`, with when it was first seen retired
+        (`previous`: the partition's marker as read before the commit)."""
+        retired = dict(Commit(**json.loads(previous)).retired) if previous else {}
         dirs = {w for k in self.store.list(part + "/") if (w := _write_of(part, k))}
         for other in dirs - {write_id}:
             retired.setdefault(other, now)
@@ -316,11 +324,15 @@ class Lake:
             self.store.delete(f"{part}/{LOCK}")
 
     # -- reads ------------------------------------------------------------
-    def _marker(self, part: str) -> Commit | None:
+    def _marker_bytes(self, part: str) -> bytes | None:
         try:
-            return Commit(**json.loads(self.store.get_bytes(f"{part}/{MARKER}")))
+            return self.store.get_bytes(f"{part}/{MARKER}")
         except FileNotFoundError:
             return None
+
+    def _marker(self, part: str) -> Commit | None:
+        raw = self._marker_bytes(part)
+        return Commit(**json.loads(raw)) if raw is not None else None
 
     def commit_info(self, zone: str, table: str, ds: str | date) -> Commit:
         part = self.partition_key(zone, table, ds)

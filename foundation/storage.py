@@ -19,6 +19,7 @@ files: dbt's DuckDB file, Feast's registry and SQLite online store).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import tempfile
@@ -133,6 +134,7 @@ class ObjectStore(Protocol):
     def url(self, key: str) -> str: ...
     def sync(self, keys: list[str]) -> None: ...
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
+    def replace_if(self, key: str, data: bytes, expected: bytes | None) -> bool: ...
 
 
 TMP_MAX_AGE_S = 3600.0    # a `.tmp-*` file this old is a crashed writer's: the next write beside it removes it
@@ -204,6 +206,29 @@ class LocalStore:
             return False
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def replace_if(self, key: str, data: bytes, expected: bytes | None) -> bool:
+        """Compare-and-swap: write `data` only if the object holds `expected` (None: only if there
+        is none); whether it wrote. Atomic among `replace_if` callers on this host: they hold an
+        exclusive `flock` on the object's folder while comparing and renaming."""
+        if expected is None:
+            return self.put_if_absent(key, data)
+        path = self._path(key)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            if not path.exists() or path.read_bytes() != expected:
+                return False
+            tmp = _durable_temp(path.parent, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            os.fsync(folder)
+            return True
+        finally:
+            os.close(folder)                 # releases the flock
 
     def sync(self, keys: list[str]) -> None:
         """Make objects an engine wrote itself (Spark, pyarrow) durable: fsync each file and its folder."""
@@ -287,6 +312,30 @@ class S3Store:
 
         try:
             self.client.put_object(Bucket=self.loc.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def replace_if(self, key: str, data: bytes, expected: bytes | None) -> bool:
+        """Compare-and-swap: write `data` only if the object holds `expected` (None: only if there
+        is none); whether it wrote. The write is conditional on the ETag of the object that was
+        compared (`If-Match`), so a write by anyone in between makes it fail."""
+        from botocore.exceptions import ClientError
+
+        if expected is None:
+            return self.put_if_absent(key, data)
+        try:
+            current = self.client.get_object(Bucket=self.loc.bucket, Key=self._key(key))
+        except ClientError as err:
+            if _missing(err):
+                return False
+            raise
+        if current["Body"].read() != expected:
+            return False
+        try:
+            self.client.put_object(Bucket=self.loc.bucket, Key=self._key(key), Body=data, IfMatch=current["ETag"])
             return True
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):

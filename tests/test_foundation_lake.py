@@ -33,14 +33,21 @@ class Boom(RuntimeError):
 
 
 def _fail_on(lake: Lake, predicate, monkeypatch):
-    real = lake.store.put_bytes
+    """Every write (`put_bytes`, or the marker's `replace_if`) of a key matching `predicate` raises."""
+    real_put, real_replace = lake.store.put_bytes, lake.store.replace_if
 
     def put(key, data):
         if predicate(key):
             raise Boom(key)
-        real(key, data)
+        real_put(key, data)
+
+    def replace_if(key, data, expected):
+        if predicate(key):
+            raise Boom(key)
+        return real_replace(key, data, expected)
 
     monkeypatch.setattr(lake.store, "put_bytes", put)
+    monkeypatch.setattr(lake.store, "replace_if", replace_if)
 
 
 def test_write_read_list(lake):
@@ -396,3 +403,72 @@ def test_a_hung_s3_endpoint_is_an_error_within_the_timeouts(monkeypatch):
         with pytest.raises(Exception, match="(?i)timeout|timed out"):
             s3.get_bytes("raw/x")
         assert time.monotonic() - started < 15
+
+
+def _commit_paused_after_owner_check(root: str, endpoint: str | None, done) -> None:
+    """Forked child: write DF1 to raw/t/2026-01-07, stopping itself (SIGSTOP) right after the
+    commit's owner check; report how the commit ended on `done`."""
+    import os
+    import signal
+
+    child = Lake.open(root, endpoint_url=endpoint, grace=timedelta(0))
+    child.lock_ttl = timedelta(seconds=1)
+    check = child._check_owner
+
+    def check_then_pause(part, write_id):
+        check(part, write_id)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    child._check_owner = check_then_pause
+    try:
+        child.write_partition("raw", "t", "2026-01-07", DF1)
+        done.send("committed")
+    except ConcurrentWrite as err:
+        done.send(f"ConcurrentWrite: {err}")
+
+
+def _wait_stopped(pid: int, timeout_s: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the writer never reached its commit"
+        time.sleep(0.02)
+
+
+def test_a_writer_paused_past_its_lock_cannot_replace_the_new_owners_commit(lake, request):
+    """Real processes: writer A is stopped (SIGSTOP) between its commit's owner check and its marker
+    write, longer than the lock TTL; writer B takes the stale lock over and commits; A resumes
+    (SIGCONT): its commit fails with ConcurrentWrite and the partition keeps B's rows."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    endpoint = request.getfixturevalue("s3_bucket")[0] if lake.store.uri.startswith("s3://") else None
+    fork = multiprocessing.get_context("fork")
+    done, child_done = fork.Pipe(duplex=False)
+    writer_a = fork.Process(target=_commit_paused_after_owner_check, args=(lake.store.uri, endpoint, child_done))
+    writer_a.start()
+    try:
+        _wait_stopped(writer_a.pid)
+        time.sleep(1.5)                                            # past A's 1 s TTL, no heartbeat
+        lake.lock_ttl = timedelta(seconds=1)
+        lake.write_partition("raw", "t", "2026-01-07", DF2)         # B: takes over the stale lock
+        os.kill(writer_a.pid, signal.SIGCONT)
+        assert done.poll(60)
+        outcome = done.recv()
+    finally:
+        os.kill(writer_a.pid, signal.SIGCONT)
+        writer_a.join(60)
+    assert outcome.startswith("ConcurrentWrite") and "another write committed" in outcome, outcome
+    assert lake.read_partition("raw", "t", "2026-01-07").to_pandas()["id"].tolist() == [9]
+    assert not lake.store.exists(f"raw/t/ds=2026-01-07/{LOCK}")
+
+
+def test_replace_if_swaps_only_the_object_it_compared(lake):
+    store = lake.store
+    assert store.replace_if("k/m", b"a", None) and not store.replace_if("k/m", b"b", None)   # create-only
+    assert not store.replace_if("k/m", b"c", b"x") and store.get_bytes("k/m") == b"a"         # not what we read
+    assert store.replace_if("k/m", b"c", b"a") and store.get_bytes("k/m") == b"c"
+    assert not store.replace_if("k/missing", b"c", b"a") and not store.exists("k/missing")
