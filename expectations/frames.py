@@ -134,6 +134,24 @@ def previous_rows(lake: Lake, zone: str, table: str, ds: date) -> int | None:
         raise Unreadable(f"cannot read the commit marker of {zone}/{table}/ds={earlier[-1]}: {err}") from None
 
 
+def medians_by(frame: pd.DataFrame, key: str, column: str) -> pd.Series:
+    """Median numeric `column` per `key` (int64 index), rows with a null key or value left out."""
+    if not {key, column} <= set(frame.columns):
+        return pd.Series(dtype=float)
+    values = pd.DataFrame({key: pd.to_numeric(frame[key], errors="coerce"),
+                           column: pd.to_numeric(frame[column], errors="coerce")}).dropna()
+    return values.groupby(values[key].astype("int64"))[column].median()
+
+
+def relative_median_change(today: pd.DataFrame, before: pd.DataFrame, key: str, column: str) -> pd.Series:
+    """|today's median / earlier median - 1| of `column` for each `key` present on both sides with a
+    positive earlier median (index: key), e.g. how far each item's price moved."""
+    now, then = medians_by(today, key, column), medians_by(before, key, column)
+    then = then[then > 0]
+    both = now.index.intersection(then.index)
+    return (now[both] / then[both] - 1).abs()
+
+
 def check_has_parent(child: pd.DataFrame, parent: pd.DataFrame, keys: list[str]) -> pd.Series:
     """True where the child row's `keys` occur in `parent` (e.g. a click's exposure)."""
     if any(k not in child.columns for k in keys):

@@ -162,15 +162,22 @@ def _failure(check: suites.TableCheck, r) -> Failure:
     column = meta.get("column", "*")
     details = _details(r)
     derived = r.expectation_config.kwargs.get("column", "")
-    if derived.startswith("_check_drift_") and check.frame is not None:
-        kw = r.expectation_config.kwargs
-        details = (f"quantile {derived.rsplit('_q', 1)[1]} of {column} is {check.frame[derived].iloc[0]:.4g}; "
-                   f"the previous days allow [{kw['min_value']:.4g}, {kw['max_value']:.4g}]")
+    if derived.startswith(("_check_drift_", "_check_price_change_")) and check.frame is not None:
+        details = _history_details(check.frame[derived].iloc[0], derived, column, r.expectation_config.kwargs)
     elif derived.startswith("_check_") and check.frame is not None:
         details = _derived_details(check.frame, derived, column)
     elif r.expectation_config.type == "expect_column_to_exist":
         details = f"column missing; present: {sorted(c for c in check.frame.columns if not c.startswith('_check_'))}"
     return Failure(check.suite_name, f"ds={check.ds}", column, meta.get("rule", r.expectation_config.type), details)
+
+
+def _history_details(value: float, check_column: str, column: str, kw: dict) -> str:
+    """For a rule against the previous days: the day's value and what those days allow."""
+    if check_column.startswith("_check_price_change_"):
+        return (f"{value:.1%} of the items ordered today and on the previous days moved their median {column} "
+                f"by more than gates.price_change_max_rel; at most {kw['max_value']:.1%} may")
+    return (f"quantile {check_column.rsplit('_q', 1)[1]} of {column} is {value:.4g}; "
+            f"the previous days allow [{kw['min_value']:.4g}, {kw['max_value']:.4g}]")
 
 
 def _derived_details(frame, check_column: str, column: str) -> str:

@@ -92,6 +92,9 @@ ID_REFS = {"item_id": "items", "user_id": "users", "request_id": "search_request
            "linked_request_id": "search_requests"}
 # Keys the schemas promise unique across all days, not only within a partition.
 CROSS_DAY_KEYS = {"items": "item_id", "users": "user_id", "search_requests": "request_id"}
+# Tables with a per-item price that recurs across days (rule `price_change_vs_previous_days`); raw/items
+# carries the listing price too, but each item once (on its listing day), so it has no history there.
+PRICE_TABLES = ("purchases", "site_orders")
 # A raw partition with no rows fails `row_count`, except `users` after its first day: a day without
 # signups is legitimate (the simulator draws Poisson(new_users_per_day) arrivals; tiny: mean 1).
 MAY_BE_EMPTY_AFTER_FIRST_DAY = {"users"}
@@ -324,10 +327,41 @@ def add_drift_checks(lake: Lake, table: str, ds: date, frame: pd.DataFrame, cfg:
     return frame, out
 
 
+
+def price_change_share(changes: pd.Series, cfg: GatesConfig) -> float | None:
+    """Share of the compared items whose price moved by more than `price_change_max_rel` (None with
+    fewer than `price_change_min_items` items compared)."""
+    if len(changes) < cfg.price_change_min_items:
+        return None
+    return float((changes > cfg.price_change_max_rel).mean())
+
+
+def add_price_change_checks(lake: Lake, table: str, ds: date, frame: pd.DataFrame, cfg: GatesConfig
+                            ) -> tuple[pd.DataFrame, list]:
+    """Rule `price_change_vs_previous_days` of an order table (`PRICE_TABLES`): the share of items
+    ordered today and on the previous `drift_days` committed partitions whose median price moved by
+    more than `price_change_max_rel` (`frames.relative_median_change`), held in the derived
+    `_check_price_change_price` column, is at most `price_change_max_share`."""
+    if table not in PRICE_TABLES:
+        return frame, []
+    earlier = frames.earlier_partitions(lake, "raw", table, ds)[-cfg.drift_days:]
+    if not earlier:
+        return frame, []
+    before = pd.concat(frames.read_partitions(lake, "raw", table, earlier, ["item_id", "price"]), ignore_index=True)
+    share = price_change_share(frames.relative_median_change(frame, before, "item_id", "price"), cfg)
+    if share is None:
+        return frame, []
+    frame = frame.assign(_check_price_change_price=share)
+    return frame, [rule(gxe.ExpectColumnValuesToBeBetween, "price_change_vs_previous_days",
+                        "_check_price_change_price", about="price", min_value=0,
+                        max_value=cfg.price_change_max_share)]
+
+
 # -- raw tables -----------------------------------------------------------------------------------
 @reports_unreadable("raw")
 def raw_check(lake: Lake, table: str, ds: date, cfg: GatesConfig) -> TableCheck:
-    """Schema, keys, not-null, ranges, funnel consistency, volume and bad inputs of one raw partition."""
+    """Schema, keys, not-null, ranges, funnel consistency, bad inputs of one raw partition, and its
+    volume, quantiles and per-item prices against the previous days."""
     frame = frames.read(lake, "raw", table, ds)
     if frame is None:
         return TableCheck("raw", table, ds, None)
@@ -336,7 +370,8 @@ def raw_check(lake: Lake, table: str, ds: date, cfg: GatesConfig) -> TableCheck:
     nullable = RAW_NULLABLE.get(table, set())
     frame = add_input_checks(lake, table, ds, _add_raw_checks(lake, table, ds, frame, cfg), nullable)
     frame, drift = add_drift_checks(lake, table, ds, frame, cfg) if not first_day else (frame, [])
-    exps = drift + (schema_rules(schema, frame) + key_rules(frame, RAW_KEYS[table])
+    frame, prices = add_price_change_checks(lake, table, ds, frame, cfg)
+    exps = drift + prices + (schema_rules(schema, frame) + key_rules(frame, RAW_KEYS[table])
             + not_null_rules(frame, [c for c in schema.names if c not in nullable])
             + _raw_value_rules(table, frame, ds, cfg, first_day)
             + text_rules(schema, frame) + input_rules(frame))

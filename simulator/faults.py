@@ -2,7 +2,8 @@
 
 `FAULTS` (name -> what it does) is the contract with the GX suites. Each
 fault touches `max(1, round(fault_fraction * rows))` rows of one table of the
-injected day (`fault_fraction` is in `SimulatorConfig`, 5% by default);
+injected day (`fault_fraction` is in `SimulatorConfig`, 5% by default;
+`price_units`: that share of the day's ordered items, in both order tables);
 other days and the `truth` zone are never touched. Rows are chosen with
 `day_rng(seed, day, 3)`, so an injected run is reproducible too.
 """
@@ -30,15 +31,20 @@ FAULTS: dict[str, str] = {
     "late_data": "raw/clicks: a sample of the day's clicks that led to no purchase is removed from the day's "
                  "partition and written into the NEXT day's clicks partition with its original ts "
                  "(so the next partition holds rows whose ts is on the previous day).",
+    "price_units": "raw/purchases and raw/site_orders: a sample of the day's ordered items (distinct item ids "
+                   "of both tables) has its price logged in cents: price and gmv x 100 on every order row of "
+                   "those items in both tables (gmv = price x quantity still holds); other columns unchanged.",
 }
 
 MISSING_TABLE = "exposures"
 LATE_TABLE = "clicks"
+ORDER_TABLES = ("purchases", "site_orders")
 
 
 # Faults combine: they are applied in this order (e.g. the funnel violation is built from the
 # exposures before a schema drift renames their column).
-APPLY_ORDER = ("late_data", "funnel_violation", "duplicates", "nulls", "schema_drift", "missing_partition")
+APPLY_ORDER = ("late_data", "funnel_violation", "price_units", "duplicates", "nulls", "schema_drift",
+               "missing_partition")
 
 
 def check(faults: Iterable[str]) -> list[str]:
@@ -74,6 +80,18 @@ def nulls(raw: dict[str, pa.Table], rng: np.random.Generator, fraction: float) -
 def duplicates(raw: dict[str, pa.Table], rng: np.random.Generator, fraction: float) -> None:
     t = raw["purchases"]
     raw["purchases"] = pa.concat_tables([t, t.take(sample(rng, t.num_rows, fraction))])
+
+
+def price_units(raw: dict[str, pa.Table], rng: np.random.Generator, fraction: float) -> None:
+    ordered = np.unique(np.concatenate([raw[t].column("item_id").to_numpy() for t in ORDER_TABLES]))
+    hit = pa.array(ordered[sample(rng, len(ordered), fraction)])
+    for name in ORDER_TABLES:
+        t = raw[name]
+        scale = pc.if_else(pc.is_in(t.column("item_id"), hit), 100.0, 1.0)
+        for column in ("price", "gmv"):
+            i = t.schema.get_field_index(column)
+            t = t.set_column(i, t.schema.field(i), pc.multiply(t.column(i), scale))
+        raw[name] = t
 
 
 def funnel_violation(raw: dict[str, pa.Table], rng: np.random.Generator, fraction: float) -> None:
@@ -131,5 +149,6 @@ def inject(raw: dict[str, pa.Table], faults: Iterable[str], rng: np.random.Gener
         elif fault == "missing_partition":
             raw.pop(MISSING_TABLE, None)
         else:
-            {"nulls": nulls, "duplicates": duplicates, "funnel_violation": funnel_violation}[fault](raw, rng, fraction)
+            {"nulls": nulls, "duplicates": duplicates, "funnel_violation": funnel_violation,
+             "price_units": price_units}[fault](raw, rng, fraction)
     return raw, pending

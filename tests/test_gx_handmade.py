@@ -11,14 +11,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from expectations import frames
 from expectations.gate import validate as validate_gate
+from expectations.suites import price_change_share
 from foundation.config import load_settings
 from foundation.lake import Lake, parse_ds
 from foundation.schemas import RAW_SCHEMAS
+from foundation.sections.gates import GatesConfig
 
 
 def validate(settings, dataset: str, ds: str, **kwargs):
@@ -150,6 +154,18 @@ def test_volume_drop_against_previous_day(lake_copy):
     _rewrite(lake_copy, "rank_candidates", DAYS[1], lambda t: t.slice(0, t.num_rows // 4))
     result = validate(settings_for(lake_copy), "rank_candidates", DAYS[1], build_docs=False)
     assert ("raw.rank_candidates", "ds=2026-01-02", "*", "volume_vs_previous_day") in _failed(result)
+
+
+def test_price_change_share_counts_unit_errors_not_discounts_nor_new_items():
+    before = pd.DataFrame({"item_id": [1, 1, 2, 3, 4, 5], "price": [10.0, 10.0, 20.0, 30.0, 40.0, 50.0]})
+    today = pd.DataFrame({"item_id": pd.array([1, 1, 2, 3, 4, 6, None], "Int64"),
+                          "price": [7.0, 10.0, 2000.0, 0.3, 40.0, 99.0, 1.0]})
+    changes = frames.relative_median_change(today, before, "item_id", "price")
+    # 1: one sale at a discount (median 8.5), 2: x100, 3: /100, 4: unchanged; 5 not sold today, 6 new
+    assert changes.round(6).to_dict() == {1: 0.15, 2: 99.0, 3: 0.99, 4: 0.0}
+    cfg = GatesConfig(price_change_min_items=4)
+    assert price_change_share(changes, cfg) == 0.5
+    assert price_change_share(changes.iloc[:3], cfg) is None      # too few items to compare
 
 
 def test_results_json_and_data_docs_in_lake(lake_copy):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -63,6 +64,11 @@ def test_funnel_violation(tmp_path):
     assert failed(result) == {("raw.clicks", f"ds={FAULT_DAY}", "request_id,item_id", "funnel_click_has_exposure")}
 
 
+def test_price_unit_error_on_a_few_items(tmp_path):
+    result = validate(simulated(tmp_path, ("price_units",)), "raw", FAULT_DAY, build_docs=False)
+    assert failed(result) == {("raw.site_orders", f"ds={FAULT_DAY}", "price", "price_change_vs_previous_days")}
+
+
 def test_missing_partition_cli_summary(tmp_path, monkeypatch):
     from growthgr.cli import app
 
@@ -93,17 +99,22 @@ def fortnight(tmp_path_factory):
 
 def test_ten_clean_days_raise_no_drift_alarm(fortnight):
     from expectations import frames
-    from expectations.suites import add_drift_checks
+    from expectations.suites import PRICE_TABLES, add_drift_checks, add_price_change_checks
 
     lake, cfg = Lake.from_settings(fortnight), fortnight.gates_config()
     for day in range(5, 15):
         ds = f"2026-01-{day:02d}"
         result = validate(fortnight, "raw", ds, build_docs=False)
         assert result.passed, result.summary()
-        checked = {t: len(add_drift_checks(lake, t, parse_ds(ds), frames.read(lake, "raw", t, parse_ds(ds)), cfg)[1])
+        today = {t: frames.read(lake, "raw", t, parse_ds(ds)) for t in ("exposures", "rank_candidates", *PRICE_TABLES)}
+        checked = {t: len(add_drift_checks(lake, t, parse_ds(ds), today[t], cfg)[1])
                    for t in ("exposures", "purchases", "rank_candidates")}
         # every column and quantile of the tables with gates.drift_min_rows values a day (tiny purchases: ~30)
         assert checked == {"exposures": 6, "purchases": 0, "rank_candidates": 9}
+        # the price rule is active (>= gates.price_change_min_items items ordered on earlier days too): no item moved
+        prices = {t: add_price_change_checks(lake, t, parse_ds(ds), today[t], cfg) for t in PRICE_TABLES}
+        assert {t: (len(rules), frame["_check_price_change_price"].max()) for t, (frame, rules) in prices.items()
+                } == {"purchases": (1, 0.0), "site_orders": (1, 0.0)}
 
 
 @pytest.mark.parametrize(("table", "column", "change"), [
@@ -121,3 +132,26 @@ def test_a_drifted_copy_of_a_clean_day_fails_naming_table_partition_column(fortn
     settings = fortnight.model_copy(update={"lake_root": str(root)})
     result = validate(settings, "raw", ds, build_docs=False)
     assert ("raw." + table, f"ds={ds}", column, "drift_vs_previous_days") in failed(result), result.summary()
+
+
+def _unit_error(factor: float):
+    """Price and gmv of every fifth item (by id) x factor: a unit error that keeps gmv = price x quantity."""
+    def change(f):
+        scale = (f["item_id"] % 5 == 0).map({True: factor, False: 1.0})
+        return f.assign(price=f["price"] * scale, gmv=f["gmv"] * scale)
+    return change
+
+
+@pytest.mark.parametrize(("table", "factor"), [("site_orders", 100.0), ("purchases", 0.01)])
+def test_a_price_unit_error_on_some_items_of_a_clean_day_fails_naming_the_rule(fortnight, tmp_path, table, factor):
+    import shutil
+
+    root = tmp_path / "lake"
+    shutil.copytree(fortnight.lake_root, root)
+    lake = Lake.open(str(root))
+    ds = "2026-01-12"
+    changed = _unit_error(factor)(lake.read_partition("raw", table, ds).to_pandas())
+    lake.write_partition("raw", table, ds, pa.Table.from_pandas(changed, RAW_SCHEMAS[table], preserve_index=False))
+    result = validate(fortnight.model_copy(update={"lake_root": str(root)}), "raw", ds, build_docs=False)
+    assert failed(result) == {("raw." + table, f"ds={ds}", "price", "price_change_vs_previous_days")}, result.summary()
+    assert "of the items ordered today and on the previous days moved their median price" in result.summary()

@@ -38,7 +38,8 @@ def pairs(t: pa.Table) -> set[tuple]:
 
 
 def test_faults_are_documented_and_checked():
-    assert set(FAULTS) == {"schema_drift", "nulls", "duplicates", "funnel_violation", "missing_partition", "late_data"}
+    assert set(FAULTS) == {"schema_drift", "nulls", "duplicates", "funnel_violation", "missing_partition", "late_data",
+                           "price_units"}
     assert all(len(text) > 40 for text in FAULTS.values())
     with pytest.raises(ValueError, match="unknown fault"):
         check(["gremlins"])
@@ -108,6 +109,24 @@ def test_late_data(clean, tmp_path):
     assert pairs(late) | pairs(day) == pairs(good) and not pairs(late) & pairs(day)
     assert {ts.date().isoformat() for ts in late.column("ts").to_pylist()} == {BAD}
     assert not pairs(late) & pairs(bad.read_partition("raw", "purchases", BAD))
+
+
+def test_price_units(clean, tmp_path):
+    bad = injected(tmp_path, "price_units")
+    tables = ("purchases", "site_orders")
+    assert changed(clean, bad) <= {f"raw/{t}/{BAD}" for t in tables} and changed(clean, bad)
+    scaled, ordered = set(), set()
+    for t in tables:
+        got, good = bad.read_partition("raw", t, BAD), clean.read_partition("raw", t, BAD)
+        assert got.drop_columns(["price", "gmv"]).equals(good.drop_columns(["price", "gmv"]))
+        items = good.column("item_id").to_numpy()
+        for column in ("price", "gmv"):
+            ratio = got.column(column).to_numpy() / good.column(column).to_numpy()
+            assert set(ratio.round(9)) <= {1.0, 100.0}
+            assert not set(items[ratio > 1]) & set(items[ratio == 1])     # every order row of a hit item
+        scaled |= set(items[ratio > 1])
+        ordered |= set(items)
+    assert len(scaled) == max(1, round(0.05 * len(ordered)))
 
 
 def test_faults_combine_on_one_day(clean, tmp_path):

@@ -31,6 +31,14 @@ class GatesConfig(StrictModel):
     drift_quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.5, 0.95])
     drift_tolerance: float = Field(1.0, ge=0)
     drift_rel_floor: float = Field(0.1, ge=0)
+    # Per-item price changes of the order tables (purchases, site_orders) vs their previous `drift_days`
+    # committed partitions: of the items ordered both today and on those days, at most the share
+    # `price_change_max_share` may have today's median price differ from their earlier median by more
+    # than `price_change_max_rel` (|today / earlier - 1|); no check with fewer than
+    # `price_change_min_items` such items. A unit error (x100 or /100) on a few items fails it.
+    price_change_max_rel: float = Field(0.5, gt=0)
+    price_change_max_share: float = Field(0.02, ge=0, le=1)
+    price_change_min_items: int = Field(10, ge=1)
     n_categories: int = Field(16, ge=1)
     # Funnel checks look up the parent table in the same ds and this many days before (midnight spill-over).
     funnel_lookback_days: int = Field(1, ge=0)
