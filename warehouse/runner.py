@@ -1,6 +1,9 @@
 """Run the `dbt/` project programmatically (dbt-core's `dbtRunner`), and query its DuckDB file.
 
-The project reads the lake's committed Parquet files (see `dbt/README.md`). Everything
+The project reads the lake's committed Parquet files (see `dbt/README.md`) during the build:
+the staging models are tables, so the DuckDB file holds a snapshot of the committed data at build
+time and no relation in it names a lake file (an overwrite deletes the files it replaced after the
+lake's grace period); a partition written or rewritten later appears at the next build. Everything
 run-specific lives in the lake's local state directory (`Lake.state_dir`: the lake root of a
 local lake), never in the repository:
   `<state>/warehouse/growthgr.duckdb`    the DuckDB file analysts query
@@ -13,9 +16,8 @@ An `s3://` lake: DuckDB's httpfs extension is not bundled with the pinned wheel 
 downloaded here), so before each build the committed files of every table the staging models
 read are copied into the DuckDB file (`mirror_lake`: schema `lake_mirror`, read with pyarrow
 through `Lake.read_files`), and the staging models select from those tables instead of
-`read_parquet` (var `lake_mirror`). Same committed-file view, taken at build time; departs from
-the local lake in that the copy is a full one per build, and a partition written later appears
-only after the next build (as with the local views' file lists).
+`read_parquet` (var `lake_mirror`). Same committed files, same build-time snapshot as a local
+lake; the mirror is one more full copy per build.
 
 Functions take a `Lake` (or a local lake root, opened as `Lake.open(root)`).
 DuckDB allows one writer per file: callers must not run two builds on one lake
@@ -93,7 +95,7 @@ def mirror_table(key: str) -> str:
 def dbt_vars(lake: Lake | str, files: dict[str, list[str]] | None = None) -> dict:
     """`lake_root`, the DuckDB file, the committed files of each lake table the staging models
     read (`lake_files`: the lake's list, never a glob; a table without files gives an empty
-    view), the mirror schema for an `s3://` lake (`lake_mirror`, else null), and the label
+    staging table), the mirror schema for an `s3://` lake (`lake_mirror`, else null), and the label
     calendar (`foundation.calendar`)."""
     lake = _lake(lake)
     remote = is_remote(lake)
@@ -205,13 +207,13 @@ def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None
 
     The statement is parsed first: anything but exactly one SELECT (COPY, ATTACH, SET, PRAGMA,
     INSTALL, several statements...) is rejected. The connection is read-only, with extensions off
-    and the configuration locked. Files: DuckDB's external access is off except for the committed
-    files of the tables the staging views read (`LAKE_TABLES`, the lake's own list, so neither
-    `truth/` nor the files of an unfinished write are readable; an `s3://` lake's views read the
-    mirror tables inside the file). Budget (`budget`, `WarehouseConfig` defaults): stopped after
-    `sql_timeout_s`, `sql_memory_limit` of memory and `sql_threads` threads, no spilling to disk (a
-    query that needs more memory fails), at most `limit` rows returned (None: all; `growthgr sql`
-    passes `sql_row_limit` unless told `--limit`).
+    and the configuration locked. The staging tables and marts are inside the file. Files:
+    DuckDB's external access is off except for the committed files, at query time, of the tables
+    the staging models read (`LAKE_TABLES`, the lake's own list, so neither `truth/` nor the files
+    of an unfinished write are readable; none for an `s3://` lake). Budget (`budget`,
+    `WarehouseConfig` defaults): stopped after `sql_timeout_s`, `sql_memory_limit` of memory and
+    `sql_threads` threads, no spilling to disk (a query that needs more memory fails), at most
+    `limit` rows returned (None: all; `growthgr sql` passes `sql_row_limit` unless told `--limit`).
     Raises DbtError with DuckDB's message on any refusal, error or exceeded budget."""
     import duckdb
 

@@ -9,11 +9,19 @@
   An `s3://` lake on DuckDB (no httpfs extension): `growthgr dbt build` copies exactly those
   files into `<var('lake_mirror')>."zone__table"` first, and the relation is that table.
   `columns` maps column name -> SQL type.
+  The files are read during the build only. A model that calls this must not be a view (refused):
+  a view would keep naming the files, and an overwrite deletes the files it replaced after the
+  lake's grace period (`foundation/lake.py`). The staging models are tables (`dbt_project.yml`):
+  a snapshot of the committed data at build time; a partition written or rewritten later appears
+  at the next build.
 #}
 {% macro lake_scan(zone, table, columns) -%}
   {%- set lake_files = var('lake_files') -%}
   {%- if lake_files is none and execute -%}
     {{ exceptions.raise_compiler_error("var 'lake_files' is not set: build through `growthgr dbt build`, which passes the lake's committed files") }}
+  {%- endif -%}
+  {%- if execute and config.get('materialized') == 'view' -%}
+    {{ exceptions.raise_compiler_error("lake_scan in a view: the view would name lake files that an overwrite deletes; materialize the model as a table") }}
   {%- endif -%}
   {%- set files = (lake_files or {}).get(zone ~ '/' ~ table, []) -%}
   {%- if not files -%}
@@ -36,7 +44,7 @@
     cast(ds as date) as ds
 {%- endmacro %}
 
-{# Schema names without the target prefix: staging views in `staging`, marts in `main`. #}
+{# Schema names without the target prefix: staging tables in `staging`, marts in `main`. #}
 {% macro generate_schema_name(custom_schema_name, node) -%}
   {{ custom_schema_name if custom_schema_name else target.schema }}
 {%- endmacro %}
