@@ -1,5 +1,5 @@
 """`growthgr sql`: one read-only SELECT over the analysts' DuckDB file, with DuckDB's external
-access restricted to the lake (the staging views read its Parquet). Everything else exits 1
+access restricted to the lake's committed files of the analyst zones. Everything else exits 1
 with a clear message. A small hand-made warehouse stands in for `dbt build` (fast)."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def lake_root(tmp_path, monkeypatch):
     path = duckdb_path(str(root))
     path.parent.mkdir(parents=True)
     files = ", ".join(f"'{f}'" for f in lake.committed_files("raw", "items"))
-    with duckdb.connect(str(path)) as con:   # what dbt leaves: views over the lake's committed Parquet files, marts
+    with duckdb.connect(str(path)) as con:   # what dbt leaves: staging and mart tables built from committed files
         con.execute("create schema staging")
-        con.execute(f"create view staging.stg_items as select * from read_parquet([{files}], hive_partitioning = true)")
+        con.execute(f"create table staging.stg_items as select * from read_parquet([{files}], hive_partitioning = true)")
         con.execute("create table dim_items as select item_id from staging.stg_items")
     (tmp_path / "secret.txt").write_text("not for analysts\n")
     monkeypatch.setenv("GROWTHGR_LAKE_ROOT", str(root))
@@ -40,7 +40,7 @@ def sql(statement: str):
     return CliRunner().invoke(app, ["--profile", "tiny", "sql", statement])
 
 
-def test_select_over_marts_and_lake_views_works(lake_root):
+def test_select_over_marts_and_staging_tables_works(lake_root):
     out = sql("select count(*) as n from staging.stg_items")
     assert out.exit_code == 0, out.output
     assert "3" in out.output
