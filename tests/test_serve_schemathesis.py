@@ -3,9 +3,7 @@ requests sent to a real uvicorn on 127.0.0.1: every operation, in its examples, 
 invalid values) and fuzzing phases, valid and invalid requests. Each answer: no 5xx; a documented
 status code, content type, headers and body; valid requests accepted, invalid ones refused.
 
-The contract failures found so far are pinned below, each with its exact request, as strict xfails:
-when the service is fixed they pass, and the xfail (and the checks left out of
-`test_post_retrieve_never_fails_and_answers_as_documented`) must go."""
+The contract failures Schemathesis found are pinned below, each with its exact request."""
 
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
-from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi import checks as openapi_checks
 from serve_fixtures import build_world, uvicorn_thread
 
@@ -50,10 +47,6 @@ NOT_APPLICABLE = [
     openapi_checks.ensure_resource_availability,   # no request creates a resource (POST /retrieve reads)
     openapi_checks.ignored_auth,                   # the schema declares no security scheme
 ]
-# ... and, on POST /retrieve only until the service is fixed, these two (pinned failures below):
-# `positive_data_acceptance` (a JSON integer written 3.0 is refused) and `status_code_conformance`
-# (a body that is not UTF-8 gets an undocumented 400).
-POST_KNOWN_FAILING = [openapi_checks.positive_data_acceptance, openapi_checks.status_code_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -68,39 +61,16 @@ def test_the_fuzzed_schema_is_the_one_served(live_url):
     assert httpx.get(f"{live_url}/openapi.json").json() == _SCHEMA_DOC
 
 
-@schema.exclude(method="POST", path="/retrieve").parametrize()
+@schema.parametrize()
 def test_api_conforms_to_its_openapi_schema(case, live_url):
     case.call_and_validate(base_url=live_url, excluded_checks=NOT_APPLICABLE)
 
 
-post_retrieve = schema.include(method="POST", path="/retrieve")
-
-
-@post_retrieve.parametrize()
-def test_post_retrieve_never_fails_and_answers_as_documented(case, live_url):
-    case.call_and_validate(base_url=live_url, excluded_checks=NOT_APPLICABLE + POST_KNOWN_FAILING)
-
-
-@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=(
-    "POST /retrieve refuses schema-valid bodies: {'user_id': 0, 'query': 'brand1 shoes', 'k': 3.0} gets 422 "
-    "int_type (JSON Schema's `integer` includes 3.0), and answers a body that is not UTF-8 with an "
-    "undocumented 400 'There was an error parsing the body' (pinned below)"))
-@post_retrieve.parametrize()
-def test_post_retrieve_conforms_to_its_openapi_schema(case, live_url):
-    case.call_and_validate(base_url=live_url, excluded_checks=NOT_APPLICABLE)
-
-
-# -- the failures found, each pinned with its exact request -------------------------------------------
+# -- the contract failures Schemathesis found, each pinned with its exact request -------------------------------------------
 def _documented(method: str) -> set[int]:
     return {int(code) for code in _SCHEMA_DOC["paths"]["/retrieve"][method]["responses"]}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RetrieveBody types user_id and k as StrictInt: 3.0 is refused (422 int_type) though it is a JSON "
-    "Schema `integer`; fix: accept a float with no fractional part as that int (still refusing booleans, "
-    "strings and 2.5): Annotated[StrictInt, Field(ge=.., le=..), BeforeValidator(float -> int when "
-    ".is_integer())], the bounds before the validator (after it pydantic writes `ge`/`le` into the schema, "
-    "not minimum/maximum)"))
 @pytest.mark.parametrize("body", [{"user_id": 0, "query": "brand1 shoes", "k": 3.0},
                                   {"user_id": 0.0, "query": "brand1 shoes"}])
 def test_an_integer_written_with_a_fraction_of_zero_is_accepted(live_url, body):
@@ -108,37 +78,24 @@ def test_an_integer_written_with_a_fraction_of_zero_is_accepted(live_url, body):
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a JSON body that is not UTF-8 gets FastAPI's 400 'There was an error parsing the body', which "
-    "POST /retrieve does not document; fix: document 400 (ErrorBody) among the refusals, or answer 422"))
 def test_a_body_that_is_not_utf8_gets_a_documented_status(live_url):
     r = httpx.post(f"{live_url}/retrieve", content=b"\xff\xfe{", headers={"content-type": "application/json"})
     assert r.status_code in _documented("post"), (r.status_code, r.text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "500: a body that is not UTF-8 sent as text/plain fails validation (422) and FastAPI's default "
-    "handler then decodes the bytes `input` of the error to JSON-encode it (UnicodeDecodeError); fix: a "
-    "RequestValidationError handler that decodes bytes inputs with errors='replace' (or drops them)"))
 def test_a_non_json_body_that_is_not_utf8_is_no_server_error(live_url):
     r = httpx.post(f"{live_url}/retrieve", content=b"\xff", headers={"content-type": "text/plain"})
     assert r.status_code == 422, (r.status_code, r.text)
 
 
-# Whitespace as three readers see it: the schema's `pattern: \S` (ECMA-262, as JSON Schema defines it:
-# neither U+001C..U+001F nor U+0085 is a space, U+FEFF is), pydantic (Rust regex: U+0085 is a space,
-# U+FEFF is not) and `check_request`'s str.strip() (U+001C..U+001F and U+0085 are spaces).
-_PATTERN_FIX = ("fix: NON_BLANK as an explicit class of what str.strip() removes, the same in ECMA, Rust and "
-                r"Python: [^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
-_REFUSED_VALID = pytest.mark.xfail(strict=True, reason="schema-valid query refused with 422; " + _PATTERN_FIX)
-_ACCEPTED_INVALID = pytest.mark.xfail(strict=True, reason="schema-invalid query answered; " + _PATTERN_FIX)
+# Whitespace as three readers see it: the schema's `pattern` (ECMA-262, as JSON Schema defines it),
+# pydantic (Rust regex) and `check_request`'s str.strip(); `\S` differed among them on these characters.
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
 @pytest.mark.parametrize("query", [
     "brand1 shoes", " \u00a0", "\u200b", "\u180e",
-    pytest.param("\x1e", marks=_REFUSED_VALID), pytest.param(" \x1c ", marks=_REFUSED_VALID),
-    pytest.param("\x85", marks=_REFUSED_VALID), pytest.param("\ufeff", marks=_ACCEPTED_INVALID)])
+    "\x1e", " \x1c ", "\x85", "\ufeff"])
 def test_a_query_is_refused_exactly_when_the_schema_says_it_is_blank(live_url, method, query):
     params = {p["name"]: p for p in _SCHEMA_DOC["paths"]["/retrieve"]["get"]["parameters"]}
     valid = jsonschema_rs.validator_for(params["query"]["schema"]).is_valid(query)

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi import Query as QueryParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from foundation.config import Settings
@@ -199,7 +201,18 @@ class ServiceState:
 
 
 # -- the FastAPI application -----------------------------------------------------------------------
-NON_BLANK = r"\S"      # a query holds at least one non-space character (JSON Schema `pattern`: a search)
+# A query holds at least one character that `str.strip()` keeps (JSON Schema `pattern`: a search).
+# Spelled as a class of exactly those whitespace characters, so JavaScript (JSON Schema), Rust
+# (pydantic) and Python regexes agree (`\S` differs among them on U+001C-U+001F, U+0085, U+FEFF).
+NON_BLANK = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+def _json_integer(value):
+    """JSON Schema's `integer` is any number with no fractional part: 3.0 is the integer 3."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_json_integer)]
 
 
 class ErrorBody(BaseModel):
@@ -214,9 +227,9 @@ def retrieve_body(cfg: ServeConfig) -> type[BaseModel]:
     `k` in 1..`top_k_max` (default `serve.top_k_default`)."""
     return create_model(
         "RetrieveBody", __config__=ConfigDict(extra="forbid"),
-        user_id=(StrictInt, ...),
+        user_id=(JsonInt, ...),
         query=(Annotated[str, StringConstraints(min_length=1, max_length=cfg.max_query_chars, pattern=NON_BLANK)], ...),
-        k=(Annotated[StrictInt, Field(ge=1, le=cfg.top_k_max)] | None, None))
+        k=(Annotated[StrictInt, Field(ge=1, le=cfg.top_k_max), BeforeValidator(_json_integer)] | None, None))
 
 
 RETRY_AFTER_S = 1
@@ -317,6 +330,12 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": str(err)}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
         return JSONResponse({"detail": str(err)}, status_code=err.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{**e, "input": e["input"].decode("utf-8", "replace")} if isinstance(e.get("input"), bytes) else e
+                  for e in err.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, 422)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         headers = dict(err.headers or {})
@@ -326,6 +345,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     body_model = retrieve_body(cfg)
     refusals: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "Request body is not UTF-8 text"},
         404: {"model": ErrorBody, "description": "Unknown user"},
         413: {"model": ErrorBody, "description": "Request body over serve.max_body_bytes"},
         503: {"model": ErrorBody, "description": "Overloaded (queue full or deadline passed): retry after Retry-After s"}}
