@@ -27,9 +27,9 @@ pytest_plugins = ("serve_fixtures",)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
-    # A generous deadline: the suite shares two cores with other test workers, and loading release B
-    # while answering can take seconds there; the deadline itself is tested with `_serving` below.
-    return build_world(tmp_path_factory.mktemp("serve"), serve={"request_timeout_ms": 60_000})
+    # A generous deadline and in-flight cap: the suite shares two cores with other test workers, and
+    # loading release B while answering can take seconds there; both limits are tested with `_serving`.
+    return build_world(tmp_path_factory.mktemp("serve"), serve={"request_timeout_ms": 60_000, "max_in_flight": 1000})
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +354,24 @@ def test_overload_is_shed_with_503_and_retry_after_not_queued(world, pools):
         for r in responses:
             if r.status_code == 200:
                 assert_valid(pools, r.json())
+        assert scrape(url)["shed"] == codes.count(503)
+
+
+def test_requests_over_the_in_flight_cap_are_shed_at_once_and_health_still_answers(world, pools):
+    async def burst(url: str) -> tuple[list[httpx.Response], httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [client.get(f"{url}/retrieve", params=params(world, i)) for i in range(40)]
+            *answers, health = await asyncio.gather(*calls, client.get(f"{url}/healthz"))
+            return answers, health
+
+    with _serving(world, max_in_flight=2) as url:
+        responses, health = asyncio.run(burst(url))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) >= 2, codes
+        shed = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["retry-after"] == "1" and "serve.max_in_flight" in r.json()["detail"] for r in shed)
+        assert all(assert_valid(pools, r.json()) is None for r in responses if r.status_code == 200)
+        assert health.status_code == 200                     # not counted, never shed
         assert scrape(url)["shed"] == codes.count(503)
 
 

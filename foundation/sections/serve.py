@@ -30,6 +30,7 @@ class ServeConfig(StrictModel):
     cache_timeout_ms: float = Field(50.0, gt=0)  # every cache call (Redis connect, each reply): then a miss
     request_timeout_ms: float = Field(2000.0, gt=0)  # a /retrieve answer's deadline: then 503 + Retry-After
     max_queue: int = Field(256, ge=1)             # queries waiting for a batch; more are shed (503 + Retry-After)
+    max_in_flight: int = Field(16, ge=1)          # /retrieve requests inside the process; more are shed (503)
     max_body_bytes: int = Field(4096, ge=256)     # a POST body over it is refused (413) before parsing
     reload_poll_s: float = Field(5.0, gt=0)
     max_batch: int = Field(32, ge=1)
@@ -48,5 +49,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"top_k_default": 5, "top_k_max": 20, "history_days": 2, "cache_max_mb": 1.0, "reload_poll_s": 0.2,
              "max_batch": 8, "torch_threads": 1},
     "demo": {},
-    "large": {"top_k_max": 1000, "history_days": 30, "max_batch": 64, "torch_threads": 16, "faiss_threads": 16},
+    "large": {"top_k_max": 1000, "history_days": 30, "max_batch": 64, "max_in_flight": 128, "torch_threads": 16,
+              "faiss_threads": 16},
 }

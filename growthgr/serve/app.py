@@ -264,10 +264,40 @@ class BodyLimit:
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes (serve.max_body_bytes)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(send, 413, f"request body over {self.max_bytes} bytes (serve.max_body_bytes)")
+
+
+class InFlightLimit:
+    """ASGI middleware: at most `limit` `/retrieve` requests in the app at once; one more is answered
+    503 + Retry-After at once, before routing or parsing (`on_shed` counts it). The batcher's queue
+    bounds only the queries waiting for a batch; this bounds everything a request waits for inside the
+    process (the event loop, parsing, the cache, the batch), so under overload the answered requests
+    keep their latency and the rest are shed. Other paths (health, readiness, metrics) always pass."""
+
+    def __init__(self, app, limit: int, on_shed: Callable[[], None]):
+        self.app, self.limit, self.on_shed, self.in_flight = app, limit, on_shed, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/retrieve"):
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.limit:
+            self.on_shed()
+            return await _refuse(send, 503, f"{self.limit} requests in flight (serve.max_in_flight): retry shortly",
+                                 [(b"retry-after", str(RETRY_AFTER_S).encode())])
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _refuse(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """Answer a raw ASGI request with `{"detail": ...}` (the documented `ErrorBody`)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(messages: list[dict], then=None):
@@ -320,6 +350,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="New items for a user and query from the current GrowthGR release.")
     metrics = instrument(app)                  # GET /metrics: Prometheus text
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(InFlightLimit, limit=cfg.max_in_flight, on_shed=metrics.shed.inc)   # outermost: first
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError) -> JSONResponse:
@@ -348,7 +379,8 @@ def create_app(settings: Settings) -> FastAPI:
         400: {"model": ErrorBody, "description": "Request body is not UTF-8 text"},
         404: {"model": ErrorBody, "description": "Unknown user"},
         413: {"model": ErrorBody, "description": "Request body over serve.max_body_bytes"},
-        503: {"model": ErrorBody, "description": "Overloaded (queue full or deadline passed): retry after Retry-After s"}}
+        503: {"model": ErrorBody, "description": "Overloaded (too many requests in flight, queue full or deadline "
+                                                 "passed): retry after Retry-After s"}}
     query_param = QueryParam(min_length=1, max_length=cfg.max_query_chars, pattern=NON_BLANK,
                         description="The search query (a non-space character, at most serve.max_query_chars).")
     k_param = QueryParam(ge=1, le=cfg.top_k_max, description="Items to return (default serve.top_k_default).")
