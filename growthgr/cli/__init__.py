@@ -61,6 +61,7 @@ def _register() -> None:
         serve,
         simulate,
         spark,
+        status,
         tokenizer,
         validate,
     )
@@ -75,6 +76,7 @@ def _register() -> None:
     app.command("abtest")(abtest.abtest_cmd)
     app.command("retrieve")(serve.retrieve_cmd)
     app.command("serve")(serve.serve_cmd)
+    app.command("status")(status.status_cmd)
 
 
 _register()
