@@ -433,3 +433,81 @@ def test_readiness_fails_while_liveness_holds_when_the_batcher_stops(world):
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json() == {"detail": "not ready: the batcher stopped"}
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_redis_that_is_down_is_a_miss_not_an_error(world, pools):
+    from serve_fixtures import free_port
+
+    settings = world.settings.model_copy(update={"serve": world.settings.serve.model_copy(
+        update={"cache": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0"})})   # nothing listens
+    with uvicorn_thread(settings) as server:
+        for i in range(3):
+            r = httpx.get(f"{server}/retrieve", params=params(world, i), timeout=10)
+            assert r.status_code == 200 and not r.json()["cached"], r.text
+            assert_valid(pools, r.json())
+        assert scrape(server)["cache_errors"] >= 6 and scrape(server)["errors_5xx"] == 0
+
+
+def _own_releases(world: World, tmp_path) -> tuple:
+    """A copy of the world's release store, with CURRENT on B: (settings serving it, the store)."""
+    import shutil
+
+    from foundation.releases import ReleaseStore
+
+    root = tmp_path / "releases"
+    shutil.copytree(world.settings.releases_root, root)
+    settings = world.settings.model_copy(update={"releases_root": str(root)})
+    store = ReleaseStore.from_settings(settings)
+    store.set_current("B")
+    return settings, store
+
+
+def _wait_metrics(url: str, done, timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not done(metrics := scrape(url)):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.05)
+    return metrics
+
+
+def test_a_truncated_release_is_never_served_and_is_retried_with_backoff_until_whole(world, pools, tmp_path):
+    """CURRENT moves to D, whose MultiGR file is truncated: every load fails its manifest check, the
+    service keeps answering from B and says it is stale; once the file is whole again a retry serves D."""
+    from pathlib import Path
+
+    settings, store = _own_releases(world, tmp_path)
+    files = {name: store.read("B", name) for name in store.get("B").manifest["files"]}
+    store.publish("D", files, {"ds": "2026-01-11"}, make_current=False)
+    weights = Path(settings.releases_root) / "D" / "multigr.safetensors"
+    weights.write_bytes(files["multigr.safetensors"][:1000])
+    with uvicorn_thread(settings) as url:
+        store.set_current("D")
+        _wait_metrics(url, lambda m: m["reload_failures"] >= 2)          # tried again after its backoff
+        health = httpx.get(f"{url}/healthz").json()
+        assert (health["release_id"], health["current_release"], health["stale"]) == ("B", "D", True)
+        r = httpx.get(f"{url}/retrieve", params=params(world, 2))
+        assert r.status_code == 200 and r.json()["release_id"] == "B"
+        weights.write_bytes(files["multigr.safetensors"])                  # repaired
+        _wait_metrics(url, lambda m: m["release_id"] == "D")
+        assert httpx.get(f"{url}/healthz").json()["stale"] is False
+        r = httpx.get(f"{url}/retrieve", params=params(world, 3))
+        assert r.status_code == 200 and r.json()["release_id"] == "D" and r.json()["items"]
+
+
+def test_a_corrupt_current_keeps_the_service_answering_and_a_missing_one_stops_its_start(world, pools, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from foundation.releases import POINTER, ReleaseError
+    from growthgr.serve import create_app
+
+    settings, store = _own_releases(world, tmp_path)
+    with uvicorn_thread(settings) as url:
+        store.store.put_bytes(POINTER, b"{not json")
+        time.sleep(3 * settings.serve.reload_poll_s)                        # polled: an error, logged
+        r = httpx.get(f"{url}/retrieve", params=params(world, 4))
+        assert r.status_code == 200 and r.json()["release_id"] == "B"
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    empty = settings.model_copy(update={"releases_root": str(tmp_path / "none")})
+    with pytest.raises(ReleaseError, match="no CURRENT release"):
+        with TestClient(create_app(empty)):
+            pass
