@@ -167,7 +167,7 @@ def test_cli_training_set_materialize_online(feast_settings, monkeypatch):
     assert written["label"].tolist() == [0.5, 0.5, 1.0] and written["treatment"].tolist() == [1, 0, 1]
     assert runner.invoke(app, ["--profile", "tiny", "features", "materialize", "--ds", str(DAYS[1])]).exit_code == 0
     online = runner.invoke(app, ["--profile", "tiny", "features", "online", "--user", "3", "--item", "2",
-                                 "--query", "4"])
+                                 "--query-id", "4"])
     assert online.exit_code == 0, online.output
     assert "item_features__price: 21.5" in online.output and "query_features__ctr_30d: 41.5" in online.output
 

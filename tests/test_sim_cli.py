@@ -13,7 +13,7 @@ from growthgr.cli import app
 def test_simulate_continue_inject_and_report(tmp_path):
     runner = CliRunner()
     root = str(tmp_path / "lake")
-    args = ["--profile", "tiny", "simulate", "--out", root, "--seed", "4"]
+    args = ["--profile", "tiny", "simulate", "--lake-root", root, "--seed", "4"]
     first = runner.invoke(app, [*args, "--start", "2026-03-01", "--days", "2", "--inject", "nulls,duplicates",
                                 "--inject-day", "2026-03-02"])
     assert first.exit_code == 0, first.output

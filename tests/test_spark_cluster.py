@@ -106,7 +106,7 @@ def test_label_job_on_standalone_cluster_equals_local(standalone_cluster, hand_l
 
     local = Lake.open(str(local_root))
     itemltv_labels.run(spark, local, DS)
-    res = _run_cli(_cli_env(env, url, hand_lake.store.uri), "spark", "itemltv_labels", "--ds", str(DS))
+    res = _run_cli(_cli_env(env, url, hand_lake.store.uri), "spark", "itemltv-labels", "--ds", str(DS))
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout) == {str(DS): {"itemltv_labels": 2, "itemltv_samples": 6}}
     for table in ("itemltv_labels", "itemltv_samples"):
@@ -126,7 +126,7 @@ def test_job_on_standalone_cluster_reads_and_writes_an_s3_lake(standalone_cluste
         s3.store.put_bytes(key, local.get_bytes(key))
     item_daily_stats.run(spark, hand_lake, DS)                                   # local mode, local lake
     job_env = {**_cli_env(env, url, s3.store.uri), "GROWTHGR_S3_ENDPOINT_URL": endpoint}
-    res = _run_cli(job_env, "spark", "item_daily_stats", "--ds", str(DS))
+    res = _run_cli(job_env, "spark", "item-daily-stats", "--ds", str(DS))
     assert res.returncode == 0, res.stderr[-3000:]
     expected = hand_lake.read_partition("curated", "item_daily_stats", DS)
     assert json.loads(res.stdout) == {str(DS): {"item_daily_stats": expected.num_rows}} and expected.num_rows > 0

@@ -128,11 +128,11 @@ def test_cli_runs_a_job_and_reports_input_errors(hand_lake, spark, monkeypatch):
 
     monkeypatch.setenv("GROWTHGR_LAKE_ROOT", hand_lake.store.uri)
     runner = CliRunner()
-    res = runner.invoke(app, ["--profile", "tiny", "spark", "item_daily_stats", "--ds", "2026-03-04"])
+    res = runner.invoke(app, ["--profile", "tiny", "spark", "item-daily-stats", "--ds", "2026-03-04"])
     assert res.exit_code == 0, res.output
     assert '"item_daily_stats": 2' in res.output
     hand_lake.store.delete("raw/clicks/ds=2026-03-06/_SUCCESS")
-    res = runner.invoke(app, ["--profile", "tiny", "spark", "item_daily_stats", "--start", "2026-03-05",
+    res = runner.invoke(app, ["--profile", "tiny", "spark", "item-daily-stats", "--start", "2026-03-05",
                               "--end", "2026-03-06"])
     assert res.exit_code == 1 and "raw/clicks/ds=2026-03-06: partition is missing" in res.output
     assert hand_lake.list_partitions("curated", "item_daily_stats") == ds_range("2026-03-04", "2026-03-05")

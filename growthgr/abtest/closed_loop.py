@@ -140,7 +140,7 @@ def prepare_workdir(workdir: Path) -> Path:
     workdir = Path(workdir)
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).exists():
-            raise FileExistsError(f"{workdir} is not empty and is not an A/B working directory: choose another --workdir")
+            raise FileExistsError(f"{workdir} is not empty and is not an A/B working directory: choose another --work-dir")
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / MARKER).write_text("A/B closed-loop working directory (lake and release store copies per arm)\n")

@@ -14,7 +14,9 @@ from foundation.redact import redact_tree
 from growthgr.cli import context
 from growthgr.cli.context import settings
 
-app = typer.Typer(help="GrowthGR: daily batch system for new-item growth in search.", no_args_is_help=True)
+# Plain Click output (no Rich panels): a usage error is one `Error: ...` line a log or a monitor can grep.
+app = typer.Typer(help="GrowthGR: daily batch system for new-item growth in search.", no_args_is_help=True,
+                  rich_markup_mode=None)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

@@ -27,8 +27,8 @@ def abtest_cmd(
                                  "pipeline (the DAG's steps, in-process) on a copy of the lake per retraining arm "
                                  "(the design's and the fully treated one); the channel serves the day's new "
                                  "release from the next day, or keeps the last good one when a step fails."),
-    workdir: Path = typer.Option(Path("artifacts/abtest"), "--workdir", help="--retrain: where the arms' lake and release "
-                                 "store copies go (cleared if an earlier A/B made it; refused if it holds anything "
+    workdir: Path = typer.Option(Path("artifacts/abtest"), "--work-dir", help="--retrain: where the arms' lake and "
+                                 "release store copies go (cleared if an earlier A/B made it; refused if it holds anything "
                                  "else). The source lake and release store are only read."),
 ) -> None:
     """Run the world forward N days three times from a copy of the lake's last simulator state: with
@@ -37,7 +37,7 @@ def abtest_cmd(
     (`abtest` config section). Only the report is written to the lake:
     reports/abtest/ds=<last simulated day>/<design>.json|.md; raw/ and truth/ are never touched.
     With `--retrain` the design's arm and the fully treated arm retrain every day through the daily
-    pipeline on their own copies (`--workdir`), so treatment traffic feeds tomorrow's models; the
+    pipeline on their own copies (`--work-dir`), so treatment traffic feeds tomorrow's models; the
     per-day log (served release, pipeline outcome) goes into the report."""
     from foundation.lake import Lake
     from foundation.releases import ReleaseError, ReleaseStore

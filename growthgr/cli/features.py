@@ -10,6 +10,7 @@ from features.store import materialize, online_features, open_store, training_se
 from growthgr.cli.context import date_option
 
 app = typer.Typer(help="Feast feature store: training sets, materialisation, online reads.", no_args_is_help=True)
+SERVICE = typer.Option("itemltv_v1", "--service", help="Feature service: itemltv_v1 | multigr_v1 | dr_v1.")
 
 
 def _store_args() -> tuple:
@@ -29,7 +30,7 @@ def apply_cmd() -> None:
 
 
 @app.command("training-set")
-def training_set_cmd(service: str = typer.Option("itemltv_v1", "--service"),
+def training_set_cmd(service: str = SERVICE,
                      ds: date = date_option(..., "--ds", help="Partition date YYYY-MM-DD.")) -> None:
     """Point-in-time training set of a feature service for the samples of `ds`, written to the lake."""
     cfg, lake, master = _store_args()
@@ -46,11 +47,13 @@ def materialize_cmd(ds: date = date_option(..., "--ds", help="Data interval [ds,
 
 
 @app.command("online")
-def online_cmd(user: int | None = typer.Option(None, "--user"), item: int | None = typer.Option(None, "--item"),
-               query: int | None = typer.Option(None, "--query"),
-               service: str = typer.Option("itemltv_v1", "--service")) -> None:
+def online_cmd(user: int | None = typer.Option(None, "--user", help="A user id (the service's user features)."),
+               item: int | None = typer.Option(None, "--item", help="An item id (the service's item features)."),
+               query_id: int | None = typer.Option(None, "--query-id", help="A query id (the service's query "
+                                                   "features); `growthgr retrieve --query` is the query's text."),
+               service: str = SERVICE) -> None:
     """Print the online features of one user / item / query."""
     cfg, lake, master = _store_args()
-    values = online_features(cfg, lake, service, master, user_id=user, item_id=item, query_id=query)
+    values = online_features(cfg, lake, service, master, user_id=user, item_id=item, query_id=query_id)
     for key, value in values.items():
         typer.echo(f"{key}: {value}")

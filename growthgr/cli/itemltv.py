@@ -36,14 +36,14 @@ def evaluate_cmd(
     ds: date = DS,
     seeds: int = typer.Option(5, "--seeds", min=1, help="Train and evaluate every model and baseline with seeds "
                               "0..N-1; figures are mean ± sd."),
-    checkpoint: bool = typer.Option(False, "--checkpoint", help="Instead: evaluate the day's saved checkpoints "
-                                    "once (the daily report, reports/itemltv/ds=<ds>/metrics.json)."),
+    saved_checkpoints: bool = typer.Option(False, "--saved-checkpoints", help="Instead: evaluate the day's saved "
+                                           "checkpoints once (the daily report, reports/itemltv/ds=<ds>/metrics.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON."),
 ) -> None:
     """ItemLTV vs fair baselines, meta-learners and references against the simulator's truth on the
     held-out cohorts of --ds; writes reports/itemltv/ds=<ds>/study.{json,md} (or metrics.json)."""
     s, lake = _settings_and_lake()
-    if checkpoint:
+    if saved_checkpoints:
         from models.itemltv.pipeline import metrics_table, run_evaluate
 
         metrics = run_evaluate(s.itemltv, lake, ds)

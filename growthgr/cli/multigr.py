@@ -74,7 +74,8 @@ def train_cmd(
 
 @app.command("evaluate-seq")
 def evaluate_seq_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", exists=True, file_okay=False),
+    checkpoint: Path = typer.Option(..., "--checkpoint", exists=True, file_okay=False,
+                                    help="checkpoint directory written by `multigr train --out`"),
     inter: Path = INTER,
     sids: Path = SIDS,
     split_name: str = typer.Option("test", "--split", help="val | test"),

@@ -66,9 +66,16 @@ def backfill_cmd(
     _report(run_days(ds_range(start, end), airflow_home, simulate))
 
 
+def refusal_line(step: str, ds: date, err: Exception) -> str:
+    """An expected refusal as one line: the error's first line, and the first of the lines under it
+    (a failed gate's first failed rule; `growthgr validate <gate> --ds D` prints every rule)."""
+    head, *rest = str(err).splitlines() or [""]
+    return f"{step} ds={ds}: {type(err).__name__}: {head}" + (f"; first: {rest[0]}" if rest else "")
+
+
 @app.command("step")
 def step_cmd(
-    name: str = typer.Argument(..., help="A step of the daily pipeline = a task id of the daily DAG "
+    name: str = typer.Argument(..., metavar="STEP", help="A step of the daily pipeline = a task id of the daily DAG "
                                          "(`growthgr pipeline steps` lists them)."),
     ds: date = date_option(..., "--ds"),
 ) -> None:
@@ -82,11 +89,11 @@ def step_cmd(
     from growthgr.steps import BY_NAME
 
     if name not in BY_NAME:
-        raise typer.BadParameter(f"unknown step {name!r}: one of {', '.join(BY_NAME)}", param_hint="NAME")
+        raise typer.BadParameter(f"unknown step {name!r}: one of {', '.join(BY_NAME)}", param_hint="STEP")
     try:
         out = BY_NAME[name](settings(), ds)
     except (GateFailed, PublishRefused, ReleaseError, PartitionNotFound) as err:
-        typer.secho(f"{name} ds={ds}: {type(err).__name__}: {err}", fg="red", err=True)
+        typer.secho(refusal_line(name, ds, err), fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(out, indent=2, default=str))
 

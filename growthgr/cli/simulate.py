@@ -20,7 +20,8 @@ def simulate_cmd(
     start: date | None = date_option(None, "--start", help="First day YYYY-MM-DD (default: continue the lake)."),
     days: int | None = typer.Option(None, "--days", min=1, help="Number of days (default: the profile's)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: simulator.seed)."),
-    out: str | None = typer.Option(None, "--out", help="Lake root (default: the configured lake_root)."),
+    lake_root: str | None = typer.Option(None, "--lake-root", help="Lake root to write (default: the configured "
+                                         "lake_root)."),
     inject: list[str] = typer.Option([], "--inject", help=f"Fault to inject (repeatable): {', '.join(FAULTS)}."),
     inject_day: date | None = date_option(None, "--inject-day", help="Day of the faults (default: the first day)."),
     report: bool = typer.Option(False, "--report", help="Only print the mechanism report of the lake (JSON)."),
@@ -35,7 +36,7 @@ def simulate_cmd(
 
     if profile:
         State.profile = profile
-    s = settings(**({"lake_root": out} if out else {}))
+    s = settings(**({"lake_root": lake_root} if lake_root else {}))
     lake = Lake.from_settings(s)
     if report:
         typer.echo(json.dumps(mechanism_report(lake), indent=2))

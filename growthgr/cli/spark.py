@@ -1,4 +1,5 @@
-"""`growthgr spark <job> --ds D` or `--start A --end B` (backfill); `<job>` may be `all`."""
+"""`growthgr spark <job> --ds D` or `--start A --end B` (backfill); `<job>` (a job name in kebab case,
+e.g. `itemltv-labels`) may be `all`."""
 
 from __future__ import annotations
 
@@ -47,4 +48,4 @@ def _command(name: str):
 # Same names as `spark_jobs.jobs.JOBS` (kept here so `growthgr --help` does not import pyspark).
 JOB_NAMES = ("item_daily_stats", "features", "gr_samples", "itemltv_labels")
 for _name in (*JOB_NAMES, "all"):
-    app.command(_name)(_command(_name))
+    app.command(_name.replace("_", "-"))(_command(_name))

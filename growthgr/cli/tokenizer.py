@@ -52,7 +52,7 @@ def fit_cmd(
     ds: date = date_option(..., "--ds", help="Logical day YYYY-MM-DD."),
     version: str | None = typer.Option(None, "--version", help="SID version name (default sid-YYYYMMDD)."),
     embed_first: bool = typer.Option(True, "--embed/--no-embed", help="Embed pending items of DS first."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of key: value lines."),
 ) -> None:
     """Train a new codebook on every item up to DS: a new SID version and the SID snapshot of DS."""
     from models.tokenizer import embed, sids
@@ -124,7 +124,7 @@ def report_cmd(
     dataset: Path | None = typer.Option(None, "--dataset", exists=True, help="Item file or lake root to fit on."),
     ds: date | None = date_option(None, "--ds", help="Report the lake's SID snapshot of this day instead."),
     cache: Path | None = typer.Option(None, "--embeddings-cache", help="Parquet file to reuse item embeddings."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of key: value lines."),
 ) -> None:
     """Collisions, per-level usage and perplexity, reconstruction error, level-1 purity."""
     from growthgr.cli.context import settings

@@ -392,7 +392,7 @@ def holdout_sizes(n_cohorts: int, cfg: ItemLTVConfig) -> tuple[int, int]:
             f"{cfg.val_cohorts + cfg.test_cohorts + 1} for itemltv.val_cohorts={cfg.val_cohorts} + "
             f"test_cohorts={cfg.test_cohorts} + 1), found {n_cohorts} in samples/itemltv_samples: a cohort closes "
             f"{calendar.COHORT_OFFSET} days after listing; backfill the label job for the closable days "
-            f"(`growthgr spark itemltv_labels --start ... --end ...`)")
+            f"(`growthgr spark itemltv-labels --start ... --end ...`)")
     test = min(cfg.test_cohorts, (n_cohorts - 1) // 2)
     return min(cfg.val_cohorts, max(1, (n_cohorts - 1 - test) // 2)), test
 
