@@ -29,6 +29,16 @@ from growthgr.publish import DENSE, MULTIGR
 
 log = logging.getLogger(__name__)
 
+CURVES = "curves"       # learning curves: reports/curves/ds=<ds>/<model>/{metrics,epochs}.csv (`_curves`)
+
+
+def _curves(lake: Lake, ds: date):
+    """The block in which a step's trainings log their learning curves to the day's
+    `reports/curves/ds=<ds>/<model>/` (`models.training.learning_curves`)."""
+    from models.training import learning_curves
+
+    return learning_curves(lake, catalog.report_prefix(CURVES, ds))
+
 
 class GateFailed(RuntimeError):
     """A GX gate failed; the message is the gate's readable summary."""
@@ -102,7 +112,8 @@ def tokenize(settings: Settings, ds: date) -> dict:
     new = embed.embed_new_items(lake, ds, settings.tokenizer)
     if lake.list_partitions(sids.ZONE, sids.TABLE, end=ds):
         return {"embedded": new, **sids.assign(lake, ds, settings.tokenizer)}
-    return {"embedded": new, **sids.fit(lake, ds, settings.tokenizer, trainer_cfg=settings.trainer)}
+    with _curves(lake, ds):
+        return {"embedded": new, **sids.fit(lake, ds, settings.tokenizer, trainer_cfg=settings.trainer)}
 
 
 def training_set(settings: Settings, ds: date) -> dict:
@@ -133,7 +144,9 @@ def itemltv(settings: Settings, ds: date) -> dict:
     evaluate on held-out ones."""
     from models.itemltv.pipeline import run_daily
 
-    trained, metrics = run_daily(settings.itemltv, settings.trainer, Lake.from_settings(settings), ds)
+    lake = Lake.from_settings(settings)
+    with _curves(lake, ds):
+        trained, metrics = run_daily(settings.itemltv, settings.trainer, lake, ds)
     return {"cohorts": trained["cohorts"], "metrics": _headline(metrics)}
 
 
@@ -168,8 +181,9 @@ def multigr_train(settings: Settings, ds: date) -> dict:
     the lake (`models.multigr.lineage.train`)."""
     from models.multigr import lineage
 
-    return lineage.train(settings.multigr, settings.trainer, Lake.from_settings(settings),
-                         ReleaseStore.from_settings(settings), ds)
+    lake = Lake.from_settings(settings)
+    with _curves(lake, ds):
+        return lineage.train(settings.multigr, settings.trainer, lake, ReleaseStore.from_settings(settings), ds)
 
 
 def multigr_evaluate(settings: Settings, ds: date) -> dict:
@@ -198,7 +212,9 @@ def dense_train(settings: Settings, ds: date) -> dict:
     (`models.dense.daily.train`)."""
     from models.dense import daily
 
-    return daily.train(settings.dense, settings.trainer, Lake.from_settings(settings), ds)
+    lake = Lake.from_settings(settings)
+    with _curves(lake, ds):
+        return daily.train(settings.dense, settings.trainer, lake, ds)
 
 
 def gate_dense(settings: Settings, ds: date) -> dict:

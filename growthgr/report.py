@@ -6,8 +6,11 @@ the dense retriever, the A/B tests, ...) its markdown files become HTML (tables 
 its PNG plots are embedded as data URIs and a JSON file without a markdown twin becomes a
 table of its scalar fields; then the day's gate results (`validation/gate_results/ds=<ds>/`)
 and the serving release's manifest. The pipeline section is the day's step durations
-(`catalog.pipeline_step_key`, written by `growthgr.pipeline.timed`): a table and a bar plot. Known subsystems come first in `ORDER`, any other
-one after them, so a new report shows up without touching this module.
+(`catalog.pipeline_step_key`, written by `growthgr.pipeline.timed`): a table and a bar plot. The
+learning curves section has one small loss-vs-epoch plot per model trained that day (the per-epoch
+table `reports/curves/ds=<ds>/<model>/epochs.csv` of `models.training.learning_curves`). Known
+subsystems come first in `ORDER`, any other one after them, so a new report shows up without
+touching this module.
 
 The page has no external reference (no script, no stylesheet, no image URL): it opens
 offline, from S3 or attached to a mail. Written to `catalog.report_key("summary", ds,
@@ -18,23 +21,30 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 from foundation import catalog
 from foundation.lake import Lake
+from growthgr.pipeline import CURVES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 REPORT = "summary"                                   # reports/summary/ds=<ds>/index.html
-ORDER = ("itemltv", "multigr", "dense", "abtest", "pipeline")   # sections first, in this order
+ORDER = ("itemltv", "multigr", "dense", CURVES, "abtest", "pipeline")   # sections first, in this order
 TITLES = {"itemltv": "ItemLTV (uplift model, new-item pool)", "multigr": "MultiGR (generative retriever)",
-          "dense": "Dense retriever", "abtest": "A/B tests in the simulated platform",
+          "dense": "Dense retriever", CURVES: "Learning curves", "abtest": "A/B tests in the simulated platform",
           "pipeline": "Pipeline timings"}
+EPOCHS = "epochs.csv"                                # a training's per-epoch means in reports/curves/ds=<ds>/<model>/
 
 
 @dataclass
@@ -181,6 +191,48 @@ def timings_parts(lake: Lake, ds: date) -> list[str]:
     return [note, table, image_html("pipeline_timings.png", timings_png(records))]
 
 
+def curve_tables(lake: Lake, ds: date) -> dict[str, pd.DataFrame]:
+    """The per-epoch table of every model trained on `ds`, by model name (sorted)."""
+    import pandas as pd
+
+    prefix = catalog.report_prefix(CURVES, ds) + "/"
+    keys = sorted(k for k in lake.store.list(prefix) if k.endswith("/" + EPOCHS) and k[len(prefix):].count("/") == 1)
+    return {k[len(prefix):].split("/")[0]: pd.read_csv(io.BytesIO(lake.store.get_bytes(k))) for k in keys}
+
+
+def curve_png(model: str, table: pd.DataFrame) -> bytes:
+    """One small plot of a model's curves: every `*loss` column (all metric columns when none is a
+    loss) against the epoch, validation dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [c for c in table.columns if c != "epoch"]
+    shown = [c for c in metrics if c.endswith("loss")] or metrics
+    fig, ax = plt.subplots(figsize=(4.2, 2.6), constrained_layout=True)
+    for column in shown:
+        ax.plot(table["epoch"], table[column], marker="o", markersize=3,
+                linestyle="--" if column.startswith("val") else "-", label=column)
+    ax.set_xlabel("epoch")
+    ax.set_title(model, fontsize=10)
+    if shown:
+        ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return png_bytes(fig)
+
+
+def curves_parts(lake: Lake, ds: date) -> list[str]:
+    """A note and one plot per model trained on `ds` (empty when none logged a curve)."""
+    tables = curve_tables(lake, ds)
+    if not tables:
+        return []
+    note = ("<p class='note'>Per-epoch means of what each training logged (Lightning's CSV logger; every "
+            f"logged step in <code>{html.escape(catalog.report_prefix(CURVES, ds))}/&lt;model&gt;/metrics.csv</code>). "
+            "MoPO's epoch is a pi_old refresh window.</p>")
+    return [note, *(image_html(f"{model}", curve_png(model, table)) for model, table in tables.items())]
+
+
 def gates_section(lake: Lake, ds: date) -> Section | None:
     """The day's stored gate results: gate, passed, expectations, failures."""
     prefix = catalog.gate_result_key(ds, "x").rsplit("/", 1)[0] + "/"
@@ -214,6 +266,8 @@ def collect(lake: Lake, ds: date, manifest: dict | None = None) -> list[Section]
     sections = []
     for name in names:
         section = subsystem_section(lake, name, ds)
+        if name == CURVES:
+            section = Section(TITLES[name], name, parts) if (parts := curves_parts(lake, ds)) else None
         if name == "pipeline":
             timings = timings_parts(lake, ds)
             section = section or (Section(TITLES[name], name) if timings else None)

@@ -13,9 +13,11 @@ import pytest
 
 from foundation import catalog
 from foundation.lake import Lake
+from growthgr.pipeline import CURVES
 from growthgr.report import REPORT, page_stats, write_report
 
 DS = "2026-02-16"
+TRAINED = ("dense", "itemltv")                       # the models with a learning curve on DS
 
 
 def _png() -> bytes:
@@ -44,6 +46,10 @@ def lake(tmp_path) -> Lake:
     put(catalog.report_key("abtest", DS, "user.json"),
         json.dumps({"design": "user", "new_item_gmv": {"delta_pct": 4.2, "ci95": [1.1, 7.3]}}).encode())
     put(catalog.report_key("itemltv", "2026-02-15", "study.md"), b"| other day |\n|---|\n| x |\n")
+    for model in TRAINED:                            # per-epoch tables of `models.training.learning_curves`
+        put(f"{catalog.report_prefix(CURVES, DS)}/{model}/epochs.csv",
+            b"epoch,train_loss,val_loss\n0,1.2,1.3\n1,0.8,1.0\n2,0.6,0.9\n")
+    put(f"{catalog.report_prefix(CURVES, '2026-02-15')}/multigr_sft/epochs.csv", b"epoch,train_loss\n0,3.0\n")
     put(catalog.gate_result_key(DS, "raw"), json.dumps({"dataset": "raw", "passed": True, "n_expectations": 196,
                                                         "failures": []}).encode())
     put(catalog.gate_result_key(DS, "pool"), json.dumps({
@@ -58,8 +64,9 @@ def test_page_gathers_every_report_of_the_day_and_nothing_else(lake):
     assert key == catalog.report_key(REPORT, DS, "index.html")
     page = lake.store.get_bytes(key).decode()
     stats = page_stats(page)
-    assert stats == {"tables": 4, "images": 1, "sections": 4}   # study.md, abtest json, gates, release; qini.png
-    assert page.index('id="itemltv"') < page.index('id="abtest"') < page.index('id="gates"') < page.index('id="release"')
+    assert stats == {"tables": 4, "images": 3, "sections": 5}   # study.md, abtest json, gates, release; qini.png, curves
+    assert (page.index('id="itemltv"') < page.index(f'id="{CURVES}"') < page.index('id="abtest"') < page.index('id="gates"')
+            < page.index('id="release"'))
     assert "<td>0.0500</td>" in page and "new_item_gmv.delta_pct" in page and "1.1, 7.3" in page
     assert "shadowed" not in page and "other day" not in page
     assert "<script>" not in page and "&lt;script&gt;" in page           # report text is never executed
@@ -108,7 +115,11 @@ def test_headless_chromium_renders_the_tables_and_images(lake, tmp_path):
                    check=True, capture_output=True, timeout=120)
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
                          timeout=120).stdout
-    assert dom.count("<table") == 3 and dom.count("<img ") == 1 and "ItemLTV" in dom
+    assert dom.count("<table") == 3 and dom.count("<img ") == 1 + len(TRAINED) and "ItemLTV" in dom
+    curves = dom[dom.index(f'<section id="{CURVES}">'):]
+    curves = curves[:curves.index("</section>")]
+    assert "Learning curves" in curves and curves.count("<figure") == len(TRAINED)   # one chart per trained model
+    assert all(f'alt="{model}"' in curves for model in TRAINED) and "multigr_sft" not in curves
     image = Image.open(shot).convert("L")
     assert image.size == (1280, 1600)
     low, high = image.getextrema()

@@ -80,7 +80,8 @@ def fit(cfg: DenseConfig, requests: Sequence[Request], table: ItemTable,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_num_threads(cfg.num_threads)
     module = DenseModule(cfg)
-    trainer = build_trainer(trainer_cfg, max_epochs=cfg.max_epochs, gradient_clip_val=1.0, limit_val_batches=0)
+    trainer = build_trainer(trainer_cfg, max_epochs=cfg.max_epochs, gradient_clip_val=1.0, limit_val_batches=0,
+                            curve="dense")
     start = time.perf_counter()
     trainer.fit(module, datamodule=DenseDataModule(requests, table, cfg))
     stats = {"requests": len(requests), "items": len(table), "epochs": cfg.max_epochs,

@@ -85,7 +85,8 @@ def fit_model(splits: Splits, pre: Preprocess, cfg: ItemLTVConfig, trainer_cfg: 
     # EMA first: it swaps the averaged weights in before the loss callback and ModelCheckpoint read them
     ema = [EMAWeightAveraging(decay=cfg.ema_decay)] if cfg.ema_decay > 0 else []
     trainer = build_trainer(trainer_cfg, max_epochs=cfg.max_epochs, monitor="val_loss", patience=cfg.patience,
-                            gradient_clip_val=cfg.grad_clip, callbacks=[*ema, losses])
+                            gradient_clip_val=cfg.grad_clip, callbacks=[*ema, losses],
+                            curve=FULL if use_uplift else BASE)
     trainer.fit(lit, datamodule=ItemLTVData(splits, cfg.items_per_batch, trainer_cfg.num_workers))
     state, best = best_state(trainer), best_score(trainer)
     if state is None or not math.isfinite(best):

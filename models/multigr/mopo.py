@@ -61,7 +61,9 @@ from models.multigr.beam import beam_search, sid_keys, trie_children
 from models.multigr.data import Prompts, left_pad
 from models.multigr.model import MultiGR, Vocab
 from models.multigr.platform import SidLookup, request_prompt
+from models.training import curve_logger
 
+CURVE = "multigr_mopo"         # the learning curve's name (`models.training.learning_curves`)
 LEVELS = ("none", "candidate", "exposure", "click", "purchase")
 """Funnel levels, worst first; a level's index is its rank."""
 LEVEL_COLUMNS = {"candidate": "rank_candidate_ids", "exposure": "exposure_ids", "click": "click_ids",
@@ -341,6 +343,8 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
     stats: `mean_reward` (task reward before CIW, one mean per pi_old refresh window),
     `mean_ciw`, `steps`, `seconds`, `weights` (the level weights). Deterministic given `seed`
     (contexts, samples and the torch state are seeded; beam rollouts are deterministic).
+    Inside a `models.training.learning_curves` block, each step's loss and mean task reward are
+    logged as the curve `CURVE` (its "epoch" is the pi_old refresh window).
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -360,6 +364,7 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
         raise ValueError(f"no MoPO context reached {cfg.context_min_level}")
     aug_rng = np.random.default_rng([seed, 1])                        # group augmentation, apart from `rng`
     min_logged = LEVELS.index(cfg.logged_min_level)
+    logger = curve_logger(CURVE)
     for step in tqdm(range(cfg.steps), desc="MoPO", disable=not progress):
         if step % cfg.refresh_every == 0:
             old = _frozen(policy)
@@ -376,7 +381,8 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
         keys = sid_keys(sids.numpy(), contexts.codebook_size)
         valid = torch.from_numpy(keys >= 0).to(dev)
         task = rewards(contexts, idx, keys, cfg, weights)
-        window.extend(task[:, :n_rolled][keys[:, :n_rolled] >= 0].tolist())   # on-policy members only
+        on_policy = task[:, :n_rolled][keys[:, :n_rolled] >= 0]             # on-policy members only
+        window.extend(on_policy.tolist())
         with torch.no_grad():
             logp_old = token_logprobs(old, prompts, sids)             # (B, G, L)
             weight = ciw(logp_old.sum(-1), cfg.ciw_floor, cfg.ciw_cap)
@@ -395,6 +401,11 @@ def align(policy: MultiGR, contexts: Contexts, trie_next: torch.Tensor, cfg: MoP
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()
+        if logger is not None:
+            logger.log_metrics({"epoch": step // cfg.refresh_every, "train_loss": float(loss.detach()),
+                                "reward": float(on_policy.mean()) if on_policy.size else float("nan")}, step=step)
+    if logger is not None:
+        logger.save()
     if window:
         reward_means.append(float(np.mean(window)))
     stats = {"mean_reward": reward_means, "mean_ciw": float(np.mean(ciws)) if ciws else float("nan"),

@@ -26,6 +26,8 @@ from models.training import best_state, build_trainer
 
 log = logging.getLogger(__name__)
 
+CURVE = "multigr_sft"          # the learning curve's name (`models.training.learning_curves`)
+
 Ranker = Callable[[MultiGR, Sequence[np.ndarray]], np.ndarray]
 """(model, prompts) -> (B, n) ranked item ids (e.g. `rank_items` with a fixed trie and beams)."""
 
@@ -102,7 +104,7 @@ def fit(
     trainer = build_trainer(
         trainer_cfg, max_epochs=cfg.max_epochs, max_time_s=max_time_s, monitor=f"val_recall@{val_k}" if rank else None,
         mode="max", patience=patience, gradient_clip_val=1.0, callbacks=callbacks, fast_dev_run=fast_dev_run,
-        **({} if rank else {"limit_val_batches": 0}),
+        curve=CURVE, **({} if rank else {"limit_val_batches": 0}),
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)

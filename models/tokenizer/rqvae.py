@@ -201,8 +201,9 @@ class FitStats:
     codes_reseeded: int
 
 
-def _fit(module: RQVAEModule, loader: DataLoader, trainer_cfg: TrainerConfig, epochs: int, max_steps: int) -> L.Trainer:
-    trainer = build_trainer(trainer_cfg, max_epochs=epochs, max_steps=max_steps)
+def _fit(module: RQVAEModule, loader: DataLoader, trainer_cfg: TrainerConfig, epochs: int, max_steps: int,
+         curve: str) -> L.Trainer:
+    trainer = build_trainer(trainer_cfg, max_epochs=epochs, max_steps=max_steps, curve=curve)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -234,10 +235,10 @@ def train_rqvae(x: np.ndarray, cfg: TokenizerConfig, progress: bool = False,
                             generator=torch.Generator().manual_seed(cfg.seed), drop_last=False)
         if cfg.warmup_epochs:
             _fit(RQVAEModule(model, cfg, quantize=False), loader, trainer_cfg, cfg.warmup_epochs,
-                 max(cfg.max_steps // 4, 1))
+                 max(cfg.max_steps // 4, 1), "rqvae_warmup")
         kmeans_init(model, xt, cfg)
         module = RQVAEModule(model, cfg)
-        trainer = _fit(module, loader, trainer_cfg, cfg.epochs, cfg.max_steps)
+        trainer = _fit(module, loader, trainer_cfg, cfg.epochs, cfg.max_steps, "rqvae")
     recon = float(trainer.callback_metrics.get("recon", torch.tensor(float("nan"))))
     model.eval()
     return model, FitStats(trainer.current_epoch, trainer.global_step, recon, module.n_reseeded)
