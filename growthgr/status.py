@@ -20,6 +20,7 @@ failed, or that no run happened).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -212,8 +213,8 @@ def pick_runs(rows: list[dict], ds: str | None, limit: int = LAST_RUNS) -> list[
     return picked[::-1]
 
 
-def airflow_runs(query, lake: Lake, logs_dir: Path, ds: str | None, dag_ids=DAG_IDS,
-                 limit: int = LAST_RUNS) -> list[DagRunStatus]:
+def airflow_runs(query: Callable[..., list[tuple]], lake: Lake, logs_dir: Path, ds: str | None,
+                 dag_ids: tuple[str, ...] = DAG_IDS, limit: int = LAST_RUNS) -> list[DagRunStatus]:
     """The runs `pick_runs` chooses of each DAG, read with `query(sql, *params)` (read-only SQL on
     the metadata DB, `LocalAirflow.query`), each with its failed tasks and their logs."""
     from growthgr.airflow_local import as_ds
@@ -278,6 +279,7 @@ def gather(settings: Settings, airflow_home: Path, ds: date | None = None, sql_c
     now = now or datetime.now(UTC)
     lake, releases = Lake.from_settings(settings), ReleaseStore.from_settings(settings)
     home = Path(airflow_home).absolute()
+    # only its metadata-DB reader is used (`query`): no service is started
     airflow = LocalAirflow(home, airflow_env(home, sql_conn), port=0, sql_conn=sql_conn)
     day = f"{ds}" if ds else None
     raw = raw_freshness(lake, now)
