@@ -215,6 +215,7 @@ def curve_png(model: str, table: pd.DataFrame) -> bytes:
         ax.plot(table["epoch"], table[column], marker="o", markersize=3,
                 linestyle="--" if column.startswith("val") else "-", label=column)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(model, fontsize=10)
     if shown:
         ax.legend(fontsize=7)
