@@ -80,12 +80,16 @@ def spark(settings: Settings, ds: date) -> dict:
 
 
 def dbt(settings: Settings, ds: date) -> dict:
-    """Build (run + test) the dbt project over the lake."""
+    """Check the lake sources' freshness as of `ds` (`dbt source freshness`: a source whose newest
+    partition is more than `warehouse.freshness_error_after_days` before `ds` fails the step, named
+    with its age), then build (run + test) the dbt project over the lake."""
     from dataclasses import asdict
 
-    from warehouse.runner import build
+    from warehouse.runner import build, freshness
 
-    return asdict(build(Lake.from_settings(settings)))
+    lake = Lake.from_settings(settings)
+    fresh = freshness(lake, ds, settings.warehouse)
+    return {**asdict(build(lake)), "stale_warnings": fresh.warnings}
 
 
 def gate_labels(settings: Settings, ds: date) -> dict:

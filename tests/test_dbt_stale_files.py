@@ -8,7 +8,6 @@ API stands in for the simulator and the Spark jobs (fast)."""
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -134,19 +133,26 @@ def test_relations_outlive_deleted_lake_files_until_the_next_build(open_lake):
     assert not [sql for sql in views.sql if "parquet" in sql.lower()]
 
 
-def test_a_lake_scan_in_a_view_is_refused(tmp_path, monkeypatch):
-    """The staging models must stay tables: a view over `lake_scan` fails the build, naming why."""
+def test_a_build_without_the_lakes_file_list_is_refused(tmp_path):
+    """The source tables are filled only from the lake's list of committed files (never a glob): a
+    plain `dbt build` without the var `lake_files` fails in the on-run-start hook, naming why."""
+    import json
+
+    from dbt.cli.main import dbtRunner
+
     import warehouse.runner as runner
 
-    project = tmp_path / "dbt"
-    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
-    config = project / "dbt_project.yml"
-    config.write_text(config.read_text().replace("+materialized: table\n      +schema: staging",
-                                                 "+materialized: view\n      +schema: staging"))
-    assert "+materialized: view" in config.read_text()
-    monkeypatch.setattr(runner, "PROJECT_DIR", project)
     lake = Lake.open(str(tmp_path / "lake"))
     write_small_lake(lake)
-    with pytest.raises(DbtError) as err:
-        build(lake, select="stg_items")
-    assert "lake_scan in a view" in str(err.value) and "stg_items" in str(err.value)
+    runner.warehouse_dir(lake).mkdir(parents=True)
+    variables = {k: v for k, v in runner.dbt_vars(lake).items() if k != "lake_files"}
+    try:
+        res = dbtRunner().invoke(["build", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
+                                  "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+                                  "--vars", json.dumps(variables), "--quiet"])
+    finally:
+        runner._release_duckdb()
+    assert not res.success
+    assert "var 'lake_files' is not set" in str(res.exception) + str(res.result)
+    with pytest.raises(DbtError, match="dim_items"):
+        query(lake, "select * from dim_items")

@@ -1,9 +1,12 @@
 """Run the `dbt/` project programmatically (dbt-core's `dbtRunner`), and query its DuckDB file.
 
-The project reads the lake's committed Parquet files (see `dbt/README.md`) during the build:
-the staging models are tables, so the DuckDB file holds a snapshot of the committed data at build
-time and no relation in it names a lake file (an overwrite deletes the files it replaced after the
-lake's grace period); a partition written or rewritten later appears at the next build. Everything
+The project's sources are DuckDB tables `<zone>.<table>` that its `on-run-start` hook fills with
+the lake's committed Parquet files (the list passed as the var `lake_files`; see `dbt/README.md`)
+at the start of every build and freshness check: the DuckDB file holds a snapshot of the committed
+data at build time and no relation in it names a lake file (an overwrite deletes the files it
+replaced after the lake's grace period); a partition written or rewritten later appears at the next
+build. `freshness` runs `dbt source freshness` measured from the run's day (var `as_of`), with the
+thresholds of the warehouse section. Everything
 run-specific lives in the lake's local state directory (`Lake.state_dir`: the lake root of a
 local lake), never in the repository:
   `<state>/warehouse/growthgr.duckdb`    the DuckDB file analysts query
@@ -14,10 +17,9 @@ documented `spark` target is the production one). Telemetry is off.
 
 An `s3://` lake: DuckDB's httpfs extension is not bundled with the pinned wheel (and cannot be
 downloaded here), so before each build the committed files of every table the staging models
-read are copied into the DuckDB file (`mirror_lake`: schema `lake_mirror`, read with pyarrow
-through `Lake.read_files`), and the staging models select from those tables instead of
-`read_parquet` (var `lake_mirror`). Same committed files, same build-time snapshot as a local
-lake; the mirror is one more full copy per build.
+read are copied into the source tables by `mirror_lake` (read with pyarrow through
+`Lake.read_files`; var `lake_mirror` tells the hook they are loaded). Same committed files, same
+build-time snapshot as a local lake.
 
 Functions take a `Lake` (or a local lake root, opened as `Lake.open(root)`).
 DuckDB allows one writer per file: callers must not run two builds on one lake
@@ -31,6 +33,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,8 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"
-MIRROR_SCHEMA = "lake_mirror"
-# Tables the staging models read: (zone, table).
+# Tables the staging models read: (zone, table); dbt source `zone`, table `table`, relation `zone.table`.
 LAKE_TABLES = (
     ("raw", "items"), ("raw", "search_requests"), ("curated", "item_daily_stats"), ("samples", "itemltv_labels"),
 )
@@ -62,6 +64,7 @@ class DbtResult:
     nodes: int = 0
     failures: list[str] = field(default_factory=list)
     warehouse: str = ""
+    warnings: list[str] = field(default_factory=list)   # e.g. a source past its warn threshold
 
 
 def _lake(lake: Lake | str) -> Lake:
@@ -87,51 +90,56 @@ def lake_files(lake: Lake) -> dict[str, list[str]]:
     return {f"{z}/{t}": lake.committed_files(z, t) for z, t in LAKE_TABLES}
 
 
-def mirror_table(key: str) -> str:
-    """The DuckDB table that holds lake table `zone/table` of an `s3://` lake."""
-    return f'{MIRROR_SCHEMA}."{key.replace("/", "__")}"'
+def source_table(key: str) -> str:
+    """The DuckDB table of the dbt source of lake table `zone/table` (schema = zone)."""
+    zone, table = key.split("/")
+    return f'{zone}."{table}"'
 
 
-def dbt_vars(lake: Lake | str, files: dict[str, list[str]] | None = None) -> dict:
+def dbt_vars(lake: Lake | str, files: dict[str, list[str]] | None = None,
+             config: WarehouseConfig | None = None, as_of: date | None = None) -> dict:
     """`lake_root`, the DuckDB file, the committed files of each lake table the staging models
     read (`lake_files`: the lake's list, never a glob; a table without files gives an empty
-    staging table), the mirror schema for an `s3://` lake (`lake_mirror`, else null), and the label
-    calendar (`foundation.calendar`)."""
-    lake = _lake(lake)
+    source table), whether the source tables are already loaded (`lake_mirror`: an `s3://` lake),
+    the freshness reference day (`as_of`, None outside a freshness check) and thresholds (`config`,
+    `WarehouseConfig` defaults), and the label calendar (`foundation.calendar`)."""
+    lake, config = _lake(lake), config or WarehouseConfig()
     remote = is_remote(lake)
     return {"lake_root": lake.store.uri if remote else str(Path(lake.store.uri).resolve()),
             "lake_files": lake_files(lake) if files is None else files,
-            "lake_mirror": MIRROR_SCHEMA if remote else None,
+            "lake_mirror": remote, "as_of": as_of.isoformat() if as_of else None,
+            "freshness_warn_after_days": config.freshness_warn_after_days,
+            "freshness_error_after_days": config.freshness_error_after_days,
             "duckdb_path": str(duckdb_path(lake)), **calendar.dbt_vars()}
 
 
 def mirror_lake(lake: Lake, files: dict[str, list[str]], path: Path) -> dict[str, int]:
-    """Replace each mirror table with exactly `files[key]` (read by pyarrow, `ds` from the path);
-    a table with no files is dropped (the staging model is then an empty typed relation).
+    """Replace each source table with exactly `files[key]` (read by pyarrow, `ds` from the path);
+    a table with no files is left to the on-run-start hook (an empty table of the source's types).
     Returns rows per table."""
     import duckdb
 
     rows = {}
     with duckdb.connect(str(path)) as con:
-        con.execute(f"create schema if not exists {MIRROR_SCHEMA}")
         for key, urls in files.items():
             if not urls:
-                con.execute(f"drop table if exists {mirror_table(key)}")
                 continue
             table = lake.read_files(urls)
+            con.execute(f"create schema if not exists {key.split('/')[0]}")
             con.register("growthgr_mirror_src", table)
-            con.execute(f"create or replace table {mirror_table(key)} as select * from growthgr_mirror_src")
+            con.execute(f"create or replace table {source_table(key)} as select * from growthgr_mirror_src")
             con.unregister("growthgr_mirror_src")
             rows[key] = table.num_rows
     log.info("dbt: mirrored %s into %s", rows, path)
     return rows
 
 
-def _args(lake: Lake, command: str, select: str | None, files: dict[str, list[str]]) -> list[str]:
+def _args(lake: Lake, command: str, select: str | None, files: dict[str, list[str]],
+          config: WarehouseConfig | None, as_of: date | None) -> list[str]:
     wh = warehouse_dir(lake)
     args = [*command.split(), "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
             "--target-path", str(wh / "dbt_target"), "--log-path", str(wh / "dbt_logs"),
-            "--vars", json.dumps(dbt_vars(lake, files)), "--quiet"]
+            "--vars", json.dumps(dbt_vars(lake, files, config, as_of)), "--quiet"]
     return args + (["--select", select] if select else [])
 
 
@@ -146,12 +154,27 @@ def _release_duckdb() -> None:
             Manager._ENV = None
 
 
+def _status(r) -> str:
+    """A dbt result's status as a string ("pass", "warn", "error", "fail", "runtime error"...)."""
+    return str(getattr(r.status, "value", r.status))
+
+
+def _stale(r) -> str:
+    """One source freshness result: the source, its newest partition and its age from `as_of`."""
+    node, status = r.node, _status(r)
+    threshold = node.freshness.error_after if status == "error" else node.freshness.warn_after
+    age = ("no partition as of" if r.max_loaded_at.year == 1 else
+           f"newest partition {r.max_loaded_at.date()} is {r.age / 86400:g} days before")
+    return (f"source {node.source_name}.{node.name}: {status}: stale, {age} ds {r.snapshotted_at.date()} "
+            f"({status} after {threshold.count} days)")
+
+
 def _failures(res) -> list[str]:
     out = []
     for r in getattr(res.result, "results", None) or []:
-        status = str(getattr(r.status, "value", r.status))
-        if status in ("error", "fail", "runtime error"):
-            out.append(f"{r.node.resource_type} {r.node.name}: {status}: {(r.message or '').strip()}")
+        if _status(r) in ("error", "fail", "runtime error"):
+            out.append(_stale(r) if getattr(r, "max_loaded_at", None) else
+                       f"{r.node.resource_type} {r.node.name}: {_status(r)}: {(r.message or '').strip()}")
     skipped = [r.node.name for r in getattr(res.result, "results", None) or [] if str(r.status) in ("skip", "skipped")]
     if out and skipped:
         out.append(f"{len(skipped)} downstream nodes skipped: {', '.join(sorted(skipped)[:10])}")
@@ -160,9 +183,10 @@ def _failures(res) -> list[str]:
     return out
 
 
-def invoke(lake: Lake | str, command: str, select: str | None = None) -> DbtResult:
-    """Run one dbt command on `lake` (an `s3://` lake is mirrored first); raises DbtError
-    naming what failed."""
+def invoke(lake: Lake | str, command: str, select: str | None = None,
+           config: WarehouseConfig | None = None, as_of: date | None = None) -> DbtResult:
+    """Run one dbt command on `lake` (an `s3://` lake is mirrored first) with the vars of
+    `dbt_vars`; raises DbtError naming what failed."""
     from dbt.cli.main import dbtRunner
 
     lake = _lake(lake)
@@ -172,11 +196,14 @@ def invoke(lake: Lake | str, command: str, select: str | None = None) -> DbtResu
     if is_remote(lake):
         mirror_lake(lake, files, duckdb_path(lake))
     try:
-        res = dbtRunner().invoke(_args(lake, command, select, files))
+        res = dbtRunner().invoke(_args(lake, command, select, files, config, as_of))
     finally:
         _release_duckdb()
     results = getattr(res.result, "results", None) or []
-    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(lake)))
+    out = DbtResult(command, bool(res.success), sum(1 for _ in results), _failures(res), str(duckdb_path(lake)),
+                    [_stale(r) for r in results if _status(r) == "warn" and getattr(r, "max_loaded_at", None)])
+    for warning in out.warnings:
+        log.warning("dbt %s: %s", command, warning)
     if not res.success:
         raise DbtError(f"dbt {command} failed:\n  " + "\n  ".join(out.failures or ["(no details)"]))
     log.info("dbt %s: %d nodes ok -> %s", command, out.nodes, out.warehouse)
@@ -186,6 +213,13 @@ def invoke(lake: Lake | str, command: str, select: str | None = None) -> DbtResu
 def build(lake: Lake | str, select: str | None = None) -> DbtResult:
     """`dbt build` (seeds, models, tests, unit tests) over the lake."""
     return invoke(lake, "build", select)
+
+
+def freshness(lake: Lake | str, as_of: date, config: WarehouseConfig | None = None) -> DbtResult:
+    """`dbt source freshness` of every lake source, the age measured from `as_of` (the run's day)
+    with the thresholds of `config`: raises DbtError naming each source past `error_after`; a
+    source past `warn_after` is in the result's `warnings`."""
+    return invoke(lake, "source freshness", config=config, as_of=as_of)
 
 
 def docs(lake: Lake | str) -> Path:
@@ -207,7 +241,7 @@ def query(lake: Lake | str, sql_text: str, budget: WarehouseConfig | None = None
 
     The statement is parsed first: anything but exactly one SELECT (COPY, ATTACH, SET, PRAGMA,
     INSTALL, several statements...) is rejected. The connection is read-only, with extensions off
-    and the configuration locked. The staging tables and marts are inside the file. Files:
+    and the configuration locked. The source tables, staging views and marts are inside the file. Files:
     DuckDB's external access is off except for the committed files, at query time, of the tables
     the staging models read (`LAKE_TABLES`, the lake's own list, so neither `truth/` nor the files
     of an unfinished write are readable; none for an `s3://` lake). Budget (`budget`,

@@ -1,10 +1,13 @@
-"""`growthgr dbt build|docs` and `growthgr sql`: the analysts' DuckDB marts."""
+"""`growthgr dbt build|freshness|docs` and `growthgr sql`: the analysts' DuckDB marts."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import typer
 
-from warehouse.runner import DbtError, build, docs, query
+from growthgr.cli.context import date_option
+from warehouse.runner import DbtError, build, docs, freshness, query
 
 app = typer.Typer(help="dbt models for analysts (dbt-duckdb over the lake).", no_args_is_help=True)
 
@@ -26,6 +29,22 @@ def build_cmd(select: str | None = typer.Option(None, "--select", "-s", help="db
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"dbt build ok: {res.nodes} nodes; DuckDB file {res.warehouse}")
+
+
+@app.command("freshness")
+def freshness_cmd(ds: date = date_option(..., "--ds", help="The run's day: each source's age is measured from it.")) -> None:
+    """Check the lake sources' freshness (dbt source freshness) as of `--ds`: exit 1 naming each
+    source whose newest partition is more than warehouse.freshness_error_after_days before it."""
+    from growthgr.cli.context import settings
+
+    try:
+        res = freshness(_lake(), ds, settings().warehouse)
+    except DbtError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+    for warning in res.warnings:
+        typer.secho(warning, fg="yellow", err=True)
+    typer.echo(f"dbt source freshness ok as of {ds}")
 
 
 @app.command("docs")

@@ -1,11 +1,8 @@
 -- One row per item and UTC day with any funnel event (curated/item_daily_stats, Spark job).
-{% set columns = {
-    'item_id': 'bigint', 'day': 'date', 'rank_candidates': 'bigint', 'exposures': 'bigint',
-    'clicks': 'bigint', 'search_orders': 'bigint', 'search_gmv': 'double', 'site_orders': 'bigint',
-    'site_gmv': 'double', 'orders': 'bigint', 'gmv': 'double'} %}
+{% set columns = source_columns('curated', 'item_daily_stats') %}
 
 with source as (
-    select * from {{ lake_scan('curated', 'item_daily_stats', columns) }}
+    select * from {{ source('curated', 'item_daily_stats') }}
 )
 
 select

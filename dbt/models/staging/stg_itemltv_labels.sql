@@ -1,12 +1,8 @@
 -- One row per cohort item and label run (samples/itemltv_labels, Spark job); ds = last label day.
-{% set columns = {
-    'item_id': 'bigint', 'listing_date': 'date', 'category_id': 'integer', 'price': 'double',
-    'label_window_start': 'date', 'label_window_end': 'date', 'label_orders': 'bigint',
-    'label_gmv': 'double', 'label': 'double', 'y': 'double',
-    'new_period_exposures': 'bigint', 'new_period_clicks': 'bigint'} %}
+{% set columns = source_columns('samples', 'itemltv_labels') %}
 
 with source as (
-    select * from {{ lake_scan('samples', 'itemltv_labels', columns) }}
+    select * from {{ source('samples', 'itemltv_labels') }}
 ),
 
 renamed as (

@@ -1,10 +1,8 @@
 -- One row per search request (raw/search_requests), with its UTC day.
-{% set columns = {
-    'request_id': 'bigint', 'user_id': 'bigint', 'ts': 'timestamptz', 'query_text': 'varchar',
-    'intent_category_id': 'integer'} %}
+{% set columns = source_columns('raw', 'search_requests') %}
 
 with source as (
-    select * from {{ lake_scan('raw', 'search_requests', columns) }}
+    select * from {{ source('raw', 'search_requests') }}
 ),
 
 renamed as (
