@@ -114,6 +114,19 @@ def test_unreadable_metadata_db_is_reported_and_the_release_still_decides(world,
     assert code == 0 and report["runs"] == [] and "cannot read the metadata DB" in report["airflow_error"]
 
 
+@pytest.mark.slow
+def test_the_good_day_of_the_daily_dag_scenarios(shared_root, copy_world, airflow_home):
+    """The day the whole daily DAG published (`dag_scenarios.good`): exit 0, its release serving,
+    every gate's real result passed."""
+    good_dir = dag.good(shared_root, copy_world, airflow_home)
+    release_id = dag.read_json(good_dir, "good.json")["release"]
+    code, output = status((good_dir, airflow_home, release_id), "--ds", dag.DAYS[0], "--json")
+    report = json.loads(output)
+    assert code == 0 and report["reason"] == f"ds={dag.DAYS[0]}: published {release_id}"
+    assert report["serving"]["release_id"] == release_id and report["serving"]["ds"] == dag.DAYS[0]
+    assert all(g["state"] == "passed" for g in report["gates"] if g["required"]), report["gates"]
+
+
 # -- the pure parts ----------------------------------------------------------------------------------
 def test_pick_runs_keeps_the_days_latest_run_when_older_than_the_last_ones():
     rows = [{"run_id": f"r{i}", "ds": f"2026-01-0{i}"} for i in range(1, 6)]
