@@ -6,8 +6,11 @@ names: the run's logical date (scheduled and backfill runs of the daily `CronDat
 the interval start, so the run for [D, D+1) builds `ds=D`; a manual run with a logical date: that
 date), or the latest complete interval for a manual run without one. Single-writer stores are
 serialised with one-slot pools: `duckdb` (dbt's DuckDB file) and `feast_registry` (Feast's file
-registry and SQLite online store). A failing gate fails its task; everything downstream is skipped
-as `upstream_failed`, so nothing is published and the previous release stays current.
+registry and SQLite online store). Each task is killed past its step's timeout
+(`growthgr.airflow_local.step_timeout`); a task failed after its last retry, and a run not
+successful by its deadline, send an alert (`growthgr.alerts`, through `daily_dag_args`). A
+failing gate fails its task; everything downstream is skipped as `upstream_failed`, so nothing
+is published and the previous release stays current.
 Configuration comes from the usual GrowthGR environment (`GROWTHGR_PROFILE`, `GROWTHGR_LAKE_ROOT`, ...).
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, dag
 
-from growthgr.airflow_local import daily_dag_args, run_step
+from growthgr.airflow_local import daily_dag_args, run_step, step_timeout
 from growthgr.steps import DAILY
 
 
@@ -26,6 +29,7 @@ def growthgr_daily():
     tasks = {
         s.name: PythonOperator(task_id=s.name, python_callable=run_step, op_args=[s.name],
                                inlets=[Asset(u) for u in s.inlets], outlets=[Asset(u) for u in s.outlets],
+                               execution_timeout=step_timeout(s.name),
                                **({"pool": s.pool} if s.pool else {}), doc_md=s.run.__doc__)
         for s in DAILY
     }

@@ -11,14 +11,14 @@ from __future__ import annotations
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import Asset, dag
 
-from growthgr.airflow_local import daily_dag_args, run_step
+from growthgr.airflow_local import daily_dag_args, run_step, step_timeout
 from growthgr.steps import SIMULATE_DAY
 
 
 @dag(dag_id="simulate_platform_day", tags=["growthgr", "simulator"], **daily_dag_args(), doc_md=__doc__)
 def simulate_platform_day():
     PythonOperator(task_id="simulate", python_callable=run_step, op_args=[SIMULATE_DAY.name],
-                   outlets=[Asset(u) for u in SIMULATE_DAY.outlets])
+                   outlets=[Asset(u) for u in SIMULATE_DAY.outlets], execution_timeout=step_timeout(SIMULATE_DAY.name))
 
 
 simulate_platform_day()

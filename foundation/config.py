@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from foundation.redact import MASK, is_secret_key, redact
 from foundation.sections.abtest import PROFILES as ABTEST_PROFILES
@@ -103,11 +103,38 @@ class StorageConfig(StrictModel):
     state_dir: str | None = None
 
 
+class AlertsConfig(StrictModel):
+    """Where the DAGs' alerts go (`growthgr.alerts`): a task failed after its last retry, a run
+    past its deadline. Both sinks are optional and off by default: with neither, nothing is sent."""
+
+    smtp_host: str | None = None                     # the mail relay; None: no e-mail
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_starttls: bool = False                      # STARTTLS before the login (e.g. port 587)
+    smtp_user: str | None = None                     # login user; None: no login
+    smtp_password: str | None = None                 # with smtp_user (from the env; never logged)
+    smtp_from: str = "growthgr@localhost"            # the sender address
+    smtp_to: list[str] = Field(default_factory=list)  # recipients: at least one with smtp_host
+    webhook_url: str | None = None                   # an HTTP(S) endpoint that gets one JSON POST per alert
+    timeout_s: float = Field(10.0, gt=0)             # per sink: connecting and sending, then the alert is lost
+
+    @model_validator(mode="after")
+    def _recipients(self) -> AlertsConfig:
+        if self.smtp_host and not self.smtp_to:
+            raise ValueError("alerts.smtp_host needs at least one address in alerts.smtp_to")
+        return self
+
+
 class OrchestrationConfig(StrictModel):
-    """Airflow task defaults of the daily DAG (production: retries >= 1)."""
+    """Airflow task defaults of the daily DAG (production: retries >= 1), step timeouts, the
+    run deadline and the alert sinks."""
 
     retries: int = Field(2, ge=0)
     retry_delay_minutes: float = Field(5.0, ge=0)
+    timeout_scale: float = Field(1.0, gt=0)           # multiplies every step's `timeout_minutes` (registry)
+    step_timeout_minutes: dict[str, float] = Field(default_factory=dict)  # step name -> minutes, unscaled
+    # a run not successful this long after it was queued sends a deadline alert; None: no deadline
+    deadline_minutes: float | None = Field(360.0, gt=0)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
 
 class Settings(StrictModel):
@@ -158,7 +185,8 @@ _SPARK_PROFILES: dict[str, dict[str, Any]] = {
 # subsystem keeps its own `PROFILES` next to its section class.
 _SECTION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "spark": _SPARK_PROFILES,
-    "orchestration": {"tiny": {"retries": 0, "retry_delay_minutes": 0.0}},
+    "orchestration": {"tiny": {"retries": 0, "retry_delay_minutes": 0.0, "timeout_scale": 0.5},
+                      "large": {"timeout_scale": 4.0}},
     "gates": GATES_PROFILES,
     "simulator": SIMULATOR_PROFILES,
     "tokenizer": TOKENIZER_PROFILES,

@@ -1,5 +1,7 @@
 """Run the DAGs under a local Airflow 3 (SQLite metadata DB by default): for `make demo`, tests and backfills.
 
+The DAG files take from here what their tasks share: `daily_dag_args()` (timetable, retries, the
+failure and deadline alerts of `growthgr.alerts`), `step_timeout(name)` and `run_step(name)`.
 `airflow_env(home)` gives the environment of a self-contained Airflow home
 (DAGs folder = this repo's `dags/`, no examples, SQLite DB in `home`, or the
 SQLAlchemy URL passed as `sql_conn`, e.g. `postgresql+psycopg2://...`);
@@ -19,7 +21,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pendulum
@@ -52,25 +54,48 @@ def airflow_failure(args: list[str] | tuple[str, ...], proc: subprocess.Complete
 
 def daily_dag_args() -> dict:
     """What every GrowthGR DAG shares: a daily data-interval timetable (ds = interval start),
-    no catch-up, one active run, and retries from `settings.orchestration`."""
-    from datetime import timedelta
-
+    no catch-up, one active run, retries from `settings.orchestration`, an alert on a task that
+    failed after its last retry and on a run not successful `deadline_minutes` after it was
+    queued (`growthgr.alerts`; a deadline on the queue time, not the logical date, so backfills of
+    old days are not all late)."""
+    from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     from foundation.config import load_settings
+    from growthgr.alerts import AlertNotifier, on_deadline_missed
 
     orch = load_settings().orchestration
+    deadline = None if orch.deadline_minutes is None else DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(minutes=orch.deadline_minutes),
+        callback=SyncCallback(on_deadline_missed))
     return {
         "schedule": CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
         "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
         "catchup": False,
         "max_active_runs": 1,
+        "deadline": deadline,
         "default_args": {
             "retries": orch.retries,
             "retry_delay": timedelta(minutes=orch.retry_delay_minutes),
+            "on_failure_callback": AlertNotifier(),
             "owner": "growthgr",
         },
     }
+
+
+def step_timeout(name: str) -> timedelta:
+    """The execution timeout of step `name`'s task: `orchestration.step_timeout_minutes[name]` when
+    set, else the registry's `timeout_minutes` times `orchestration.timeout_scale`. A name in
+    `step_timeout_minutes` that is no step is an error (a typo would silently keep the default)."""
+    from foundation.config import load_settings
+    from growthgr.steps import BY_NAME, step
+
+    orch = load_settings().orchestration
+    unknown = set(orch.step_timeout_minutes) - set(BY_NAME)
+    if unknown:
+        raise ValueError(f"orchestration.step_timeout_minutes names no step: {sorted(unknown)}; steps: {list(BY_NAME)}")
+    minutes = orch.step_timeout_minutes.get(name, step(name).timeout_minutes * orch.timeout_scale)
+    return timedelta(minutes=minutes)
 
 
 def run_ds(logical_date=None, data_interval_start=None) -> date:
@@ -183,10 +208,13 @@ class _OnceFilter:
 
 
 def run_day(dag_id: str, ds: str | date) -> RunOutcome:
-    """One run for `ds`: its logical date is ds 00:00 UTC (see `run_ds`)."""
+    """One run for `ds`: its logical date is ds 00:00 UTC (see `run_ds`). Without the DAG's deadline
+    alert: the caller waits for the run, and Airflow 3.3's `dag.test` fails a successful run of a
+    DAG with a deadline (it looks the alerts up by ids only a DAG processor's serialization assigns)."""
     import logging
 
     dag = load_dag(dag_id)
+    dag.deadline = None
     logger, once = logging.getLogger("airflow.sdk.definitions.dag"), _OnceFilter("No tasks to run")
     logger.addFilter(once)
     try:

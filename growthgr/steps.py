@@ -40,6 +40,7 @@ class Step:
     writes: tuple[str, ...] = ()
     inlets: tuple[str, ...] = ()         # Asset URIs
     outlets: tuple[str, ...] = ()
+    timeout_minutes: float = 15.0        # the task's execution timeout in the demo profile (scaled per profile)
 
     def __call__(self, settings: Settings, ds: str | date) -> dict:
         """Run the step for `ds` (parsed here, once: the step function gets a `date`), recording its
@@ -78,38 +79,41 @@ _SIDS = _keys(catalog.ITEM_SIDS)
 
 DAILY: tuple[Step, ...] = (
     Step("gate_raw", gx_gate("raw"), gate="raw", publish=True, reads=("raw",), inlets=(RAW_LOGS,)),
-    Step("spark_jobs", pipeline.spark, ("gate_raw",), reads=("raw",), writes=_SPARK_OUT),
+    Step("spark_jobs", pipeline.spark, ("gate_raw",), reads=("raw",), writes=_SPARK_OUT, timeout_minutes=45),
     Step("dbt_build", pipeline.dbt, ("spark_jobs",), pool="duckdb",
-         reads=("raw", *_keys(catalog.ITEM_DAILY_STATS, catalog.ITEMLTV_LABELS))),
+         reads=("raw", *_keys(catalog.ITEM_DAILY_STATS, catalog.ITEMLTV_LABELS)), timeout_minutes=30),
     Step("gate_features", gx_gate("features"), ("spark_jobs",), gate="features", publish=True, reads=_FEATURES),
     Step("gate_labels", pipeline.gate_labels, ("spark_jobs",), gate="labels",
          reads=_keys(catalog.ITEMLTV_LABELS, catalog.ITEMLTV_SAMPLES)),
-    Step("feast_materialize", pipeline.materialize, ("gate_features",), pool="feast_registry", reads=_FEATURES),
+    Step("feast_materialize", pipeline.materialize, ("gate_features",), pool="feast_registry", reads=_FEATURES,
+         timeout_minutes=30),
     Step("training_set", pipeline.training_set, ("feast_materialize", "gate_labels"), pool="feast_registry",
          reads=(*_FEATURES, *_keys(catalog.ITEMLTV_SAMPLES)),
-         writes=(*_TRAINING_SET, *_keys(catalog.ITEMLTV_POOL_FEATURES))),
+         writes=(*_TRAINING_SET, *_keys(catalog.ITEMLTV_POOL_FEATURES)), timeout_minutes=30),
     Step("tokenize", pipeline.tokenize, ("gate_raw",), reads=("raw",),
-         writes=_keys(catalog.ITEM_EMBEDDINGS, catalog.ITEM_SIDS)),
+         writes=_keys(catalog.ITEM_EMBEDDINGS, catalog.ITEM_SIDS), timeout_minutes=60),
     Step("gate_sids", gx_gate("sids"), ("tokenize",), gate="sids", publish=True, reads=_SIDS),
     Step("itemltv", pipeline.itemltv, ("training_set", "gate_sids"),
-         reads=(*_TRAINING_SET, *_keys(catalog.ITEMLTV_SAMPLES, catalog.ITEMLTV_LABELS))),
+         reads=(*_TRAINING_SET, *_keys(catalog.ITEMLTV_SAMPLES, catalog.ITEMLTV_LABELS)), timeout_minutes=90),
     Step("pool", pipeline.pool, ("itemltv",), reads=_keys(catalog.ITEMLTV_POOL_FEATURES),
          writes=_keys(catalog.NEW_ITEM_POOL, catalog.ITEM_UPLIFT)),
     Step("gate_pool", gx_gate("pool"), ("pool",), gate="pool", publish=True, reads=_keys(catalog.NEW_ITEM_POOL)),
     # MoPO's long-term reward reads the day's ItemLTV scores (item_uplift)
     Step("multigr_train", pipeline.multigr_train, ("pool",),
-         reads=(*_keys(catalog.GR_SAMPLES, catalog.ITEM_UPLIFT), *_SIDS)),
-    Step("multigr_evaluate", pipeline.multigr_evaluate, ("multigr_train",), reads=(*_keys(catalog.GR_SAMPLES), *_SIDS)),
+         reads=(*_keys(catalog.GR_SAMPLES, catalog.ITEM_UPLIFT), *_SIDS), timeout_minutes=180),
+    Step("multigr_evaluate", pipeline.multigr_evaluate, ("multigr_train",), reads=(*_keys(catalog.GR_SAMPLES), *_SIDS),
+         timeout_minutes=45),
     Step("gate_multigr", pipeline.gate_multigr, ("multigr_evaluate",), gate="multigr", publish=True),
     # the dense retriever reads the day's gr_samples (Spark) and SIDs
-    Step("dense_train", pipeline.dense_train, ("spark_jobs", "gate_sids"), reads=(*_keys(catalog.GR_SAMPLES), *_SIDS)),
+    Step("dense_train", pipeline.dense_train, ("spark_jobs", "gate_sids"), reads=(*_keys(catalog.GR_SAMPLES), *_SIDS),
+         timeout_minutes=120),
     Step("gate_dense", pipeline.gate_dense, ("dense_train",), gate="dense", publish=True),
     Step("publish", publish, ("gate_pool", "gate_multigr", "gate_dense", "dbt_build"),
          reads=(*_keys(catalog.NEW_ITEM_POOL), *_SIDS), outlets=(RELEASE,)),
 )
 
 # The simulated platform's day (its own DAG, `dags/simulate_platform_day.py`): the day's raw logs.
-SIMULATE_DAY = Step("simulate_day", pipeline.simulate_day, writes=("raw",), outlets=(RAW_LOGS,))
+SIMULATE_DAY = Step("simulate_day", pipeline.simulate_day, writes=("raw",), outlets=(RAW_LOGS,), timeout_minutes=30)
 
 BY_NAME: dict[str, Step] = {s.name: s for s in (*DAILY, SIMULATE_DAY)}
 

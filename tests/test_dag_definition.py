@@ -31,6 +31,34 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
     assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
 
 
+def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_deadline(tmp_path, monkeypatch):
+    """Each task's execution timeout is its registry step's (scaled per profile, or the per-step
+    override); every task alerts on failure and every DAG has a deadline alert (`growthgr.alerts`)."""
+    from datetime import timedelta
+
+    from growthgr.alerts import AlertNotifier
+    from growthgr.steps import BY_NAME, SIMULATE_DAY
+
+    monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
+    monkeypatch.setenv("GROWTHGR_ORCHESTRATION__STEP_TIMEOUT_MINUTES", "{dbt_build: 7}")
+    monkeypatch.setenv("GROWTHGR_ORCHESTRATION__DEADLINE_MINUTES", "90")
+    prepare(tmp_path / "airflow")
+    daily, platform = load_dag("growthgr_daily"), load_dag("simulate_platform_day")
+    scale = load_settings().orchestration.timeout_scale
+    for task in daily.tasks:
+        minutes = 7 if task.task_id == "dbt_build" else BY_NAME[task.task_id].timeout_minutes * scale
+        assert task.execution_timeout == timedelta(minutes=minutes), task.task_id
+    assert daily.get_task("multigr_train").execution_timeout > daily.get_task("gate_raw").execution_timeout
+    assert platform.get_task("simulate").execution_timeout == timedelta(minutes=SIMULATE_DAY.timeout_minutes * scale)
+    for dag in (daily, platform):
+        assert all(any(isinstance(cb, AlertNotifier) for cb in t.on_failure_callback) for t in dag.tasks), dag.dag_id
+        [deadline] = dag.deadline
+        assert deadline.interval == timedelta(minutes=90) and deadline.callback.path == "growthgr.alerts.on_deadline_missed"
+    monkeypatch.setenv("GROWTHGR_ORCHESTRATION__STEP_TIMEOUT_MINUTES", "{dbt_buld: 7}")   # a typo is an error
+    with pytest.raises(RuntimeError, match="dbt_buld"):
+        load_dag("growthgr_daily")
+
+
 def test_the_daily_dag_is_the_step_registry(tmp_path, monkeypatch):
     """One task per registry step (task id = step name), one edge per declared dependency, the
     step's pool and assets; `growthgr pipeline step` accepts every task id."""
