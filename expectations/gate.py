@@ -7,7 +7,9 @@
 Datasets: `raw` (all raw tables), `labels` (itemltv_labels + itemltv_samples), `features` (the
 three feature tables), `pool`, `sids`, or any single table name. Results go to the lake as
 `validation/gate_results/ds=<ds>/<dataset>.json`, Data Docs (GX HTML) to
-`validation/data_docs/<dataset>/ds=<ds>/index.html`.
+`validation/data_docs/<dataset>/ds=<ds>/index.html` (a re-run replaces the site: one validation
+page per suite). GX's index lists the validations with scripts from CDNs, so offline they are read
+in `growthgr report`'s gate tables, which link each suite's validation page.
 
 A result names the write it validated: `writes` holds the write id of every partition, taken
 before it is read (`Lake.commit_info`), so a partition rewritten during or after the gate no
@@ -216,9 +218,16 @@ def _build_docs(context) -> Path:
 
 
 def _upload_docs(lake: Lake, docs_dir: Path, dataset: str, ds: date) -> str:
+    """Copy the rendered site to the gate's Data Docs prefix, then delete what an earlier run of the
+    gate left there (its validation pages), so the prefix holds exactly this run's site."""
     prefix = catalog.data_docs_prefix(dataset, ds)
+    written = set()
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
-        lake.store.put_bytes(f"{prefix}/{path.relative_to(docs_dir).as_posix()}", path.read_bytes())
+        key = f"{prefix}/{path.relative_to(docs_dir).as_posix()}"
+        lake.store.put_bytes(key, path.read_bytes())
+        written.add(key)
+    for key in sorted(set(lake.store.list(prefix + "/")) - written):
+        lake.store.delete(key)
     return lake.store.url(f"{prefix}/index.html")
 
 

@@ -4,8 +4,11 @@ The page is assembled from what the subsystems already write into the lake, so i
 restates a figure: for every subsystem under `reports/<subsystem>/ds=<ds>/` (ItemLTV, MultiGR,
 the dense retriever, the A/B tests, ...) its markdown files become HTML (tables included),
 its PNG plots are embedded as data URIs and a JSON file without a markdown twin becomes a
-table of its scalar fields; then the day's gate results (`validation/gate_results/ds=<ds>/`)
-and the serving release's manifest. The pipeline section is the day's step durations
+table of its scalar fields; then the day's gate results (`validation/gate_results/ds=<ds>/`) and
+the serving release's manifest. The gate results are plain tables (each gate's counts, each suite's
+outcome, every failed rule with table, partition, column and details) with relative links to the GX
+Data Docs pages in `validation/data_docs/`: GX's index lists its validations with scripts from CDNs,
+so offline the report is where a person reads them. The pipeline section is the day's step durations
 (`catalog.pipeline_step_key`, written by `growthgr.pipeline.timed`): a table and a bar plot. The
 learning curves section has one small loss-vs-epoch plot per model trained that day (the per-epoch
 table `reports/curves/ds=<ds>/<model>/epochs.csv` of `models.training.learning_curves`). Known
@@ -24,6 +27,7 @@ import html
 import io
 import json
 import logging
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +49,7 @@ TITLES = {"itemltv": "ItemLTV (uplift model, new-item pool)", "multigr": "MultiG
           "dense": "Dense retriever", CURVES: "Learning curves", "abtest": "A/B tests in the simulated platform",
           "pipeline": "Pipeline timings"}
 EPOCHS = "epochs.csv"                                # a training's per-epoch means in reports/curves/ds=<ds>/<model>/
+FAILURE_FIELDS = ("table", "partition", "column", "rule", "details")   # a stored failed rule (expectations.gate.Failure)
 
 
 @dataclass
@@ -234,23 +239,73 @@ def curves_parts(lake: Lake, ds: date) -> list[str]:
     return [note, *(image_html(f"{model}", curve_png(model, table)) for model, table in tables.items())]
 
 
+def html_table(header: Iterable[str], rows: Iterable[tuple[str, list[str]]], cls: str = "") -> str:
+    """A table from already-escaped cells; each row is (its class, its cells)."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join(f"<tr class='{c}'>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>" for c, cells in rows)
+    return f"<table class='{cls}'><tr>{head}</tr>{body}</table>"
+
+
+def gate_verdict(result: dict) -> str:
+    """passed, FAILED, or running (a gate that started and never stored its outcome)."""
+    if result.get("status") == "running":
+        return "running"
+    return "passed" if result.get("passed") else "FAILED"
+
+
+def docs_pages(lake: Lake, dataset: str, ds: date) -> dict[str, str]:
+    """The keys of a gate's GX Data Docs: `index` and one validation page per suite (by suite name,
+    e.g. `raw.clicks` -> `validations/raw/clicks/<run>/<time>/<batch>.html`); empty without docs."""
+    prefix = catalog.data_docs_prefix(dataset, ds) + "/"
+    keys = sorted(k for k in lake.store.list(prefix) if k.endswith(".html"))
+    pages = {"index": prefix + "index.html"} if prefix + "index.html" in keys else {}
+    for key in keys:
+        parts = key[len(prefix):].split("/")
+        if parts[0] == "validations" and len(parts) >= 5:       # validations/<suite path>/<run name>/<run time>/<file>
+            pages[".".join(parts[1:-3])] = key               # the newest run of a suite sorts last
+    return pages
+
+
+def link(key: str, here: str, label: str) -> str:
+    """An `<a>` to lake key `key`, relative to the folder `here` of the page that holds it."""
+    return f"<a href='{html.escape(posixpath.relpath(key, here))}'>{html.escape(label)}</a>"
+
+
 def gates_section(lake: Lake, ds: date) -> Section | None:
-    """The day's stored gate results: gate, passed, expectations, failures."""
+    """The day's stored gate results as plain tables, readable offline (GX Data Docs load their
+    tables and styles from CDNs): one row per gate with its counts and a link to its Data Docs, one
+    row per suite (table) with a link to its GX validation page, and every failed rule with its
+    table, partition, column and what was observed."""
     prefix = catalog.gate_result_key(ds, "x").rsplit("/", 1)[0] + "/"
     keys = sorted(k for k in lake.store.list(prefix) if k.endswith(".json"))
     if not keys:
         return None
-    rows = []
+    here = posixpath.dirname(catalog.report_key(REPORT, ds, "index.html"))
+    gates, suites, failed = [], [], []
     for key in keys:
         result = json.loads(lake.store.get_bytes(key))
-        failures = result.get("failures") or []
-        status = "passed" if result.get("passed") else "FAILED"
-        detail = "; ".join(str(f.get("summary", f)) if isinstance(f, dict) else str(f) for f in failures[:5])
-        rows.append(f"<tr class='{status.lower()}'><td>{html.escape(str(result.get('dataset', key)))}</td>"
-                    f"<td>{status}</td><td>{result.get('n_expectations', '')}</td><td>{html.escape(detail)}</td></tr>")
-    table = ("<table><tr><th>gate</th><th>result</th><th>expectations</th><th>failures</th></tr>"
-             + "".join(rows) + "</table>")
-    return Section("Data-quality and model gates", "gates", [table])
+        name = str(result.get("dataset") or key.rsplit("/", 1)[1].removesuffix(".json"))
+        verdict, failures = gate_verdict(result), result.get("failures") or []
+        pages = docs_pages(lake, name, ds)
+        docs = link(pages["index"], here, "Data Docs") if "index" in pages else ""
+        gates.append((verdict.lower(), [html.escape(name), verdict, str(len(result.get("suites") or [])),
+                                        str(result.get("n_expectations", "")), str(len(failures)),
+                                        html.escape(str(result.get("validated_at", ""))[:19]), docs]))
+        for suite in result.get("suites") or []:
+            n_failed = sum(1 for f in failures if f.get("table") == suite)
+            page = link(pages[suite], here, "validation page") if suite in pages else ""
+            suites.append(("failed" if n_failed else "passed", [html.escape(name), html.escape(suite),
+                                                                "FAILED" if n_failed else "passed", str(n_failed), page]))
+        for f in failures:
+            failed.append(("failed", [html.escape(name), *(html.escape(str(f.get(c, ""))) for c in FAILURE_FIELDS)]))
+    parts = [html_table(("gate", "result", "suites", "expectations", "failed rules", "validated at (UTC)",
+                         "GX Data Docs"), gates, "gates")]
+    if failed:
+        parts += ["<h3>Failed rules</h3>", html_table(("gate", *FAILURE_FIELDS), failed, "failed-rules")]
+    if suites:
+        parts += ["<h3>Suites</h3>", html_table(("gate", "suite", "result", "failed rules", "GX validation page"),
+                                                suites, "suites")]
+    return Section("Data-quality and model gates", "gates", parts)
 
 
 def release_section(manifest: dict | None) -> Section | None:
@@ -284,6 +339,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#22
 h1{border-bottom:2px solid #2a6;padding-bottom:.2em} h2{margin-top:2em;color:#175}
 table{border-collapse:collapse;margin:.8em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left} th{background:#eef5f0} tr.failed td{background:#fdd}
+table.failed-rules td,table.failed-rules th,table.suites td,table.suites th{text-align:left}
 img{max-width:100%;border:1px solid #ddd} figure{display:inline-block;margin:.5em;max-width:48%;vertical-align:top}
 figure.wide{display:block;max-width:100%}
 figcaption{font-size:.8em;color:#555} summary{cursor:pointer;margin:.6em 0;color:#175} .note{color:#666;font-size:.85em} .bad{color:#a00} nav a{margin-right:1em}
