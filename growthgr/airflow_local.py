@@ -62,7 +62,7 @@ def daily_dag_args() -> dict:
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     from foundation.config import load_settings
-    from growthgr.alerts import AlertNotifier, on_deadline_missed
+    from growthgr.alerts import on_deadline_missed, on_task_failure
 
     orch = load_settings().orchestration
     deadline = None if orch.deadline_minutes is None else DeadlineAlert(
@@ -77,7 +77,7 @@ def daily_dag_args() -> dict:
         "default_args": {
             "retries": orch.retries,
             "retry_delay": timedelta(minutes=orch.retry_delay_minutes),
-            "on_failure_callback": AlertNotifier(),
+            "on_failure_callback": on_task_failure,
             "owner": "growthgr",
         },
     }

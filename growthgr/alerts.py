@@ -1,6 +1,6 @@
 """Alerts of the DAGs: a task that failed after its last retry, a run not successful by its deadline.
 
-`AlertNotifier` is every task's `on_failure_callback` (Airflow calls it once, after the last try;
+`on_task_failure` is every task's `on_failure_callback` (Airflow calls it once, after the last try;
 a retried try calls `on_retry_callback`, which is not set); `on_deadline_missed` is the callback of
 the DAGs' `DeadlineAlert` (run by the executor when a run is not successful
 `orchestration.deadline_minutes` after it was queued). Both are wired by
@@ -8,7 +8,8 @@ the DAGs' `DeadlineAlert` (run by the executor when a run is not successful
 task, run, logical date, try number, error, log URL and log file) and `send`s it to the sinks of
 `settings.orchestration.alerts`, read where the callback runs: an e-mail through SMTP and a JSON
 POST to a webhook, both optional. Errors and logs name a sink by its host only: a webhook URL can
-carry a token, and the SMTP password is never printed.
+carry a token, and the SMTP password is never printed. Importing this module imports no Airflow
+(a process binds to the metadata DB of its first Airflow import).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import smtplib
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from urllib.parse import urlsplit
-
-from airflow.sdk import BaseNotifier
 
 from foundation.config import AlertsConfig, load_settings
 from foundation.redact import redact
@@ -150,12 +149,10 @@ def send(alert: Alert, cfg: AlertsConfig) -> list[str]:
     return delivered
 
 
-class AlertNotifier(BaseNotifier):
+def on_task_failure(context) -> None:
     """The `on_failure_callback` of every GrowthGR task: sends `task_alert(context)` to the sinks
     configured where the task ran."""
-
-    def notify(self, context) -> None:
-        send(task_alert(context), load_settings().orchestration.alerts)
+    send(task_alert(context), load_settings().orchestration.alerts)
 
 
 def on_deadline_missed(context) -> None:

@@ -36,7 +36,7 @@ def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_de
     override); every task alerts on failure and every DAG has a deadline alert (`growthgr.alerts`)."""
     from datetime import timedelta
 
-    from growthgr.alerts import AlertNotifier
+    from growthgr.alerts import on_task_failure
     from growthgr.steps import BY_NAME, SIMULATE_DAY
 
     monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
@@ -51,7 +51,7 @@ def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_de
     assert daily.get_task("multigr_train").execution_timeout > daily.get_task("gate_raw").execution_timeout
     assert platform.get_task("simulate").execution_timeout == timedelta(minutes=SIMULATE_DAY.timeout_minutes * scale)
     for dag in (daily, platform):
-        assert all(any(isinstance(cb, AlertNotifier) for cb in t.on_failure_callback) for t in dag.tasks), dag.dag_id
+        assert all(t.on_failure_callback == [on_task_failure] for t in dag.tasks), dag.dag_id
         [deadline] = dag.deadline
         assert deadline.interval == timedelta(minutes=90) and deadline.callback.path == "growthgr.alerts.on_deadline_missed"
     monkeypatch.setenv("GROWTHGR_ORCHESTRATION__STEP_TIMEOUT_MINUTES", "{dbt_buld: 7}")   # a typo is an error
