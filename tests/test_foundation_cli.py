@@ -36,6 +36,7 @@ URL_SETTINGS = {   # every setting that holds a URL or connection string, with a
     "GROWTHGR_FEAST__REDIS_CONNECTION": f"cache:6379,password={SECRET}",
     "GROWTHGR_S3_ENDPOINT_URL": f"https://key:{SECRET}@s3.internal:9000",
     "GROWTHGR_SPARK__MASTER": f"spark://ops:{SECRET}@spark-master:7077",
+    "GROWTHGR_ORCHESTRATION__ALERTS__WEBHOOK_URL": f"https://hook:{SECRET}@alerts.internal/growthgr",
 }
 
 
@@ -55,11 +56,19 @@ def test_config_show_never_prints_a_password(monkeypatch):
     runner = CliRunner()
     data = json.loads(runner.invoke(app, ["config", "show", "--json"]).output)
     # the test covers every URL-like setting there is
-    assert _url_keys(data) == {"serve.redis_url", "feast.redis_connection", "storage.s3_endpoint_url", "spark.master"}
+    assert _url_keys(data) == {"serve.redis_url", "feast.redis_connection", "storage.s3_endpoint_url", "spark.master",
+                               "orchestration.alerts.webhook_url"}
     for args in (["config", "show"], ["config", "show", "--json"]):
         out = runner.invoke(app, args)
         assert out.exit_code == 0 and SECRET not in out.output and out.output.count("***") == len(URL_SETTINGS)
     assert data["serve"]["redis_url"] == "redis://:***@cache:6379/0" and data["spark"]["master"].startswith("spark://ops:***@")
+
+
+def test_config_show_masks_the_smtp_password(monkeypatch):
+    monkeypatch.setenv("GROWTHGR_ORCHESTRATION__ALERTS__SMTP_PASSWORD", SECRET)
+    out = CliRunner().invoke(app, ["config", "show", "--json"])
+    assert out.exit_code == 0 and SECRET not in out.output
+    assert json.loads(out.output)["orchestration"]["alerts"]["smtp_password"] == "***"
 
 
 def test_a_config_error_does_not_echo_a_password(monkeypatch):
