@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 DEMO_ARGS ?=
 TEST_WORKERS ?= 4
+# extra pip-compile options for `make lock`, e.g. LOCK_ARGS="--upgrade-package NAME"
+LOCK_ARGS ?=
 export GX_ANALYTICS_ENABLED = False
 export DBT_SEND_ANONYMOUS_USAGE_STATS = false
 export HF_HUB_OFFLINE = 1
@@ -22,8 +24,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | { grep -v 'is ignored: it is neither' || true; }
-	# exactly the locked versions, no resolver: torch is the 2.13.0 CPU wheel, never a CUDA build
-	$(BIN)/pip install -q --no-deps -r requirements.lock apache-airflow==3.3.2 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	# exactly the locked versions and files (hash-checked), no resolver: torch is the 2.13.0 CPU wheel, never a CUDA build
+	$(BIN)/pip install -q --no-deps -r requirements.lock 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check | { grep -v 'is ignored: it is neither' || true; }
 	touch $(STAMP)
@@ -45,8 +47,11 @@ bench: setup ## Run the benchmarks in benchmarks/ and print their figures
 lint: setup ## Lint with ruff
 	$(BIN)/ruff check .
 
-lock: ## Re-create requirements.lock from the current .venv (after a verified change)
-	$(BIN)/pip freeze --all --exclude-editable | grep -vE '^(-e|pip==)' > requirements.lock
+lock: ## Compile requirements.lock from pyproject.toml (pip-tools, with hashes; keeps locked versions)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --extra dev --allow-unsafe \
+	  --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -o requirements.lock pyproject.toml
+	! grep -qiE '^(nvidia|triton|cuda)' requirements.lock || { echo "CUDA packages in requirements.lock"; exit 1; }
+	grep -qE '^torch==[^ ]+\+cpu ' requirements.lock || { echo "torch in requirements.lock is not a +cpu build"; exit 1; }
 
 clean: ## Remove generated data (lake, releases) but keep .venv
 	rm -rf lake releases artifacts lightning_logs
