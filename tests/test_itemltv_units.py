@@ -85,7 +85,7 @@ def test_young_lakes_hold_out_fewer_cohorts_down_to_three():
     assert holdout_sizes(9, cfg) == holdout_sizes(5, cfg) == (2, 2)
     assert holdout_sizes(4, cfg) == (1, 1)        # two left to train
     assert holdout_sizes(3, cfg) == (1, 1)
-    with pytest.raises(ValueError, match="need at least 3 closed listing-day cohorts.*found 2.*itemltv_labels"):
+    with pytest.raises(ValueError, match="need at least 3 closed listing-day cohorts.*found 2.*itemltv-labels"):
         holdout_sizes(2, cfg)
 
 

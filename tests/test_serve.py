@@ -412,7 +412,7 @@ def test_the_service_starts_on_the_last_good_release_when_current_cannot_be_serv
         r = httpx.get(f"{url}/retrieve", params=params(world, 5))
         assert r.status_code == 200 and r.json()["release_id"] == "B"
         assert_valid(pools, r.json())
-        assert scrape(url)["reload_failures"] == 1
+        assert scrape(url)["reload_failures"] >= 1              # and again after each backoff
 
 
 def test_readiness_fails_while_liveness_holds_when_the_batcher_stops(world):
