@@ -78,6 +78,9 @@ def training_set(service: str) -> Dataset:
 
 
 # -- keys outside the partitioned tables -----------------------------------------------------------
+CURVES = "curves"    # the report folder of learning curves: reports/curves/ds=<ds>/<model>/{metrics,epochs}.csv
+
+
 def report_prefix(subsystem: str, ds: date) -> str:
     """Reports of one subsystem and day: metrics.json, plots (`reports/<subsystem>/ds=<ds>`)."""
     return f"reports/{subsystem}/{partition_dir(ds)}"

@@ -29,15 +29,13 @@ from growthgr.publish import DENSE, MULTIGR
 
 log = logging.getLogger(__name__)
 
-CURVES = "curves"       # learning curves: reports/curves/ds=<ds>/<model>/{metrics,epochs}.csv (`_curves`)
-
 
 def _curves(lake: Lake, ds: date):
     """The block in which a step's trainings log their learning curves to the day's
     `reports/curves/ds=<ds>/<model>/` (`models.training.learning_curves`)."""
     from models.training import learning_curves
 
-    return learning_curves(lake, catalog.report_prefix(CURVES, ds))
+    return learning_curves(lake, catalog.report_prefix(catalog.CURVES, ds))
 
 
 class GateFailed(RuntimeError):

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 
 from foundation import catalog
 from foundation.lake import Lake
-from growthgr.pipeline import CURVES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,9 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT = "summary"                                   # reports/summary/ds=<ds>/index.html
-ORDER = ("itemltv", "multigr", "dense", CURVES, "abtest", "pipeline")   # sections first, in this order
+ORDER = ("itemltv", "multigr", "dense", catalog.CURVES, "abtest", "pipeline")   # sections first, in this order
 TITLES = {"itemltv": "ItemLTV (uplift model, new-item pool)", "multigr": "MultiGR (generative retriever)",
-          "dense": "Dense retriever", CURVES: "Learning curves", "abtest": "A/B tests in the simulated platform",
+          "dense": "Dense retriever", catalog.CURVES: "Learning curves", "abtest": "A/B tests in the simulated platform",
           "pipeline": "Pipeline timings"}
 EPOCHS = "epochs.csv"                                # a training's per-epoch means in reports/curves/ds=<ds>/<model>/
 FAILURE_FIELDS = ("table", "partition", "column", "rule", "details")   # a stored failed rule (expectations.gate.Failure)
@@ -200,7 +199,7 @@ def curve_tables(lake: Lake, ds: date) -> dict[str, pd.DataFrame]:
     """The per-epoch table of every model trained on `ds`, by model name (sorted)."""
     import pandas as pd
 
-    prefix = catalog.report_prefix(CURVES, ds) + "/"
+    prefix = catalog.report_prefix(catalog.CURVES, ds) + "/"
     keys = sorted(k for k in lake.store.list(prefix) if k.endswith("/" + EPOCHS) and k[len(prefix):].count("/") == 1)
     return {k[len(prefix):].split("/")[0]: pd.read_csv(io.BytesIO(lake.store.get_bytes(k))) for k in keys}
 
@@ -234,7 +233,7 @@ def curves_parts(lake: Lake, ds: date) -> list[str]:
     if not tables:
         return []
     note = ("<p class='note'>Per-epoch means of what each training logged (Lightning's CSV logger; every "
-            f"logged step in <code>{html.escape(catalog.report_prefix(CURVES, ds))}/&lt;model&gt;/metrics.csv</code>). "
+            f"logged step in <code>{html.escape(catalog.report_prefix(catalog.CURVES, ds))}/&lt;model&gt;/metrics.csv</code>). "
             "MoPO's epoch is a pi_old refresh window.</p>")
     return [note, *(image_html(f"{model}", curve_png(model, table)) for model, table in tables.items())]
 
@@ -322,7 +321,7 @@ def collect(lake: Lake, ds: date, manifest: dict | None = None) -> list[Section]
     sections = []
     for name in names:
         section = subsystem_section(lake, name, ds)
-        if name == CURVES:
+        if name == catalog.CURVES:
             section = Section(TITLES[name], name, parts) if (parts := curves_parts(lake, ds)) else None
         if name == "pipeline":
             timings = timings_parts(lake, ds)

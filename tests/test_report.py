@@ -16,8 +16,8 @@ import pytest
 
 from expectations.gate import Failure, GateResult, store_result
 from foundation import catalog
+from foundation.catalog import CURVES
 from foundation.lake import Lake, parse_ds
-from growthgr.pipeline import CURVES
 from growthgr.report import REPORT, page_stats, write_report
 
 DS = "2026-02-16"

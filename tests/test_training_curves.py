@@ -17,10 +17,10 @@ from test_itemltv_units import _tiny
 from test_multigr_mopo import CFG, trained, uplift  # noqa: F401  (`trained` is a fixture)
 
 from foundation import catalog
+from foundation.catalog import CURVES
 from foundation.lake import Lake
 from foundation.sections.tokenizer import TokenizerConfig
 from foundation.sections.trainer import TrainerConfig
-from growthgr.pipeline import CURVES
 from growthgr.report import page_stats, write_report
 from models.dense.data import ItemTable, build_requests
 from models.dense.train import fit as dense_fit
