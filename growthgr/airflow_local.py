@@ -213,6 +213,13 @@ def run_day(dag_id: str, ds: str | date) -> RunOutcome:
     DAG with a deadline (it looks the alerts up by ids only a DAG processor's serialization assigns)."""
     import logging
 
+    from airflow import settings
+
+    bound, wanted = str(settings.engine.url), os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    if wanted and settings.engine.url.render_as_string(hide_password=False) != wanted:
+        raise RuntimeError(f"this process is bound to the metadata DB {redact(bound)} (Airflow binds a process to "
+                           f"the DB configured when it is first imported), not to {redact(wanted)}: run the day "
+                           "in a process whose Airflow environment was set before Airflow was imported")
     dag = load_dag(dag_id)
     dag.deadline = None
     logger, once = logging.getLogger("airflow.sdk.definitions.dag"), _OnceFilter("No tasks to run")

@@ -93,11 +93,17 @@ def shared_root(tmp_path_factory) -> Path:
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def airflow_home(tmp_path_factory) -> Path:
     """This worker's local Airflow home for in-process DAG runs (`airflow_local.prepare` migrates it
-    once per process; Airflow binds a process to its first metadata DB)."""
-    return tmp_path_factory.getbasetemp() / "airflow"
+    once per process). Airflow binds a process to the metadata DB configured when it is first
+    imported, so its environment is set here, before any test imports Airflow; tests that start
+    services on a home of their own set that home's environment only for themselves."""
+    from growthgr.airflow_local import airflow_env
+
+    home = tmp_path_factory.getbasetemp() / "airflow"
+    os.environ.update(airflow_env(home))
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The DAG definitions under Airflow (SQLite): what the DagBag holds, how a run's logical date
 becomes its `ds`, and a manual run of the simulate DAG far from "now" (`dag.test`, a 3-day
-world). The daily DAG's scenarios are in tests/test_dag_daily.py."""
+world). The daily DAG's scenarios are in tests/test_dag_daily.py. Every test uses the worker's
+`airflow_home`: Airflow binds a process to its first metadata DB, so a private home here would
+capture the runs of later tests in the same worker."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from foundation.lake import Lake, ds_range
 from growthgr.airflow_local import load_dag, prepare, run_day
 
 
-def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
+def test_dagbag_imports_with_tags_and_production_retries(airflow_home, monkeypatch):
     monkeypatch.setenv("GROWTHGR_PROFILE", "demo")
-    prepare(tmp_path / "airflow")
+    prepare(airflow_home)
     for dag_id in ("growthgr_daily", "simulate_platform_day"):
         dag = load_dag(dag_id)
         assert dag.tags, dag_id
@@ -31,7 +33,7 @@ def test_dagbag_imports_with_tags_and_production_retries(tmp_path, monkeypatch):
     assert daily.get_task("gate_multigr").upstream_task_ids == {"multigr_evaluate"}
 
 
-def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_deadline(tmp_path, monkeypatch):
+def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_deadline(airflow_home, monkeypatch):
     """Each task's execution timeout is its registry step's (scaled per profile, or the per-step
     override); every task alerts on failure and every DAG has a deadline alert (`growthgr.alerts`)."""
     from datetime import timedelta
@@ -42,7 +44,7 @@ def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_de
     monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
     monkeypatch.setenv("GROWTHGR_ORCHESTRATION__STEP_TIMEOUT_MINUTES", "{dbt_build: 7}")
     monkeypatch.setenv("GROWTHGR_ORCHESTRATION__DEADLINE_MINUTES", "90")
-    prepare(tmp_path / "airflow")
+    prepare(airflow_home)
     daily, platform = load_dag("growthgr_daily"), load_dag("simulate_platform_day")
     scale = load_settings().orchestration.timeout_scale
     for task in daily.tasks:
@@ -59,7 +61,7 @@ def test_every_task_has_its_step_timeout_and_the_failure_alert_and_each_dag_a_de
         load_dag("growthgr_daily")
 
 
-def test_the_daily_dag_is_the_step_registry(tmp_path, monkeypatch):
+def test_the_daily_dag_is_the_step_registry(airflow_home, monkeypatch):
     """One task per registry step (task id = step name), one edge per declared dependency, the
     step's pool and assets; `growthgr pipeline step` accepts every task id."""
     from typer.testing import CliRunner
@@ -68,7 +70,7 @@ def test_the_daily_dag_is_the_step_registry(tmp_path, monkeypatch):
     from growthgr.steps import DAILY, publish_gates
 
     monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
-    prepare(tmp_path / "airflow")
+    prepare(airflow_home)
     daily = load_dag("growthgr_daily")
     assert sorted(daily.task_ids) == sorted(s.name for s in DAILY)
     edges = {(up, t.task_id) for t in daily.tasks for up in t.upstream_task_ids}
@@ -97,14 +99,14 @@ def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
         run_ds(None, None)
 
 
-def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, monkeypatch):
+def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, airflow_home, monkeypatch):
     """Under Airflow, a run created for a logical date far from "now" writes exactly that day."""
     from simulator.run import simulate
 
     monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
     monkeypatch.setenv("GROWTHGR_SIMULATOR__N_USERS", "50")
     monkeypatch.setenv("GROWTHGR_SIMULATOR__N_ITEMS", "60")
-    prepare(tmp_path / "airflow")
+    prepare(airflow_home)
     s = _use(monkeypatch, tmp_path)
     lake = Lake.from_settings(s)
     simulate(lake, s.simulator, start="2026-02-10", days=3, progress=False)
