@@ -8,17 +8,16 @@ DAG is replaced by the log export that lands `raw/<table>/ds=.../`.
 
 from __future__ import annotations
 
-from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import Asset, dag
+from airflow.sdk import dag
 
-from growthgr.airflow_local import daily_dag_args, run_step, step_timeout
+from growthgr.airflow_local import daily_dag_args
+from growthgr.airflow_step import StepOperator
 from growthgr.steps import SIMULATE_DAY
 
 
 @dag(dag_id="simulate_platform_day", tags=["growthgr", "simulator"], **daily_dag_args(), doc_md=__doc__)
 def simulate_platform_day():
-    PythonOperator(task_id="simulate", python_callable=run_step, op_args=[SIMULATE_DAY.name],
-                   outlets=[Asset(u) for u in SIMULATE_DAY.outlets], execution_timeout=step_timeout(SIMULATE_DAY.name))
+    StepOperator(step=SIMULATE_DAY, task_id="simulate")
 
 
 simulate_platform_day()

@@ -124,9 +124,28 @@ class AlertsConfig(StrictModel):
         return self
 
 
+class LineageConfig(StrictModel):
+    """Where the OpenLineage events of the DAG tasks (Airflow's OpenLineage provider) and of dbt's
+    models go (`growthgr.lineage`): a JSON-lines file by default, an HTTP endpoint (e.g. Marquez),
+    or nowhere."""
+
+    transport: Literal["file", "http", "off"] = "file"
+    # the events file; None: `<Airflow home>/lineage/openlineage.jsonl` (AIRFLOW_HOME, else `.airflow`)
+    file: str | None = None
+    url: str | None = None                           # with transport "http": the endpoint's base URL
+    namespace: str = "growthgr"                      # the jobs' namespace
+    timeout_s: float = Field(5.0, gt=0)              # per HTTP event, then the event is lost (never the task)
+
+    @model_validator(mode="after")
+    def _url(self) -> LineageConfig:
+        if self.transport == "http" and not self.url:
+            raise ValueError("lineage.transport http needs lineage.url")
+        return self
+
+
 class OrchestrationConfig(StrictModel):
     """Airflow task defaults of the daily DAG (production: retries >= 1), step timeouts, the
-    run deadline and the alert sinks."""
+    run deadline, the alert sinks and where lineage goes."""
 
     retries: int = Field(2, ge=0)
     retry_delay_minutes: float = Field(5.0, ge=0)
@@ -134,7 +153,11 @@ class OrchestrationConfig(StrictModel):
     step_timeout_minutes: dict[str, float] = Field(default_factory=dict)  # step name -> minutes, unscaled
     # a run not successful this long after it was queued sends a deadline alert; None: no deadline
     deadline_minutes: float | None = Field(360.0, gt=0)
+    # the daily run of day D starts when D's raw logs arrive (the raw Asset) or at this UTC time of
+    # D+1, whichever comes first; its intervals run from this time to this time
+    raw_deadline_utc: str = Field("06:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    lineage: LineageConfig = Field(default_factory=LineageConfig)
 
 
 class Settings(StrictModel):

@@ -269,6 +269,11 @@ class ReleaseStore:
             rows.append({"release_id": rid, "complete": complete, "current": rid == current})
         return rows
 
+    def published(self, ds: str) -> list[str]:
+        """The complete releases of day `ds` (their manifest's `ds`; only ids naming that day are read)."""
+        ids = sorted({key.split("/", 1)[0] for key in self.store.list() if key.endswith(f"/{MANIFEST}")})
+        return [rid for rid in ids if release_ds(Release(rid)) == ds and release_ds(self.get(rid)) == ds]
+
     def rollback(self) -> str:
         """Make current the release served before the current one, skipping rolled-back releases.
 

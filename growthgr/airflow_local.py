@@ -1,10 +1,12 @@
 """Run the DAGs under a local Airflow 3 (SQLite metadata DB by default): for `make demo`, tests and backfills.
 
-The DAG files take from here what their tasks share: `daily_dag_args()` (timetable, retries, the
-failure and deadline alerts of `growthgr.alerts`), `step_timeout(name)` and `run_step(name)`.
+The DAG files take from here what their tasks share: `daily_dag_args()` (schedule, retries, the
+failure and deadline alerts of `growthgr.alerts`), `step_timeout(name)` and `run_step(name)`
+(through `growthgr.airflow_step.StepOperator`).
 `airflow_env(home)` gives the environment of a self-contained Airflow home
 (DAGs folder = this repo's `dags/`, no examples, SQLite DB in `home`, or the
-SQLAlchemy URL passed as `sql_conn`, e.g. `postgresql+psycopg2://...`);
+SQLAlchemy URL passed as `sql_conn`, e.g. `postgresql+psycopg2://...`; OpenLineage as
+`orchestration.lineage` says, `growthgr.lineage`);
 `prepare(home)` migrates the DB and creates the single-slot pools;
 `run_day(dag_id, ds)` runs one DAG run in-process with `dag.test()` and
 returns its final state (dag.test logs task failures instead of raising, so
@@ -23,10 +25,14 @@ import sys
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pendulum
 
 from foundation.redact import redact
+
+if TYPE_CHECKING:
+    from foundation.config import LineageConfig
 
 DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 POOLS = {"duckdb": "dbt-duckdb: one writer per DuckDB file", "feast_registry": "Feast file registry / SQLite online store"}
@@ -52,13 +58,21 @@ def airflow_failure(args: list[str] | tuple[str, ...], proc: subprocess.Complete
     return RuntimeError(redact(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"))
 
 
-def daily_dag_args() -> dict:
+def daily_dag_args(raw_asset: str | None = None) -> dict:
     """What every GrowthGR DAG shares: a daily data-interval timetable (ds = interval start),
     no catch-up, one active run, retries from `settings.orchestration`, an alert on a task that
     failed after its last retry and on a run not successful `deadline_minutes` after it was
     queued (`growthgr.alerts`; a deadline on the queue time, not the logical date, so backfills of
-    old days are not all late)."""
-    from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+    old days are not all late).
+
+    With `raw_asset` (the daily DAG) the schedule is data-aware, Airflow 3's asset-or-time: a run
+    starts when the raw logs' Asset is updated (its day: `run_ds` from the event's `ds`) or at
+    `orchestration.raw_deadline_utc` of the next day for the interval of the day before, whichever
+    comes first (intervals run from that time to that time, so `ds` is still the interval start's
+    date; a deadline run of a day the logs already published does nothing, `run_step`). Without it
+    (the platform DAG): midnight to midnight UTC."""
+    from airflow.sdk import Asset, DeadlineAlert, DeadlineReference, SyncCallback
+    from airflow.timetables.assets import AssetOrTimeSchedule
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     from foundation.config import load_settings
@@ -68,8 +82,14 @@ def daily_dag_args() -> dict:
     deadline = None if orch.deadline_minutes is None else DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(minutes=orch.deadline_minutes),
         callback=SyncCallback(on_deadline_missed))
+    if raw_asset:
+        hour, minute = (int(x) for x in orch.raw_deadline_utc.split(":"))
+        schedule = AssetOrTimeSchedule(timetable=CronDataIntervalTimetable(f"{minute} {hour} * * *", timezone="UTC"),
+                                       assets=Asset(raw_asset))
+    else:
+        schedule = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
     return {
-        "schedule": CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        "schedule": schedule,
         "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
         "catchup": False,
         "max_active_runs": 1,
@@ -98,7 +118,7 @@ def step_timeout(name: str) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def run_ds(logical_date=None, data_interval_start=None) -> date:
+def run_ds(logical_date=None, data_interval_start=None, asset_days: tuple[str, ...] = ()) -> date:
     """The partition (`ds`) a DAG run processes - the one rule shared by the DAG tasks, the CLI and
     the tests, however the run was created.
 
@@ -107,34 +127,66 @@ def run_ds(logical_date=None, data_interval_start=None) -> date:
     re-run. A manual run without a logical date processes the latest complete interval, whose
     start Airflow infers from the trigger time. (Airflow 3 infers `data_interval_start` of a
     manual run from the trigger time even when a logical date is given, so keying on it wrote
-    the wrong day's partitions.)
+    the wrong day's partitions.) A run the raw logs' Asset triggered has neither: it processes the
+    newest day of the asset events it consumed (`asset_days`: each event's `ds`, see `run_step`).
     """
     when = logical_date if logical_date is not None else data_interval_start
+    if when is None and asset_days:
+        return date.fromisoformat(max(asset_days))
     if when is None:
-        raise ValueError("a DAG run has neither a logical date nor a data interval")
+        raise ValueError("a DAG run has neither a logical date, a data interval nor an asset event naming its ds")
     day = pendulum.instance(when).in_timezone("UTC")
     return date(day.year, day.month, day.day)
 
 
+def asset_days(triggering_events) -> tuple[str, ...]:
+    """The `ds` extras of a run's triggering asset events (Airflow's `triggering_asset_events`)."""
+    return tuple(str(e.extra["ds"]) for events in (triggering_events or {}).values() for e in events
+                 if (e.extra or {}).get("ds"))
+
+
+def redundant_deadline_run(run_type: str, published: list[str]) -> bool:
+    """A scheduled (deadline) run of a day that already has a release: the raw logs' asset run
+    published it, so this run does nothing."""
+    return run_type == "scheduled" and bool(published)
+
+
 def run_step(name: str) -> dict:
     """What every DAG task runs: step `name` of `growthgr.steps` for its run's `ds` (`run_ds`: Airflow's
-    logical date parsed once, here), with the settings of the environment."""
-    from airflow.sdk import get_current_context
+    logical date, or the triggering raw-logs event's `ds`, parsed once, here), with the settings of
+    the environment. A step with outlets stamps their asset events with the `ds`. The first step
+    of a deadline run whose day is published already is skipped, and with it the run."""
+    from airflow.sdk import Asset, get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
 
     from foundation.config import load_settings
     from foundation.logs import setup_logging
+    from foundation.releases import ReleaseStore
     from growthgr.steps import step
 
     setup_logging()
-    ctx = get_current_context()
-    return step(name)(load_settings(), run_ds(ctx.get("logical_date"), ctx.get("data_interval_start")))
+    ctx, settings, s = get_current_context(), load_settings(), step(name)
+    ds = run_ds(ctx.get("logical_date"), ctx.get("data_interval_start"), asset_days(ctx.get("triggering_asset_events")))
+    dag_run = ctx.get("dag_run")
+    if not s.after and s.inlets and dag_run is not None:
+        released = ReleaseStore.from_settings(settings).published(f"{ds}")
+        if redundant_deadline_run(str(getattr(dag_run.run_type, "value", dag_run.run_type)), released):
+            raise AirflowSkipException(f"ds={ds} is published already ({released[-1]}): the deadline run does nothing")
+    for uri in s.outlets:
+        ctx["outlet_events"][Asset(uri)].extra = {"ds": f"{ds}"}
+    return s(settings, ds)
 
 
-def airflow_env(home: str | Path, sql_conn: str | None = None) -> dict[str, str]:
+def airflow_env(home: str | Path, sql_conn: str | None = None, lineage: LineageConfig | None = None) -> dict[str, str]:
     """The environment of the Airflow home `home`; its metadata DB is `sql_conn` (a SQLAlchemy URL)
-    or, by default, `home/airflow.db` (SQLite)."""
+    or, by default, `home/airflow.db` (SQLite); OpenLineage events go where `lineage` says
+    (default: `orchestration.lineage` of the environment's settings; a file under `home/lineage/`)."""
+    from foundation.config import load_settings
+    from growthgr.lineage import airflow_env as lineage_env
+
     home = Path(home).absolute()
     return {
+        **lineage_env(lineage or load_settings().orchestration.lineage, home),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -263,6 +315,23 @@ def as_ds(value) -> str | None:
     return value[:10] if value else None
 
 
+def asset_run_ds(query, dag_run_pk: int) -> str | None:
+    """The `ds` an asset-triggered run processed (`run_ds`): the newest `ds` of the asset events it
+    consumed, read with `query(sql, *params)` from the metadata DB (`LocalAirflow.query`)."""
+    import json
+
+    extras = query("SELECT ae.extra FROM dagrun_asset_event dae JOIN asset_event ae ON ae.id = dae.event_id "
+                   "WHERE dae.dag_run_id = ?", dag_run_pk)
+    days = [(x if isinstance(x, dict) else json.loads(x or "{}")).get("ds") for (x,) in extras]
+    return max((str(d) for d in days if d), default=None)
+
+
+def dag_run_ds(query, dag_run_pk: int, logical_date) -> str | None:
+    """The `ds` of a run in the metadata DB: its logical date's day, else (an asset-triggered run)
+    `asset_run_ds`."""
+    return as_ds(logical_date) if logical_date else asset_run_ds(query, dag_run_pk)
+
+
 @dataclass
 class LocalAirflow:
     """A running scheduler + DAG processor + API server for one Airflow home (see `start_airflow`)."""
@@ -306,11 +375,11 @@ class LocalAirflow:
             con.close()
 
     def dag_runs(self, dag_id: str) -> list[dict]:
-        """Every run of `dag_id`: run_id, state, run_type, ds (of the logical date) and backfill_id."""
-        rows = self.query("SELECT run_id, state, run_type, logical_date, backfill_id FROM dag_run "
+        """Every run of `dag_id`: run_id, state, run_type, ds (`dag_run_ds`) and backfill_id."""
+        rows = self.query("SELECT id, run_id, state, run_type, logical_date, backfill_id FROM dag_run "
                           "WHERE dag_id = ? ORDER BY id", dag_id)
-        return [{"run_id": r, "state": s, "run_type": t, "ds": as_ds(ld), "backfill_id": b}
-                for r, s, t, ld, b in rows]
+        return [{"run_id": r, "state": s, "run_type": t, "ds": dag_run_ds(self.query, pk, ld), "backfill_id": b}
+                for pk, r, s, t, ld, b in rows]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         return dict(self.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",

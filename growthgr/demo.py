@@ -205,9 +205,8 @@ def write_html_report(settings: Settings, ds: date) -> str:
 def airflow_ui_hint(airflow_home: Path, days: list[date]) -> str:
     """How to look at the demo's DAG runs in the Airflow UI (same SQLite metadata DB)."""
     home = airflow_home.absolute()
-    return (f"Airflow UI: AIRFLOW_HOME={home} AIRFLOW__CORE__DAGS_FOLDER={home.parent / 'dags'} "
-            f"AIRFLOW__CORE__LOAD_EXAMPLES=False .venv/bin/airflow standalone  (login printed at start-up; "
-            f"http://localhost:8080), then DAG growthgr_daily, runs with logical dates {days[0]}..{days[-1]} "
+    return (f"Airflow UI: .venv/bin/growthgr airflow standalone --airflow-home {home}  (login printed at start-up; "
+            f"http://127.0.0.1:8080), then DAG growthgr_daily, runs with logical dates {days[0]}..{days[-1]} "
             f"(and simulate_platform_day for the same days)")
 
 

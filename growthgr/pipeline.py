@@ -80,14 +80,18 @@ def spark(settings: Settings, ds: date) -> dict:
 def dbt(settings: Settings, ds: date) -> dict:
     """Check the lake sources' freshness as of `ds` (`dbt source freshness`: a source whose newest
     partition is more than `warehouse.freshness_error_after_days` before `ds` fails the step, named
-    with its age), then build (run + test) the dbt project over the lake."""
+    with its age), then build (run + test) the dbt project over the lake; the build's OpenLineage
+    events (one per model, seed and test) go where `orchestration.lineage` says."""
     from dataclasses import asdict
 
+    from growthgr.lineage import emit_dbt
     from warehouse.runner import build, freshness
 
     lake = Lake.from_settings(settings)
     fresh = freshness(lake, ds, settings.warehouse)
-    return {**asdict(build(lake)), "stale_warnings": fresh.warnings}
+    built = build(lake)
+    return {**asdict(built), "stale_warnings": fresh.warnings,
+            "lineage_events": emit_dbt(settings.orchestration.lineage, lake)}
 
 
 def gate_labels(settings: Settings, ds: date) -> dict:

@@ -29,7 +29,7 @@ from foundation import catalog
 from foundation.config import Settings
 from foundation.lake import Lake, parse_ds
 from foundation.redact import redact
-from foundation.releases import MANIFEST, Release, ReleaseError, ReleaseStore, release_ds
+from foundation.releases import ReleaseError, ReleaseStore, release_ds
 from foundation.schemas import RAW_TABLES
 
 DAILY_DAG = "growthgr_daily"
@@ -149,12 +149,6 @@ def serving(releases: ReleaseStore, now: datetime) -> Serving:
     return Serving(current, release_ds(release), created, hours_since(created, now))
 
 
-def published(releases: ReleaseStore, ds: str) -> list[str]:
-    """The complete releases of day `ds` (their manifest's `ds`; only ids naming that day are read)."""
-    ids = sorted({key.split("/", 1)[0] for key in releases.store.list() if key.endswith(f"/{MANIFEST}")})
-    return [rid for rid in ids if release_ds(Release(rid)) == ds and release_ds(releases.get(rid)) == ds]
-
-
 def gate_status(name: str, required: bool, stored: dict) -> GateStatus:
     """A stored gate result (`expectations.gate` / the model gates' JSON; {} when none) as a GateStatus."""
     if not stored:
@@ -217,14 +211,14 @@ def airflow_runs(query: Callable[..., list[tuple]], lake: Lake, logs_dir: Path, 
                  dag_ids: tuple[str, ...] = DAG_IDS, limit: int = LAST_RUNS) -> list[DagRunStatus]:
     """The runs `pick_runs` chooses of each DAG, read with `query(sql, *params)` (read-only SQL on
     the metadata DB, `LocalAirflow.query`), each with its failed tasks and their logs."""
-    from growthgr.airflow_local import as_ds
+    from growthgr.airflow_local import dag_run_ds
 
     out = []
     for dag_id in dag_ids:
-        rows = [{"run_id": r, "state": s, "run_type": t, "logical_date": ld, "ds": as_ds(ld), "ended": e,
-                 "template": tpl}
-                for r, s, t, ld, e, tpl in query(
-                    "SELECT dr.run_id, dr.state, dr.run_type, dr.logical_date, dr.end_date, lt.filename "
+        rows = [{"run_id": r, "state": s, "run_type": t, "logical_date": ld, "ds": dag_run_ds(query, pk, ld),
+                 "ended": e, "template": tpl}
+                for pk, r, s, t, ld, e, tpl in query(
+                    "SELECT dr.id, dr.run_id, dr.state, dr.run_type, dr.logical_date, dr.end_date, lt.filename "
                     "FROM dag_run dr LEFT JOIN log_template lt ON lt.id = dr.log_template_id "
                     "WHERE dr.dag_id = ? ORDER BY dr.id", dag_id)]
         for run in pick_runs(rows, ds, limit):
@@ -291,6 +285,6 @@ def gather(settings: Settings, airflow_home: Path, ds: date | None = None, sql_c
         runs, airflow_error = [], redact(f"cannot read the metadata DB {where}: {type(err).__name__}: {err}")
     day = day or newest_day(raw, runs)
     gates = gate_statuses(lake, day, [(s.gate, s.publish) for s in in_order() if s.gate]) if day else []
-    released = published(releases, day) if day else []
+    released = releases.published(day) if day else []
     ok, reason = verdict(day, released, gates, runs, airflow_error)
     return Status(day, ok, reason, released, serving(releases, now), gates, runs, raw, airflow_error)

@@ -7,7 +7,8 @@ Products (each a folder with `lake/` and `releases/` where it holds a lake):
 - `dag_world`: the shared tiny world (2026-01-01..02-14) + 02-15, with the label cohorts of the
   earlier days and two days of gr_samples backfilled by Spark; `A/lake` then receives a clean day D,
   `B/lake` day D with nulls injected into its raw logs.
-- `dag_good`: lake B after the good day 02-15 under Airflow (`good.json`: its outcome and release).
+- `dag_good`: lake B after the good day 02-15 under Airflow (`good.json`: its outcome and release;
+  `lineage.json`: the OpenLineage events of the run, its tasks' and dbt's).
 - `dag_repaired`: a copy of `dag_good`; day D runs on its faulty logs (refused), the clean logs of D
   are delivered again (lake A's raw partitions), D runs again, then once more (the re-run)
   (`repaired.json`: the three outcomes, what the store and the raw gate held after the refused
@@ -116,13 +117,23 @@ def world(shared_root: Path, copy_world) -> Path:
 
 def _build_good(folder: Path, world_dir: Path, airflow_home: Path) -> None:
     from growthgr.airflow_local import prepare, run_day
+    from growthgr.lineage import events_file, read_events
 
     prepare(airflow_home)
     copy_product(world_dir / "B", folder)
     with on_lake(folder) as s:
         outcome = run_day("growthgr_daily", DAYS[0])
         current = ReleaseStore.from_settings(s).current_id()
+        # the run's OpenLineage events: its tasks' (on this lake) and their children's (dbt's); the
+        # worker's Airflow home collects the events of every run in the worker
+        events = read_events(events_file(s.orchestration.lineage, airflow_home))
+        tasks = [e for e in events if e["job"]["name"].startswith("growthgr_daily.")
+                 and str(folder) in json.dumps(e.get("inputs", []) + e.get("outputs", []))]
+        runs = {e["run"]["runId"] for e in tasks}
+        children = [e for e in events if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") in runs
+                    and e not in tasks]
     (folder / "good.json").write_text(json.dumps({**outcome_json(outcome), "release": current}))
+    (folder / "lineage.json").write_text(json.dumps({"tasks": tasks, "children": children}))
 
 
 def good(shared_root: Path, copy_world, airflow_home: Path) -> Path:

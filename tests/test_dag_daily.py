@@ -85,6 +85,39 @@ def test_good_day_publishes(good_day, lake_b):
 
 
 @pytest.mark.slow
+def test_good_day_lineage_names_each_steps_inputs_and_outputs(good_dir, lake_b):
+    """Airflow's OpenLineage provider (file transport): one START and one COMPLETE per task, whose
+    inputs and outputs are the registry step's datasets on this run's stores; dbt's events, children
+    of the dbt_build task's run, name each model's relations and the lake sources they read."""
+    from growthgr.lineage import dataset, expand
+    from growthgr.steps import DAILY
+
+    s, events = lake_b[0], dag.read_json(good_dir, "lineage.json")
+    kinds = {}
+    for e in events["tasks"]:
+        kinds.setdefault(e["job"]["name"], []).append(e["eventType"])
+    assert kinds == {f"growthgr_daily.{st.name}": ["START", "COMPLETE"] for st in DAILY}, kinds
+    done = {e["job"]["name"].split(".", 1)[1]: e for e in events["tasks"] if e["eventType"] == "COMPLETE"}
+    for st in DAILY:
+        names = {io: {(d["namespace"], d["name"]) for d in done[st.name][io]} for io in ("inputs", "outputs")}
+        assert names["inputs"] == {dataset(s, k) for k in expand(st.reads)}, st.name
+        assert names["outputs"] == {dataset(s, k) for k in expand(st.writes)}, st.name
+        assert names["inputs"] or names["outputs"], st.name
+    assert ("file", f"{good_dir / 'lake'}/samples/itemltv_labels") in {
+        (d["namespace"], d["name"]) for d in done["spark_jobs"]["outputs"]}
+    dbt_run = done["dbt_build"]["run"]["runId"]
+    assert events["children"] and all(e["run"]["facets"]["parent"]["run"]["runId"] == dbt_run
+                                      for e in events["children"])
+    built = {e["job"]["name"].split(".")[-3]: e for e in events["children"]
+             if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".build.run")}
+    assert {"dim_items", "fct_itemltv_labels", "new_item_cohorts", "fct_search_funnel_daily", "stg_items"} <= set(built)
+    funnel = {i["name"] for i in built["fct_search_funnel_daily"]["inputs"]}
+    assert {"growthgr.main.dim_items", "growthgr.staging.stg_search_requests"} <= funnel, funnel
+    assert [o["name"] for o in built["fct_search_funnel_daily"]["outputs"]] == ["growthgr.main.fct_search_funnel_daily"]
+    assert {i["name"] for i in built["stg_items"]["inputs"]} == {"growthgr.raw.items"}, built["stg_items"]["inputs"]
+
+
+@pytest.mark.slow
 def test_released_dense_retriever_loads_in_the_service(good_day, lake_b):
     """The service's loader reads the release's DR files: model, and the vectors of the catalog as of the day."""
     from growthgr import serve

@@ -6,6 +6,7 @@ capture the runs of later tests in the same worker."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -97,6 +98,44 @@ def test_run_ds_keys_every_kind_of_run_on_its_logical_date():
     assert run_ds(pendulum.datetime(2026, 2, 14, 23, 30, tz="Europe/Berlin"), None) == date(2026, 2, 14)
     with pytest.raises(ValueError):
         run_ds(None, None)
+    # a run the raw logs' Asset triggered: the newest day of the events it consumed
+    assert run_ds(None, None, ("2026-02-13", "2026-02-14")) == date(2026, 2, 14)
+    assert run_ds(day, day, ("2026-02-20",)) == date(2026, 2, 14)      # a logical date still wins
+
+
+def test_asset_days_and_the_redundant_deadline_run():
+    from types import SimpleNamespace
+
+    from growthgr.airflow_local import asset_days, redundant_deadline_run
+
+    events = {"raw": [SimpleNamespace(extra={"ds": "2026-02-13"}), SimpleNamespace(extra={}),
+                      SimpleNamespace(extra=None)], "other": [SimpleNamespace(extra={"ds": "2026-02-14"})]}
+    assert asset_days(events) == ("2026-02-13", "2026-02-14") and asset_days(None) == ()
+    assert redundant_deadline_run("scheduled", ["ds=2026-02-13-abc"])
+    assert not redundant_deadline_run("scheduled", []) and not redundant_deadline_run("manual", ["ds=2026-02-13-abc"])
+    assert not redundant_deadline_run("asset_triggered", ["ds=2026-02-13-abc"])
+
+
+def test_the_daily_run_starts_on_the_raw_logs_or_at_the_deadline(airflow_home, monkeypatch):
+    """Asset-or-time: the raw logs' Asset (which the platform DAG updates) or the deadline time of
+    the next day; the platform DAG runs midnight to midnight."""
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    from growthgr.steps import RAW_LOGS
+
+    monkeypatch.setenv("GROWTHGR_PROFILE", "tiny")
+    monkeypatch.setenv("GROWTHGR_ORCHESTRATION__RAW_DEADLINE_UTC", "05:30")
+    prepare(airflow_home)
+    daily, platform = load_dag("growthgr_daily"), load_dag("simulate_platform_day")
+    assert isinstance(daily.timetable, AssetOrTimeSchedule)
+    assert [a.uri for _, a in daily.timetable.asset_condition.iter_assets()] == [RAW_LOGS]
+    assert daily.timetable.timetable.summary == "30 5 * * *"
+    assert isinstance(platform.timetable, CronDataIntervalTimetable) and platform.timetable.summary == "0 0 * * *"
+    assert [a.uri for a in platform.get_task("simulate").outlets] == [RAW_LOGS]
+    monkeypatch.setenv("GROWTHGR_ORCHESTRATION__RAW_DEADLINE_UTC", "25:00")
+    with pytest.raises(Exception, match="raw_deadline_utc"):
+        load_settings()
 
 
 def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, airflow_home, monkeypatch):
@@ -113,6 +152,24 @@ def test_manual_run_with_a_logical_date_processes_that_day(tmp_path, airflow_hom
     outcome = run_day("simulate_platform_day", "2026-02-13")
     assert outcome.ok, outcome.tasks
     assert lake.list_partitions("raw", "search_requests") == ds_range("2026-02-10", "2026-02-13")
+    # Airflow's OpenLineage provider: the task's events name the raw tables it wrote on this lake
+    from foundation.schemas import RAW_TABLES
+    from growthgr.lineage import events_file, read_events
+    from growthgr.steps import RAW_LOGS
+
+    events = [e for e in read_events(events_file(s.orchestration.lineage, airflow_home))
+              if e["job"]["name"] == "simulate_platform_day.simulate"
+              and e["run"]["facets"]["airflow"]["dagRun"]["logical_date"].startswith("2026-02-13")]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"], events
+    assert {(o["namespace"], o["name"]) for o in events[-1]["outputs"]} == {
+        ("file", f"{tmp_path / 'lake'}/raw/{t}") for t in RAW_TABLES}
+    # the raw logs' asset event names the day (an asset-triggered daily run processes it)
+    import sqlite3
+
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        extras = [json.loads(x) for (x,) in db.execute(
+            "SELECT ae.extra FROM asset_event ae JOIN asset a ON a.id = ae.asset_id WHERE a.uri = ?", (RAW_LOGS,))]
+    assert {"ds": "2026-02-13"} in extras, extras
 
 
 def _use(monkeypatch, root):

@@ -14,7 +14,8 @@ Without the PostgreSQL binaries the test skips, except in CI (`CI=true`), where 
 The scheduler does not create runs of its own (`[scheduler] use_job_schedule = False`):
 unpausing the DAG would otherwise start a run for yesterday's interval on a world that ends in
 February. Scenario, with the Airflow CLI:
-  1. `airflow backfill create` of 2026-02-14; once `spark_jobs` has committed item_daily_stats,
+  1. `airflow backfill create` of 2026-02-14 (to 23:59:59 of the last day: the daily DAG's intervals
+     start at its raw-logs deadline, 06:00 UTC, not at midnight); once `spark_jobs` has committed item_daily_stats,
      its task process is killed with SIGKILL in the middle of the next Spark job: Airflow
      retries it (try 2) and its outputs equal those of an undisturbed run
      (`growthgr.pipeline.spark` on a copy of the lake taken before); the run succeeds, writes
@@ -232,7 +233,7 @@ def test_backfill_and_manual_run_under_the_scheduler(world):
 
     # 1. backfill a day: run by the scheduler; one task process is killed
     t0 = time.monotonic()
-    airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
+    airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0], "--to-date", f"{BACKFILL[-1]}T23:59:59",
                 "--max-active-runs", "1")
     airflow.cli("dags", "unpause", DAG)  # queued runs of a paused DAG never start
     killed = _kill_task_process(airflow, *KILLED, (Lake.from_settings(s), "curated", "item_daily_stats"))
@@ -281,7 +282,7 @@ def test_backfill_and_manual_run_under_the_scheduler(world):
     # 3. the same backfill again: Airflow creates no run (the days already succeeded), nothing changes
     airflow.wait_for_backfills(DAG)  # only one active backfill per DAG
     lake_before, releases_before, n_runs = _snapshot(s.lake_root), _release_ids(s), len(airflow.dag_runs(DAG))
-    airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
+    airflow.cli("backfill", "create", "--dag-id", DAG, "--from-date", BACKFILL[0], "--to-date", f"{BACKFILL[-1]}T23:59:59",
                 "--max-active-runs", "1")
     skipped = airflow.query("SELECT logical_date, exception_reason FROM backfill_dag_run WHERE backfill_id = "
                             "(SELECT max(id) FROM backfill WHERE dag_id = ?)", DAG)

@@ -53,6 +53,7 @@ def _register() -> None:
     """Add each subsystem's commands (imports stay light: no pyspark, torch or Feast at start-up)."""
     from growthgr.cli import (
         abtest,
+        airflow,
         dbt,
         features,
         itemltv,
@@ -70,7 +71,7 @@ def _register() -> None:
 
     for name, module in (("releases", releases), ("pipeline", pipeline), ("simulate", simulate), ("spark", spark),
                          ("dbt", dbt), ("features", features), ("itemltv", itemltv), ("tokenizer", tokenizer),
-                         ("multigr", multigr)):
+                         ("multigr", multigr), ("airflow", airflow)):
         app.add_typer(module.app, name=name)
     app.command("sql")(dbt.sql)
     app.command("validate")(validate.validate_cmd)
