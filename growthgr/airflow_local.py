@@ -514,6 +514,7 @@ def start_airflow(home: str | Path, extra_env: dict[str, str] | None = None, *, 
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}/",   # the UI links in alerts and task logs
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API_AUTH__JWT_SECRET": secret,
         "AIRFLOW__API__SECRET_KEY": secret,

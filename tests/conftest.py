@@ -106,6 +106,17 @@ def airflow_home(tmp_path_factory) -> Path:
     return home
 
 
+def scheduler_env(top: Path, sql_conn: str | None = None, **settings: str) -> dict[str, str]:
+    """The environment of a test that starts a real Airflow on the home `top/airflow` (its task
+    processes inherit it): tiny profile, lake and release store under `top`, Spark on loopback,
+    plus `settings` (`GROWTHGR_...` names). `start_airflow` exports the home's variables too."""
+    from growthgr.airflow_local import airflow_env
+
+    return {"GROWTHGR_PROFILE": "tiny", "GROWTHGR_LAKE_ROOT": str(top / "lake"),
+            "GROWTHGR_RELEASES_ROOT": str(top / "releases"), "GROWTHGR_SPARK__DRIVER_HOST": "127.0.0.1",
+            "SPARK_LOCAL_IP": "127.0.0.1", **settings, **airflow_env(top / "airflow", sql_conn)}
+
+
 @pytest.fixture(scope="session")
 def tiny_world(shared_root) -> Path:
     """The tiny simulated platform, simulated once per test session for every worker (raw +

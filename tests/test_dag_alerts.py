@@ -27,9 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import scheduler_env
 
 from foundation.config import AlertsConfig
-from growthgr.airflow_local import airflow_env, free_port, start_airflow
+from growthgr.airflow_local import free_port, start_airflow
 from growthgr.alerts import Alert, send
 
 DAG = "simulate_platform_day"
@@ -117,19 +118,16 @@ def _settled(airflow) -> list[tuple]:
 @pytest.mark.slow
 def test_failed_and_timed_out_tasks_and_a_missed_deadline_alert_once_per_sink(tmp_path, monkeypatch, sinks):
     smtp, hook = sinks
-    for key, value in {
-        "GROWTHGR_PROFILE": "tiny",
-        "GROWTHGR_LAKE_ROOT": str(tmp_path / "lake"),
-        "GROWTHGR_RELEASES_ROOT": str(tmp_path / "releases"),
-        "GROWTHGR_ORCHESTRATION__RETRIES": "1",
-        "GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES": "0",
-        "GROWTHGR_ORCHESTRATION__STEP_TIMEOUT_MINUTES": "{simulate_day: 0.1}",
-        "GROWTHGR_ORCHESTRATION__DEADLINE_MINUTES": "0.5",
-        "GROWTHGR_SIMULATOR__N_USERS": "100000",   # ~25 s to simulate a day: past the 6 s timeout
-        "GROWTHGR_SIMULATOR__N_ITEMS": "200000",
+    for key, value in scheduler_env(   # start_airflow exports the home's variables too: undone at the end
+        tmp_path,
+        GROWTHGR_ORCHESTRATION__RETRIES="1",
+        GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES="0",
+        GROWTHGR_ORCHESTRATION__STEP_TIMEOUT_MINUTES="{simulate_day: 0.1}",
+        GROWTHGR_ORCHESTRATION__DEADLINE_MINUTES="0.5",
+        GROWTHGR_SIMULATOR__N_USERS="100000",    # ~25 s to simulate a day: past the 6 s timeout
+        GROWTHGR_SIMULATOR__N_ITEMS="200000",
         **_alerts_env(smtp, hook),
-        **airflow_env(tmp_path / "airflow"),       # start_airflow exports these here too: undone at the end
-    }.items():
+    ).items():
         monkeypatch.setenv(key, value)
     airflow = start_airflow(tmp_path / "airflow", preload=("growthgr.steps", "simulator.run"))
     try:
@@ -153,13 +151,15 @@ def test_failed_and_timed_out_tasks_and_a_missed_deadline_alert_once_per_sink(tm
         alert = posts["task_failed", day]
         assert (alert["dag_id"], alert["task_id"], alert["try_number"]) == (DAG, "simulate", 2)
         assert alert["logical_date"] == f"{day}T00:00:00+00:00" and alert["error"].startswith(error)
-        assert f"/dags/{DAG}/runs/" in alert["log_url"] and alert["log_url"].endswith("tasks/simulate?try_number=2")
+        assert alert["log_url"].startswith(f"http://127.0.0.1:{airflow.port}/dags/{DAG}/runs/")
+        assert alert["log_url"].endswith("tasks/simulate?try_number=2")
         assert alert["log_path"].endswith("attempt=2.log") and Path(alert["log_path"]).is_file()
         assert f"dag_id={DAG}" in alert["log_path"]
         first_try = Path(alert["log_path"]).with_name("attempt=1.log").read_text()
         assert ("Process timed out" in first_try) == (day == HANGS)      # try 1 was killed too, then retried
         late = posts["deadline_missed", day]
         assert late["dag_id"] == DAG and late["run_id"] == alert["run_id"] and late["deadline"]
+        assert late["log_url"].startswith(f"http://127.0.0.1:{airflow.port}/dags/{DAG}/runs/")
     mails = {m["Subject"]: m for m in smtp.messages}
     assert len(smtp.messages) == 4 and set(mails) == {p["subject"] for p in hook.posts}
     for post in hook.posts:

@@ -19,7 +19,7 @@ import pytest
 
 from foundation.config import load_settings
 from foundation.lake import Lake
-from growthgr.airflow_local import airflow_env, start_airflow
+from growthgr.airflow_local import start_airflow
 from growthgr.status import gate_statuses
 
 pytestmark = pytest.mark.slow
@@ -31,19 +31,12 @@ TIMEOUT = 600
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, copy_world):
-    from conftest import TINY_WORLD
+    from conftest import TINY_WORLD, scheduler_env
 
     top = tmp_path_factory.mktemp("assets")
     mp = pytest.MonkeyPatch()
-    for key, value in {
-        "GROWTHGR_PROFILE": "tiny",
-        "GROWTHGR_LAKE_ROOT": str(top / "lake"),
-        "GROWTHGR_RELEASES_ROOT": str(top / "releases"),
-        "GROWTHGR_SPARK__DRIVER_HOST": "127.0.0.1",
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "GROWTHGR_SIMULATOR__SEED": str(TINY_WORLD["seed"]),  # the platform DAG continues the shared world
-        **airflow_env(top / "airflow"),   # start_airflow exports these here too: undone below
-    }.items():
+    # the platform DAG continues the shared world; everything exported here is undone below
+    for key, value in scheduler_env(top, GROWTHGR_SIMULATOR__SEED=str(TINY_WORLD["seed"])).items():
         mp.setenv(key, value)
     copy_world(top / "lake")
     running = start_airflow(top / "airflow", cron=True, preload=("growthgr.steps", "simulator.run"))

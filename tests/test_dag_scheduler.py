@@ -42,13 +42,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import TINY_WORLD
+from conftest import TINY_WORLD, scheduler_env
 
 from foundation import catalog
 from foundation.config import load_settings
 from foundation.lake import Lake, parse_ds
 from foundation.releases import ReleaseStore
-from growthgr.airflow_local import TASK_MODULES, airflow_env, as_ds, free_port, start_airflow
+from growthgr.airflow_local import TASK_MODULES, as_ds, free_port, start_airflow
 from models.itemltv.data import SERVICE
 
 pytestmark = pytest.mark.slow
@@ -115,17 +115,12 @@ def world(tmp_path_factory, copy_world, postgres):
 
     top = tmp_path_factory.mktemp("scheduler")
     mp = pytest.MonkeyPatch()
-    for key, value in {
-        "GROWTHGR_PROFILE": "tiny",
-        "GROWTHGR_LAKE_ROOT": str(top / "lake"),
-        "GROWTHGR_RELEASES_ROOT": str(top / "releases"),
-        "GROWTHGR_SPARK__DRIVER_HOST": "127.0.0.1",  # Spark in the task processes: loopback only
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "GROWTHGR_ORCHESTRATION__RETRIES": "1",  # as in production (the tiny profile has none)
-        "GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES": "0",
-        "GROWTHGR_SIMULATOR__SEED": str(TINY_WORLD["seed"]),  # the platform DAG continues the shared world
-        **airflow_env(top / "airflow", postgres),  # start_airflow exports these here too: undone below
-    }.items():
+    for key, value in scheduler_env(     # everything exported here is undone below
+        top, postgres,
+        GROWTHGR_ORCHESTRATION__RETRIES="1",  # as in production (the tiny profile has none)
+        GROWTHGR_ORCHESTRATION__RETRY_DELAY_MINUTES="0",
+        GROWTHGR_SIMULATOR__SEED=str(TINY_WORLD["seed"]),  # the platform DAG continues the shared world
+    ).items():
         mp.setenv(key, value)
     s = load_settings()
     copy_world(top / "lake")

@@ -41,5 +41,6 @@ def standalone_cmd(
 
     bin_dir = Path(sys.executable).parent          # `airflow standalone` starts its components as `airflow ...`
     env = {**os.environ, **prepare(airflow_home), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1",
+           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}/",
            "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
     os.execve(str(bin_dir / "airflow"), [str(bin_dir / "airflow"), "standalone"], env)
