@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,16 +39,40 @@ def pytest_collection_modifyitems(items):
                else len(LONGEST_FIRST))
 
 
+class SerialWrites:
+    """WSGI middleware: one mutating request (PUT, POST, DELETE) at a time. moto checks a
+    conditional write's precondition (`If-None-Match: *`, `If-Match`) and then writes without a
+    lock, so two concurrent conditional PUTs of one key can both succeed, which S3 never allows
+    (a lock race test saw two holders). Reads stay concurrent."""
+
+    def __init__(self, app):
+        self.app, self.lock = app, threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") not in ("PUT", "POST", "DELETE"):
+            return self.app(environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 API server bound to 127.0.0.1 on a free port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3 API server (its WSGI app, as `moto.server.ThreadedMotoServer` serves it, with
+    writes serialised: `SerialWrites`) bound to 127.0.0.1 on a free port; yields its endpoint URL."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    server = make_server("127.0.0.1", 0, SerialWrites(DomainDispatcherApplication(create_backend_app)), threaded=True,
+                         request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="moto-s3")
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
 
 
 @pytest.fixture

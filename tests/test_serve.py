@@ -27,9 +27,11 @@ pytest_plugins = ("serve_fixtures",)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
-    # A generous deadline and in-flight cap: the suite shares two cores with other test workers, and
-    # loading release B while answering can take seconds there; both limits are tested with `_serving`.
-    return build_world(tmp_path_factory.mktemp("serve"), serve={"request_timeout_ms": 60_000, "max_in_flight": 1000})
+    # A generous deadline, in-flight cap and cache timeout: the suite shares two cores with other test
+    # workers, where loading release B while answering can take seconds and a Redis reply over 50 ms
+    # (the default cache timeout) is a miss; each limit is tested with its own settings.
+    return build_world(tmp_path_factory.mktemp("serve"),
+                       serve={"request_timeout_ms": 60_000, "max_in_flight": 1000, "cache_timeout_ms": 5_000})
 
 
 @pytest.fixture(scope="module")
