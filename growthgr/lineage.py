@@ -44,12 +44,14 @@ def events_file(cfg: LineageConfig, airflow_home: str | Path | None = None) -> P
 
 def transport(cfg: LineageConfig, airflow_home: str | Path | None = None) -> dict | None:
     """The OpenLineage client's transport for `cfg` (None: lineage off). The file transport
-    appends one JSON event per line."""
+    appends one JSON event per line (its folder is created here)."""
     if cfg.transport == "off":
         return None
     if cfg.transport == "http":
         return {"type": "http", "url": cfg.url, "timeout": cfg.timeout_s}
-    return {"type": "file", "log_file_path": str(events_file(cfg, airflow_home)), "append": True}
+    path = events_file(cfg, airflow_home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {"type": "file", "log_file_path": str(path), "append": True}
 
 
 def airflow_env(cfg: LineageConfig, airflow_home: str | Path) -> dict[str, str]:
@@ -58,8 +60,6 @@ def airflow_env(cfg: LineageConfig, airflow_home: str | Path) -> dict[str, str]:
     spec = transport(cfg, airflow_home)
     if spec is None:
         return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
-    if spec["type"] == "file":
-        Path(spec["log_file_path"]).parent.mkdir(parents=True, exist_ok=True)
     return {"AIRFLOW__OPENLINEAGE__DISABLED": "False", "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(spec),
             "AIRFLOW__OPENLINEAGE__NAMESPACE": cfg.namespace}
 
@@ -115,14 +115,12 @@ def client(cfg: LineageConfig):
     spec = transport(cfg)
     if spec is None:
         return None
-    if spec["type"] == "file":
-        Path(spec["log_file_path"]).parent.mkdir(parents=True, exist_ok=True)
     return OpenLineageClient(transport=get_default_factory().create(spec))
 
 
-def airflow_parent() -> dict | None:
-    """The OpenLineage run of the Airflow task this process runs (for dbt's events), from the
-    provider's macros; None outside a task."""
+def airflow_parent():
+    """The OpenLineage run of the Airflow task this process runs, as the parent of dbt's runs
+    (openlineage-dbt's `ParentRunMetadata`, from the provider's macros); None outside a task."""
     try:
         from airflow.providers.openlineage.plugins.macros import lineage_job_name, lineage_run_id
         from airflow.sdk import get_current_context
@@ -131,8 +129,9 @@ def airflow_parent() -> dict | None:
     except Exception:  # noqa: BLE001 -- not in an Airflow task (CLI, tests of the step)
         return None
     from airflow.providers.openlineage.conf import namespace
+    from openlineage.common.provider.dbt.facets import ParentRunMetadata
 
-    return {"job_namespace": namespace(), "job_name": lineage_job_name(ti), "run_id": lineage_run_id(ti)}
+    return ParentRunMetadata(job_namespace=namespace(), job_name=lineage_job_name(ti), run_id=lineage_run_id(ti))
 
 
 def emit_dbt(cfg: LineageConfig, lake) -> int:
@@ -157,7 +156,7 @@ def emit_dbt(cfg: LineageConfig, lake) -> int:
         processor = Processor(
             producer=PRODUCER, project_dir=str(PROJECT_DIR), target_path=str(warehouse_dir(lake) / "dbt_target"),
             job_namespace=cfg.namespace, dbt_command_line=["dbt", "build", "--profiles-dir", str(PROJECT_DIR)])
-        processor.dbt_run_metadata = _parent_metadata()
+        processor.dbt_run_metadata = airflow_parent()
         events = processor.parse().events()
     except Exception as err:  # noqa: BLE001 -- lineage never fails the step
         log.warning("dbt lineage: the last run's artefacts could not be read: %s", err)
@@ -171,16 +170,6 @@ def emit_dbt(cfg: LineageConfig, lake) -> int:
             log.warning("dbt lineage: an event was not sent: %s", err)
     log.info("dbt lineage: %d events -> %s", sent, cfg.transport)
     return sent
-
-
-def _parent_metadata():
-    """The Airflow task's run as the parent of dbt's runs (openlineage-dbt's `ParentRunMetadata`)."""
-    parent = airflow_parent()
-    if parent is None:
-        return None
-    from openlineage.common.provider.dbt.facets import ParentRunMetadata
-
-    return ParentRunMetadata(**parent)
 
 
 def read_events(path: Path) -> list[dict]:
